@@ -1,0 +1,21 @@
+"""Headless core of napari-mlffm: the MLFFM-SegDiff network, diffusion and `Segmenter`.
+
+Pure PyTorch and numpy; never imports napari, Qt or magicgui.
+"""
+
+from .checkpoint import CheckpointError
+from .config import DiffusionConfig, NetworkConfig, SegmenterConfig
+from .devices import resolve_device
+from .segmenter import NoDefaultWeightsError, Proposal, Segmenter, default_weights_path
+
+__all__ = [
+    "CheckpointError",
+    "DiffusionConfig",
+    "NetworkConfig",
+    "NoDefaultWeightsError",
+    "Proposal",
+    "Segmenter",
+    "SegmenterConfig",
+    "default_weights_path",
+    "resolve_device",
+]

@@ -1,0 +1,124 @@
+"""Frozen configuration dataclasses for the segmenter.
+
+A model is always rebuilt from the :class:`SegmenterConfig` stored in its
+checkpoint, so every field here is plain data (ints, floats, strings, tuples)
+that round-trips through JSON with :meth:`SegmenterConfig.to_dict` and
+:meth:`SegmenterConfig.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEDULES = ("cosine", "linear")
+PREDICTIONS = ("x0", "eps")
+FUSIONS = ("mlffm", "plain")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of the dual-path U-Net.
+
+    Attributes:
+        widths: channels per encoder level, from full resolution down. The
+            network has ``len(widths)`` levels, so the working size must be
+            divisible by ``2 ** (len(widths) - 1)``.
+        image_blocks: residual blocks per level in the image path (computed
+            once per image, so it may be deeper).
+        mask_blocks: residual blocks per level in the noisy-mask path (run at
+            every denoising step, so kept light).
+        fusion: ``"mlffm"`` for the multi-level feature fusion module on the
+            skips, ``"plain"`` for ordinary per-level skips (ablation).
+        bottleneck_attention: one self-attention block at the lowest level.
+        time_dim: width of the timestep embedding.
+    """
+
+    in_channels: int = 3
+    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    image_blocks: int = 2
+    mask_blocks: int = 1
+    fusion: str = "mlffm"
+    bottleneck_attention: bool = True
+    time_dim: int = 128
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
+            raise ValueError(f"widths must list at least 2 levels of >= 4 channels, got {self.widths}")
+        if self.image_blocks < 1 or self.mask_blocks < 1:
+            raise ValueError("image_blocks and mask_blocks must be >= 1")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.in_channels < 1 or self.time_dim < 4:
+            raise ValueError("in_channels must be >= 1 and time_dim >= 4")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and training target.
+
+    Attributes:
+        schedule: ``"cosine"`` (Nichol & Dhariwal 2021) or ``"linear"`` (Ho et al. 2020).
+        timesteps: number of training timesteps T.
+        prediction: ``"x0"`` (the network predicts the clean mask as logits)
+            or ``"eps"`` (the network predicts the added noise).
+    """
+
+    schedule: str = "cosine"
+    timesteps: int = 1000
+    prediction: str = "x0"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.timesteps < 2:
+            raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Everything needed to rebuild a segmenter.
+
+    Attributes:
+        size: working resolution; images are resized to ``size x size``.
+        network: the network's shape.
+        diffusion: the schedule and target.
+        default_steps: DDIM steps used when a caller does not say.
+        default_samples: proposals drawn when a caller does not say.
+    """
+
+    size: int = 128
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    default_steps: int = 10
+    default_samples: int = 8
+
+    def __post_init__(self) -> None:
+        factor = 2 ** (len(self.network.widths) - 1)
+        if self.size < factor or self.size % factor:
+            raise ValueError(f"size {self.size} must be a positive multiple of {factor} for {len(self.network.widths)} levels")
+        if self.default_steps < 1 or self.default_samples < 1:
+            raise ValueError("default_steps and default_samples must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmenterConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ValueError."""
+        data = dict(data)
+        network = _build(NetworkConfig, data.pop("network", {}))
+        diffusion = _build(DiffusionConfig, data.pop("diffusion", {}))
+        return _build(cls, data, network=network, diffusion=diffusion)
+
+
+def _build(cls, data: dict[str, Any], **extra: Any):
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    values.update(extra)
+    return cls(**values)

@@ -1,0 +1,145 @@
+"""The dual-path U-Net of MLFFM-SegDiff.
+
+* The **image path** encodes the dermoscopic image. It sees neither x_t nor t,
+  so :meth:`DualPathUNet.encode_image` runs once per image and its result
+  (:class:`ImageFeatures`, including the MLFFM-fused skips) is reused for every
+  denoising step and every sample.
+* The **mask path** encodes the noisy mask x_t with the timestep; at every
+  level the image features enter through a gated exchange.
+* The **decoder** is time-conditioned and takes, at each level, the upsampled
+  deeper features, the mask path's skip and the fused image skip. It outputs
+  one channel: x0 logits or predicted noise, depending on the diffusion target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding, group_norm
+from .config import NetworkConfig
+from .mlffm import MultiLevelFusion, PlainSkip
+
+
+@dataclass
+class ImageFeatures:
+    """Cached output of the image path for a batch of B images.
+
+    Attributes:
+        levels: per level k, (B, C_k, S / 2**k, S / 2**k) image features.
+        skips: per decoder level l < L - 1, (B, C_l, S / 2**l, S / 2**l) fused skips.
+    """
+
+    levels: list[torch.Tensor]
+    skips: list[torch.Tensor]
+
+    @property
+    def batch_size(self) -> int:
+        return self.levels[0].shape[0]
+
+    def expand(self, n: int) -> "ImageFeatures":
+        """Broadcast a batch of one image to ``n`` samples without copying."""
+        if self.batch_size == n:
+            return self
+        if self.batch_size != 1:
+            raise ValueError(f"can only expand a batch of 1 image, not {self.batch_size}")
+        grow = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731
+        return ImageFeatures([grow(x) for x in self.levels], [grow(x) for x in self.skips])
+
+
+class DualPathUNet(nn.Module):
+    """Dual-path U-Net denoiser conditioned on an image.
+
+    ``forward(image, x_t, t)`` is ``denoise(encode_image(image), x_t, t)``.
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = tuple(config.widths)
+        levels = len(widths)
+        tdim = config.time_dim
+
+        # Image path.
+        self.image_stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
+        self.image_blocks = nn.ModuleList()
+        self.image_down = nn.ModuleList()
+        for k, w in enumerate(widths):
+            prev = widths[max(k - 1, 0)]
+            blocks = [ResBlock(prev if i == 0 else w, w) for i in range(config.image_blocks)]
+            self.image_blocks.append(nn.ModuleList(blocks))
+            if k < levels - 1:
+                self.image_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+        skip_cls = MultiLevelFusion if config.fusion == "mlffm" else PlainSkip
+        self.skip_fusion = nn.ModuleList(skip_cls(widths, level, widths[level]) for level in range(levels - 1))
+
+        # Mask path.
+        self.time_embedding = TimestepEmbedding(tdim)
+        self.mask_stem = nn.Conv2d(1, widths[0], 3, padding=1)
+        self.mask_blocks = nn.ModuleList()
+        self.mask_exchange = nn.ModuleList(GatedImageExchange(w) for w in widths)
+        self.mask_down = nn.ModuleList()
+        for k, w in enumerate(widths):
+            prev = widths[max(k - 1, 0)]
+            blocks = [ResBlock(prev if i == 0 else w, w, tdim) for i in range(config.mask_blocks)]
+            self.mask_blocks.append(nn.ModuleList(blocks))
+            if k < levels - 1:
+                self.mask_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+        self.bottleneck = ResBlock(widths[-1], widths[-1], tdim)
+        self.bottleneck_attention = SelfAttention(widths[-1]) if config.bottleneck_attention else None
+
+        # Decoder, deepest level first.
+        self.decoder_blocks = nn.ModuleList()
+        for level in reversed(range(levels - 1)):
+            w = widths[level]
+            self.decoder_blocks.append(ResBlock(widths[level + 1] + 2 * w, w, tdim))
+        self.head = nn.Sequential(group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 1, 1))
+
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        """Run the image path once.
+
+        Input: (B, in_channels, S, S) normalised image.
+        Output: :class:`ImageFeatures` for the batch.
+        """
+        h = self.image_stem(image)
+        levels = []
+        for k, blocks in enumerate(self.image_blocks):
+            for block in blocks:
+                h = block(h)
+            levels.append(h)
+            if k < len(self.image_down):
+                h = self.image_down[k](h)
+        skips = [fusion(levels) for fusion in self.skip_fusion]
+        return ImageFeatures(levels, skips)
+
+    def denoise(self, features: ImageFeatures, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One network evaluation on the noisy mask.
+
+        Inputs: ``features`` for B images (or 1, broadcast), ``x_t`` (B, 1, S, S)
+        in [-1, 1]-ish scale, ``t`` (B,) integer timesteps.
+        Output: (B, 1, S, S): x0 logits or predicted noise.
+        """
+        features = features.expand(x_t.shape[0])
+        temb = self.time_embedding(t)
+        h = self.mask_stem(x_t)
+        mask_skips = []
+        for k, blocks in enumerate(self.mask_blocks):
+            for block in blocks:
+                h = block(h, temb)
+            h = self.mask_exchange[k](h, features.levels[k])
+            mask_skips.append(h)
+            if k < len(self.mask_down):
+                h = self.mask_down[k](h)
+        h = self.bottleneck(h, temb)
+        if self.bottleneck_attention is not None:
+            h = self.bottleneck_attention(h)
+        for i, level in enumerate(reversed(range(len(mask_skips) - 1))):
+            h = F.interpolate(h, size=mask_skips[level].shape[-2:], mode="nearest")
+            h = self.decoder_blocks[i](torch.cat([h, mask_skips[level], features.skips[level]], dim=1), temb)
+        return self.head(h)
+
+    def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.denoise(self.encode_image(image), x_t, t)

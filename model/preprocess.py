@@ -1,0 +1,90 @@
+"""Turning user images into network input, and network output back to image size.
+
+Accepted images (numpy arrays):
+* (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped);
+* dtypes uint8 (0..255), uint16 (0..65535), bool, other integers holding
+  values in 0..255 or 0..65535, or floats in [0, 1].
+Anything else raises ValueError with a message saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
+    """Validate ``image`` and return it as (H', W', 3) float32 RGB in [0, 1].
+
+    With ``max_side``, images larger than twice that are first subsampled by
+    an integer stride (so an 8000 x 6000 photo never becomes a 576 MB float
+    array); H' and W' are then the subsampled size.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        pass
+    elif image.ndim != 2:
+        raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    if max_side is not None:
+        stride = min(image.shape[0], image.shape[1]) // (2 * max_side)
+        if stride > 1:
+            image = image[::stride, ::stride]
+    if image.ndim == 3:
+        image = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
+    scale = _value_scale(image)
+    rgb = image.astype(np.float32) / scale
+    if rgb.ndim == 2:
+        rgb = rgb[..., None]
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb)
+
+
+def _value_scale(image: np.ndarray) -> float:
+    if image.dtype == np.bool_:
+        return 1.0
+    if image.dtype == np.uint8:
+        return 255.0
+    if image.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(image.dtype, np.integer):
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > 65535:
+            raise ValueError(f"integer image values must lie in 0..65535, got {low}..{high}")
+        return 255.0 if high <= 255 else 65535.0
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images must lie in [0, 1], got {low:.3g}..{high:.3g}")
+        return 1.0
+    raise ValueError(f"unsupported image dtype {image.dtype}")
+
+
+def standardize(batch: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel zero mean and unit variance.
+
+    This removes global colour casts and exposure differences between
+    dermatoscopes. Input and output: (B, 3, S, S).
+    """
+    mean = batch.mean(dim=(2, 3), keepdim=True)
+    std = batch.std(dim=(2, 3), keepdim=True)
+    return (batch - mean) / (std + 1e-3)
+
+
+def image_to_input(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) float RGB -> (1, 3, size, size) standardized tensor on ``device``."""
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return standardize(tensor).to(device)
+
+
+def resize_soft(soft: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize of soft masks (N, 1, S, S) -> (N, H, W) float32 on the CPU, clamped to [0, 1]."""
+    out = F.interpolate(soft.float().cpu(), size=(height, width), mode="bilinear", align_corners=False)
+    return out[:, 0].clamp_(0, 1)

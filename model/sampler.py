@@ -1,0 +1,125 @@
+"""The sampling loop: image features once, N mask trajectories batched.
+
+:func:`sample_soft_masks` is the fast path `Segmenter.propose` uses;
+:func:`sample_soft_masks_naive` re-encodes the image at every step and draws
+one sample at a time. It exists for the benchmark and the equivalence test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+import torch
+
+from .config import DiffusionConfig
+from .ddim import DDIMScheduler
+from .network import DualPathUNet, ImageFeatures
+from .schedule import NoiseSchedule
+
+
+def output_to_x0(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn the network's output into (x0_hat in [-1, 1], soft mask in [0, 1]).
+
+    For x0-prediction the output is the clean mask's logits; for
+    eps-prediction it is the noise, and x0 comes from Eq. 4 of DDPM.
+    Shapes: all (B, 1, H, W).
+    """
+    if schedule.config.prediction == "x0":
+        prob = torch.sigmoid(output)
+        return 2 * prob - 1, prob
+    x0 = schedule.predict_x0_from_eps(x_t, t, output).clamp(-1, 1)
+    return x0, (x0 + 1) / 2
+
+
+def initial_noise(n: int, size: int, seed: int, device: torch.device) -> tuple[torch.Generator, torch.Tensor]:
+    """x_T for ``n`` samples: (n, 1, size, size) standard normal from a seeded CPU generator.
+
+    Drawing on the CPU makes a seed give the same starting noise on every device.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    return generator, torch.randn((n, 1, size, size), generator=generator).to(device)
+
+
+def iter_sample_soft_masks(
+    network: DualPathUNet,
+    features: ImageFeatures,
+    diffusion: DiffusionConfig,
+    n_samples: int,
+    size: int,
+    steps: int,
+    seed: int,
+    eta: float = 0.0,
+) -> Generator[int, None, torch.Tensor]:
+    """Run DDIM for ``n_samples`` trajectories sharing one image's ``features``.
+
+    Yields the number of completed steps after each step; returns the final
+    soft masks, (n_samples, 1, size, size) in [0, 1]. Stopping the generator
+    early cancels sampling.
+    """
+    device = features.levels[0].device
+    schedule = NoiseSchedule(diffusion)
+    scheduler = DDIMScheduler(schedule, steps, eta)
+    generator, x = initial_noise(n_samples, size, seed, device)
+    features = features.expand(n_samples)
+    soft = None
+    for index, t in enumerate(scheduler.timesteps):
+        t_batch = torch.full((n_samples,), t, device=device, dtype=torch.long)
+        output = network.denoise(features, x, t_batch)
+        x0_hat, soft = output_to_x0(output, x, t_batch, schedule)
+        noise = None
+        if scheduler.sigma(t, scheduler.previous_timestep(index)) > 0:
+            noise = torch.randn(x.shape, generator=generator).to(device)
+        x = scheduler.step(x0_hat, x, index, noise)
+        yield index + 1
+    return soft
+
+
+def sample_soft_masks(
+    network: DualPathUNet,
+    image: torch.Tensor,
+    diffusion: DiffusionConfig,
+    n_samples: int,
+    steps: int,
+    seed: int,
+    eta: float = 0.0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Cached, batched sampling for one image (1, C, S, S). Returns (n_samples, 1, S, S)."""
+    features = network.encode_image(image)
+    loop = iter_sample_soft_masks(network, features, diffusion, n_samples, image.shape[-1], steps, seed, eta)
+    while True:
+        try:
+            done = next(loop)
+        except StopIteration as stop:
+            return stop.value
+        if on_step is not None:
+            on_step(done, steps)
+
+
+def sample_soft_masks_naive(
+    network: DualPathUNet,
+    image: torch.Tensor,
+    diffusion: DiffusionConfig,
+    n_samples: int,
+    steps: int,
+    seed: int,
+) -> torch.Tensor:
+    """Reference sampler: re-encodes the image at every step, one sample at a time.
+
+    Deterministic DDIM (eta = 0) only, so it gives the same masks as
+    :func:`sample_soft_masks` from the same seed. Returns (n_samples, 1, S, S).
+    """
+    schedule = NoiseSchedule(diffusion)
+    scheduler = DDIMScheduler(schedule, steps, 0.0)
+    _, noise = initial_noise(n_samples, image.shape[-1], seed, image.device)
+    results = []
+    for i in range(n_samples):
+        x = noise[i : i + 1]
+        soft = None
+        for index, t in enumerate(scheduler.timesteps):
+            t_batch = torch.full((1,), t, device=image.device, dtype=torch.long)
+            output = network(image, x, t_batch)
+            x0_hat, soft = output_to_x0(output, x, t_batch, schedule)
+            x = scheduler.step(x0_hat, x, index)
+        results.append(soft)
+    return torch.cat(results, dim=0)

@@ -1,0 +1,222 @@
+"""`Segmenter`: load a checkpoint and propose several masks for an image."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import SegmenterConfig
+from .devices import resolve_device
+from .network import DualPathUNet
+from .preprocess import image_to_input, resize_soft, to_float_rgb
+from .sampler import iter_sample_soft_masks
+
+DEFAULT_WEIGHTS = "default.mlffm"
+MODEL_PREFIX = "model."
+
+
+class NoDefaultWeightsError(FileNotFoundError):
+    """Raised by ``Segmenter.load(None)`` when the package ships no weights."""
+
+
+def default_weights_path() -> Path:
+    """Where the package's shipped weights live (whether or not they exist)."""
+    return Path(str(resources.files("model") / "weights" / DEFAULT_WEIGHTS))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Several mask proposals for one image, at the image's own resolution.
+
+    Attributes:
+        samples: (N, H, W) bool, one mask per diffusion sample.
+        probability: (H, W) float32 in [0, 1], the mean of the samples' soft masks.
+        uncertainty: (H, W) float32 in [0, 1]: twice the per-pixel standard
+            deviation of the N soft masks. 0 where all samples agree; 1 where
+            half say "lesion" with certainty and half say "skin". It measures
+            disagreement between samples only, so it is 0 when N = 1.
+        seconds: wall time of the proposal.
+    """
+
+    samples: np.ndarray
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def consensus(self) -> np.ndarray:
+        """(H, W) bool: probability >= 0.5."""
+        return self.probability >= 0.5
+
+
+class Segmenter:
+    """A diffusion segmenter: the network, its configuration and its device."""
+
+    def __init__(
+        self,
+        config: SegmenterConfig | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        provenance: dict[str, Any] | None = None,
+        checkpoint_id: str = "untrained",
+    ) -> None:
+        self.config = config or SegmenterConfig()
+        self.device = resolve_device(device)
+        self.network = DualPathUNet(self.config.network).to(self.device).eval()
+        self.provenance = dict(provenance or {})
+        self.checkpoint_id = checkpoint_id
+        self.encode_calls = 0  # how many times the image path ran (tests count it)
+
+    # ----- persistence -------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {MODEL_PREFIX + k: v for k, v in self.network.state_dict().items()}
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        provenance: dict[str, Any] | None = None,
+        extra_tensors: dict[str, torch.Tensor] | None = None,
+        extra_meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Write weights, config and provenance to one file, atomically.
+
+        ``extra_tensors`` and ``extra_meta`` carry a training state (optimizer,
+        EMA, RNG, counters) in the same format; inference ignores them.
+        """
+        meta = {"config": self.config.to_dict(), "provenance": provenance if provenance is not None else self.provenance}
+        if extra_meta:
+            meta["training"] = extra_meta
+        save_checkpoint(path, {**self.state_tensors(), **(extra_tensors or {})}, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> "Segmenter":
+        """Load a checkpoint; ``None`` loads the weights shipped in the package."""
+        segmenter, _, _ = cls.load_with_state(path, device)
+        return segmenter
+
+    @classmethod
+    def load_with_state(
+        cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto"
+    ) -> tuple["Segmenter", dict[str, torch.Tensor], dict[str, Any]]:
+        """Like :meth:`load`, also returning the non-model tensors and the training metadata."""
+        if path is None:
+            path = default_weights_path()
+            if not path.is_file():
+                raise NoDefaultWeightsError(
+                    "no default weights are installed in this package; pass a checkpoint file (--checkpoint FILE)"
+                )
+        tensors, meta, checkpoint_id = load_checkpoint(path)
+        try:
+            config = SegmenterConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: checkpoint config is not usable ({err})") from None
+        segmenter = cls(config, device, provenance=meta.get("provenance", {}), checkpoint_id=checkpoint_id)
+        weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        try:
+            segmenter.network.load_state_dict(weights, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})") from None
+        rest = {k: v for k, v in tensors.items() if not k.startswith(MODEL_PREFIX)}
+        return segmenter, rest, meta.get("training", {})
+
+    # ----- inference ---------------------------------------------------
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Validate an image and return ((1, 3, S, S) input tensor, (H, W) of the original)."""
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+        height, width = image.shape[:2] if image.ndim >= 2 else (0, 0)
+        rgb = to_float_rgb(image, max_side=self.config.size)
+        return image_to_input(rgb, self.config.size, self.device), (height, width)
+
+    def propose_iter(
+        self,
+        image: np.ndarray,
+        n_samples: int | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+        eta: float = 0.0,
+    ) -> Generator[tuple[int, int], None, Proposal]:
+        """Generator form of :meth:`propose` for GUIs.
+
+        Yields ``(steps_done, steps_total)`` after every DDIM step and returns
+        the :class:`Proposal`. Closing the generator cancels the work.
+        """
+        n_samples = self.config.default_samples if n_samples is None else int(n_samples)
+        steps = self.config.default_steps if steps is None else int(steps)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        start = time.perf_counter()
+        x, (height, width) = self.prepare(image)
+        with torch.inference_mode():
+            features = self.network.encode_image(x)
+            self.encode_calls += 1
+            loop = iter_sample_soft_masks(
+                self.network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta
+            )
+            while True:
+                try:
+                    done = next(loop)
+                except StopIteration as stop:
+                    soft = stop.value
+                    break
+                yield done, steps
+            proposal = self._to_proposal(soft, height, width)
+        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start)
+
+    def propose(
+        self,
+        image: np.ndarray,
+        n_samples: int | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+        eta: float = 0.0,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Proposal:
+        """Draw ``n_samples`` masks for ``image`` in one batched pass per DDIM step.
+
+        Args:
+            image: (H, W), (H, W, 3) or (H, W, 4) array; uint8, uint16 or float in [0, 1].
+            n_samples: number of proposals N (config default if None).
+            steps: DDIM steps (config default if None).
+            seed: the same seed gives the same masks on the same device.
+            eta: DDIM stochasticity (0 = deterministic given the seed's x_T).
+            on_step: called as ``on_step(done, total)`` after each step; raise
+                from it to cancel.
+        """
+        loop = self.propose_iter(image, n_samples, steps, seed, eta)
+        while True:
+            try:
+                done, total = next(loop)
+            except StopIteration as stop:
+                return stop.value
+            if on_step is not None:
+                on_step(done, total)
+
+    def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:
+        """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""
+        n = soft.shape[0]
+        samples = np.empty((n, height, width), dtype=bool)
+        total = torch.zeros((height, width))
+        total_sq = torch.zeros((height, width))
+        for i in range(n):
+            resized = resize_soft(soft[i : i + 1], height, width)[0]
+            samples[i] = (resized >= 0.5).numpy()
+            total += resized
+            total_sq += resized * resized
+        mean = total / n
+        variance = (total_sq / n - mean * mean).clamp_(min=0)
+        uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
+        return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32))

@@ -1,0 +1,33 @@
+"""napari reader: dermoscopic images as RGB image layers named after the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from training.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
+
+LayerData = list[tuple[Any, dict, str]]
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], LayerData] | None:
+    """Return a reader for image files this plugin understands, else None (napari then tries others)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or any(Path(p).suffix.lower() not in IMAGE_SUFFIXES for p in paths):
+        return None
+    if not all(Path(p).is_file() for p in paths):
+        return None
+    return read_images
+
+
+def read_images(path: str | list[str]) -> LayerData:
+    """Read each file with EXIF orientation applied; unreadable files raise a one-line ImageReadError."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers: LayerData = []
+    for p in paths:
+        image = read_image(p)
+        layers.append((image, {"name": Path(p).stem, "rgb": True, "metadata": {"source": str(Path(p).resolve())}}, "image"))
+    return layers
+
+
+__all__ = ["get_reader", "read_images", "ImageReadError"]

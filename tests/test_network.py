@@ -1,0 +1,80 @@
+"""Shapes of every block and of the whole network at several resolutions."""
+
+import pytest
+import torch
+
+from model import NetworkConfig, SegmenterConfig
+from model.blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding
+from model.mlffm import ChannelAttention, MultiLevelFusion, PlainSkip, SpatialAttention
+from model.network import DualPathUNet
+
+
+@pytest.mark.parametrize("size", [16, 32, 48])
+def test_blocks_keep_spatial_shape(size):
+    x = torch.randn(2, 8, size, size)
+    temb = TimestepEmbedding(16)(torch.tensor([0, 999]))
+    assert temb.shape == (2, 16)
+    assert ResBlock(8, 12, 16)(x, temb).shape == (2, 12, size, size)
+    assert ResBlock(8, 8)(x).shape == (2, 8, size, size)
+    assert GatedImageExchange(8)(x, torch.randn_like(x)).shape == x.shape
+    assert SelfAttention(8)(x).shape == x.shape
+    assert ChannelAttention(8)(x).shape == x.shape
+    assert SpatialAttention()(x).shape == x.shape
+
+
+def test_time_conditioned_block_requires_embedding():
+    with pytest.raises(ValueError, match="temb"):
+        ResBlock(4, 4, 8)(torch.randn(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("fusion_cls", [MultiLevelFusion, PlainSkip])
+def test_skip_fusion_outputs_target_level_shape(size, fusion_cls):
+    widths = (8, 16, 24)
+    features = [torch.randn(3, w, size // 2**k, size // 2**k) for k, w in enumerate(widths)]
+    for level in range(len(widths) - 1):
+        out = fusion_cls(widths, level, widths[level])(features)
+        assert out.shape == (3, widths[level], size // 2**level, size // 2**level)
+
+
+def test_mlffm_level_weights_are_a_distribution():
+    widths = (8, 16)
+    fusion = MultiLevelFusion(widths, 0, 8)
+    features = [torch.randn(2, 8, 16, 16), torch.randn(2, 16, 8, 8)]
+    fusion(features)
+    assert fusion.level_prior.shape == (2,)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("fusion", ["mlffm", "plain"])
+def test_network_shapes(size, fusion):
+    config = NetworkConfig(widths=(8, 16, 32), time_dim=16, fusion=fusion)
+    net = DualPathUNet(config)
+    image = torch.randn(2, 3, size, size)
+    features = net.encode_image(image)
+    assert [f.shape[-1] for f in features.levels] == [size, size // 2, size // 4]
+    assert [s.shape[1:] for s in features.skips] == [(8, size, size), (16, size // 2, size // 2)]
+    x_t = torch.randn(2, 1, size, size)
+    out = net.denoise(features, x_t, torch.tensor([5, 700]))
+    assert out.shape == (2, 1, size, size)
+    assert torch.allclose(out, net(image, x_t, torch.tensor([5, 700])), atol=1e-5)
+
+
+def test_one_image_features_broadcast_to_many_samples():
+    net = DualPathUNet(NetworkConfig(widths=(8, 16), time_dim=16))
+    features = net.encode_image(torch.randn(1, 3, 16, 16))
+    out = net.denoise(features, torch.randn(5, 1, 16, 16), torch.full((5,), 10))
+    assert out.shape == (5, 1, 16, 16)
+    with pytest.raises(ValueError):
+        net.encode_image(torch.randn(2, 3, 16, 16)).expand(5)
+
+
+def test_config_validation_and_round_trip():
+    config = SegmenterConfig(size=64, network=NetworkConfig(widths=(8, 16, 32), fusion="plain"))
+    assert SegmenterConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="multiple"):
+        SegmenterConfig(size=30, network=NetworkConfig(widths=(8, 16, 32)))
+    with pytest.raises(ValueError, match="fusion"):
+        NetworkConfig(fusion="concat")
+    with pytest.raises(ValueError, match="unknown"):
+        SegmenterConfig.from_dict({**config.to_dict(), "colour": "red"})

@@ -1,0 +1,126 @@
+"""`Segmenter.propose`: shapes, caching, seeding, progress, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from model import Segmenter
+from model.preprocess import to_float_rgb
+from model.sampler import sample_soft_masks, sample_soft_masks_naive
+from model.preprocess import image_to_input
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((40, 56, 3), 120, np.uint8),
+        np.linspace(0, 1, 30 * 20, dtype=np.float32).reshape(30, 20),
+        np.full((25, 33, 4), 200, np.uint8),
+        np.full((50, 40, 3), 40000, np.uint16),
+        np.ones((17, 9, 1), np.float64) * 0.3,
+    ],
+    ids=["rgb-uint8", "gray-float", "rgba", "uint16", "single-channel"],
+)
+def test_proposal_is_at_image_resolution(tiny_segmenter, image):
+    p = tiny_segmenter.propose(image, n_samples=3, steps=2, seed=0)
+    h, w = image.shape[:2]
+    assert p.samples.shape == (3, h, w) and p.samples.dtype == bool
+    assert p.probability.shape == (h, w) and p.probability.dtype == np.float32
+    assert p.uncertainty.shape == (h, w) and p.uncertainty.dtype == np.float32
+    assert p.consensus.shape == (h, w) and p.consensus.dtype == bool
+    assert 0 <= p.probability.min() and p.probability.max() <= 1
+    assert 0 <= p.uncertainty.min() and p.uncertainty.max() <= 1
+    assert np.array_equal(p.consensus, p.probability >= 0.5)
+
+
+def test_image_path_runs_once_per_propose(tiny_segmenter, rgb_image, monkeypatch):
+    calls = []
+    original = tiny_segmenter.network.encode_image
+    monkeypatch.setattr(tiny_segmenter.network, "encode_image", lambda x: calls.append(1) or original(x))
+    tiny_segmenter.propose(rgb_image, n_samples=4, steps=5)
+    assert len(calls) == 1
+
+
+def test_cached_batched_sampler_matches_naive(tiny_segmenter, rgb_image):
+    x = image_to_input(to_float_rgb(rgb_image), tiny_segmenter.config.size, torch.device("cpu"))
+    net, diffusion = tiny_segmenter.network, tiny_segmenter.config.diffusion
+    with torch.inference_mode():
+        fast = sample_soft_masks(net, x, diffusion, n_samples=3, steps=4, seed=7)
+        slow = sample_soft_masks_naive(net, x, diffusion, n_samples=3, steps=4, seed=7)
+    assert fast.shape == slow.shape == (3, 1, 32, 32)
+    assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_same_seed_same_masks_different_seed_different(tiny_segmenter, rgb_image):
+    a = tiny_segmenter.propose(rgb_image, n_samples=3, steps=3, seed=1)
+    b = tiny_segmenter.propose(rgb_image, n_samples=3, steps=3, seed=1)
+    c = tiny_segmenter.propose(rgb_image, n_samples=3, steps=3, seed=2)
+    assert np.array_equal(a.samples, b.samples) and np.array_equal(a.probability, b.probability)
+    assert not np.array_equal(a.probability, c.probability)
+
+
+def test_stochastic_eta_is_seeded(tiny_segmenter, rgb_image):
+    a = tiny_segmenter.propose(rgb_image, n_samples=2, steps=3, seed=4, eta=1.0)
+    b = tiny_segmenter.propose(rgb_image, n_samples=2, steps=3, seed=4, eta=1.0)
+    assert np.array_equal(a.probability, b.probability)
+
+
+def test_progress_callback_and_cancel(tiny_segmenter, rgb_image):
+    seen = []
+    tiny_segmenter.propose(rgb_image, n_samples=2, steps=4, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        tiny_segmenter.propose(rgb_image, n_samples=2, steps=4, on_step=cancel)
+
+
+def test_generator_form_returns_proposal(tiny_segmenter, rgb_image):
+    loop = tiny_segmenter.propose_iter(rgb_image, n_samples=2, steps=3)
+    assert [next(loop) for _ in range(3)] == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(StopIteration) as stop:
+        next(loop)
+    assert stop.value.value.samples.shape == (2, 40, 56)
+
+
+def test_uncertainty_is_twice_sample_std(tiny_segmenter):
+    soft = torch.tensor([[[[0.0, 1.0]]], [[[1.0, 1.0]]]])  # (2, 1, 1, 2)
+    p = tiny_segmenter._to_proposal(soft, 1, 2)
+    assert np.allclose(p.probability, [[0.5, 1.0]])
+    assert np.allclose(p.uncertainty, [[1.0, 0.0]])
+    assert p.samples.tolist() == [[[False, True]], [[True, True]]]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((4, 4, 4, 3), np.uint8), "shape"),
+        (np.zeros((4, 4, 2), np.uint8), "shape"),
+        (np.full((8, 8), np.nan, np.float32), "NaN"),
+        (np.full((8, 8), 3.0, np.float32), r"\[0, 1\]"),
+        (np.full((8, 8), -5, np.int32), "0..65535"),
+        ("not an array", "numpy"),
+    ],
+)
+def test_bad_input_raises_value_error(tiny_segmenter, bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_segmenter.propose(bad)
+
+
+def test_bad_sampling_settings(tiny_segmenter, rgb_image):
+    with pytest.raises(ValueError, match="n_samples"):
+        tiny_segmenter.propose(rgb_image, n_samples=0)
+    with pytest.raises(ValueError, match="steps"):
+        tiny_segmenter.propose(rgb_image, steps=0)
+
+
+def test_large_image_is_subsampled_before_float_conversion():
+    image = np.zeros((2000, 1500, 3), np.uint8)
+    assert to_float_rgb(image, max_side=32).shape[0] < 200

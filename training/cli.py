@@ -1,0 +1,52 @@
+"""The ``mlffm`` command line: segment, train, finetune, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model import CheckpointError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .run_evaluate import add_evaluate_arguments
+    from .run_segment import add_segment_arguments
+    from .run_train import add_finetune_arguments, add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="mlffm", description="Diffusion segmentation of skin lesions in dermoscopic images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_segment_arguments(sub.add_parser("segment", help="propose masks for images or folders"))
+    add_train_arguments(sub.add_parser("train", help="train a model on a dataset folder"))
+    add_finetune_arguments(sub.add_parser("finetune", help="fine-tune a model on corrected masks"))
+    add_evaluate_arguments(sub.add_parser("evaluate", help="score a model on a dataset split"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "segment":
+            from .run_segment import run_segment
+
+            return run_segment(args)
+        if args.command == "train":
+            from .run_train import run_train
+
+            return run_train(args)
+        if args.command == "finetune":
+            from .run_train import run_finetune
+
+            return run_finetune(args)
+        from .run_evaluate import run_evaluate
+
+        return run_evaluate(args)
+    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError) as err:
+        print(f"mlffm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlffm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

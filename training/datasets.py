@@ -1,0 +1,215 @@
+"""The one dataset layout used for training, fine-tuning, evaluation and the corrections store.
+
+::
+
+    DATA/images/<id>.{png,jpg,jpeg,bmp,tif,tiff}
+    DATA/masks/<id>.png            (or the ISIC name <id>_segmentation.png)
+    DATA/splits.csv                optional, columns id,split
+
+Problems (missing masks, unreadable files, size mismatches, duplicate or
+unsafe ids, unknown ids in splits.csv) are collected as one-line messages
+naming the file; the caller decides whether to skip or stop.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from model.preprocess import to_float_rgb
+
+from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+
+MASK_SUFFIXES = (".png",)
+
+
+class DatasetError(ValueError):
+    """The dataset folder cannot be used at all; the message says why."""
+
+
+def safe_id(case_id: str) -> bool:
+    """True if ``case_id`` can name a file inside a folder without escaping it."""
+    return (
+        bool(case_id)
+        and case_id not in (".", "..")
+        and not case_id.startswith(".")
+        and "/" not in case_id
+        and "\\" not in case_id
+        and "\x00" not in case_id
+        and ":" not in case_id
+        and len(case_id.encode("utf-8")) <= 200
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image/mask pair of a dataset folder."""
+
+    case_id: str
+    image_path: Path
+    mask_path: Path
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """The usable cases of a folder (for one split) and the problems found."""
+
+    root: Path
+    cases: tuple[Case, ...]
+    problems: tuple[str, ...]
+
+    def ids_hash(self) -> str:
+        """SHA-256 (12 hex digits) of the sorted id list: provenance for a checkpoint."""
+        joined = "\n".join(sorted(c.case_id for c in self.cases))
+        return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:12]
+
+
+def read_splits(root: Path) -> dict[str, str] | None:
+    """``splits.csv`` as {id: split}, or None when there is none."""
+    path = root / "splits.csv"
+    if not path.is_file():
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"id", "split"} <= set(reader.fieldnames):
+                raise DatasetError(f"{path}: needs the columns id,split")
+            return {row["id"].strip(): row["split"].strip() for row in reader if row.get("id")}
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{path}: cannot read ({err})") from None
+
+
+def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
+    """Find the image/mask pairs under ``root``, optionally only those of ``split``.
+
+    Raises DatasetError if ``root`` has no ``images/`` folder, or if a split
+    is asked for and ``splits.csv`` is missing.
+    """
+    root = Path(root)
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir():
+        raise DatasetError(f"{root}: no images/ folder (expected DATA/images/<id>.png and DATA/masks/<id>.png)")
+    problems: list[str] = []
+    by_id: dict[str, Path] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(f"{path}: skipped, not an image file")
+            continue
+        case_id = path.stem
+        if not safe_id(case_id):
+            problems.append(f"{path}: skipped, unsafe id {case_id!r}")
+            continue
+        if case_id in by_id:
+            problems.append(f"{path}: skipped, duplicate id {case_id!r} (also {by_id[case_id].name})")
+            continue
+        by_id[case_id] = path
+
+    splits = read_splits(root)
+    if split is not None:
+        if splits is None:
+            if split in ("all", "*"):
+                splits = {}
+            else:
+                raise DatasetError(f"{root}: no splits.csv, so split {split!r} cannot be selected (use --split all)")
+        for case_id in splits:
+            if case_id not in by_id:
+                problems.append(f"{root / 'splits.csv'}: id {case_id!r} has no image")
+        if split not in ("all", "*"):
+            by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
+
+    cases = []
+    for case_id, image_path in by_id.items():
+        mask_path = _find_mask(masks_dir, case_id)
+        if mask_path is None:
+            problems.append(f"{image_path}: skipped, no mask masks/{case_id}.png")
+            continue
+        cases.append(Case(case_id, image_path, mask_path))
+    return DatasetListing(root, tuple(cases), tuple(problems))
+
+
+def _find_mask(masks_dir: Path, case_id: str) -> Path | None:
+    for name in (f"{case_id}.png", f"{case_id}_segmentation.png"):
+        candidate = masks_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair: ((H, W, 3) uint8/uint16 image, (H, W) bool mask).
+
+    Raises ImageReadError naming the file when either is unreadable or their sizes differ.
+    """
+    image = read_image(case.image_path)
+    mask = read_mask(case.mask_path)
+    if image.shape[:2] != mask.shape:
+        raise ImageReadError(
+            f"{case.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]}"
+        )
+    return image, mask
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to the working size exactly as inference does.
+
+    Returns ((size, size, 3) uint8 image, (size, size) uint8 mask coverage 0..255).
+    """
+    rgb = torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None]
+    stride = max(min(mask.shape) // (2 * size), 1)
+    coverage = torch.from_numpy(mask[::stride, ::stride].astype(np.float32))[None, None]
+    rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    coverage = F.interpolate(coverage, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    image_u8 = (rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    mask_u8 = (coverage[0, 0].clamp(0, 1) * 255).round().byte().numpy()
+    return image_u8, mask_u8
+
+
+@dataclass
+class CachedDataset:
+    """A dataset held in memory at the working size.
+
+    Attributes:
+        images: (N, S, S, 3) uint8.
+        masks: (N, S, S) uint8 coverage 0..255 (threshold at 128).
+        ids: the N case ids.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def cache_dataset(
+    cases: tuple[Case, ...] | list[Case],
+    size: int,
+    on_problem: Callable[[str], None] = print,
+    progress: Callable | None = None,
+) -> CachedDataset:
+    """Load and resize every case; unreadable or mismatched ones are reported and skipped."""
+    images, masks, ids = [], [], []
+    iterator = progress(cases) if progress is not None else cases
+    for case in iterator:
+        try:
+            image, mask = load_case(case)
+        except ImageReadError as err:
+            on_problem(f"skipped: {err}")
+            continue
+        image_u8, mask_u8 = resize_pair(image, mask, size)
+        images.append(image_u8)
+        masks.append(mask_u8)
+        ids.append(case.case_id)
+    if not ids:
+        return CachedDataset(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.uint8), [])
+    return CachedDataset(np.stack(images), np.stack(masks), ids)

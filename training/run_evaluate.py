@@ -1,0 +1,78 @@
+"""``mlffm evaluate``: score a checkpoint on a dataset split with the proposal settings the plugin uses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model import Segmenter
+
+from .datasets import list_cases, load_case
+from .imageio import ImageReadError, check_writable, write_json
+from .metrics import METRIC_NAMES, MetricAccumulator
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder (images/, masks/, splits.csv)")
+    parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
+    parser.add_argument("--split", default="test", help="split to score (default: test; 'all' for every case)")
+    parser.add_argument("--limit", type=int, help="score only the first N cases")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        check_writable([args.json], args.overwrite)
+    listing = list_cases(args.data, args.split)
+    cases = listing.cases[: args.limit] if args.limit else listing.cases
+    if not cases:
+        raise ValueError(f"{args.data}: no cases in split {args.split!r}")
+    segmenter = Segmenter.load(args.checkpoint, args.device)
+    accumulator = MetricAccumulator()
+    seconds, skipped = [], []
+    bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)
+    for case in bar:
+        try:
+            image, truth = load_case(case)
+        except ImageReadError as err:
+            skipped.append(str(err))
+            tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
+        seconds.append(time.perf_counter() - started)
+        record = accumulator.update(proposal.consensus, truth, proposal.probability, proposal.samples, case.case_id)
+        record["mean_uncertainty"] = float(proposal.uncertainty.mean())
+        record["seconds"] = seconds[-1]
+        bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
+    summary = accumulator.summary()
+    per_image_seconds = sum(seconds) / max(len(seconds), 1)
+    print(f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {args.samples} samples x {args.steps} steps, device {segmenter.device}")
+    print(f"{'metric':<12} {'value':>9}")
+    for name in METRIC_NAMES:
+        print(f"{name:<12} {summary[name]:>9.4f}")
+    print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
+    if args.json is not None:
+        write_json(
+            args.json,
+            {
+                "n_images": len(seconds),
+                "metrics": summary,
+                "seconds_per_image": per_image_seconds,
+                "per_image": accumulator.per_image,
+                "checkpoint_id": segmenter.checkpoint_id,
+                "split": args.split,
+                "settings": {"samples": args.samples, "steps": args.steps, "seed": args.seed, "device": str(segmenter.device)},
+                "skipped": skipped,
+            },
+        )
+    return 1 if skipped else 0

@@ -1,0 +1,194 @@
+"""``mlffm train`` and ``mlffm finetune``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model import NetworkConfig, Segmenter, SegmenterConfig
+from model.config import DiffusionConfig
+
+from .augment import AugmentConfig
+from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases
+from .progress import TqdmReporter
+from .trainer import TrainConfig, resume_path_for, train, validation_dice
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder (images/, masks/, optional splits.csv)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the best checkpoint (.mlffm)")
+    parser.add_argument("--split", default="train", help="split to train on (default: train; 'all' for every case)")
+    parser.add_argument("--val-split", default="val", help="split for model selection (default: val)")
+    parser.add_argument("--size", type=int, default=128, help="working resolution in pixels (default: 128)")
+    parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level, comma-separated")
+    parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation)")
+    parser.add_argument("--prediction", choices=("x0", "eps"), default="x0", help="diffusion target")
+    parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary-sensitive term (0 = off)")
+    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error)")
+    parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop after this many minutes, keeping the best")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, help="use at most N training and N validation cases (quick runs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="folder of corrected cases (images/, masks/)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the fine-tuned checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="base checkpoint (default: the shipped weights)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=10)
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--replay", type=Path, help="reference dataset mixed in to guard against drift (its train split if it has one)")
+    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of DATA held out to score before/after (default 0.2)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def _report_problems(listing: DatasetListing, limit: int = 10) -> None:
+    for line in listing.problems[:limit]:
+        print(f"warning: {line}", file=sys.stderr)
+    if len(listing.problems) > limit:
+        print(f"warning: ... and {len(listing.problems) - limit} more problems", file=sys.stderr)
+
+
+def _cache(listing: DatasetListing, size: int, label: str) -> CachedDataset:
+    bar = lambda items: tqdm(items, desc=f"loading {label}", unit="image", dynamic_ncols=True)  # noqa: E731
+    return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
+
+
+def split_holdout(data: CachedDataset, fraction: float) -> tuple[CachedDataset, CachedDataset]:
+    """Deterministic hold-out by id hash: the same ids are held out on every run."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--holdout must lie in (0, 1), got {fraction}")
+    ranked = sorted(range(len(data)), key=lambda i: hashlib.sha256(data.ids[i].encode()).hexdigest())
+    n_hold = max(1, round(len(data) * fraction)) if len(data) > 1 else 0
+    hold, keep = sorted(ranked[:n_hold]), sorted(ranked[n_hold:])
+    pick = lambda idx: CachedDataset(data.images[idx], data.masks[idx], [data.ids[i] for i in idx])  # noqa: E731
+    return pick(keep), pick(hold)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    if args.output.exists() and not args.overwrite and args.resume is None:
+        raise FileExistsError(f"{args.output}: already exists (use --overwrite to replace it, or --resume)")
+    if not args.output.parent.is_dir():
+        raise FileNotFoundError(f"{args.output.parent}: output folder does not exist")
+
+
+def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict:
+    return {"folder": listing.root.resolve().name, "split": split, "n_images": n_loaded, "ids_sha256": listing.ids_hash()}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _check_output(args)
+    if args.resume is not None:
+        segmenter = Segmenter.load(args.resume, args.device)
+    else:
+        widths = tuple(int(w) for w in args.widths.split(","))
+        config = SegmenterConfig(
+            size=args.size,
+            network=NetworkConfig(widths=widths, fusion=args.fusion),
+            diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
+        )
+        segmenter = Segmenter(config, args.device)
+    size = segmenter.config.size
+    train_listing = list_cases(args.data, args.split)
+    _report_problems(train_listing)
+    val_listing = list_cases(args.data, args.val_split) if args.val_split else None
+    train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
+    train_data = _cache(replace(train_listing, cases=train_cases), size, args.split)
+    if val_listing is not None and val_listing.cases:
+        val_cases = val_listing.cases[: args.limit] if args.limit else val_listing.cases
+        val_data = _cache(replace(val_listing, cases=val_cases), size, args.val_split)
+    else:
+        print("warning: no validation cases; holding out 15% of the training cases", file=sys.stderr)
+        train_data, val_data = split_holdout(train_data, 0.15)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        time_budget_minutes=args.time_budget,
+        boundary_weight=args.boundary_weight,
+        augment=AugmentConfig(enabled=not args.no_augment),
+    )
+    provenance = {
+        "command": "mlffm train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "data": _data_provenance(train_listing, len(train_data), args.split),
+        "val_data": {"split": args.val_split, "n_images": len(val_data)},
+        "torch": torch.__version__,
+        "licence": "trained on ISIC 2018 data (CC BY-NC 4.0) when data is the ISIC folder; non-commercial use",
+    }
+    print(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
+    result = train(segmenter, train_data, val_data, config, args.output, provenance=provenance, resume=args.resume, reporter=TqdmReporter())
+    print(
+        f"stopped by {result.stopped_by} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
+        f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} -> {args.output} "
+        f"(resume state: {resume_path_for(args.output)})"
+    )
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    _check_output(args)
+    base = args.resume if args.resume is not None else args.checkpoint
+    segmenter = Segmenter.load(base, args.device)
+    listing = list_cases(args.data, None)
+    _report_problems(listing)
+    if not listing.cases:
+        raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
+    data = _cache(listing, segmenter.config.size, "corrections")
+    train_data, held_out = split_holdout(data, args.holdout)
+    if len(train_data) == 0:
+        raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out)")
+    replay = None
+    if args.replay is not None:
+        replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None)
+        replay = _cache(replay_listing, segmenter.config.size, "replay")
+    epochs = args.epochs if args.time_budget is None else 10_000
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=min(args.batch_size, max(len(train_data), 1)),
+        lr=args.lr,
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+        ema_decay=0.9,
+        seed=args.seed,
+        time_budget_minutes=args.time_budget,
+    )
+    before = validation_dice(segmenter, held_out, config.val_steps, seed=args.seed)
+    print(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
+    provenance = dict(segmenter.provenance)
+    provenance.update(
+        {
+            "parent": {"checkpoint_id": segmenter.checkpoint_id, "path": str(base) if base else "shipped default"},
+            "command": "mlffm finetune " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "finetune_data": _data_provenance(listing, len(data), "all"),
+            "holdout_ids": held_out.ids,
+            "val_dice_before": before,
+        }
+    )
+    result = train(
+        segmenter, train_data, held_out, config, args.output,
+        provenance=provenance, resume=args.resume, reporter=TqdmReporter(), replay_data=replay, initial_val_dice=before,
+    )
+    if result.best_epoch == 0 and not args.output.exists():
+        Segmenter.load(base, args.device).save(args.output, provenance=provenance)
+    print(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {result.stopped_by} -> {args.output}")
+    return 0

@@ -1,0 +1,297 @@
+"""The training loop shared by ``mlffm train`` and ``mlffm finetune``.
+
+One step: augment a batch, pick timesteps, noise the ground-truth mask
+(q(x_t | x_0)), predict the clean mask from (image, x_t, t), take the loss,
+step AdamW, update the EMA. After each epoch the EMA weights are scored on
+the validation set; the best are written to the output file and the full
+state to ``<output>.resume.mlffm``, both atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from model import Segmenter
+from model.preprocess import standardize
+from model.sampler import iter_sample_soft_masks, output_to_x0
+from model.schedule import NoiseSchedule
+
+from .augment import AugmentConfig, augment_batch
+from .datasets import CachedDataset
+from .losses import SegmentationDiffusionLoss, dice_loss
+from .state import EMA, pack_training_state, unpack_training_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training or fine-tuning run."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.02
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0
+    seed: int = 0
+    time_budget_minutes: float | None = None
+    val_steps: int = 2
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    boundary_weight: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
+            raise ValueError("time budget must be > 0 minutes")
+
+
+class Reporter(Protocol):
+    """What the loop tells its caller (tqdm in the CLI, napari progress in the GUI)."""
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def batch_end(self, losses: dict[str, float]) -> None: ...
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        pass
+
+    def batch_end(self, losses: dict[str, float]) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    epochs_done: int
+    best_val_dice: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    stopped_by: str  # "epochs", "time budget", "interrupt" or "cancel"
+    seconds: float
+
+
+def resume_path_for(output: Path) -> Path:
+    return output.with_name(output.stem + ".resume.mlffm")
+
+
+def to_batch(data: CachedDataset, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S) float [0, 1] and mask coverage (B, 1, S, S) float [0, 1]."""
+    images = torch.from_numpy(data.images[index]).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(data.masks[index]).float()[:, None] / 255
+    return images, masks
+
+
+@torch.inference_mode()
+def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch_size: int = 32, seed: int = 0) -> float:
+    """Mean Dice of one DDIM sample per image at the working size (model selection only)."""
+    if len(data) == 0:
+        return float("nan")
+    network = segmenter.network.eval()
+    scores = []
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(start + batch_size, len(data)))
+        images, masks = to_batch(data, index)
+        features = network.encode_image(standardize(images).to(segmenter.device))
+        loop = iter_sample_soft_masks(network, features, segmenter.config.diffusion, len(index), segmenter.config.size, steps, seed + start)
+        soft = _run(loop).cpu()
+        pred, truth = soft[:, 0] >= 0.5, masks[:, 0] >= 0.5
+        inter = (pred & truth).sum(dim=(1, 2)).float()
+        total = pred.sum(dim=(1, 2)) + truth.sum(dim=(1, 2))
+        scores.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(inter)).tolist())
+    return float(np.mean(scores))
+
+
+def _run(generator):
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min((step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1), 1.0)
+    ratio = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * ratio
+
+
+def train(
+    segmenter: Segmenter,
+    train_data: CachedDataset,
+    val_data: CachedDataset,
+    config: TrainConfig,
+    output: Path,
+    *,
+    provenance: dict[str, Any],
+    resume: Path | None = None,
+    reporter: Reporter | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    replay_data: CachedDataset | None = None,
+    initial_val_dice: float | None = None,
+) -> TrainResult:
+    """Train ``segmenter.network`` in place and write the best EMA weights to ``output``.
+
+    With ``replay_data``, each epoch also draws as many replay cases as
+    ``train_data`` has (fine-tuning's guard against drift). With
+    ``initial_val_dice`` (fine-tuning), the starting weights count as epoch 0
+    and are kept if no epoch beats them.
+    """
+    reporter = reporter or SilentReporter()
+    if len(train_data) == 0:
+        raise ValueError("no training images could be loaded")
+    device = segmenter.device
+    network = segmenter.network.train()
+    schedule = NoiseSchedule(segmenter.config.diffusion)
+    loss_fn = SegmentationDiffusionLoss(config.bce_weight, config.dice_weight, config.boundary_weight)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = EMA(network, config.ema_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    eval_segmenter = copy.deepcopy(segmenter)
+
+    n_train = len(train_data) + (min(len(replay_data), len(train_data)) if replay_data is not None else 0)
+    batches = max(n_train // config.batch_size, 1)
+    total_steps = batches * config.epochs
+    start_epoch, step, history, spent = 0, 0, [], 0.0
+    best_dice, best_epoch = (initial_val_dice, 0) if initial_val_dice is not None else (-1.0, -1)
+    if resume is not None:
+        loaded, tensors, meta = Segmenter.load_with_state(resume, device)
+        network.load_state_dict(loaded.network.state_dict())
+        unpack_training_state(tensors, meta, ema, optimizer, generator)
+        start_epoch, step = int(meta["epoch"]), int(meta["step"])
+        history, spent = list(meta.get("history", [])), float(meta.get("seconds", 0.0))
+        best_dice, best_epoch = float(meta.get("best_val_dice", -1.0)), int(meta.get("best_epoch", -1))
+        reporter.message(f"resumed from {resume} at epoch {start_epoch}, step {step}")
+
+    started = time.monotonic()
+    budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
+    stopped_by = "epochs"
+    epoch = start_epoch
+    while epoch < config.epochs:
+        reporter.epoch_start(epoch + 1, config.epochs, batches)
+        order = _epoch_order(len(train_data), replay_data, generator)
+        completed = True
+        try:
+            for b in range(batches):
+                if should_stop():
+                    stopped_by, completed = "cancel", False
+                    break
+                if budget is not None and spent + time.monotonic() - started > budget:
+                    stopped_by, completed = "time budget", False
+                    break
+                picks = order[b * config.batch_size : (b + 1) * config.batch_size]
+                images, masks = _gather(train_data, replay_data, picks)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, step, total_steps)
+                losses = _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device)
+                ema.update(network)
+                step += 1
+                reporter.batch_end(losses)
+        except KeyboardInterrupt:
+            stopped_by, completed = "interrupt", False
+        if completed:
+            epoch += 1
+        ema.copy_to(eval_segmenter.network)
+        val_dice = validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+        record = {"epoch": epoch, "step": step, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(record)
+        if completed and (val_dice > best_dice or len(val_data) == 0):
+            best_dice, best_epoch = val_dice, epoch
+            eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
+            reporter.message(f"epoch {epoch}: val Dice {val_dice:.4f} (best), saved {output}")
+        else:
+            reporter.message(f"epoch {epoch}: val Dice {val_dice:.4f} (best {best_dice:.4f} at epoch {best_epoch})")
+        reporter.epoch_end(epoch, record)
+        seconds = spent + time.monotonic() - started
+        counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch}
+        tensors, meta = pack_training_state(ema, optimizer, generator, counters)
+        segmenter.save(resume_path_for(output), provenance=dict(provenance), extra_tensors=tensors, extra_meta=meta)
+        if not completed:
+            break
+    network.eval()
+    return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
+
+
+def _epoch_order(n_train: int, replay: CachedDataset | None, generator: torch.Generator) -> np.ndarray:
+    """Indices for one epoch; replay cases are encoded as negative numbers -1 - i."""
+    order = torch.randperm(n_train, generator=generator).numpy()
+    if replay is not None and len(replay):
+        picks = torch.randperm(len(replay), generator=generator)[: n_train].numpy()
+        order = np.concatenate([order, -1 - picks])
+        order = order[torch.randperm(len(order), generator=generator).numpy()]
+    return order
+
+
+def _gather(data: CachedDataset, replay: CachedDataset | None, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    own = picks[picks >= 0]
+    images, masks = to_batch(data, own)
+    if replay is not None and (picks < 0).any():
+        r_images, r_masks = to_batch(replay, -1 - picks[picks < 0])
+        images, masks = torch.cat([images, r_images]), torch.cat([masks, r_masks])
+    return images, masks
+
+
+def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device) -> dict[str, float]:
+    images, masks = augment_batch(images, masks, config.augment, generator)
+    target = (masks >= 0.5).float()
+    x0 = 2 * target - 1
+    t = torch.randint(0, schedule.timesteps, (images.shape[0],), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    x_t = schedule.q_sample(x0, t, noise)
+    images, x_t, t, target, noise = (v.to(device) for v in (standardize(images), x_t, t, target, noise))
+    output = network(images, x_t, t)
+    if schedule.config.prediction == "x0":
+        loss, terms = loss_fn(output, target)
+    else:
+        _, soft = output_to_x0(output, x_t, t, schedule)
+        logits = torch.logit(soft.clamp(1e-4, 1 - 1e-4))
+        mse = torch.nn.functional.mse_loss(output, noise)
+        loss = mse + dice_loss(logits, target)
+        terms = {"mse": float(mse)}
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    optimizer.step()
+    terms["loss"] = float(loss.detach())
+    return terms
+
+
+def _provenance(base: dict[str, Any], config: TrainConfig, history, best_dice, best_epoch, seconds) -> dict[str, Any]:
+    out = dict(base)
+    out.update(
+        {
+            "train_config": asdict(config),
+            "history": history,
+            "best_val_dice": best_dice,
+            "best_epoch": best_epoch,
+            "train_seconds": round(seconds, 1),
+        }
+    )
+    return out
