@@ -140,7 +140,7 @@ def encode_tiff(array: np.ndarray) -> bytes:
     import tifffile
 
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, array)
+    tifffile.imwrite(buffer, array, photometric="minisblack")
     return buffer.getvalue()
 
 

@@ -1,0 +1,90 @@
+"""`mlffm segment` end to end on real dermoscopic images, with an untrained tiny checkpoint."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from training.cli import main
+
+
+def _run(args, capsys):
+    code = main(["segment", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_five_outputs_with_documented_shapes(tmp_path, tiny_checkpoint, sample_images, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = _run([*sample_images[:2], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "3", "--steps", "2"], capsys)
+    assert code == 0, stderr
+    for path in sample_images[:2]:
+        stem = path.stem
+        w, h = Image.open(path).size
+        mask = np.asarray(Image.open(out / f"{stem}_segmentation.png"))
+        assert mask.shape == (h, w) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        prob = tifffile.imread(out / f"{stem}_probability.tif")
+        unc = tifffile.imread(out / f"{stem}_uncertainty.tif")
+        samples = tifffile.imread(out / f"{stem}_samples.tif")
+        assert prob.shape == unc.shape == (h, w) and prob.dtype == unc.dtype == np.float32
+        assert samples.shape == (3, h, w) and samples.dtype == np.uint8
+        assert np.array_equal(mask == 255, prob >= 0.5)
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["samples"] == 3 and record["steps"] == 2 and record["seed"] == 0
+        assert record["device"] == "cpu" or record["device"].startswith(("cuda", "mps"))
+        assert len(record["checkpoint_id"]) == 12 and record["timings"]["propose_seconds"] > 0
+
+
+def test_segment_never_overwrites_without_flag(tmp_path, tiny_checkpoint, sample_images, capsys):
+    out = tmp_path / "out"
+    args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
+    assert _run(args, capsys)[0] == 0
+    mask = out / f"{sample_images[0].stem}_segmentation.png"
+    mask.write_bytes(b"clinician's edited mask")
+    code, _, stderr = _run(args, capsys)
+    assert code != 0 and "already exists" in stderr and "--overwrite" in stderr
+    assert mask.read_bytes() == b"clinician's edited mask"
+    assert _run([*args, "--overwrite"], capsys)[0] == 0
+    assert mask.read_bytes() != b"clinician's edited mask"
+
+
+def test_segment_goes_on_past_a_bad_file(tmp_path, tiny_checkpoint, sample_images, capsys):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copy(sample_images[0], folder / "good case.jpg")
+    (folder / "broken.jpg").write_text("this is not a JPEG")
+    (folder / "notes.txt").write_text("ignored")
+    (folder / "sub").mkdir()
+    out = tmp_path / "out"
+    code, stdout, stderr = _run([folder, "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert code == 1
+    assert "broken.jpg" in stderr and "Traceback" not in stderr
+    assert (out / "good case_segmentation.png").is_file()
+    assert not (out / "broken_segmentation.png").exists()
+    assert "1 segmented" in stdout
+
+
+def test_missing_default_weights_or_checkpoint_is_one_line(tmp_path, sample_images, capsys):
+    code, _, stderr = _run([sample_images[0], "-o", tmp_path, "--checkpoint", tmp_path / "missing.mlffm"], capsys)
+    assert code == 2 and "missing.mlffm" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_console_script_runs_without_traceback(tmp_path, tiny_checkpoint, sample_images):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "segment", str(sample_images[0]), "-o", str(tmp_path / "o"),
+         "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o" / f"{sample_images[0].stem}_samples.tif").is_file()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_missing_gpu_is_a_clear_error(tmp_path, tiny_checkpoint, sample_images, capsys):
+    code, _, stderr = _run([sample_images[0], "-o", tmp_path, "--checkpoint", tiny_checkpoint, "--device", "cuda"], capsys)
+    assert code == 2 and "CUDA is not available" in stderr

@@ -1,0 +1,88 @@
+"""Dataset folders: both mask namings, splits.csv, bad files, size mismatches, unsafe ids."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.datasets import DatasetError, cache_dataset, list_cases, load_case, safe_id
+from training.imageio import ImageReadError, read_mask
+
+from .conftest import SMALL_DATA
+
+
+def _make(root, cases):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, mask_name, size in cases:
+        Image.fromarray(np.full((size, size, 3), 90, np.uint8)).save(root / "images" / name)
+        if mask_name:
+            mask = np.zeros((size, size), np.uint8)
+            mask[2:6, 2:6] = 255
+            Image.fromarray(mask).save(root / "masks" / mask_name)
+    return root
+
+
+def test_real_fixture_folder_with_splits():
+    train = list_cases(SMALL_DATA, "train")
+    val = list_cases(SMALL_DATA, "val")
+    assert len(train.cases) == 6 and len(val.cases) == 2 and not train.problems
+    image, mask = load_case(train.cases[0])
+    assert image.shape == (96, 96, 3) and mask.dtype == bool and 0 < mask.mean() < 1
+    assert len(list_cases(SMALL_DATA, "all").cases) == 8
+    assert train.ids_hash() != val.ids_hash()
+
+
+def test_both_mask_namings_and_problems(tmp_path):
+    root = _make(tmp_path / "d", [("a.png", "a.png", 8), ("b.jpg", "b_segmentation.png", 8), ("c.png", None, 8)])
+    (root / "images" / "readme.txt").write_text("x")
+    listing = list_cases(root)
+    assert [c.case_id for c in listing.cases] == ["a", "b"]
+    assert any("c.png" in p and "no mask" in p for p in listing.problems)
+    assert any("readme.txt" in p for p in listing.problems)
+
+
+def test_splits_csv_unknown_ids_and_missing_splits(tmp_path):
+    root = _make(tmp_path / "d", [("a.png", "a.png", 8), ("b.png", "b.png", 8)])
+    (root / "splits.csv").write_text("id,split\na,train\nb,val\nghost,train\n")
+    listing = list_cases(root, "train")
+    assert [c.case_id for c in listing.cases] == ["a"]
+    assert any("ghost" in p for p in listing.problems)
+    (root / "splits.csv").unlink()
+    with pytest.raises(DatasetError, match="splits.csv"):
+        list_cases(root, "train")
+    with pytest.raises(DatasetError, match="images/"):
+        list_cases(tmp_path / "nowhere")
+
+
+def test_duplicate_ids_are_reported(tmp_path):
+    root = _make(tmp_path / "d", [("a.png", "a.png", 8), ("a.jpg", None, 8)])
+    listing = list_cases(root)
+    assert len(listing.cases) == 1 and any("duplicate" in p for p in listing.problems)
+
+
+def test_size_mismatch_and_unreadable_files_are_named_and_skipped(tmp_path):
+    root = _make(tmp_path / "d", [("a.png", "a.png", 8), ("b.png", "b.png", 8)])
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / "masks" / "b.png")
+    (root / "images" / "c.png").write_bytes(b"garbage")
+    shutil.copy(root / "masks" / "a.png", root / "masks" / "c.png")
+    listing = list_cases(root)
+    with pytest.raises(ImageReadError, match="b.png: mask size 7x5 differs"):
+        load_case(listing.cases[1])
+    problems = []
+    cached = cache_dataset(listing.cases, 16, on_problem=problems.append)
+    assert cached.ids == ["a"] and cached.images.shape == (1, 16, 16, 3)
+    assert any("b.png" in p for p in problems) and any("c.png" in p for p in problems)
+
+
+@pytest.mark.parametrize("values, expected", [((0, 1), [False, True]), ((0, 255), [False, True]), ((100, 200), [False, True])])
+def test_mask_encodings(tmp_path, values, expected):
+    path = tmp_path / "m.png"
+    Image.fromarray(np.array([values], np.uint8)).save(path)
+    assert read_mask(path).tolist() == [expected]
+
+
+@pytest.mark.parametrize("case_id, ok", [("ISIC_0000001", True), ("a b é", True), ("../../x", False), ("..", False), (".hidden", False), ("a\\b", False), ("", False)])
+def test_safe_ids(case_id, ok):
+    assert safe_id(case_id) is ok

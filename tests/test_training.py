@@ -1,0 +1,89 @@
+"""Training for real on the small ISIC fixture: optimisation, train -> finetune -> evaluate, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import Segmenter
+from model.preprocess import standardize
+from model.schedule import NoiseSchedule
+from training.cli import main
+from training.datasets import cache_dataset, list_cases
+from training.losses import SegmentationDiffusionLoss
+from training.trainer import resume_path_for, to_batch
+
+from .conftest import SMALL_DATA, tiny_config
+
+TINY = ["--size", "32", "--widths", "8,16", "--batch-size", "4"]
+
+
+def test_two_optimisation_steps_reduce_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    segmenter = Segmenter(tiny_config(), "cpu")
+    data = cache_dataset(list_cases(SMALL_DATA, "train").cases, 32)
+    images, masks = to_batch(data, np.arange(4))
+    target = (masks >= 0.5).float()
+    schedule = NoiseSchedule(segmenter.config.diffusion)
+    t = torch.tensor([10, 200, 500, 900])
+    x_t = schedule.q_sample(2 * target - 1, t, torch.randn(target.shape, generator=torch.Generator().manual_seed(1)))
+    loss_fn = SegmentationDiffusionLoss()
+    net = segmenter.network.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(3):
+        loss, _ = loss_fn(net(standardize(images), x_t, t), target)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[2] < losses[0]
+
+
+def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
+    model_path = tmp_path / "model.mlffm"
+    # An interrupted run: the time budget (checked before each batch) ends it in epoch 2 of 3.
+    assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--time-budget", "0.00001"]) == 0
+    state = resume_path_for(model_path)
+    assert state.is_file() and model_path.is_file()
+    _, _, meta = Segmenter.load_with_state(state, "cpu")
+    assert meta["epoch"] < 3
+    # Resume finishes the two epochs and keeps the best.
+    assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--resume", str(state)]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    _, _, meta = Segmenter.load_with_state(state, "cpu")
+    assert meta["epoch"] == 3 and meta["step"] >= 3
+    trained = Segmenter.load(model_path, "cpu")
+    provenance = trained.provenance
+    assert provenance["data"]["n_images"] == 6 and len(provenance["data"]["ids_sha256"]) == 12
+    assert provenance["train_config"]["epochs"] == 3 and "val_dice" in provenance["history"][-1]
+    # No silent overwrite of a finished model.
+    assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    tuned = tmp_path / "tuned.mlffm"
+    code = main(["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(model_path), "--epochs", "2", "--batch-size", "4", "--replay", str(SMALL_DATA)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "val Dice before" in out and "after" in out
+    tuned_model = Segmenter.load(tuned, "cpu")
+    assert tuned_model.provenance["parent"]["checkpoint_id"] == trained.checkpoint_id
+    assert len(tuned_model.provenance["holdout_ids"]) >= 1
+
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tuned), "--split", "val", "--samples", "2", "--steps", "2", "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "dice" in printed and "sec/image" in printed
+    result = json.loads(report.read_text())
+    assert result["n_images"] == 2 and len(result["per_image"]) == 2
+    assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged"}
+    assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
+    # --json never overwrites silently either.
+    assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tuned), "--split", "val", "--json", str(report)]) == 2
+
+
+def test_finetune_needs_two_cases(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    assert main(["finetune", str(tmp_path / "one"), "-o", str(tmp_path / "x.mlffm"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "no usable" in capsys.readouterr().err
