@@ -1,0 +1,77 @@
+"""Latency of `Segmenter.propose` against a naive sampler, printed as one table.
+
+For N = 1, 8, 16 samples and 5, 10, 25 DDIM steps on a real 512 x 512
+dermoscopic image: the cached, batched sampler (image path once, N
+trajectories per network call) and the naive one (image re-encoded at every
+step, one sample at a time), with the ratio. Both give the same masks (the
+equivalence is checked here and in tests/test_segmenter.py).
+
+    python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model import Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
+from model.sampler import sample_soft_masks_naive  # noqa: E402
+from training.imageio import read_image  # noqa: E402
+
+
+def timed(fn, repeats: int, sync) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="only N=8, steps=10")
+    args = parser.parse_args()
+
+    if args.checkpoint or default_weights_path().is_file():
+        segmenter = Segmenter.load(args.checkpoint, args.device)
+    else:
+        segmenter = Segmenter(SegmenterConfig(), args.device)
+    device = segmenter.device
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    image = read_image(sorted((ROOT / "napari_mlffm" / "samples").glob("*.jpg"))[0])
+    x, _ = segmenter.prepare(image)
+    segmenter.propose(image, n_samples=2, steps=2)  # warm-up
+
+    params = sum(p.numel() for p in segmenter.network.parameters())
+    print(f"device {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads); model {params / 1e6:.2f} M parameters at {segmenter.config.size} px; image {image.shape[1]}x{image.shape[0]}")
+    grid = [(8, 10)] if args.quick else [(n, s) for n in (1, 8, 16) for s in (5, 10, 25)]
+    print(f"{'N':>3} {'steps':>5} {'cached s':>9} {'naive s':>9} {'ratio':>6} {'same masks':>10}")
+    for n, steps in grid:
+        cached = timed(lambda: segmenter.propose(image, n_samples=n, steps=steps, seed=0), args.repeats, sync)
+        with torch.inference_mode():
+            naive = timed(lambda: sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0), 1, sync)
+            fast = segmenter.propose(image, n_samples=n, steps=steps, seed=0)
+            slow = sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0)
+            same = np.array_equal(fast.samples, segmenter._to_proposal(slow, *image.shape[:2]).samples)
+        print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {str(same):>10}")
+
+
+if __name__ == "__main__":
+    main()
