@@ -15,9 +15,27 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], LayerData] 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or any(Path(p).suffix.lower() not in IMAGE_SUFFIXES for p in paths):
         return None
-    if not all(Path(p).is_file() for p in paths):
+    if not all(Path(p).is_file() and _looks_readable(Path(p)) for p in paths):
         return None
     return read_images
+
+
+def _looks_readable(path: Path) -> bool:
+    """A cheap header check, so napari can offer other readers for files this one cannot read."""
+    if path.stat().st_size == 0:
+        return False
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path):
+                return True
+        from PIL import Image
+
+        with Image.open(path):
+            return True
+    except Exception:
+        return False
 
 
 def read_images(path: str | list[str]) -> LayerData:

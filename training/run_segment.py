@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from model import Segmenter
 
-from .imageio import IMAGE_SUFFIXES, ImageReadError, check_writable, is_image_file, read_image, write_json, write_png, write_tiff
+from .imageio import IMAGE_SUFFIXES, ImageReadError, check_writable, is_image_file, read_image
+from .store import export_case
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 
@@ -56,11 +56,6 @@ def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.
     image = read_image(path)
     read_seconds = time.perf_counter() - started
     proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
-    mask_path, prob_path, unc_path, samples_path, json_path = targets
-    write_png(mask_path, proposal.consensus.astype(np.uint8) * 255)
-    write_tiff(prob_path, proposal.probability.astype(np.float32))
-    write_tiff(unc_path, proposal.uncertainty.astype(np.float32))
-    write_tiff(samples_path, proposal.samples.astype(np.uint8))
     record = {
         "source": str(path),
         "image_size": [int(image.shape[1]), int(image.shape[0])],
@@ -74,9 +69,8 @@ def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.
         "lesion_fraction": float(proposal.consensus.mean()),
         "mean_uncertainty": float(proposal.uncertainty.mean()),
         "timings": {"read_seconds": round(read_seconds, 4), "propose_seconds": round(proposal.seconds, 4), "total_seconds": round(time.perf_counter() - started, 4)},
-        "outputs": [p.name for p in targets],
     }
-    write_json(json_path, record)
+    export_case(out_dir, path.stem, proposal.consensus, proposal.probability, proposal.uncertainty, record, proposal.samples, args.overwrite)
 
 
 def run_segment(args: argparse.Namespace) -> int:

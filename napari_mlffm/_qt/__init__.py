@@ -1,0 +1,1 @@
+"""Qt dock widgets of the plugin, kept apart from the headless code."""

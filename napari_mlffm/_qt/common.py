@@ -1,0 +1,65 @@
+"""Pieces shared by the dock widgets: image-layer choices, model choices, dialogs, messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from model import Segmenter
+from training.model_store import list_versions
+
+from ..settings import SETTINGS
+
+OTHER_FILE = "other file..."
+_SEGMENTERS: dict[tuple[str, str], Segmenter] = {}
+
+
+def image_layer_choices(viewer):
+    return lambda widget=None: [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
+
+
+def model_choices(widget=None) -> list[tuple[str, str]]:
+    """(label, value) pairs: value '' is the shipped default, a path a model file, OTHER_FILE asks for one."""
+    versions = list_versions(SETTINGS.get().model_folder_path)
+    return [(v.label, str(v.path) if v.path else "") for v in versions] + [(OTHER_FILE, OTHER_FILE)]
+
+
+def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
+    """Load (once per file and device) a segmenter; runs in worker threads too."""
+    key = (checkpoint or "", device)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS[key] = Segmenter.load(Path(checkpoint) if checkpoint else None, device)
+    return _SEGMENTERS[key]
+
+
+def forget_segmenters() -> None:
+    _SEGMENTERS.clear()
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text
+
+
+def notify_error(error: BaseException | str) -> None:
+    show_error(error if isinstance(error, str) else one_line(error))
+
+
+def notify(message: str, warning: bool = False) -> None:
+    (show_warning if warning else show_info)(message)
+
+
+def confirm(parent, title: str, question: str) -> bool:
+    """Ask a yes/no question (tests replace this with a function returning a fixed answer)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(parent, title, question, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+    return answer == QMessageBox.Yes
+
+
+def image_data(layer: Image) -> np.ndarray:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.asarray(data)

@@ -1,0 +1,202 @@
+"""The "Fine-tune" dock widget: train on the corrections store in a subprocess, manage model versions.
+
+The work runs as ``python -m training.cli finetune`` in a child process, so
+GPU memory is freed when it ends and a crash cannot take napari down. Cancel
+terminates the child and removes its partial outputs; the base model is
+only ever read.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.qt.threading import create_worker
+from napari.utils import progress
+
+from model.devices import DEVICE_CHOICES
+from training.model_store import list_versions, new_version_path, write_card
+from training.trainer import resume_path_for
+
+from ..settings import SETTINGS
+from . import common
+
+EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+)")
+RESULT_PATTERN = re.compile(r"val Dice before ([\d.nan]+), after ([\d.nan]+)")
+
+
+def finetune_command(store: Path, base: str | None, output: Path, epochs: int, minutes: float, device: str) -> list[str]:
+    command = [sys.executable, "-m", "training.cli", "finetune", str(store), "-o", str(output), "--device", device]
+    if base:
+        command += ["--checkpoint", base]
+    command += ["--time-budget", str(minutes)] if minutes > 0 else ["--epochs", str(epochs)]
+    return command
+
+
+def finetune_job(command: list[str], handle: dict):
+    """Worker body: runs the command, yields ('epoch', k, n) and ('line', text); returns (exit code, last lines)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    handle["process"] = process
+    tail: list[str] = []
+    try:
+        for line in process.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            match = EPOCH_PATTERN.search(line)
+            if match:
+                yield ("epoch", int(match.group(1)), int(match.group(2)))
+            elif "%|" not in line:
+                tail = (tail + [line])[-20:]
+                yield ("line", line)
+        return process.wait(), tail
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+class FinetuneWidget(Container):
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        settings = SETTINGS.get()
+        self.store = FileEdit(label="corrections store", mode="d", value=str(settings.store_path))
+        self.base = ComboBox(label="base model", choices=common.model_choices)
+        self.base_file = FileEdit(label="base file", filter="*.mlffm", mode="r", visible=False)
+        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
+        self.minutes = FloatSpinBox(label="or time budget (min, 0 = epochs)", value=0.0, min=0.0, max=10_000.0)
+        self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value=settings.device)
+        self.run_button = PushButton(text="Fine-tune")
+        self.status = Label(value="")
+        self.versions = ComboBox(label="model versions", choices=self._version_choices)
+        self.use_button = PushButton(text="Use in Propose masks")
+        self.extend([self.store, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
+        self.worker = None
+        self.output: Path | None = None
+        self._handle: dict = {}
+        self._progress = None
+        self._cancelled = False
+        self.base.changed.connect(lambda v: setattr(self.base_file, "visible", v == common.OTHER_FILE))
+        self.run_button.changed.connect(self.run_or_cancel)
+        self.use_button.changed.connect(self.use_selected)
+        self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
+        self.native.destroyed.connect(self.cancel)
+        self._select_active()
+
+    def _version_choices(self, widget=None):
+        return [(v.label + self._card_text(v.card), str(v.path) if v.path else "") for v in list_versions(SETTINGS.get().model_folder_path)]
+
+    @staticmethod
+    def _card_text(card: dict) -> str:
+        before, after = card.get("val_dice_before"), card.get("val_dice_after")
+        return f" (Dice {before:.3f} -> {after:.3f})" if isinstance(before, float) and isinstance(after, float) else ""
+
+    def _select_active(self):
+        self.versions.reset_choices()
+        active = SETTINGS.get().active_model
+        if active in list(self.versions.choices):
+            self.versions.value = active
+
+    def use_selected(self, *_):
+        value = self.versions.value
+        SETTINGS.update(active_model=value or "")
+        self.status.value = f"Propose masks now uses {Path(value).stem if value else 'the shipped default'}"
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run_or_cancel(self, *_):
+        if self.running:
+            self.cancel()
+        else:
+            self.start()
+
+    def start(self):
+        store = Path(self.store.value)
+        if not (store / "images").is_dir():
+            common.notify_error(f"{store}: not a corrections store (accept some cases first)")
+            return None
+        base = self.base.value
+        if base == common.OTHER_FILE:
+            base = str(self.base_file.value)
+            if not Path(base).is_file():
+                common.notify_error(f"{base}: choose a base model file")
+                return None
+        folder = SETTINGS.get().model_folder_path
+        folder.mkdir(parents=True, exist_ok=True)
+        self.output = new_version_path(folder)
+        command = finetune_command(store, base or None, self.output, self.epochs.value, self.minutes.value, self.device.value)
+        self._handle = {}
+        self._cancelled = False
+        total = None if self.minutes.value > 0 else self.epochs.value
+        bar = progress(total=total, desc="Fine-tuning")
+        self._progress = bar
+        worker = create_worker(finetune_job, command, self._handle, _start_thread=False)
+        worker.yielded.connect(lambda event: self._on_event(bar, event))
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(lambda err: self._fail(common.one_line(err)))
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.text = "Cancel"
+        self.status.value = "starting..."
+        worker.start()
+        return worker
+
+    def cancel(self, *_):
+        if self.worker is None:
+            return
+        self._cancelled = True
+        process = self._handle.get("process")
+        if process is not None and process.poll() is None:
+            process.terminate()
+        self.worker.quit()
+
+    def _on_event(self, bar, event):
+        if self._cancelled or self.worker is None:
+            return  # a late message from a run that has ended
+        if event[0] == "epoch":
+            _, k, n = event
+            if self.minutes.value == 0:
+                bar.total = n
+            bar.n = k - 1
+            bar.set_description(f"Fine-tuning: epoch {k}/{n}")
+            bar.refresh()
+            self.status.value = f"epoch {k}"
+        else:
+            self.status.value = event[1][:120]
+
+    def _on_done(self, result):
+        code, tail = result
+        if self._cancelled:
+            return
+        if code != 0 or self.output is None or not self.output.is_file():
+            self._fail(next((line for line in reversed(tail) if "error" in line), f"fine-tuning failed (exit {code})"))
+            return
+        card = write_card(self.output)
+        self.versions.reset_choices()
+        self.versions.value = str(self.output)
+        before, after = card.get("val_dice_before"), card.get("val_dice_after")
+        self.status.value = f"saved {self.output.name}: held-out Dice {before:.3f} -> {after:.3f}"
+
+    def _fail(self, message: str):
+        self.status.value = "failed: " + message
+        common.notify_error(message)
+
+    def _on_finished(self):
+        if self._cancelled and self.output is not None:
+            for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json")):
+                path.unlink(missing_ok=True)
+            self.status.value = "cancelled; base model untouched"
+        resume = resume_path_for(self.output) if self.output is not None else None
+        if resume is not None and resume.exists() and not self._cancelled:
+            resume.unlink()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.worker = None
+        self.run_button.text = "Fine-tune"

@@ -1,0 +1,192 @@
+"""The "Propose masks" dock widget: several diffusion proposals and an uncertainty map for an image."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.qt.threading import create_worker
+from napari.utils import progress
+
+from model.devices import DEVICE_CHOICES
+
+from .. import results
+from ..settings import SETTINGS
+from . import common
+
+
+def propose_job(checkpoint: str | None, device: str, image, n_samples: int, steps: int, seed: int):
+    """Worker body: yields (done, total) per DDIM step, returns (proposal, info).
+
+    Out of GPU memory falls back to the CPU (and says so in ``info``).
+    """
+    segmenter = common.get_segmenter(checkpoint, device)
+    info = {"fallback": ""}
+    try:
+        proposal = yield from _steps(segmenter, image, n_samples, steps, seed)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        segmenter = common.get_segmenter(checkpoint, "cpu")
+        info["fallback"] = "out of GPU memory: proposed on the CPU instead"
+        proposal = yield from _steps(segmenter, image, n_samples, steps, seed)
+    info.update(
+        checkpoint=checkpoint or "shipped default", checkpoint_id=segmenter.checkpoint_id,
+        device=str(segmenter.device), samples=n_samples, steps=steps, seed=seed, seconds=round(proposal.seconds, 3),
+    )
+    return proposal, info
+
+
+def _steps(segmenter, image, n_samples, steps, seed):
+    loop = segmenter.propose_iter(image, n_samples, steps, seed)
+    while True:
+        try:
+            item = next(loop)
+        except StopIteration as stop:
+            return stop.value
+        yield item
+
+
+class ProposeWidget(Container):
+    """Inputs, a Run button that becomes Cancel, and a napari progress bar."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        settings = SETTINGS.get()
+        self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
+        self.model = ComboBox(label="model", choices=common.model_choices)
+        self.model_file = FileEdit(label="model file", filter="*.mlffm", mode="r", visible=False)
+        self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value=settings.device)
+        self.samples = SpinBox(label="proposals", value=settings.samples, min=1, max=64)
+        self.steps = SpinBox(label="DDIM steps", value=settings.steps, min=1, max=250)
+        self.seed = SpinBox(label="seed", value=settings.seed, min=0, max=2**31 - 1)
+        self.run_button = PushButton(text="Run")
+        self.status = Label(value="")
+        self.extend([self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.run_button, self.status])
+        self.worker = None
+        self._progress = None
+        self._select_active_model()
+        self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == common.OTHER_FILE))
+        self.run_button.changed.connect(self.run_or_cancel)
+        napari_viewer.layers.events.inserted.connect(self.reset_choices)
+        napari_viewer.layers.events.removed.connect(self.reset_choices)
+        SETTINGS.changed.connect(self._on_settings)
+        self.native.destroyed.connect(self._on_destroyed)
+        self.image.value = self._default_image()
+
+    # ----- choices -----------------------------------------------------
+    def _default_image(self):
+        active = self.viewer.layers.selection.active
+        choices = [c for c in self.image.choices if c is not None]
+        if active in choices:
+            return active
+        return choices[-1] if choices else None
+
+    def reset_choices(self, event=None) -> None:
+        super().reset_choices()
+        if self.image.value is None:
+            self.image.value = self._default_image()
+
+    def _select_active_model(self) -> None:
+        self.model.reset_choices()
+        wanted = SETTINGS.get().active_model
+        values = [c for c in self.model.choices]
+        if wanted in values:
+            self.model.value = wanted
+        elif "" in values:
+            self.model.value = ""
+
+    def _on_settings(self, settings) -> None:
+        self._select_active_model()
+
+    def _on_destroyed(self, *_):
+        SETTINGS.changed.disconnect(self._on_settings)
+        self.cancel()
+
+    def checkpoint(self) -> str | None:
+        value = self.model.value
+        if value == common.OTHER_FILE:
+            path = Path(self.model_file.value)
+            if not path.is_file():
+                raise ValueError(f"{path}: choose a model file (.mlffm)")
+            return str(path)
+        return value or None
+
+    # ----- running -----------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run_or_cancel(self, *_):
+        if self.running:
+            self.cancel()
+        else:
+            self.start()
+
+    def start(self):
+        layer = self.image.value
+        if layer is None:
+            common.notify_error("open an image first (File > Open, or File > Open Sample)")
+            return None
+        try:
+            checkpoint = self.checkpoint()
+        except ValueError as err:
+            common.notify_error(err)
+            return None
+        SETTINGS.update(device=self.device.value, samples=self.samples.value, steps=self.steps.value, seed=self.seed.value)
+        image = common.image_data(layer)
+        info = {"source": layer.metadata.get("source", layer.name), "image_layer": layer.name}
+        bar = progress(total=self.steps.value, desc=f"Proposing masks for {layer.name}")
+        self._progress = bar
+        worker = create_worker(
+            propose_job, checkpoint, self.device.value, image, self.samples.value, self.steps.value, self.seed.value,
+            _start_thread=False,
+        )
+        worker.yielded.connect(lambda done_total: self._on_step(bar, done_total))
+        worker.returned.connect(lambda result: self._on_done(layer, info, result))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.text = "Cancel"
+        self.status.value = "running..."
+        self._started = time.perf_counter()
+        worker.start()
+        return worker
+
+    def cancel(self, *_):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelled"
+
+    @staticmethod
+    def _on_step(bar, done_total):
+        done, total = done_total
+        bar.update(1)
+        bar.set_description(f"Proposing masks: step {done}/{total}")
+
+    def _on_done(self, layer, info, result):
+        proposal, extra = result
+        if layer not in self.viewer.layers:
+            self.status.value = "image layer was closed; results dropped"
+            return
+        info = {**info, **extra}
+        _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
+        message = f"{proposal.samples.shape[0]} proposals in {proposal.seconds:.1f} s on {extra['device']}"
+        if kept:
+            message += "; your edited mask was kept"
+        if extra.get("fallback"):
+            common.notify(extra["fallback"], warning=True)
+        self.status.value = message
+
+    def _on_error(self, error):
+        self.status.value = "failed: " + common.one_line(error)
+        common.notify_error(error)
+
+    def _on_finished(self):
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.worker = None
+        self.run_button.text = "Run"

@@ -1,0 +1,204 @@
+"""The "Review and export" dock widget: choose a starting mask, clean it, read the case, accept, export."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox)
+
+from training.postprocess import case_readout, clean_mask, combine
+from training.store import CorrectionsStore, case_id_for, export_case
+
+from .. import results
+from ..settings import SETTINGS
+from . import common
+
+STARTS = ("shown proposal", "majority", "union", "intersection", "consensus")
+
+
+class ReviewWidget(Container):
+    """Works on the result layers of the chosen image (see :mod:`napari_mlffm.results`)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        settings = SETTINGS.get()
+        self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
+        self.start = ComboBox(label="start from", choices=list(STARTS), value="shown proposal")
+        self.make_mask = PushButton(text="Make mask")
+        self.fill_holes = CheckBox(text="fill holes", value=True)
+        self.largest = CheckBox(text="keep largest component", value=True)
+        self.min_size = SpinBox(label="remove objects below (px)", value=64, min=0, max=1_000_000)
+        self.smooth = SpinBox(label="smooth radius (px)", value=2, min=0, max=50)
+        self.clean = PushButton(text="Clean up")
+        self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0, max=10.0, step=0.001)
+        self.readout = Label(value="")
+        self.annotator = LineEdit(label="annotator", value=settings.annotator)
+        self.accept_button = PushButton(text="Accept (Shift-A)")
+        self.export_folder = FileEdit(label="export to", mode="d")
+        self.export_button = PushButton(text="Export")
+        self.status = Label(value="")
+        self.extend([
+            self.image, self.start, self.make_mask, self.fill_holes, self.largest, self.min_size, self.smooth, self.clean,
+            self.pixel_size, self.readout, self.annotator, self.accept_button, self.export_folder, self.export_button, self.status,
+        ])
+        self.confirm = lambda title, question: common.confirm(self.native, title, question)
+        self.make_mask.changed.connect(self.apply_start)
+        self.clean.changed.connect(self.apply_clean)
+        self.accept_button.changed.connect(self.accept)
+        self.export_button.changed.connect(self.export)
+        self.pixel_size.changed.connect(self.update_readout)
+        self.annotator.changed.connect(lambda v: SETTINGS.update(annotator=v))
+        napari_viewer.layers.events.inserted.connect(self.reset_choices)
+        napari_viewer.layers.events.removed.connect(self.reset_choices)
+        napari_viewer.bind_key("Shift-A", lambda v: self.accept(), overwrite=True)
+        self.image.value = self._default_image()
+
+    def _default_image(self):
+        choices = [c for c in self.image.choices if c is not None]
+        return choices[-1] if choices else None
+
+    def reset_choices(self, event=None) -> None:
+        super().reset_choices()
+        if self.image.value is None:
+            self.image.value = self._default_image()
+
+    # ----- helpers -----------------------------------------------------
+    def _layers(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image first")
+        found = results.case_layers(self.viewer, layer.name)
+        if found["mask"] is None:
+            raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
+        return layer, found
+
+    def _guard(self, action):
+        try:
+            return action()
+        except (ValueError, OSError) as err:
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            return None
+
+    def _current_mask(self, found) -> np.ndarray:
+        return np.asarray(found["mask"].data) > 0
+
+    # ----- actions -----------------------------------------------------
+    def apply_start(self, *_):
+        def run():
+            _, found = self._layers()
+            proposals = found["proposals"]
+            samples = np.asarray(proposals.data) > 0 if proposals is not None else None
+            choice = self.start.value
+            if choice == "shown proposal":
+                if samples is None:
+                    raise ValueError("no proposals layer")
+                index = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+                index = min(max(index, 0), samples.shape[0] - 1)
+                mask, label = samples[index], f"proposal {index + 1}"
+            elif choice == "consensus":
+                probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
+                if probability is None:
+                    raise ValueError("no stored probability for this image")
+                mask, label = probability >= 0.5, "consensus"
+            else:
+                if samples is None:
+                    raise ValueError("no proposals layer")
+                mask, label = combine(samples, choice), choice
+            if results.mask_edited(found["mask"]) and not self.confirm("Replace mask", "The mask has edits. Replace it?"):
+                return
+            results.set_mask(found["mask"], mask, label)
+            self.status.value = f"mask set from {label}"
+            self.update_readout()
+
+        self._guard(run)
+
+    def apply_clean(self, *_):
+        def run():
+            _, found = self._layers()
+            mask = clean_mask(self._current_mask(found), self.fill_holes.value, self.largest.value, self.min_size.value, self.smooth.value)
+            found["mask"].data = mask.astype(np.uint8)
+            self.status.value = "cleaned"
+            self.update_readout()
+
+        self._guard(run)
+
+    def readout_values(self) -> dict:
+        _, found = self._layers()
+        proposals, uncertainty = found["proposals"], found["uncertainty"]
+        return case_readout(
+            self._current_mask(found),
+            np.asarray(proposals.data) > 0 if proposals is not None else None,
+            np.asarray(uncertainty.data) if uncertainty is not None else None,
+            self.pixel_size.value or None,
+        )
+
+    def update_readout(self, *_):
+        try:
+            values = self.readout_values()
+        except ValueError:
+            self.readout.value = ""
+            return
+        lines = [f"area {values['area_px']} px" + (f" = {values['area_mm2']:.2f} mm²" if values["area_mm2"] is not None else "")]
+        lines.append(f"max diameter {values['max_diameter_px']:.1f} px" + (f" = {values['max_diameter_mm']:.2f} mm" if values["max_diameter_mm"] is not None else ""))
+        if values["boundary_uncertainty"] is not None:
+            lines.append(f"boundary uncertainty {values['boundary_uncertainty']:.3f}")
+        if values["area_spread"] is not None:
+            lines.append(f"area spread across proposals {100 * values['area_spread']:.1f}%")
+        self.readout.value = "\n".join(lines)
+
+    def _record(self, layer, found) -> dict:
+        state = found["mask"].metadata.get(results.KEY, {})
+        mask = self._current_mask(found)
+        start = state.get("start_mask")
+        edited = int((mask != start).sum()) if start is not None and start.shape == mask.shape else None
+        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device")
+        return {
+            **{k: state.get(k) for k in keep},
+            "image_layer": layer.name,
+            "start": state.get("start"),
+            "edited_pixels": edited,
+            "annotator": self.annotator.value or None,
+            "readout": self.readout_values(),
+        }
+
+    def accept(self, *_):
+        def run():
+            layer, found = self._layers()
+            store = CorrectionsStore(SETTINGS.get().store_path)
+            case_id = case_id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or layer.name)
+            overwrite = False
+            if store.has(case_id):
+                if not self.confirm("Replace accepted case", f"{case_id} is already in the corrections store. Replace it?"):
+                    self.status.value = "not accepted (kept the stored version)"
+                    return None
+                overwrite = True
+            path = store.accept(case_id, common.image_data(layer), self._current_mask(found), self._record(layer, found), overwrite)
+            found["mask"].metadata[results.KEY]["accepted"] = True
+            self.status.value = f"accepted {case_id} ({store.count()} in store)"
+            return path
+
+        return self._guard(run)
+
+    def export(self, *_):
+        def run():
+            layer, found = self._layers()
+            folder = self.export_folder.value
+            if not str(folder) or str(folder) == ".":
+                raise ValueError("choose an export folder")
+            proposals = found["proposals"]
+            probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
+            uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
+            stem = case_id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or layer.name)
+            args = (folder, stem, self._current_mask(found), probability, uncertainty, self._record(layer, found))
+            try:
+                written = export_case(*args)
+            except FileExistsError as err:
+                if not self.confirm("Overwrite export", f"{common.one_line(err)}. Overwrite?"):
+                    self.status.value = "export cancelled: files exist"
+                    return None
+                written = export_case(*args, overwrite=True)
+            self.status.value = f"exported {len(written)} files to {folder}"
+            return written
+
+        return self._guard(run)

@@ -1,0 +1,89 @@
+"""The layers a proposal produces for one image, and the case state kept in their metadata.
+
+For an image layer named ``<image>``:
+* ``<image> proposals``: Labels (N, H, W), one proposal per slider position;
+* ``<image> uncertainty``: Image (H, W) float32;
+* ``<image> mask``: Labels (H, W), the mask under review.
+
+The mask layer's ``metadata["mlffm"]`` holds the provenance (source file,
+checkpoint, seed, steps, samples, device), the starting point, and the
+starting mask, so the number of edited pixels can be counted at accept time.
+Everything here must run on napari's main thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from model import Proposal
+
+KEY = "mlffm"
+
+
+def layer_names(image_name: str) -> dict[str, str]:
+    return {kind: f"{image_name} {kind}" for kind in ("proposals", "uncertainty", "mask")}
+
+
+def find(viewer, name: str):
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def case_layers(viewer, image_name: str) -> dict[str, Any]:
+    """{'proposals': layer or None, 'uncertainty': ..., 'mask': ...} for an image layer name."""
+    return {kind: find(viewer, name) for kind, name in layer_names(image_name).items()}
+
+
+def mask_edited(mask_layer: Labels) -> bool:
+    state = mask_layer.metadata.get(KEY, {})
+    start = state.get("start_mask")
+    return start is not None and not np.array_equal(np.asarray(mask_layer.data) > 0, start)
+
+
+def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: dict[str, Any]) -> tuple[Labels, bool]:
+    """Add or refresh the three result layers; returns (mask layer, whether an edited mask was kept).
+
+    An existing mask with edits is never replaced: only the proposals and the
+    uncertainty are refreshed.
+    """
+    names = layer_names(image_layer.name)
+    samples = proposal.samples.astype(np.uint8)
+    state = {**info, "probability": proposal.probability, "mean_uncertainty": float(proposal.uncertainty.mean())}
+    layers = case_layers(viewer, image_layer.name)
+    if layers["proposals"] is not None:
+        layers["proposals"].data = samples
+        layers["proposals"].metadata[KEY] = state
+    else:
+        viewer.add_labels(samples, name=names["proposals"], opacity=0.4, metadata={KEY: state}, visible=False)
+    if layers["uncertainty"] is not None:
+        layers["uncertainty"].data = proposal.uncertainty
+    else:
+        viewer.add_image(
+            proposal.uncertainty, name=names["uncertainty"], colormap="inferno", blending="additive",
+            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False,
+        )
+    mask = layers["mask"]
+    kept = mask is not None and mask_edited(mask)
+    consensus = proposal.consensus
+    mask_state = {**info, "start": "consensus", "start_mask": consensus.copy()}
+    if mask is None:
+        mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], opacity=0.5, metadata={KEY: mask_state})
+    elif not kept:
+        mask.data = consensus.astype(np.uint8)
+        mask.metadata[KEY] = mask_state
+    else:
+        mask.metadata[KEY] = {**mask.metadata.get(KEY, {}), **{k: v for k, v in info.items()}}
+    viewer.layers.selection.active = mask
+    mask.selected_label = 1
+    mask.mode = "paint"
+    return mask, kept
+
+
+def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
+    """Replace the reviewed mask with a new starting point (a proposal or a combination)."""
+    mask_layer.data = mask.astype(np.uint8)
+    state = mask_layer.metadata.setdefault(KEY, {})
+    state["start"] = start
+    state["start_mask"] = mask.astype(bool).copy()

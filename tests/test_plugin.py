@@ -1,0 +1,238 @@
+"""The napari plugin, headless under Xvfb with real napari: manifest, widgets, the whole review flow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+napari = pytest.importorskip("napari")
+
+from napari_mlffm import results  # noqa: E402
+from napari_mlffm._qt import common  # noqa: E402
+from napari_mlffm.reader import get_reader  # noqa: E402
+from napari_mlffm.settings import SETTINGS  # noqa: E402
+from napari_mlffm.writer import write_labels  # noqa: E402
+
+from .conftest import SAMPLES, SMALL_DATA  # noqa: E402
+
+PLUGIN = "napari-mlffm"
+WIDGETS = ["Propose masks", "Review and export", "Cases", "Fine-tune"]
+
+
+@pytest.fixture
+def plugin_env(tmp_path, monkeypatch, tiny_segmenter):
+    """Settings, model folder and corrections store in tmp; a tiny model as the active one."""
+    monkeypatch.setenv("NAPARI_MLFFM_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    SETTINGS._settings = None
+    common.forget_segmenters()
+    models = tmp_path / "models"
+    models.mkdir()
+    base = models / "tiny-base.mlffm"
+    tiny_segmenter.save(base)
+    SETTINGS.update(model_folder=str(models), corrections_store=str(tmp_path / "store"), active_model=str(base), samples=3, steps=2)
+    yield {"models": models, "base": base, "store": tmp_path / "store", "tmp": tmp_path}
+    SETTINGS._settings = None
+    common.forget_segmenters()
+
+
+def _dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def _propose(qtbot, widget, layer=None):
+    if layer is not None:
+        widget.image.value = layer
+    worker = widget.start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+
+def test_manifest_validates_and_every_python_name_imports():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution(PLUGIN)
+    manifest.validate_imports()
+    assert {w.display_name for w in manifest.contributions.widgets} == set(WIDGETS)
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_each_widget_docks(make_napari_viewer, plugin_env, name):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, name)
+    assert widget is not None
+
+
+def test_sample_data_opens(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "ISIC_0000018")
+    assert viewer.layers[-1].data.shape == (512, 512, 3)
+
+
+def test_reader_writer_round_trip(tmp_path):
+    source = sorted(SAMPLES.glob("*.jpg"))[0]
+    reader = get_reader(str(source))
+    (data, meta, kind), = reader(str(source))
+    assert kind == "image" and meta["name"] == source.stem and data.shape == (512, 512, 3)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:20] = 1
+    write_labels(str(tmp_path / "m.png"), mask, {})
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), mask * 255)
+    labels = mask * 3
+    write_labels(str(tmp_path / "m.tif"), labels, {})
+    import tifffile
+
+    assert np.array_equal(tifffile.imread(tmp_path / "m.tif"), labels)
+    with pytest.raises(ValueError, match="2-D"):
+        write_labels(str(tmp_path / "stack.png"), np.zeros((3, 4, 4), np.uint8), {})
+
+
+def test_reader_declines_files_it_cannot_read(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert get_reader(str(bad)) is None and get_reader(str(empty)) is None
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_full_review_flow(make_napari_viewer, qtbot, plugin_env):
+    viewer = make_napari_viewer()
+    propose, review, finetune = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Fine-tune"))
+    sources = sorted(SAMPLES.glob("*.jpg")) + [sorted((SMALL_DATA / "images").glob("*.jpg"))[0]]
+
+    # 1-2: open with the reader, propose; the three layers appear with the right shapes.
+    layer = viewer.open(str(sources[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    assert found["proposals"].data.shape == (3, 512, 512)
+    assert found["uncertainty"].data.shape == (512, 512) and found["uncertainty"].data.dtype == np.float32
+    assert found["mask"].data.shape == (512, 512) and viewer.layers.selection.active is found["mask"]
+
+    # 3: pick proposal 2 and paint a few pixels.
+    viewer.dims.set_current_step(0, 1)
+    review.image.value = layer
+    review.start.value = "shown proposal"
+    review.apply_start()
+    assert found["mask"].metadata["mlffm"]["start"] == "proposal 2"
+    assert np.array_equal(found["mask"].data > 0, found["proposals"].data[1] > 0)
+    painted = found["mask"].data.copy()
+    painted[:6, :6] = 1 - painted[:6, :6]
+    found["mask"].data = painted
+    review.update_readout()
+    assert "area" in review.readout.value and "boundary uncertainty" in review.readout.value
+
+    # 4: accept; files and JSON appear in the store.
+    review.annotator.value = "Dr. Test"
+    assert review.accept() is not None
+    store = plugin_env["store"]
+    record = json.loads((store / "meta" / f"{sources[0].stem}.json").read_text())
+    assert record["start"] == "proposal 2" and record["edited_pixels"] == 36 and record["annotator"] == "Dr. Test"
+    assert record["seed"] == 0 and record["steps"] == 2 and len(record["image_sha256"]) == 64
+    assert (store / "images" / f"{sources[0].stem}.png").is_file() and (store / "masks" / f"{sources[0].stem}.png").is_file()
+
+    for source in sources[1:]:
+        other = viewer.open(str(source), plugin=PLUGIN)[0]
+        _propose(qtbot, propose, other)
+        review.image.value = other
+        assert review.accept() is not None
+    assert len(list((store / "meta").glob("*.json"))) == 4
+
+    # 5: fine-tune on the store; a new version appears and can be selected.
+    finetune.base.value = str(plugin_env["base"])
+    finetune.epochs.value = 1
+    base_bytes = plugin_env["base"].read_bytes()
+    finetune.start()
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=300_000)
+    assert finetune.output is not None and finetune.output.is_file(), finetune.status.value
+    card = json.loads(finetune.output.with_suffix(".json").read_text())
+    assert card["n_images"] == 4 and "val_dice_after" in card
+    assert plugin_env["base"].read_bytes() == base_bytes
+    finetune.versions.value = str(finetune.output)
+    finetune.use_selected()
+    assert SETTINGS.get().active_model == str(finetune.output)
+    assert propose.model.value == str(finetune.output)
+
+    # 6: export; the files appear, and a second export does not overwrite them.
+    review.image.value = layer
+    out = plugin_env["tmp"] / "export"
+    review.export_folder.value = str(out)
+    written = review.export()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"{layer.name}_segmentation.png", f"{layer.name}_probability.tif", f"{layer.name}_uncertainty.tif", f"{layer.name}.json"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    found["mask"].data = np.zeros_like(found["mask"].data)
+    review.confirm = lambda *a: False
+    assert review.export() is None
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert written
+
+
+def test_cancel_propose_keeps_layers(make_napari_viewer, qtbot, plugin_env):
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    propose.samples.value, propose.steps.value = 64, 250
+    worker = propose.start()
+    worker.yielded.connect(lambda _: propose.cancel())
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert propose.status.value == "cancelled"
+    assert [l.name for l in viewer.layers] == [layer.name]
+
+
+def test_cancel_finetune_leaves_base_untouched(make_napari_viewer, qtbot, plugin_env):
+    store = plugin_env["store"]
+    shutil.copytree(SMALL_DATA, store, ignore=shutil.ignore_patterns("splits.csv"))
+    viewer = make_napari_viewer()
+    finetune = _dock(viewer, "Fine-tune")
+    finetune.base.value = str(plugin_env["base"])
+    finetune.epochs.value = 1000
+    base_bytes = plugin_env["base"].read_bytes()
+    finetune.start()
+    qtbot.waitUntil(lambda: finetune.status.value.startswith("epoch"), timeout=120_000)
+    finetune.cancel()
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=60_000)
+    assert "cancelled" in finetune.status.value
+    assert not finetune.output.exists()
+    assert plugin_env["base"].read_bytes() == base_bytes
+    assert sorted(p.name for p in plugin_env["models"].iterdir()) == ["tiny-base.mlffm"]
+
+
+def test_cases_widget_steps_proposes_and_sorts(make_napari_viewer, qtbot, plugin_env, tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for path in sorted((SMALL_DATA / "images").glob("*.jpg"))[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG broken")
+    (folder / "notes.txt").write_text("x")
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    assert cases.open_folder(folder) == 4
+    cases.step(1)
+    assert len(viewer.layers) == 1
+    cases.propose_or_cancel()
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    states = [cases.state(e) for e in cases.cases]
+    assert states.count("proposed") == 3 and states.count("unreadable") == 1
+    cases.sort_by_uncertainty()
+    values = [e.mean_uncertainty for e in cases.cases if e.mean_uncertainty is not None]
+    assert values == sorted(values, reverse=True)
+    cases.show_case(0)
+    assert [l.name for l in viewer.layers][0] == cases.cases[0].path.stem  # the previous case was closed
+    assert results.case_layers(viewer, cases.cases[0].path.stem)["mask"] is not None
+
+
+def test_corrupt_image_shows_error_and_does_not_crash(make_napari_viewer, plugin_env, tmp_path):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception):
+        viewer.open(str(bad), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+    propose = _dock(viewer, "Propose masks")
+    assert propose.start() is None  # no image: a notification, no worker
