@@ -24,7 +24,11 @@ def image_layer_choices(viewer):
 def model_choices(widget=None) -> list[tuple[str, str]]:
     """(label, value) pairs: value '' is the shipped default, a path a model file, OTHER_FILE asks for one."""
     versions = list_versions(SETTINGS.get().model_folder_path)
-    return [(v.label, str(v.path) if v.path else "") for v in versions] + [(OTHER_FILE, OTHER_FILE)]
+    choices = [(v.label, str(v.path) if v.path else "") for v in versions]
+    active = SETTINGS.get().active_model
+    if active and Path(active).is_file() and active not in [value for _, value in choices]:
+        choices.append((Path(active).stem, active))
+    return choices + [(OTHER_FILE, OTHER_FILE)]
 
 
 def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
