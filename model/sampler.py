@@ -49,22 +49,27 @@ def iter_sample_soft_masks(
     steps: int,
     seed: int,
     eta: float = 0.0,
+    max_batch: int | None = None,
 ) -> Generator[int, None, torch.Tensor]:
     """Run DDIM for ``n_samples`` trajectories sharing one image's ``features``.
 
     Yields the number of completed steps after each step; returns the final
     soft masks, (n_samples, 1, size, size) in [0, 1]. Stopping the generator
-    early cancels sampling.
+    early cancels sampling. ``max_batch`` caps how many trajectories go
+    through the network at once (to fit GPU memory); the starting noise is
+    drawn for all samples first, so with eta = 0 the masks do not depend on it.
     """
     device = features.levels[0].device
     schedule = NoiseSchedule(diffusion)
     scheduler = DDIMScheduler(schedule, steps, eta)
     generator, x = initial_noise(n_samples, size, seed, device)
-    features = features.expand(n_samples)
+    chunk = max(1, min(max_batch or n_samples, n_samples))
     soft = None
     for index, t in enumerate(scheduler.timesteps):
         t_batch = torch.full((n_samples,), t, device=device, dtype=torch.long)
-        output = network.denoise(features, x, t_batch)
+        output = torch.cat(
+            [network.denoise(features.expand(len(part)), part, t_batch[: len(part)]) for part in x.split(chunk)]
+        )
         x0_hat, soft = output_to_x0(output, x, t_batch, schedule)
         noise = None
         if scheduler.sigma(t, scheduler.previous_timestep(index)) > 0:

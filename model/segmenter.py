@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from importlib import resources
@@ -45,12 +47,14 @@ class Proposal:
             half say "lesion" with certainty and half say "skin". It measures
             disagreement between samples only, so it is 0 when N = 1.
         seconds: wall time of the proposal.
+        notes: what had to change on the way (e.g. out-of-memory fallbacks).
     """
 
     samples: np.ndarray
     probability: np.ndarray
     uncertainty: np.ndarray
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
 
     @property
     def consensus(self) -> np.ndarray:
@@ -160,21 +164,39 @@ class Segmenter:
             raise ValueError(f"steps must be >= 1, got {steps}")
         start = time.perf_counter()
         x, (height, width) = self.prepare(image)
+        notes: list[str] = []
+        network, max_batch = self.network, n_samples
+        while True:
+            try:
+                soft = yield from self._sample(network, x.to(next(network.parameters()).device), n_samples, steps, seed, eta, max_batch)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if max_batch > 1:
+                    max_batch = max(1, max_batch // 2)
+                    notes.append(f"out of GPU memory: retrying with {max_batch} samples per batch")
+                elif next(network.parameters()).device.type != "cpu":
+                    network = copy.deepcopy(self.network).cpu()
+                    max_batch = n_samples
+                    notes.append("out of GPU memory with 1 sample per batch: falling back to the CPU")
+                else:
+                    raise
+                warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
+        proposal = self._to_proposal(soft, height, width)
+        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start, tuple(notes))
+
+    def _sample(self, network, x, n_samples, steps, seed, eta, max_batch) -> Generator[tuple[int, int], None, torch.Tensor]:
         with torch.inference_mode():
-            features = self.network.encode_image(x)
+            features = network.encode_image(x)
             self.encode_calls += 1
-            loop = iter_sample_soft_masks(
-                self.network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta
-            )
+            loop = iter_sample_soft_masks(network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta, max_batch)
             while True:
                 try:
                     done = next(loop)
                 except StopIteration as stop:
-                    soft = stop.value
-                    break
+                    return stop.value
                 yield done, steps
-            proposal = self._to_proposal(soft, height, width)
-        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start)
 
     def propose(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -20,32 +19,23 @@ from . import common
 def propose_job(checkpoint: str | None, device: str, image, n_samples: int, steps: int, seed: int):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info).
 
-    Out of GPU memory falls back to the CPU (and says so in ``info``).
+    Out-of-GPU-memory fallbacks (fewer samples per batch, then the CPU)
+    happen inside ``Segmenter.propose_iter`` and come back as ``proposal.notes``.
     """
     segmenter = common.get_segmenter(checkpoint, device)
-    info = {"fallback": ""}
-    try:
-        proposal = yield from _steps(segmenter, image, n_samples, steps, seed)
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        segmenter = common.get_segmenter(checkpoint, "cpu")
-        info["fallback"] = "out of GPU memory: proposed on the CPU instead"
-        proposal = yield from _steps(segmenter, image, n_samples, steps, seed)
-    info.update(
-        checkpoint=checkpoint or "shipped default", checkpoint_id=segmenter.checkpoint_id,
-        device=str(segmenter.device), samples=n_samples, steps=steps, seed=seed, seconds=round(proposal.seconds, 3),
-    )
-    return proposal, info
-
-
-def _steps(segmenter, image, n_samples, steps, seed):
     loop = segmenter.propose_iter(image, n_samples, steps, seed)
     while True:
         try:
             item = next(loop)
         except StopIteration as stop:
-            return stop.value
+            proposal = stop.value
+            break
         yield item
+    info = {
+        "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
+        "device": str(segmenter.device), "samples": n_samples, "steps": steps, "seed": seed, "seconds": round(proposal.seconds, 3),
+    }
+    return proposal, info
 
 
 class ProposeWidget(Container):
@@ -176,8 +166,8 @@ class ProposeWidget(Container):
         message = f"{proposal.samples.shape[0]} proposals in {proposal.seconds:.1f} s on {extra['device']}"
         if kept:
             message += "; your edited mask was kept"
-        if extra.get("fallback"):
-            common.notify(extra["fallback"], warning=True)
+        for note in proposal.notes:
+            common.notify(note, warning=True)
         self.status.value = message
 
     def _on_error(self, error):

@@ -1,0 +1,96 @@
+"""Strange images: each is processed at its own size and orientation, or refused with a one-line message."""
+
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from training.imageio import ImageReadError, read_image
+
+from .conftest import SAMPLES
+
+
+def _jpeg_bytes(array, **kwargs):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def real_jpeg():
+    return sorted(SAMPLES.glob("*.jpg"))[0].read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("text.png", b"just some notes, not pixels", "cannot read"),
+        ("text.tif", b"II*\x00 broken tiff", "cannot read"),
+    ],
+)
+def test_unreadable_files_are_refused_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=message) as info:
+        read_image(path)
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_jpeg_is_refused(tmp_path, real_jpeg):
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(real_jpeg[: len(real_jpeg) // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        read_image(path)
+
+
+def _write(tmp_path, name, writer):
+    path = tmp_path / name
+    writer(path)
+    return path
+
+
+CASES = {
+    "1x1.png": (lambda p: Image.fromarray(np.full((1, 1, 3), 90, np.uint8)).save(p), (1, 1)),
+    "gray.png": (lambda p: Image.fromarray(np.full((30, 20), 90, np.uint8)).save(p), (30, 20)),
+    "rgba.png": (lambda p: Image.fromarray(np.full((30, 20, 4), 90, np.uint8)).save(p), (30, 20)),
+    "palette.png": (lambda p: Image.fromarray(np.full((30, 20, 3), 90, np.uint8)).convert("P").save(p), (30, 20)),
+    "cmyk.jpg": (lambda p: Image.fromarray(np.full((30, 20, 3), 90, np.uint8)).convert("CMYK").save(p), (30, 20)),
+    "16bit.tif": (lambda p: tifffile.imwrite(p, np.full((30, 20, 3), 40000, np.uint16)), (30, 20)),
+    "16bit-gray.png": (lambda p: Image.fromarray(np.full((30, 20), 40000, np.uint16)).save(p), (30, 20)),
+    "pages.tif": (lambda p: tifffile.imwrite(p, np.zeros((3, 30, 20), np.uint8), photometric="minisblack"), (30, 20)),
+    "space é ü.bmp": (lambda p: Image.fromarray(np.full((30, 20, 3), 90, np.uint8)).save(p), (30, 20)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_odd_images_segment_at_their_own_size(tmp_path, tiny_segmenter, name):
+    writer, (h, w) = CASES[name]
+    image = read_image(_write(tmp_path, name, writer))
+    assert image.shape[:2] == (h, w) and image.shape[2] == 3 and image.dtype in (np.uint8, np.uint16)
+    proposal = tiny_segmenter.propose(image, n_samples=2, steps=1)
+    assert proposal.samples.shape == (2, h, w) and proposal.probability.shape == (h, w)
+
+
+def test_exif_rotated_jpeg_is_read_upright(tmp_path, tiny_segmenter):
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :10] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(array).save(path, exif=exif, quality=95)
+    image = read_image(path)
+    assert image.shape[:2] == (40, 20)
+    assert image[:10].mean() > 200 and image[-10:].mean() < 50  # the band is now on top
+    assert tiny_segmenter.propose(image, n_samples=1, steps=1).samples.shape == (1, 40, 20)
+
+
+def test_huge_image_is_downscaled_for_the_model_and_upscaled_back(tmp_path, tiny_segmenter):
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.full((6000, 8000, 3), 120, np.uint8)).save(path, compress_level=1)
+    image = read_image(path)
+    assert image.shape == (6000, 8000, 3)
+    proposal = tiny_segmenter.propose(image, n_samples=2, steps=1)
+    assert proposal.samples.shape == (2, 6000, 8000) and proposal.uncertainty.shape == (6000, 8000)
