@@ -236,3 +236,18 @@ def test_corrupt_image_shows_error_and_does_not_crash(make_napari_viewer, plugin
     assert len(viewer.layers) == 0
     propose = _dock(viewer, "Propose masks")
     assert propose.start() is None  # no image: a notification, no worker
+
+
+def test_closing_the_viewer_stops_a_running_proposal(make_napari_viewer, qtbot, plugin_env):
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    propose.image.value = layer
+    propose.samples.value, propose.steps.value = 64, 250
+    worker = propose.start()
+    steps = []
+    worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: len(steps) > 0, timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert len(steps) < 250

@@ -75,7 +75,8 @@ class CasesWidget(Container):
         self.list.itemDoubleClicked.connect(lambda item: self.show_case(self.list.row(item)))
         napari_viewer.bind_key("Shift-N", lambda v: self.step(1), overwrite=True)
         napari_viewer.bind_key("Shift-P", lambda v: self.step(-1), overwrite=True)
-        self.native.destroyed.connect(self.cancel)
+        self._closed = False
+        self.native.destroyed.connect(self._on_destroyed)
 
     # ----- list --------------------------------------------------------
     def open_folder(self, folder) -> int:
@@ -174,6 +175,10 @@ class CasesWidget(Container):
         worker.start()
         return worker
 
+    def _on_destroyed(self, *_):
+        self._closed = True
+        self.cancel()
+
     def cancel(self, *_):
         if self.worker is not None:
             self.worker.quit()
@@ -186,13 +191,16 @@ class CasesWidget(Container):
         else:
             entry.proposal, entry.info = proposal, info
         bar.update(1)
-        self.refresh_list()
+        if not self._closed:
+            self.refresh_list()
 
     def _on_finished(self):
         if self._progress is not None:
             self._progress.close()
             self._progress = None
         self.worker = None
+        if self._closed:
+            return
         self.propose_button.text = "Propose all"
         done = sum(e.proposal is not None for e in self.cases)
         self.status.value = f"{done}/{len(self.cases)} cases proposed"

@@ -84,7 +84,8 @@ class FinetuneWidget(Container):
         self.run_button.changed.connect(self.run_or_cancel)
         self.use_button.changed.connect(self.use_selected)
         self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
-        self.native.destroyed.connect(self.cancel)
+        self._closed = False
+        self.native.destroyed.connect(self._on_destroyed)
         self._select_active()
 
     def _version_choices(self, widget=None):
@@ -147,6 +148,10 @@ class FinetuneWidget(Container):
         worker.start()
         return worker
 
+    def _on_destroyed(self, *_):
+        self._closed = True
+        self.cancel()
+
     def cancel(self, *_):
         if self.worker is None:
             return
@@ -157,8 +162,8 @@ class FinetuneWidget(Container):
         self.worker.quit()
 
     def _on_event(self, bar, event):
-        if self._cancelled or self.worker is None:
-            return  # a late message from a run that has ended
+        if self._cancelled or self.worker is None or self._closed:
+            return  # a late message from a run that has ended, or a closed widget
         if event[0] == "epoch":
             _, k, n = event
             if self.minutes.value == 0:
@@ -178,12 +183,16 @@ class FinetuneWidget(Container):
             self._fail(next((line for line in reversed(tail) if "error" in line), f"fine-tuning failed (exit {code})"))
             return
         card = write_card(self.output)
+        if self._closed:
+            return
         self.versions.reset_choices()
         self.versions.value = str(self.output)
         before, after = card.get("val_dice_before"), card.get("val_dice_after")
         self.status.value = f"saved {self.output.name}: held-out Dice {before:.3f} -> {after:.3f}"
 
     def _fail(self, message: str):
+        if self._closed:
+            return
         self.status.value = "failed: " + message
         common.notify_error(message)
 
@@ -191,7 +200,8 @@ class FinetuneWidget(Container):
         if self._cancelled and self.output is not None:
             for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json")):
                 path.unlink(missing_ok=True)
-            self.status.value = "cancelled; base model untouched"
+            if not self._closed:
+                self.status.value = "cancelled; base model untouched"
         resume = resume_path_for(self.output) if self.output is not None else None
         if resume is not None and resume.exists() and not self._cancelled:
             resume.unlink()
@@ -199,4 +209,5 @@ class FinetuneWidget(Container):
             self._progress.close()
             self._progress = None
         self.worker = None
-        self.run_button.text = "Fine-tune"
+        if not self._closed:
+            self.run_button.text = "Fine-tune"

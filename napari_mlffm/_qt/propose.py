@@ -57,6 +57,7 @@ class ProposeWidget(Container):
         self.extend([self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.run_button, self.status])
         self.worker = None
         self._progress = None
+        self._closed = False
         self._select_active_model()
         self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == common.OTHER_FILE))
         self.run_button.changed.connect(self.run_or_cancel)
@@ -92,6 +93,7 @@ class ProposeWidget(Container):
         self._select_active_model()
 
     def _on_destroyed(self, *_):
+        self._closed = True
         SETTINGS.changed.disconnect(self._on_settings)
         self.cancel()
 
@@ -148,7 +150,8 @@ class ProposeWidget(Container):
     def cancel(self, *_):
         if self.worker is not None:
             self.worker.quit()
-            self.status.value = "cancelled"
+            if not self._closed:
+                self.status.value = "cancelled"
 
     @staticmethod
     def _on_step(bar, done_total):
@@ -158,6 +161,8 @@ class ProposeWidget(Container):
 
     def _on_done(self, layer, info, result):
         proposal, extra = result
+        if self._closed:
+            return
         if layer not in self.viewer.layers:
             self.status.value = "image layer was closed; results dropped"
             return
@@ -171,6 +176,8 @@ class ProposeWidget(Container):
         self.status.value = message
 
     def _on_error(self, error):
+        if self._closed:
+            return
         self.status.value = "failed: " + common.one_line(error)
         common.notify_error(error)
 
@@ -179,4 +186,5 @@ class ProposeWidget(Container):
             self._progress.close()
             self._progress = None
         self.worker = None
-        self.run_button.text = "Run"
+        if not self._closed:
+            self.run_button.text = "Run"
