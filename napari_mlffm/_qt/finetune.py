@@ -65,6 +65,7 @@ class FinetuneWidget(Container):
         self.viewer = napari_viewer
         settings = SETTINGS.get()
         self.store = FileEdit(label="corrections store", mode="d", value=str(settings.store_path))
+        self.model_folder = FileEdit(label="model folder", mode="d", value=str(settings.model_folder_path))
         self.base = ComboBox(label="base model", choices=common.model_choices)
         self.base_file = FileEdit(label="base file", filter="*.mlffm", mode="r", visible=False)
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
@@ -74,7 +75,7 @@ class FinetuneWidget(Container):
         self.status = Label(value="")
         self.versions = ComboBox(label="model versions", choices=self._version_choices)
         self.use_button = PushButton(text="Use in Propose masks")
-        self.extend([self.store, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
+        self.extend([self.store, self.model_folder, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
         self.worker = None
         self.output: Path | None = None
         self._handle: dict = {}
@@ -84,6 +85,7 @@ class FinetuneWidget(Container):
         self.run_button.changed.connect(self.run_or_cancel)
         self.use_button.changed.connect(self.use_selected)
         self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
+        self.model_folder.changed.connect(self._on_model_folder)
         self._closed = False
         self.native.destroyed.connect(self._on_destroyed)
         self._select_active()
@@ -95,6 +97,11 @@ class FinetuneWidget(Container):
     def _card_text(card: dict) -> str:
         before, after = card.get("val_dice_before"), card.get("val_dice_after")
         return f" (Dice {before:.3f} -> {after:.3f})" if isinstance(before, float) and isinstance(after, float) else ""
+
+    def _on_model_folder(self, value) -> None:
+        SETTINGS.update(model_folder=str(value))
+        self.base.reset_choices()
+        self._select_active()
 
     def _select_active(self):
         self.versions.reset_choices()
