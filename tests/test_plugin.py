@@ -251,3 +251,27 @@ def test_closing_the_viewer_stops_a_running_proposal(make_napari_viewer, qtbot, 
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
     assert len(steps) < 250
+
+
+def test_bad_checkpoint_in_a_worker_is_a_one_line_failure(make_napari_viewer, qtbot, plugin_env):
+    bad = plugin_env["tmp"] / "broken.mlffm"
+    bad.write_bytes(b"not a model at all")
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    propose.image.value = layer
+    propose.model.value = common.OTHER_FILE
+    propose.model_file.value = str(bad)
+    propose.start()
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=60_000)
+    assert propose.status.value.startswith("failed: ") and "broken.mlffm" in propose.status.value
+    assert "\n" not in propose.status.value
+    assert [l.name for l in viewer.layers] == [layer.name]
+
+
+def test_settings_persist_between_sessions(plugin_env):
+    SETTINGS.update(annotator="Dr. Persist", samples=5, device="cpu")
+    SETTINGS._settings = None  # a new session reads the file
+    settings = SETTINGS.get()
+    assert (settings.annotator, settings.samples, settings.device) == ("Dr. Persist", 5, "cpu")
+    assert SETTINGS.path.is_file() and str(plugin_env["tmp"]) in str(SETTINGS.path)

@@ -32,8 +32,12 @@ class CaseEntry:
 
 
 def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int, steps: int, seed: int):
-    """Worker body: yields (index, proposal or None, info or error text) for each case."""
-    segmenter = common.get_segmenter(checkpoint, device)
+    """Worker body: yields (index, proposal or None, info or error text) for each case; index -1: the model failed to load."""
+    try:
+        segmenter = common.get_segmenter(checkpoint, device)
+    except (ValueError, OSError, RuntimeError) as err:
+        yield -1, None, common.one_line(err)
+        return
     for index, path in enumerate(paths):
         try:
             image = read_image(path)
@@ -185,6 +189,10 @@ class CasesWidget(Container):
 
     def _on_case(self, entries: list[CaseEntry], item, bar) -> None:
         k, proposal, info = item
+        if k < 0:
+            self.status.value = "failed: " + info
+            common.notify_error(info)
+            return
         entry = entries[k]
         if proposal is None:
             entry.error = info

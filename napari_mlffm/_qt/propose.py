@@ -21,16 +21,20 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int, step
 
     Out-of-GPU-memory fallbacks (fewer samples per batch, then the CPU)
     happen inside ``Segmenter.propose_iter`` and come back as ``proposal.notes``.
+    Expected failures come back as (None, {"error": one line}).
     """
-    segmenter = common.get_segmenter(checkpoint, device)
-    loop = segmenter.propose_iter(image, n_samples, steps, seed)
-    while True:
-        try:
-            item = next(loop)
-        except StopIteration as stop:
-            proposal = stop.value
-            break
-        yield item
+    try:
+        segmenter = common.get_segmenter(checkpoint, device)
+        loop = segmenter.propose_iter(image, n_samples, steps, seed)
+        while True:
+            try:
+                item = next(loop)
+            except StopIteration as stop:
+                proposal = stop.value
+                break
+            yield item
+    except (ValueError, OSError, RuntimeError) as err:  # expected failures: bad model file, bad image, device
+        return None, {"error": common.one_line(err)}
     info = {
         "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
         "device": str(segmenter.device), "samples": n_samples, "steps": steps, "seed": seed, "seconds": round(proposal.seconds, 3),
@@ -163,6 +167,9 @@ class ProposeWidget(Container):
         proposal, extra = result
         if self._closed:
             return
+        if proposal is None:
+            self._on_error(extra["error"])
+            return
         if layer not in self.viewer.layers:
             self.status.value = "image layer was closed; results dropped"
             return
@@ -178,7 +185,7 @@ class ProposeWidget(Container):
     def _on_error(self, error):
         if self._closed:
             return
-        self.status.value = "failed: " + common.one_line(error)
+        self.status.value = "failed: " + (error if isinstance(error, str) else common.one_line(error))
         common.notify_error(error)
 
     def _on_finished(self):
