@@ -50,7 +50,7 @@ def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_sa
         yield index, proposal, info
 
 
-class CasesWidget(Container):
+class CasesWidget(common.RunCancel, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -158,9 +158,9 @@ class CasesWidget(Container):
 
     # ----- background proposals ----------------------------------------
     def propose_or_cancel(self, *_):
-        if self.worker is not None:
-            self.cancel()
-            return
+        return self.run_or_cancel()
+
+    def start(self):
         todo = [i for i, e in enumerate(self.cases) if e.proposal is None and not e.error]
         if not todo:
             self.status.value = "nothing to propose"

@@ -31,6 +31,32 @@ def model_choices(widget=None) -> list[tuple[str, str]]:
     return choices + [(OTHER_FILE, OTHER_FILE)]
 
 
+def chosen_checkpoint(choice: str, file_value) -> str | None:
+    """The model a (model ComboBox, FileEdit) pair points at: None for the shipped default."""
+    if choice == OTHER_FILE:
+        path = Path(str(file_value))
+        if not path.is_file():
+            raise ValueError(f"{path}: choose a model file (.mlffm)")
+        return str(path)
+    return choice or None
+
+
+class RunCancel:
+    """A widget whose one button starts work and, while it runs, cancels it."""
+
+    worker = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run_or_cancel(self, *_):
+        if self.running:
+            self.cancel()
+        else:
+            self.start()
+
+
 def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
     """Load (once per file and device) a segmenter; runs in worker threads too."""
     key = (checkpoint or "", device)

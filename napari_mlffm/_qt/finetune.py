@@ -59,7 +59,7 @@ def finetune_job(command: list[str], handle: dict):
             process.wait(timeout=30)
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(common.RunCancel, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -114,31 +114,20 @@ class FinetuneWidget(Container):
         SETTINGS.update(active_model=value or "")
         self.status.value = f"Propose masks now uses {Path(value).stem if value else 'the shipped default'}"
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
-    def run_or_cancel(self, *_):
-        if self.running:
-            self.cancel()
-        else:
-            self.start()
-
     def start(self):
         store = Path(self.store.value)
         if not (store / "images").is_dir():
             common.notify_error(f"{store}: not a corrections store (accept some cases first)")
             return None
-        base = self.base.value
-        if base == common.OTHER_FILE:
-            base = str(self.base_file.value)
-            if not Path(base).is_file():
-                common.notify_error(f"{base}: choose a base model file")
-                return None
+        try:
+            base = common.chosen_checkpoint(self.base.value, self.base_file.value)
+        except ValueError as err:
+            common.notify_error(err)
+            return None
         folder = SETTINGS.get().model_folder_path
         folder.mkdir(parents=True, exist_ok=True)
         self.output = new_version_path(folder)
-        command = finetune_command(store, base or None, self.output, self.epochs.value, self.minutes.value, self.device.value)
+        command = finetune_command(store, base, self.output, self.epochs.value, self.minutes.value, self.device.value)
         self._handle = {}
         self._cancelled = False
         total = None if self.minutes.value > 0 else self.epochs.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
@@ -42,7 +41,7 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int, step
     return proposal, info
 
 
-class ProposeWidget(Container):
+class ProposeWidget(common.RunCancel, Container):
     """Inputs, a Run button that becomes Cancel, and a napari progress bar."""
 
     def __init__(self, napari_viewer) -> None:
@@ -102,24 +101,9 @@ class ProposeWidget(Container):
         self.cancel()
 
     def checkpoint(self) -> str | None:
-        value = self.model.value
-        if value == common.OTHER_FILE:
-            path = Path(self.model_file.value)
-            if not path.is_file():
-                raise ValueError(f"{path}: choose a model file (.mlffm)")
-            return str(path)
-        return value or None
+        return common.chosen_checkpoint(self.model.value, self.model_file.value)
 
     # ----- running -----------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
-    def run_or_cancel(self, *_):
-        if self.running:
-            self.cancel()
-        else:
-            self.start()
 
     def start(self):
         layer = self.image.value
