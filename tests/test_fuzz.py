@@ -1,7 +1,6 @@
 """Property tests: any array either gets masks of its own size or a ValueError with a message."""
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

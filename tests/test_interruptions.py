@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from model import Segmenter
 from training.trainer import resume_path_for

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from model import Segmenter
 from model.preprocess import to_float_rgb
 from model.sampler import sample_soft_masks, sample_soft_masks_naive
 from model.preprocess import image_to_input
