@@ -66,7 +66,8 @@ def test_segment_goes_on_past_a_bad_file(tmp_path, tiny_checkpoint, sample_image
     assert "broken.jpg" in stderr and "Traceback" not in stderr
     assert (out / "good case_segmentation.png").is_file()
     assert not (out / "broken_segmentation.png").exists()
-    assert "1 segmented" in stdout
+    assert "1 segmented, 1 skipped" in stdout
+    assert "skipped:" in stderr and stderr.count("broken.jpg") == 2  # once as it happens, once in the summary
 
 
 def test_missing_default_weights_or_checkpoint_is_one_line(tmp_path, sample_images, capsys):

@@ -102,5 +102,9 @@ def run_segment(args: argparse.Namespace) -> int:
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             problems.append(message)
             tqdm.write(f"mlffm segment: {message}", file=sys.stderr)
-    print(f"{done} segmented, {len(problems)} problem(s) -> {args.output}")
+    print(f"{done} segmented, {len(problems)} skipped -> {args.output}")
+    if problems:
+        print("skipped:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
     return 0 if not problems else 1
