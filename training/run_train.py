@@ -189,6 +189,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         provenance=provenance, resume=args.resume, reporter=TqdmReporter(), replay_data=replay, initial_val_dice=before,
     )
     if result.best_epoch == 0 and not args.output.exists():
-        Segmenter.load(base, args.device).save(args.output, provenance=provenance)
+        # No epoch beat the starting weights: the result is the base, recorded as such.
+        Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
     print(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {result.stopped_by} -> {args.output}")
     return 0

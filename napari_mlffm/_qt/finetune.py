@@ -28,6 +28,14 @@ EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+)")
 RESULT_PATTERN = re.compile(r"val Dice before ([\d.nan]+), after ([\d.nan]+)")
 
 
+def dice_change(card: dict) -> str:
+    """'Dice 0.812 -> 0.845' from a model card, or '' when it lacks the numbers."""
+    before, after = card.get("val_dice_before"), card.get("val_dice_after")
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        return f"Dice {before:.3f} -> {after:.3f}"
+    return ""
+
+
 def finetune_command(store: Path, base: str | None, output: Path, epochs: int, minutes: float, device: str) -> list[str]:
     command = [sys.executable, "-m", "training.cli", "finetune", str(store), "-o", str(output), "--device", device]
     if base:
@@ -91,12 +99,8 @@ class FinetuneWidget(common.RunCancel, Container):
         self._select_active()
 
     def _version_choices(self, widget=None):
-        return [(v.label + self._card_text(v.card), str(v.path) if v.path else "") for v in list_versions(SETTINGS.get().model_folder_path)]
-
-    @staticmethod
-    def _card_text(card: dict) -> str:
-        before, after = card.get("val_dice_before"), card.get("val_dice_after")
-        return f" (Dice {before:.3f} -> {after:.3f})" if isinstance(before, float) and isinstance(after, float) else ""
+        versions = list_versions(SETTINGS.get().model_folder_path)
+        return [(v.label + (f" ({dice_change(v.card)})" if dice_change(v.card) else ""), str(v.path) if v.path else "") for v in versions]
 
     def _on_model_folder(self, value) -> None:
         SETTINGS.update(model_folder=str(value))
@@ -183,8 +187,8 @@ class FinetuneWidget(common.RunCancel, Container):
             return
         self.versions.reset_choices()
         self.versions.value = str(self.output)
-        before, after = card.get("val_dice_before"), card.get("val_dice_after")
-        self.status.value = f"saved {self.output.name}: held-out Dice {before:.3f} -> {after:.3f}"
+        change = dice_change(card)
+        self.status.value = f"saved {self.output.name}" + (f": held-out {change}" if change else "")
 
     def _fail(self, message: str):
         if self._closed:
