@@ -126,3 +126,11 @@ def test_accumulator_pools_ece_and_averages_the_rest():
     assert summary["dice"] == pytest.approx(0.5) and summary["ged"] == pytest.approx(1.0)
     assert summary["ece"] == pytest.approx(0.4)  # pooled: each bin has mean p 0.9 or 0.1 and frequency 0.5
     assert [r["id"] for r in acc.per_image] == ["a", "b"]
+
+
+def test_uncertainty_error_spearman_ranks():
+    from training.run_evaluate import uncertainty_error_spearman
+
+    records = [{"mean_uncertainty": u, "dice": d} for u, d in [(0.1, 0.95), (0.2, 0.9), (0.3, 0.7), (0.4, 0.5)]]
+    assert uncertainty_error_spearman(records) == pytest.approx(1.0)
+    assert math.isnan(uncertainty_error_spearman(records[:2]))

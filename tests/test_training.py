@@ -78,6 +78,7 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert result["n_images"] == 2 and len(result["per_image"]) == 2
     assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged"}
     assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
+    assert "uncertainty_error_spearman" in result and "Spearman" in printed
     # --json never overwrites silently either.
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tuned), "--split", "val", "--json", str(report)]) == 2
 

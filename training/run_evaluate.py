@@ -29,6 +29,18 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
+def uncertainty_error_spearman(per_image: list[dict]) -> float:
+    """Spearman rank correlation of each image's mean uncertainty with its error, 1 - Dice (NaN below 3 images)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(r["mean_uncertainty"], 1 - r["dice"]) for r in per_image if "mean_uncertainty" in r]
+    if len(pairs) < 3:
+        return float("nan")
+    uncertainty, error = zip(*pairs)
+    rho = spearmanr(uncertainty, error).statistic
+    return float(rho) if rho == rho else float("nan")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable([args.json], args.overwrite)
@@ -55,12 +67,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         record["seconds"] = seconds[-1]
         bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
     summary = accumulator.summary()
+    rho = uncertainty_error_spearman(accumulator.per_image)
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
     print(f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {args.samples} samples x {args.steps} steps, device {segmenter.device}")
     print(f"{'metric':<12} {'value':>9}")
     for name in METRIC_NAMES:
         print(f"{name:<12} {summary[name]:>9.4f}")
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
+    print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {rho:.3f}")
     if args.json is not None:
         write_json(
             args.json,
@@ -68,6 +82,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "n_images": len(seconds),
                 "metrics": summary,
                 "seconds_per_image": per_image_seconds,
+                "uncertainty_error_spearman": rho,
                 "per_image": accumulator.per_image,
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,
