@@ -6,7 +6,11 @@ trajectories per network call) and the naive one (image re-encoded at every
 step, one sample at a time), with the ratio. Both give the same masks (the
 equivalence is checked here and in tests/test_segmenter.py).
 
-    python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick]
+    python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick] [--design]
+
+``--design`` adds the table the working size and widths were chosen from:
+untrained networks of several sizes and widths (and channels_last memory
+format) at the default 8 samples x 10 steps.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model import Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
+from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
 from model.sampler import sample_soft_masks_naive  # noqa: E402
 from training.imageio import read_image  # noqa: E402
 
@@ -46,6 +50,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="only N=8, steps=10")
+    parser.add_argument("--design", action="store_true", help="also time other working sizes and widths")
     args = parser.parse_args()
 
     if args.checkpoint or default_weights_path().is_file():
@@ -71,6 +76,32 @@ def main() -> None:
             slow = sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0)
             same = np.array_equal(fast.samples, segmenter._to_proposal(slow, *image.shape[:2]).samples)
         print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {str(same):>10}")
+    if args.design:
+        design_table(image, args.device, args.repeats)
+
+
+def design_table(image: np.ndarray, device: str, repeats: int) -> None:
+    """Latency of 8 samples x 10 steps for candidate working sizes and widths."""
+    print("\ndesign choices (untrained weights; 8 samples x 10 steps on the same image)")
+    print(f"{'size':>5} {'widths':<22} {'params M':>8} {'layout':<14} {'seconds':>8}")
+    candidates = [
+        (96, (16, 32, 64, 96, 128)),
+        (128, (16, 32, 64, 96, 128)),
+        (128, (16, 32, 64, 128, 192)),
+        (128, (24, 48, 96, 144, 192)),
+        (160, (16, 32, 64, 96, 128)),
+        (192, (16, 32, 64, 96, 128)),
+    ]
+    for size, widths in candidates:
+        segmenter = Segmenter(SegmenterConfig(size=size, network=NetworkConfig(widths=widths)), device)
+        params = sum(p.numel() for p in segmenter.network.parameters()) / 1e6
+        layouts = ["contiguous", "channels_last"] if (size, widths) == (128, (16, 32, 64, 96, 128)) else ["contiguous"]
+        for layout in layouts:
+            if layout == "channels_last":
+                segmenter.network.to(memory_format=torch.channels_last)
+            segmenter.propose(image, n_samples=2, steps=2)
+            seconds = timed(lambda: segmenter.propose(image, n_samples=8, steps=10, seed=0), repeats, lambda: None)
+            print(f"{size:>5} {','.join(map(str, widths)):<22} {params:>8.2f} {layout:<14} {seconds:>8.3f}")
 
 
 if __name__ == "__main__":
