@@ -26,27 +26,68 @@ def build_viewer(images: list[str]):
     return viewer, docked
 
 
-def screenshots(folder: Path) -> None:
-    """Propose on the first sample, choose a proposal, and save window screenshots into ``folder``."""
-    import napari
+def _wait(widget) -> None:
     from qtpy.QtWidgets import QApplication
 
+    while widget.worker is not None:
+        QApplication.processEvents()
+
+
+def _settle(seconds: float = 1.0) -> None:
+    """Let Qt and the canvas catch up before a screenshot."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _raise(viewer, name: str) -> None:
+    """Bring a (possibly tabbed) dock widget to the front."""
+    from qtpy.QtWidgets import QApplication, QDockWidget
+
+    for dock in viewer.window._qt_window.findChildren(QDockWidget):
+        if dock.windowTitle().startswith(name):
+            dock.raise_()
+    QApplication.processEvents()
+
+
+def screenshots(folder: Path) -> None:
+    """Propose on the first sample, review it, triage the sample folder; save window screenshots into ``folder``."""
     viewer, docked = build_viewer([])
-    viewer.window._qt_window.resize(1500, 900)
+    viewer.window._qt_window.resize(1500, 950)
     folder.mkdir(parents=True, exist_ok=True)
     propose = docked["Propose masks"]
-    worker = propose.start()
-    while propose.worker is not None:
-        QApplication.processEvents()
-    viewer.layers[-3].visible = True  # proposals
+    propose.start()
+    _wait(propose)
+    name = propose.image.value.name
+    viewer.layers[f"{name} proposals"].visible = True
+    viewer.layers[f"{name} mask"].visible = False
+    viewer.dims.set_current_step(0, 2)
+    _settle()
     viewer.window.screenshot(str(folder / "propose.png"), canvas_only=False)
-    viewer.layers[-3].visible = False
-    viewer.layers[-2].visible = True  # uncertainty
+    viewer.layers[f"{name} proposals"].visible = False
+    viewer.layers[f"{name} mask"].visible = True
+    viewer.layers[f"{name} uncertainty"].visible = True
     review = docked["Review and export"]
-    review.update_readout()
+    review.start.value = "majority"
+    review.apply_start()
+    review.pixel_size.value = 0.02
+    _raise(viewer, "Review and export")
+    _settle()
     viewer.window.screenshot(str(folder / "review.png"), canvas_only=False)
+    cases = docked["Cases"]
+    cases.open_folder(SAMPLES)
+    cases.start()
+    _wait(cases)
+    cases.sort_by_uncertainty()
+    _raise(viewer, "Cases")
+    _settle()
+    viewer.window.screenshot(str(folder / "cases.png"), canvas_only=False)
     viewer.close()
-    del worker, napari
 
 
 def main() -> None:
