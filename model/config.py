@@ -87,6 +87,8 @@ class SegmenterConfig:
         diffusion: the schedule and target.
         default_steps: DDIM steps used when a caller does not say.
         default_samples: proposals drawn when a caller does not say.
+        output_smoothing: Gaussian sigma, in working-size pixels, applied to
+            each soft mask before it is resized to the image (0 = none).
     """
 
     size: int = 128
@@ -94,8 +96,11 @@ class SegmenterConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     default_steps: int = 10
     default_samples: int = 8
+    output_smoothing: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.output_smoothing < 0:
+            raise ValueError(f"output_smoothing must be >= 0, got {self.output_smoothing}")
         factor = 2 ** (len(self.network.widths) - 1)
         if self.size < factor or self.size % factor:
             raise ValueError(f"size {self.size} must be a positive multiple of {factor} for {len(self.network.widths)} levels")

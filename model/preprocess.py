@@ -84,7 +84,29 @@ def image_to_input(rgb: np.ndarray, size: int, device: torch.device) -> torch.Te
     return standardize(tensor).to(device)
 
 
-def resize_soft(soft: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize of soft masks (N, 1, S, S) -> (N, H, W) float32 on the CPU, clamped to [0, 1]."""
-    out = F.interpolate(soft.float().cpu(), size=(height, width), mode="bilinear", align_corners=False)
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with reflect padding (identity for sigma <= 0)."""
+    if sigma <= 0:
+        return images
+    radius = max(int(3 * sigma), 1)
+    radius = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
+    if radius < 1:
+        return images
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def resize_soft(soft: torch.Tensor, height: int, width: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Resize soft masks (N, 1, S, S) -> (N, H, W) float32 on the CPU, clamped to [0, 1].
+
+    ``smoothing`` is a Gaussian sigma in working-size pixels applied before the
+    bilinear upsampling, so the 0.5 contour of a nearly binary mask follows a
+    smooth curve instead of the working grid's staircase.
+    """
+    soft = gaussian_blur(soft.float().cpu(), smoothing)
+    out = F.interpolate(soft, size=(height, width), mode="bilinear", align_corners=False)
     return out[:, 0].clamp_(0, 1)

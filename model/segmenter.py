@@ -234,7 +234,7 @@ class Segmenter:
         total = torch.zeros((height, width))
         total_sq = torch.zeros((height, width))
         for i in range(n):
-            resized = resize_soft(soft[i : i + 1], height, width)[0]
+            resized = resize_soft(soft[i : i + 1], height, width, self.config.output_smoothing)[0]
             samples[i] = (resized >= 0.5).numpy()
             total += resized
             total_sq += resized * resized

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from model.preprocess import gaussian_blur
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -95,19 +97,6 @@ def photometric(images: torch.Tensor, config: AugmentConfig, generator: torch.Ge
         sigma = float(_uniform(1, 0.3, config.max_blur_sigma, generator))
         images[blur] = gaussian_blur(images[blur], sigma)
     return images
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with reflect padding."""
-    radius = max(int(3 * sigma), 1)
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    padded = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def augment_batch(
