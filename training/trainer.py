@@ -222,7 +222,8 @@ def train(
         val_dice = validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
         record = {"epoch": epoch, "step": step, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
-        if completed and (val_dice > best_dice or len(val_data) == 0):
+        # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
+        if val_dice > best_dice or len(val_data) == 0:
             best_dice, best_epoch = val_dice, epoch
             eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
             reporter.message(f"epoch {epoch}: val Dice {val_dice:.4f} (best), saved {output}")
