@@ -26,6 +26,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files are created with the permissions a plain open() would give, not mkstemp's private 0600.
+FILE_MODE = 0o666 & ~_current_umask()
+
 FORMAT_NAME = "mlffm-checkpoint"
 FORMAT_VERSION = 1
 
@@ -47,6 +56,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -123,3 +123,11 @@ def tmp_checkpoint_bytes(tmp_path, tiny_segmenter):
     path = tmp_path / "full.mlffm"
     tiny_segmenter.save(path)
     return path.read_bytes()
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    path = tmp_path / "mask.png"
+    atomic_write_bytes(path, b"data")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
