@@ -79,7 +79,6 @@ class CasesWidget(common.RunCancel, Container):
         self.list.itemDoubleClicked.connect(lambda item: self.show_case(self.list.row(item)))
         napari_viewer.bind_key("Shift-N", lambda v: self.step(1), overwrite=True)
         napari_viewer.bind_key("Shift-P", lambda v: self.step(-1), overwrite=True)
-        self._closed = False
         self.native.destroyed.connect(self._on_destroyed)
 
     # ----- list --------------------------------------------------------
@@ -178,10 +177,6 @@ class CasesWidget(common.RunCancel, Container):
         self.propose_button.text = "Cancel"
         worker.start()
         return worker
-
-    def _on_destroyed(self, *_):
-        self._closed = True
-        self.cancel()
 
     def cancel(self, *_):
         if self.worker is not None:

@@ -45,6 +45,11 @@ class RunCancel:
     """A widget whose one button starts work and, while it runs, cancels it."""
 
     worker = None
+    _closed = False  # set when the Qt widget is destroyed (the viewer closed): no more UI updates
+
+    def _on_destroyed(self, *_):
+        self._closed = True
+        self.cancel()
 
     @property
     def running(self) -> bool:

@@ -94,7 +94,6 @@ class FinetuneWidget(common.RunCancel, Container):
         self.use_button.changed.connect(self.use_selected)
         self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
         self.model_folder.changed.connect(self._on_model_folder)
-        self._closed = False
         self.native.destroyed.connect(self._on_destroyed)
         self._select_active()
 
@@ -147,10 +146,6 @@ class FinetuneWidget(common.RunCancel, Container):
         self.status.value = "starting..."
         worker.start()
         return worker
-
-    def _on_destroyed(self, *_):
-        self._closed = True
-        self.cancel()
 
     def cancel(self, *_):
         if self.worker is None:

@@ -60,7 +60,6 @@ class ProposeWidget(common.RunCancel, Container):
         self.extend([self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.run_button, self.status])
         self.worker = None
         self._progress = None
-        self._closed = False
         self._select_active_model()
         self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == common.OTHER_FILE))
         self.run_button.changed.connect(self.run_or_cancel)
@@ -96,9 +95,8 @@ class ProposeWidget(common.RunCancel, Container):
         self._select_active_model()
 
     def _on_destroyed(self, *_):
-        self._closed = True
         SETTINGS.changed.disconnect(self._on_settings)
-        self.cancel()
+        super()._on_destroyed()
 
     def checkpoint(self) -> str | None:
         return common.chosen_checkpoint(self.model.value, self.model_file.value)
