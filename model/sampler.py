@@ -17,6 +17,17 @@ from .network import DualPathUNet, ImageFeatures
 from .schedule import NoiseSchedule
 
 
+def run_to_completion(generator: Generator, on_item: Callable | None = None):
+    """Drive a generator to its end, passing each yielded item to ``on_item``; return its return value."""
+    while True:
+        try:
+            item = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if on_item is not None:
+            on_item(item)
+
+
 def output_to_x0(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn the network's output into (x0_hat in [-1, 1], soft mask in [0, 1]).
 
@@ -92,13 +103,7 @@ def sample_soft_masks(
     """Cached, batched sampling for one image (1, C, S, S). Returns (n_samples, 1, S, S)."""
     features = network.encode_image(image)
     loop = iter_sample_soft_masks(network, features, diffusion, n_samples, image.shape[-1], steps, seed, eta)
-    while True:
-        try:
-            done = next(loop)
-        except StopIteration as stop:
-            return stop.value
-        if on_step is not None:
-            on_step(done, steps)
+    return run_to_completion(loop, None if on_step is None else lambda done: on_step(done, steps))
 
 
 def sample_soft_masks_naive(

@@ -20,7 +20,7 @@ from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
 from .preprocess import image_to_input, resize_soft, to_float_rgb
-from .sampler import iter_sample_soft_masks
+from .sampler import iter_sample_soft_masks, run_to_completion
 
 DEFAULT_WEIGHTS = "default.mlffm"
 MODEL_PREFIX = "model."
@@ -219,13 +219,7 @@ class Segmenter:
                 from it to cancel.
         """
         loop = self.propose_iter(image, n_samples, steps, seed, eta)
-        while True:
-            try:
-                done, total = next(loop)
-            except StopIteration as stop:
-                return stop.value
-            if on_step is not None:
-                on_step(done, total)
+        return run_to_completion(loop, None if on_step is None else lambda item: on_step(*item))
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:
         """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""

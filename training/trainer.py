@@ -22,7 +22,7 @@ import torch
 
 from model import Segmenter
 from model.preprocess import standardize
-from model.sampler import iter_sample_soft_masks, output_to_x0
+from model.sampler import iter_sample_soft_masks, output_to_x0, run_to_completion
 from model.schedule import NoiseSchedule
 
 from .augment import AugmentConfig, augment_batch
@@ -118,20 +118,12 @@ def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch
         images, masks = to_batch(data, index)
         features = network.encode_image(standardize(images).to(segmenter.device))
         loop = iter_sample_soft_masks(network, features, segmenter.config.diffusion, len(index), segmenter.config.size, steps, seed + start)
-        soft = _run(loop).cpu()
+        soft = run_to_completion(loop).cpu()
         pred, truth = soft[:, 0] >= 0.5, masks[:, 0] >= 0.5
         inter = (pred & truth).sum(dim=(1, 2)).float()
         total = pred.sum(dim=(1, 2)) + truth.sum(dim=(1, 2))
         scores.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(inter)).tolist())
     return float(np.mean(scores))
-
-
-def _run(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:

@@ -198,12 +198,8 @@ class CasesWidget(common.RunCancel, Container):
             self.refresh_list()
 
     def _on_finished(self):
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.worker = None
+        self._end_run(self.propose_button, "Propose all")
         if self._closed:
             return
-        self.propose_button.text = "Propose all"
         done = sum(e.proposal is not None for e in self.cases)
         self.status.value = f"{done}/{len(self.cases)} cases proposed"

@@ -61,6 +61,16 @@ class RunCancel:
         else:
             self.start()
 
+    def _end_run(self, button, idle_text: str) -> None:
+        """After a run: close its progress bar, forget the worker, restore the button (if the widget still exists)."""
+        progress_bar = getattr(self, "_progress", None)
+        if progress_bar is not None:
+            progress_bar.close()
+            self._progress = None
+        self.worker = None
+        if not self._closed:
+            button.text = idle_text
+
 
 def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
     """Load (once per file and device) a segmenter; runs in worker threads too."""

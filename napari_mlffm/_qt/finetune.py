@@ -197,12 +197,6 @@ class FinetuneWidget(common.RunCancel, Container):
                 path.unlink(missing_ok=True)
             if not self._closed:
                 self.status.value = "cancelled; base model untouched"
-        resume = resume_path_for(self.output) if self.output is not None else None
-        if resume is not None and resume.exists() and not self._cancelled:
-            resume.unlink()
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.worker = None
-        if not self._closed:
-            self.run_button.text = "Fine-tune"
+        elif self.output is not None:
+            resume_path_for(self.output).unlink(missing_ok=True)  # only --resume needs it; the version list stays clean
+        self._end_run(self.run_button, "Fine-tune")

@@ -24,14 +24,7 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int, step
     """
     try:
         segmenter = common.get_segmenter(checkpoint, device)
-        loop = segmenter.propose_iter(image, n_samples, steps, seed)
-        while True:
-            try:
-                item = next(loop)
-            except StopIteration as stop:
-                proposal = stop.value
-                break
-            yield item
+        proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed)
     except (ValueError, OSError, RuntimeError) as err:  # expected failures: bad model file, bad image, device
         return None, {"error": common.one_line(err)}
     info = {
@@ -171,9 +164,4 @@ class ProposeWidget(common.RunCancel, Container):
         common.notify_error(error)
 
     def _on_finished(self):
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.worker = None
-        if not self._closed:
-            self.run_button.text = "Run"
+        self._end_run(self.run_button, "Run")
