@@ -30,9 +30,8 @@ def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image is empty: shape {image.shape}")
     if max_side is not None:
-        stride = min(image.shape[0], image.shape[1]) // (2 * max_side)
-        if stride > 1:
-            image = image[::stride, ::stride]
+        stride = subsample_stride(image.shape[:2], max_side)
+        image = image[::stride, ::stride]
     if image.ndim == 3:
         image = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
     scale = _value_scale(image)
@@ -42,6 +41,16 @@ def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     return np.ascontiguousarray(rgb)
+
+
+def subsample_stride(shape: tuple[int, int], size: int) -> int:
+    """Integer stride that brings an (H, W) image to at least twice ``size`` on its short side (1 = none)."""
+    return max(min(shape[0], shape[1]) // (2 * size), 1)
+
+
+def resize_to_working(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of (B, C, H, W) to (B, C, size, size): the one resize inference and training share."""
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def _value_scale(image: np.ndarray) -> float:
@@ -79,8 +88,7 @@ def standardize(batch: torch.Tensor) -> torch.Tensor:
 
 def image_to_input(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """(H, W, 3) float RGB -> (1, 3, size, size) standardized tensor on ``device``."""
-    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-    tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    tensor = resize_to_working(torch.from_numpy(rgb).permute(2, 0, 1)[None], size)
     return standardize(tensor).to(device)
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from model.preprocess import to_float_rgb
+from model.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 
@@ -163,11 +162,9 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 
     Returns ((size, size, 3) uint8 image, (size, size) uint8 mask coverage 0..255).
     """
-    rgb = torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None]
-    stride = max(min(mask.shape) // (2 * size), 1)
-    coverage = torch.from_numpy(mask[::stride, ::stride].astype(np.float32))[None, None]
-    rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    coverage = F.interpolate(coverage, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    rgb = resize_to_working(torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None], size)
+    stride = subsample_stride(mask.shape, size)
+    coverage = resize_to_working(torch.from_numpy(mask[::stride, ::stride].astype(np.float32))[None, None], size)
     image_u8 = (rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     mask_u8 = (coverage[0, 0].clamp(0, 1) * 255).round().byte().numpy()
     return image_u8, mask_u8
