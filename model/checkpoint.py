@@ -14,6 +14,7 @@ destination.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -64,6 +65,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that an earlier, killed :func:`atomic_write_bytes` to ``path`` left behind.
+
+    Only names of the form ``.<name>.<random>.tmp`` next to ``path`` are
+    touched; ``path`` itself never is. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except OSError:
+            pass
+    return removed
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

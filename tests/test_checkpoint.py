@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import CheckpointError, NetworkConfig, NoDefaultWeightsError, Segmenter, default_weights_path
-from model.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
+from model.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 from .conftest import tiny_config
 
@@ -131,3 +131,16 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_stale_temporaries_of_a_killed_write_are_swept_and_nothing_else(tmp_path):
+    target = tmp_path / "m.mlffm"
+    target.write_bytes(b"good")
+    stale = tmp_path / ".m.mlffm.abc123.tmp"
+    stale.write_bytes(b"half")
+    others = [tmp_path / ".other.mlffm.abc.tmp", tmp_path / "m.mlffm.tmp", tmp_path / ".m.mlffmx.abc.tmp"]
+    for other in others:
+        other.write_bytes(b"keep")
+    assert remove_stale_temporaries(target) == [stale]
+    assert target.read_bytes() == b"good"
+    assert all(other.exists() for other in others)

@@ -44,13 +44,16 @@ def test_sigkill_during_training_leaves_loadable_checkpoints_and_resume_continue
     # Whatever moment the kill hit, both files are complete checkpoints (atomic writes).
     _, _, meta = Segmenter.load_with_state(state, "cpu")
     Segmenter.load(output, "cpu")
-    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # The kill may land inside a write and leave its temporary file; plant one to be sure.
+    (tmp_path / ".m.resume.mlffm.killed.tmp").write_bytes(b"half")
     epoch = meta["epoch"]
     resumed = _start(["train", str(SMALL_DATA), "-o", str(output), *TINY, "--epochs", str(epoch + 1), "--resume", str(state)])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert f"at epoch {epoch}" in out
     assert Segmenter.load_with_state(state, "cpu")[2]["epoch"] == epoch + 1
+    # The resumed run swept the temporaries the killed one left behind.
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_sigkill_during_finetune_leaves_the_base_byte_identical(tmp_path, tiny_checkpoint):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from model import Segmenter
+from model.checkpoint import remove_stale_temporaries
 from model.preprocess import standardize
 from model.sampler import iter_sample_soft_masks, output_to_x0, run_to_completion
 from model.schedule import NoiseSchedule
@@ -159,6 +160,9 @@ def train(
     reporter = reporter or SilentReporter()
     if len(train_data) == 0:
         raise ValueError("no training images could be loaded")
+    for target in (output, resume_path_for(output)):
+        for stale in remove_stale_temporaries(target):
+            reporter.message(f"removed {stale.name}, left half-written by an earlier run that was killed")
     device = segmenter.device
     network = segmenter.network.train()
     schedule = NoiseSchedule(segmenter.config.diffusion)
