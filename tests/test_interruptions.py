@@ -51,7 +51,10 @@ def test_sigkill_during_training_leaves_loadable_checkpoints_and_resume_continue
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert f"at epoch {epoch}" in out
-    assert Segmenter.load_with_state(state, "cpu")[2]["epoch"] == epoch + 1
+    resumed_state, _, resumed_meta = Segmenter.load_with_state(state, "cpu")
+    assert resumed_meta["epoch"] == epoch + 1
+    commands = resumed_state.provenance["commands"]
+    assert len(commands) == 2 and "--resume" not in commands[0] and "--resume" in commands[1]
     # The resumed run swept the temporaries the killed one left behind.
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

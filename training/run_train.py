@@ -17,8 +17,9 @@ from model.config import DiffusionConfig
 
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases
+from .interrupt import StopOnInterrupt
 from .progress import TqdmReporter
-from .trainer import TrainConfig, resume_path_for, train, validation_dice
+from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,21 +129,35 @@ def run_train(args: argparse.Namespace) -> int:
         boundary_weight=args.boundary_weight,
         augment=AugmentConfig(enabled=not args.no_augment),
     )
+    command = "mlffm train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.
+    earlier = list(segmenter.provenance.get("commands", [])) if args.resume is not None else []
+    if args.resume is not None and not earlier and "command" in segmenter.provenance:
+        earlier = [segmenter.provenance["command"]]
     provenance = {
-        "command": "mlffm train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "command": command,
+        "commands": [*earlier, command],
         "data": _data_provenance(train_listing, len(train_data), args.split),
         "val_data": {"split": args.val_split, "n_images": len(val_data)},
         "torch": torch.__version__,
         "licence": "trained on ISIC 2018 data (CC BY-NC 4.0) when data is the ISIC folder; non-commercial use",
     }
     print(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
-    result = train(segmenter, train_data, val_data, config, args.output, provenance=provenance, resume=args.resume, reporter=TqdmReporter())
+    with StopOnInterrupt() as interrupted:
+        result = train(
+            segmenter, train_data, val_data, config, args.output,
+            provenance=provenance, resume=args.resume, reporter=TqdmReporter(), should_stop=interrupted,
+        )
     print(
-        f"stopped by {result.stopped_by} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
+        f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} -> {args.output} "
         f"(resume state: {resume_path_for(args.output)})"
     )
     return 0
+
+
+def _stop_reason(result: TrainResult, interrupted: StopOnInterrupt) -> str:
+    return "interrupt" if interrupted and result.stopped_by == "cancel" else result.stopped_by
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -184,12 +199,14 @@ def run_finetune(args: argparse.Namespace) -> int:
             "val_dice_before": before,
         }
     )
-    result = train(
-        segmenter, train_data, held_out, config, args.output,
-        provenance=provenance, resume=args.resume, reporter=TqdmReporter(), replay_data=replay, initial_val_dice=before,
-    )
+    with StopOnInterrupt() as interrupted:
+        result = train(
+            segmenter, train_data, held_out, config, args.output,
+            provenance=provenance, resume=args.resume, reporter=TqdmReporter(), replay_data=replay,
+            initial_val_dice=before, should_stop=interrupted,
+        )
     if result.best_epoch == 0 and not args.output.exists():
         # No epoch beat the starting weights: the result is the base, recorded as such.
         Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
-    print(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {result.stopped_by} -> {args.output}")
+    print(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")
     return 0

@@ -193,7 +193,7 @@ def train(
     while epoch < config.epochs:
         reporter.epoch_start(epoch + 1, config.epochs, batches)
         order = _epoch_order(len(train_data), replay_data, generator)
-        completed = True
+        completed, batches_done = True, 0
         try:
             for b in range(batches):
                 if should_stop():
@@ -209,11 +209,14 @@ def train(
                 losses = _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device)
                 ema.update(network)
                 step += 1
+                batches_done += 1
                 reporter.batch_end(losses)
         except KeyboardInterrupt:
             stopped_by, completed = "interrupt", False
         if completed:
             epoch += 1
+        elif batches_done == 0 and epoch > start_epoch:
+            break  # stopped before this epoch's first batch: the last epoch is already scored and saved
         ema.copy_to(eval_segmenter.network)
         val_dice = validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
         record = {"epoch": epoch, "step": step, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
