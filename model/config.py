@@ -15,6 +15,7 @@ SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("x0", "eps")
 FUSIONS = ("mlffm", "plain")
 
+FLIP_VIEWS = (1, 2, 4)
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -89,6 +90,14 @@ class SegmenterConfig:
         default_samples: proposals drawn when a caller does not say.
         output_smoothing: Gaussian sigma, in working-size pixels, applied to
             each soft mask before it is resized to the image (0 = none).
+        flip_views: test-time flip averaging: 1 (off), 2 (the image and its
+            left-right mirror) or 4 (also upside down, and both). The N
+            samples are shared out over the views, so the cost stays N
+            trajectories plus one image encoding per view.
+        probability_temperature: T > 0 of the temperature scaling applied to
+            the mean probability, sigmoid(logit(p) / T), fitted on validation
+            data by ``mlffm calibrate``. It never moves the 0.5 contour, so
+            the consensus mask and the samples are unchanged; 1 = none.
     """
 
     size: int = 128
@@ -97,8 +106,14 @@ class SegmenterConfig:
     default_steps: int = 10
     default_samples: int = 8
     output_smoothing: float = 1.0
+    flip_views: int = 1
+    probability_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.flip_views not in FLIP_VIEWS:
+            raise ValueError(f"flip_views must be one of {FLIP_VIEWS}, got {self.flip_views!r}")
+        if not self.probability_temperature > 0:
+            raise ValueError(f"probability_temperature must be > 0, got {self.probability_temperature}")
         if self.output_smoothing < 0:
             raise ValueError(f"output_smoothing must be >= 0, got {self.output_smoothing}")
         factor = 2 ** (len(self.network.widths) - 1)

@@ -49,6 +49,19 @@ class ImageFeatures:
         grow = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731
         return ImageFeatures([grow(x) for x in self.levels], [grow(x) for x in self.skips])
 
+    def for_samples(self, start: int, stop: int) -> "ImageFeatures":
+        """Features for samples ``start:stop``.
+
+        A batch of one image is broadcast to every sample; a batch of B > 1
+        views (for example flipped copies of one image) is shared out in turn,
+        sample i using view ``i % B``.
+        """
+        if self.batch_size == 1:
+            return self.expand(stop - start)
+        index = torch.arange(start, stop, device=self.levels[0].device) % self.batch_size
+        pick = lambda x: x.index_select(0, index)  # noqa: E731
+        return ImageFeatures([pick(x) for x in self.levels], [pick(x) for x in self.skips])
+
 
 class DualPathUNet(nn.Module):
     """Dual-path U-Net denoiser conditioned on an image.

@@ -118,3 +118,28 @@ def resize_soft(soft: torch.Tensor, height: int, width: int, smoothing: float = 
     soft = gaussian_blur(soft.float().cpu(), smoothing)
     out = F.interpolate(soft, size=(height, width), mode="bilinear", align_corners=False)
     return out[:, 0].clamp_(0, 1)
+
+
+def _flip_dims(view: int) -> tuple[int, ...]:
+    """View 0: as is; 1: left-right; 2: upside down; 3: both (each its own inverse)."""
+    return ((), (-1,), (-2,), (-2, -1))[view]
+
+
+def flip_views(x: torch.Tensor, n_views: int) -> torch.Tensor:
+    """(1, C, S, S) -> (n_views, C, S, S): the image and its mirrored copies."""
+    return torch.cat([x.flip(_flip_dims(v)) if v else x for v in range(n_views)])
+
+
+def unflip_samples(soft: torch.Tensor, n_views: int) -> torch.Tensor:
+    """Undo :func:`flip_views` on (N, C, S, S) samples where sample i was drawn on view ``i % n_views``."""
+    if n_views == 1:
+        return soft
+    return torch.stack([s.flip(_flip_dims(i % n_views)) if i % n_views else s for i, s in enumerate(soft)])
+
+
+def apply_temperature(probability: torch.Tensor, temperature: float) -> torch.Tensor:
+    """sigmoid(logit(p) / T) of a probability map of any shape; the 0.5 level stays where it is."""
+    if temperature == 1.0:
+        return probability
+    p = probability.clamp(1e-6, 1 - 1e-6)
+    return torch.sigmoid(torch.log(p / (1 - p)) / temperature)

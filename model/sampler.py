@@ -64,6 +64,8 @@ def iter_sample_soft_masks(
 ) -> Generator[int, None, torch.Tensor]:
     """Run DDIM for ``n_samples`` trajectories sharing one image's ``features``.
 
+    ``features`` hold one image (shared by every trajectory) or B views of it
+    (trajectory i uses view ``i % B``, see :meth:`ImageFeatures.for_samples`).
     Yields the number of completed steps after each step; returns the final
     soft masks, (n_samples, 1, size, size) in [0, 1]. Stopping the generator
     early cancels sampling. ``max_batch`` caps how many trajectories go
@@ -79,7 +81,10 @@ def iter_sample_soft_masks(
     for index, t in enumerate(scheduler.timesteps):
         t_batch = torch.full((n_samples,), t, device=device, dtype=torch.long)
         output = torch.cat(
-            [network.denoise(features.expand(len(part)), part, t_batch[: len(part)]) for part in x.split(chunk)]
+            [
+                network.denoise(features.for_samples(start, start + len(part)), part, t_batch[: len(part)])
+                for start, part in zip(range(0, n_samples, chunk), x.split(chunk))
+            ]
         )
         x0_hat, soft = output_to_x0(output, x, t_batch, schedule)
         noise = None

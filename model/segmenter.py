@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 import warnings
@@ -19,7 +20,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
-from .preprocess import image_to_input, resize_soft, to_float_rgb
+from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples
 from .sampler import iter_sample_soft_masks, run_to_completion
 
 DEFAULT_WEIGHTS = "default.mlffm"
@@ -41,7 +42,8 @@ class Proposal:
 
     Attributes:
         samples: (N, H, W) bool, one mask per diffusion sample.
-        probability: (H, W) float32 in [0, 1], the mean of the samples' soft masks.
+        probability: (H, W) float32 in [0, 1], the mean of the samples' soft
+            masks (temperature-scaled when the config says so).
         uncertainty: (H, W) float32 in [0, 1]: twice the per-pixel standard
             deviation of the N soft masks. 0 where all samples agree; 1 where
             half say "lesion" with certainty and half say "skin". It measures
@@ -79,6 +81,22 @@ class Segmenter:
         self.provenance = dict(provenance or {})
         self.checkpoint_id = checkpoint_id
         self.encode_calls = 0  # how many times the image path ran (tests count it)
+
+    def with_options(self, **changes: Any) -> Segmenter:
+        """A segmenter sharing this one's network, with inference options changed.
+
+        Only options that leave the network alone may change:
+        ``default_steps``, ``default_samples``, ``output_smoothing``,
+        ``flip_views`` and ``probability_temperature``.
+        """
+        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)} without retraining; allowed: {sorted(allowed)}")
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, **changes)
+        other.provenance = dict(self.provenance)
+        return other
 
     # ----- persistence -------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -188,14 +206,15 @@ class Segmenter:
 
     def _sample(self, network, x, n_samples, steps, seed, eta, max_batch) -> Generator[tuple[int, int], None, torch.Tensor]:
         with torch.inference_mode():
-            features = network.encode_image(x)
+            views = self.config.flip_views
+            features = network.encode_image(flip_views(x, views) if views > 1 else x)
             self.encode_calls += 1
             loop = iter_sample_soft_masks(network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta, max_batch)
             while True:
                 try:
                     done = next(loop)
                 except StopIteration as stop:
-                    return stop.value
+                    return unflip_samples(stop.value, views)
                 yield done, steps
 
     def propose(
@@ -232,7 +251,7 @@ class Segmenter:
             samples[i] = (resized >= 0.5).numpy()
             total += resized
             total_sq += resized * resized
-        mean = total / n
-        variance = (total_sq / n - mean * mean).clamp_(min=0)
+        mean = apply_temperature(total / n, self.config.probability_temperature)
+        variance = (total_sq / n - (total / n) ** 2).clamp_(min=0)
         uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
         return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32))

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.preprocess import to_float_rgb
-from model.sampler import sample_soft_masks, sample_soft_masks_naive
-from model.preprocess import image_to_input
+from model.preprocess import image_to_input, to_float_rgb
+from model import Segmenter
+from model.sampler import run_to_completion, sample_soft_masks, sample_soft_masks_naive
+
+from .conftest import tiny_config
 
 
 @pytest.mark.parametrize(
@@ -123,3 +125,41 @@ def test_bad_sampling_settings(tiny_segmenter, rgb_image):
 def test_large_image_is_subsampled_before_float_conversion():
     image = np.zeros((2000, 1500, 3), np.uint8)
     assert to_float_rgb(image, max_side=32).shape[0] < 200
+
+
+def _soft(segmenter, x, n, steps=3, seed=0):
+    return run_to_completion(segmenter._sample(segmenter.network, x, n, steps, seed, 0.0, n))
+
+
+def test_flip_views_share_samples_over_mirrored_images_and_undo_the_flip(rgb_image):
+    torch.manual_seed(0)
+    plain = Segmenter(tiny_config(), "cpu")
+    mirrored = Segmenter(tiny_config(flip_views=4), "cpu")
+    mirrored.network.load_state_dict(plain.network.state_dict())
+    x, _ = plain.prepare(rgb_image)
+    with_views = _soft(mirrored, x, 8)
+    assert with_views.shape == (8, 1, 32, 32)
+    for i, dims in enumerate([(), (-1,), (-2,), (-2, -1)] * 2):
+        # Sample i saw view i % 4 with sample i's starting noise; its mask comes back in the image's orientation.
+        expected = _soft(plain, x.flip(dims) if dims else x, 8)[i]
+        expected = expected.flip(dims) if dims else expected
+        assert torch.allclose(with_views[i], expected, atol=1e-4), i
+    p = mirrored.propose(rgb_image, n_samples=8, steps=3)
+    assert p.samples.shape == (8, 40, 56) and mirrored.encode_calls == 2  # one encoding of the 4 views per call
+
+
+def test_temperature_softens_probability_but_keeps_masks(tiny_segmenter, rgb_image):
+    hot = Segmenter(tiny_config(probability_temperature=2.0), "cpu")
+    hot.network.load_state_dict(tiny_segmenter.network.state_dict())
+    cold, warm = (s.propose(rgb_image, n_samples=3, steps=2, seed=1) for s in (tiny_segmenter, hot))
+    assert np.array_equal(cold.samples, warm.samples) and np.array_equal(cold.uncertainty, warm.uncertainty)
+    assert np.array_equal(cold.consensus, warm.consensus)
+    moved = np.abs(cold.probability - 0.5) > 0.05
+    assert moved.any()
+    assert (np.abs(warm.probability - 0.5)[moved] < np.abs(cold.probability - 0.5)[moved]).all()
+
+
+@pytest.mark.parametrize("overrides", [{"flip_views": 3}, {"probability_temperature": 0.0}, {"probability_temperature": -1.0}])
+def test_bad_test_time_options_are_refused(overrides):
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        tiny_config(**overrides)

@@ -1,4 +1,4 @@
-"""The ``mlffm`` command line: segment, train, finetune, evaluate."""
+"""The ``mlffm`` command line: segment, train, finetune, evaluate, calibrate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from model import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .run_calibrate import add_calibrate_arguments
     from .run_evaluate import add_evaluate_arguments
     from .run_segment import add_segment_arguments
     from .run_train import add_finetune_arguments, add_train_arguments
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="train a model on a dataset folder"))
     add_finetune_arguments(sub.add_parser("finetune", help="fine-tune a model on corrected masks"))
     add_evaluate_arguments(sub.add_parser("evaluate", help="score a model on a dataset split"))
+    add_calibrate_arguments(sub.add_parser("calibrate", help="fit the probability temperature on validation cases"))
     return parser
 
 
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             from .run_train import run_finetune
 
             return run_finetune(args)
+        if args.command == "calibrate":
+            from .run_calibrate import run_calibrate
+
+            return run_calibrate(args)
         from .run_evaluate import run_evaluate
 
         return run_evaluate(args)

@@ -158,6 +158,11 @@ class MetricAccumulator:
         self.per_image.append(record)
         return record
 
+    @property
+    def calibration_table(self) -> np.ndarray | None:
+        """(bins, 3) pooled [pixel count, sum of probability, sum of truth] over every case so far."""
+        return self._calibration
+
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name in METRIC_NAMES:

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model import Segmenter
+from model.config import FLIP_VIEWS
 
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable, write_json
@@ -24,6 +25,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -49,6 +51,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not cases:
         raise ValueError(f"{args.data}: no cases in split {args.split!r}")
     segmenter = Segmenter.load(args.checkpoint, args.device)
+    if args.flip_views is not None:
+        segmenter = segmenter.with_options(flip_views=args.flip_views)
     accumulator = MetricAccumulator()
     seconds, skipped = [], []
     bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)
@@ -69,7 +73,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
-    print(f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {args.samples} samples x {args.steps} steps, device {segmenter.device}")
+    print(
+        f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {args.samples} samples x {args.steps} steps, "
+        f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, device {segmenter.device}"
+    )
     print(f"{'metric':<12} {'value':>9}")
     for name in METRIC_NAMES:
         print(f"{name:<12} {summary[name]:>9.4f}")
@@ -86,7 +93,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "per_image": accumulator.per_image,
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,
-                "settings": {"samples": args.samples, "steps": args.steps, "seed": args.seed, "device": str(segmenter.device)},
+                "settings": {
+                    "samples": args.samples, "steps": args.steps, "seed": args.seed, "device": str(segmenter.device),
+                    "flip_views": segmenter.config.flip_views, "probability_temperature": segmenter.config.probability_temperature,
+                },
+                "calibration_bins": {
+                    "columns": ["pixels", "sum of probability", "sum of truth"],
+                    "rows": accumulator.calibration_table.tolist() if accumulator.calibration_table is not None else [],
+                },
                 "skipped": skipped,
             },
         )
