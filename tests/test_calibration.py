@@ -82,3 +82,22 @@ def test_with_options_refuses_architecture_changes(tiny_segmenter):
         tiny_segmenter.with_options(size=64)
     other = tiny_segmenter.with_options(flip_views=2)
     assert other.network is tiny_segmenter.network and tiny_segmenter.config.flip_views == 1
+
+
+def test_figures_of_an_evaluation_report(tmp_path, tiny_checkpoint, capsys):
+    from PIL import Image
+
+    from training.figures import main as figures
+
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--samples", "3", "--steps", "2", "--json", str(report)]) == 0
+    assert figures([str(report), str(tmp_path / "figs")]) == 0
+    for name in ("reliability_diagram.png", "uncertainty_vs_dice.png"):
+        with Image.open(tmp_path / "figs" / name) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.shape[0] > 200 and pixels.std() > 5, name
+    old = json.loads(report.read_text())
+    del old["calibration_bins"]
+    report.write_text(json.dumps(old))
+    assert figures([str(report), str(tmp_path / "figs2")]) == 2
+    assert "no calibration bins" in capsys.readouterr().err
