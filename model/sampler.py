@@ -138,3 +138,20 @@ def sample_soft_masks_naive(
             x = scheduler.step(x0_hat, x, index)
         results.append(soft)
     return torch.cat(results, dim=0)
+
+
+@torch.inference_mode()
+def direct_soft_masks(network: DualPathUNet, features: ImageFeatures, diffusion: DiffusionConfig, size: int) -> torch.Tensor:
+    """The network as a single-step direct predictor: one pass at t = T - 1 from x_T = 0, no sampling.
+
+    x_T = 0 is the mean of the starting noise, so this is the deterministic
+    one-step estimate of E[x_0 | image]. Returns (B, 1, size, size) soft masks
+    in [0, 1] for the B images in ``features`` (the ablation of sampling).
+    """
+    device = features.levels[0].device
+    n = features.batch_size
+    schedule = NoiseSchedule(diffusion)
+    x = torch.zeros((n, 1, size, size), device=device)
+    t = torch.full((n,), diffusion.timesteps - 1, device=device, dtype=torch.long)
+    _, soft = output_to_x0(network.denoise(features, x, t), x, t, schedule)
+    return soft

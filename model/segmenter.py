@@ -21,7 +21,7 @@ from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
 from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples
-from .sampler import iter_sample_soft_masks, run_to_completion
+from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion
 
 DEFAULT_WEIGHTS = "default.mlffm"
 MODEL_PREFIX = "model."
@@ -239,6 +239,21 @@ class Segmenter:
         """
         loop = self.propose_iter(image, n_samples, steps, seed, eta)
         return run_to_completion(loop, None if on_step is None else lambda item: on_step(*item))
+
+    def predict_direct(self, image: np.ndarray) -> Proposal:
+        """One forward pass, no sampling (the single-step ablation): N = 1, zero uncertainty.
+
+        Flip views still apply: each view is one pass, and their soft masks are averaged.
+        """
+        start = time.perf_counter()
+        x, (height, width) = self.prepare(image)
+        views = self.config.flip_views
+        with torch.inference_mode():
+            features = self.network.encode_image(flip_views(x, views) if views > 1 else x)
+            self.encode_calls += 1
+            soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size), views)
+        proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
+        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:
         """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""

@@ -76,6 +76,13 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
     rows = np.array(result["calibration_bins"]["rows"])
     assert rows.shape == (15, 3) and rows[:, 0].sum() == sum(96 * 96 for _ in range(2))
 
+    direct = tmp_path / "direct.json"
+    assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(out), "--split", "val", "--direct", "--json", str(direct)]) == 0
+    assert "direct (1 pass, no sampling)" in capsys.readouterr().out
+    result = json.loads(direct.read_text())
+    assert result["settings"]["direct"] and result["settings"]["samples"] == 1
+    assert all("ged" not in r and "mean_uncertainty" not in r for r in result["per_image"])
+
 
 def test_with_options_refuses_architecture_changes(tiny_segmenter):
     with pytest.raises(ValueError, match="retraining"):

@@ -163,3 +163,18 @@ def test_temperature_softens_probability_but_keeps_masks(tiny_segmenter, rgb_ima
 def test_bad_test_time_options_are_refused(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         tiny_config(**overrides)
+
+
+def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):
+    from model.preprocess import resize_soft
+
+    p = tiny_segmenter.predict_direct(rgb_image)
+    assert p.samples.shape == (1, 40, 56) and not p.uncertainty.any()
+    assert tiny_segmenter.encode_calls == 1
+    x, _ = tiny_segmenter.prepare(rgb_image)
+    with torch.inference_mode():
+        t = torch.tensor([tiny_segmenter.config.diffusion.timesteps - 1])
+        logits = tiny_segmenter.network(x, torch.zeros(1, 1, 32, 32), t)
+    expected = resize_soft(torch.sigmoid(logits), 40, 56, tiny_segmenter.config.output_smoothing)[0].numpy()
+    assert np.allclose(p.probability, expected, atol=1e-5)
+    assert np.array_equal(tiny_segmenter.predict_direct(rgb_image).probability, p.probability)

@@ -25,6 +25,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--direct", action="store_true", help="one forward pass per image, no sampling (the single-step ablation)")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
@@ -41,6 +42,10 @@ def uncertainty_error_spearman(per_image: list[dict]) -> float:
     uncertainty, error = zip(*pairs)
     rho = spearmanr(uncertainty, error).statistic
     return float(rho) if rho == rho else float("nan")
+
+
+def _sampling(args: argparse.Namespace) -> str:
+    return "direct (1 pass, no sampling)" if args.direct else f"{args.samples} samples x {args.steps} steps"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -64,17 +69,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
             tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
             continue
         started = time.perf_counter()
-        proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
+        if args.direct:
+            proposal = segmenter.predict_direct(image)
+        else:
+            proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
         seconds.append(time.perf_counter() - started)
-        record = accumulator.update(proposal.consensus, truth, proposal.probability, proposal.samples, case.case_id)
-        record["mean_uncertainty"] = float(proposal.uncertainty.mean())
+        samples = None if args.direct else proposal.samples
+        record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
+        if not args.direct:
+            record["mean_uncertainty"] = float(proposal.uncertainty.mean())
         record["seconds"] = seconds[-1]
         bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
     print(
-        f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {args.samples} samples x {args.steps} steps, "
+        f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {_sampling(args)}, "
         f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, device {segmenter.device}"
     )
     print(f"{'metric':<12} {'value':>9}")
@@ -94,7 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,
                 "settings": {
-                    "samples": args.samples, "steps": args.steps, "seed": args.seed, "device": str(segmenter.device),
+                    "samples": 1 if args.direct else args.samples, "steps": 1 if args.direct else args.steps,
+                    "direct": args.direct, "seed": args.seed, "device": str(segmenter.device),
                     "flip_views": segmenter.config.flip_views, "probability_temperature": segmenter.config.probability_temperature,
                 },
                 "calibration_bins": {
