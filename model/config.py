@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("x0", "eps")
+PREDICTIONS = ("x0", "eps", "direct")
 FUSIONS = ("mlffm", "plain")
 
 FLIP_VIEWS = (1, 2, 4)
@@ -33,6 +33,10 @@ class NetworkConfig:
             skips, ``"plain"`` for ordinary per-level skips (ablation).
         bottleneck_attention: one self-attention block at the lowest level.
         time_dim: width of the timestep embedding.
+        mask_path: False drops the noisy-mask path and the timestep: the
+            image encoder feeds the decoder directly, a plain U-Net (with
+            ``fusion="plain"``) for the feed-forward baseline. Needs
+            ``prediction="direct"``.
     """
 
     in_channels: int = 3
@@ -42,6 +46,7 @@ class NetworkConfig:
     fusion: str = "mlffm"
     bottleneck_attention: bool = True
     time_dim: int = 128
+    mask_path: bool = True
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
@@ -61,8 +66,10 @@ class DiffusionConfig:
     Attributes:
         schedule: ``"cosine"`` (Nichol & Dhariwal 2021) or ``"linear"`` (Ho et al. 2020).
         timesteps: number of training timesteps T.
-        prediction: ``"x0"`` (the network predicts the clean mask as logits)
-            or ``"eps"`` (the network predicts the added noise).
+        prediction: ``"x0"`` (the network predicts the clean mask as logits),
+            ``"eps"`` (the network predicts the added noise), or ``"direct"``
+            (no diffusion: trained and run as one pass from x_T = 0 at
+            t = T - 1, a feed-forward predictor for the ablations).
     """
 
     schedule: str = "cosine"
@@ -119,6 +126,8 @@ class SegmenterConfig:
         factor = 2 ** (len(self.network.widths) - 1)
         if self.size < factor or self.size % factor:
             raise ValueError(f"size {self.size} must be a positive multiple of {factor} for {len(self.network.widths)} levels")
+        if not self.network.mask_path and self.diffusion.prediction != "direct":
+            raise ValueError("a network without a mask path can only be a direct predictor (prediction='direct')")
         if self.default_steps < 1 or self.default_samples < 1:
             raise ValueError("default_steps and default_samples must be >= 1")
 

@@ -89,26 +89,29 @@ class DualPathUNet(nn.Module):
         skip_cls = MultiLevelFusion if config.fusion == "mlffm" else PlainSkip
         self.skip_fusion = nn.ModuleList(skip_cls(widths, level, widths[level]) for level in range(levels - 1))
 
-        # Mask path.
-        self.time_embedding = TimestepEmbedding(tdim)
-        self.mask_stem = nn.Conv2d(1, widths[0], 3, padding=1)
-        self.mask_blocks = nn.ModuleList()
-        self.mask_exchange = nn.ModuleList(GatedImageExchange(w) for w in widths)
-        self.mask_down = nn.ModuleList()
-        for k, w in enumerate(widths):
-            prev = widths[max(k - 1, 0)]
-            blocks = [ResBlock(prev if i == 0 else w, w, tdim) for i in range(config.mask_blocks)]
-            self.mask_blocks.append(nn.ModuleList(blocks))
-            if k < levels - 1:
-                self.mask_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
-        self.bottleneck = ResBlock(widths[-1], widths[-1], tdim)
+        # Mask path (absent in the plain U-Net ablation: the decoder then reads the image path).
+        with_mask = config.mask_path
+        tdim_or_none = tdim if with_mask else None
+        if with_mask:
+            self.time_embedding = TimestepEmbedding(tdim)
+            self.mask_stem = nn.Conv2d(1, widths[0], 3, padding=1)
+            self.mask_blocks = nn.ModuleList()
+            self.mask_exchange = nn.ModuleList(GatedImageExchange(w) for w in widths)
+            self.mask_down = nn.ModuleList()
+            for k, w in enumerate(widths):
+                prev = widths[max(k - 1, 0)]
+                blocks = [ResBlock(prev if i == 0 else w, w, tdim) for i in range(config.mask_blocks)]
+                self.mask_blocks.append(nn.ModuleList(blocks))
+                if k < levels - 1:
+                    self.mask_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+        self.bottleneck = ResBlock(widths[-1], widths[-1], tdim_or_none)
         self.bottleneck_attention = SelfAttention(widths[-1]) if config.bottleneck_attention else None
 
-        # Decoder, deepest level first.
+        # Decoder, deepest level first: upsampled h, the mask-path skip (if any) and the fused image skip.
         self.decoder_blocks = nn.ModuleList()
         for level in reversed(range(levels - 1)):
             w = widths[level]
-            self.decoder_blocks.append(ResBlock(widths[level + 1] + 2 * w, w, tdim))
+            self.decoder_blocks.append(ResBlock(widths[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
         self.head = nn.Sequential(group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 1, 1))
 
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
@@ -136,6 +139,8 @@ class DualPathUNet(nn.Module):
         Output: (B, 1, S, S): x0 logits or predicted noise.
         """
         features = features.expand(x_t.shape[0])
+        if not self.config.mask_path:
+            return self._decode_image_only(features)
         temb = self.time_embedding(t)
         h = self.mask_stem(x_t)
         mask_skips = []
@@ -152,6 +157,17 @@ class DualPathUNet(nn.Module):
         for i, level in enumerate(reversed(range(len(mask_skips) - 1))):
             h = F.interpolate(h, size=mask_skips[level].shape[-2:], mode="nearest")
             h = self.decoder_blocks[i](torch.cat([h, mask_skips[level], features.skips[level]], dim=1), temb)
+        return self.head(h)
+
+    def _decode_image_only(self, features: ImageFeatures) -> torch.Tensor:
+        """The plain U-Net: bottleneck on the deepest image features, decoder on the image skips."""
+        h = self.bottleneck(features.levels[-1])
+        if self.bottleneck_attention is not None:
+            h = self.bottleneck_attention(h)
+        for i, level in enumerate(reversed(range(len(features.levels) - 1))):
+            skip = features.skips[level]
+            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = self.decoder_blocks[i](torch.cat([h, skip], dim=1))
         return self.head(h)
 
     def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

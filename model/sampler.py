@@ -31,11 +31,11 @@ def run_to_completion(generator: Generator, on_item: Callable | None = None):
 def output_to_x0(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn the network's output into (x0_hat in [-1, 1], soft mask in [0, 1]).
 
-    For x0-prediction the output is the clean mask's logits; for
-    eps-prediction it is the noise, and x0 comes from Eq. 4 of DDPM.
+    For x0-prediction (and direct prediction) the output is the clean mask's
+    logits; for eps-prediction it is the noise, and x0 comes from Eq. 4 of DDPM.
     Shapes: all (B, 1, H, W).
     """
-    if schedule.config.prediction == "x0":
+    if schedule.config.prediction in ("x0", "direct"):
         prob = torch.sigmoid(output)
         return 2 * prob - 1, prob
     x0 = schedule.predict_x0_from_eps(x_t, t, output).clamp(-1, 1)
@@ -73,6 +73,11 @@ def iter_sample_soft_masks(
     drawn for all samples first, so with eta = 0 the masks do not depend on it.
     """
     device = features.levels[0].device
+    if diffusion.prediction == "direct":
+        # A feed-forward model: one pass per view; every sample of a view is the same mask.
+        soft = direct_soft_masks(network, features, diffusion, size)
+        yield steps
+        return soft[torch.arange(n_samples, device=soft.device) % soft.shape[0]]
     schedule = NoiseSchedule(diffusion)
     scheduler = DDIMScheduler(schedule, steps, eta)
     generator, x = initial_noise(n_samples, size, seed, device)

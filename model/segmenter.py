@@ -259,14 +259,16 @@ class Segmenter:
         """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""
         n = soft.shape[0]
         samples = np.empty((n, height, width), dtype=bool)
-        total = torch.zeros((height, width))
-        total_sq = torch.zeros((height, width))
+        # Welford's running mean and sum of squared deviations: exact zeros where all samples agree.
+        running_mean = torch.zeros((height, width))
+        squares = torch.zeros((height, width))
         for i in range(n):
             resized = resize_soft(soft[i : i + 1], height, width, self.config.output_smoothing)[0]
             samples[i] = (resized >= 0.5).numpy()
-            total += resized
-            total_sq += resized * resized
-        mean = apply_temperature(total / n, self.config.probability_temperature)
-        variance = (total_sq / n - (total / n) ** 2).clamp_(min=0)
+            delta = resized - running_mean
+            running_mean += delta / (i + 1)
+            squares += delta * (resized - running_mean)
+        mean = apply_temperature(running_mean, self.config.probability_temperature)
+        variance = (squares / n).clamp_(min=0)
         uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
         return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32))

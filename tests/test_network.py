@@ -78,3 +78,21 @@ def test_config_validation_and_round_trip():
         NetworkConfig(fusion="concat")
     with pytest.raises(ValueError, match="unknown"):
         SegmenterConfig.from_dict({**config.to_dict(), "colour": "red"})
+
+
+def test_plain_unet_ablation_ignores_the_noisy_mask_and_is_smaller():
+    from model.config import DiffusionConfig
+
+    torch.manual_seed(0)
+    full = DualPathUNet(NetworkConfig(widths=(8, 16, 32), time_dim=16))
+    plain = DualPathUNet(NetworkConfig(widths=(8, 16, 32), time_dim=16, fusion="plain", mask_path=False))
+    assert not hasattr(plain, "mask_stem") and not hasattr(plain, "time_embedding")
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(plain) < count(full)
+    image = torch.randn(2, 3, 32, 32)
+    a = plain(image, torch.randn(2, 1, 32, 32), torch.tensor([3, 900]))
+    b = plain(image, torch.zeros(2, 1, 32, 32), torch.tensor([999, 999]))
+    assert a.shape == (2, 1, 32, 32) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="direct"):
+        SegmenterConfig(size=32, network=NetworkConfig(widths=(8, 16, 32), mask_path=False))
+    SegmenterConfig(size=32, network=NetworkConfig(widths=(8, 16, 32), mask_path=False), diffusion=DiffusionConfig(prediction="direct"))

@@ -87,3 +87,20 @@ def test_finetune_needs_two_cases(tmp_path, tiny_checkpoint, capsys):
     (tmp_path / "one" / "images").mkdir(parents=True)
     assert main(["finetune", str(tmp_path / "one"), "-o", str(tmp_path / "x.mlffm"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "no usable" in capsys.readouterr().err
+
+
+def test_feed_forward_ablations_train_and_propose_identical_masks(tmp_path, capsys):
+    """(e) a plain U-Net with Dice + BCE, trained and run through the same commands as the diffusion model."""
+    plain = tmp_path / "plain.mlffm"
+    args = ["train", str(SMALL_DATA), "-o", str(plain), *TINY, "--epochs", "1", "--prediction", "direct", "--no-mask-path", "--fusion", "plain", "--boundary-weight", "0"]
+    assert main(args) == 0
+    model = Segmenter.load(plain, "cpu")
+    assert model.config.diffusion.prediction == "direct" and not model.config.network.mask_path
+    image = (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8)
+    p = model.propose(image, n_samples=3, steps=5)
+    assert p.samples.shape == (3, 50, 60) and not p.uncertainty.any()
+    assert (p.samples == p.samples[0]).all()
+    assert np.array_equal(p.probability, model.predict_direct(image).probability)
+    # A mask-path-free network that is asked to diffuse is refused with a message, not a traceback.
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "bad.mlffm"), *TINY, "--epochs", "1", "--no-mask-path"]) == 2
+    assert "direct" in capsys.readouterr().err

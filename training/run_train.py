@@ -30,7 +30,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=128, help="working resolution in pixels (default: 128)")
     parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level, comma-separated")
     parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation)")
-    parser.add_argument("--prediction", choices=("x0", "eps"), default="x0", help="diffusion target")
+    parser.add_argument("--prediction", choices=("x0", "eps", "direct"), default="x0", help="diffusion target (direct = one-pass ablation)")
+    parser.add_argument("--no-mask-path", action="store_true", help="plain U-Net without the noisy-mask path (ablation; needs --prediction direct)")
     parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary-sensitive term (0 = off)")
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
@@ -104,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
         widths = tuple(int(w) for w in args.widths.split(","))
         config = SegmenterConfig(
             size=args.size,
-            network=NetworkConfig(widths=widths, fusion=args.fusion),
+            network=NetworkConfig(widths=widths, fusion=args.fusion, mask_path=not args.no_mask_path),
             diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
         )
         segmenter = Segmenter(config, args.device)

@@ -265,9 +265,12 @@ def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, ge
     t = torch.randint(0, schedule.timesteps, (images.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     x_t = schedule.q_sample(x0, t, noise)
+    if schedule.config.prediction == "direct":
+        # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
+        t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
     images, x_t, t, target, noise = (v.to(device) for v in (standardize(images), x_t, t, target, noise))
     output = network(images, x_t, t)
-    if schedule.config.prediction == "x0":
+    if schedule.config.prediction in ("x0", "direct"):
         loss, terms = loss_fn(output, target)
     else:
         _, soft = output_to_x0(output, x_t, t, schedule)
