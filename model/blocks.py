@@ -74,14 +74,15 @@ class GatedImageExchange(nn.Module):
     ``m + sigmoid(conv1x1([m, f])) * conv1x1(f)``: the mask path decides, per
     pixel and channel, how much image evidence to take in.
 
-    Input: mask features ``m`` (B, C, H, W), image features ``f`` (B, C, H, W).
+    Input: mask features ``m`` (B, C, H, W), image features ``f`` (B, C_img, H, W).
     Output: (B, C, H, W).
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, image_channels: int | None = None) -> None:
         super().__init__()
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gate = nn.Conv2d(2 * channels, channels, 1)
+        image_channels = channels if image_channels is None else image_channels
+        self.value = nn.Conv2d(image_channels, channels, 1)
+        self.gate = nn.Conv2d(channels + image_channels, channels, 1)
 
     def forward(self, m: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.gate(torch.cat([m, f], dim=1)))

@@ -22,9 +22,13 @@ class NetworkConfig:
     """Shape of the dual-path U-Net.
 
     Attributes:
-        widths: channels per encoder level, from full resolution down. The
-            network has ``len(widths)`` levels, so the working size must be
-            divisible by ``2 ** (len(widths) - 1)``.
+        widths: channels per level of the image path, from full resolution
+            down. The network has ``len(widths)`` levels, so the working size
+            must be divisible by ``2 ** (len(widths) - 1)``.
+        mask_widths: channels per level of the noisy-mask path and the
+            decoder (the part that runs at every denoising step), or None for
+            the same as ``widths``. The image path runs once per image, so it
+            can be wide while the per-step denoiser stays light.
         image_blocks: residual blocks per level in the image path (computed
             once per image, so it may be deeper).
         mask_blocks: residual blocks per level in the noisy-mask path (run at
@@ -41,6 +45,7 @@ class NetworkConfig:
 
     in_channels: int = 3
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    mask_widths: tuple[int, ...] | None = None
     image_blocks: int = 2
     mask_blocks: int = 1
     fusion: str = "mlffm"
@@ -51,12 +56,22 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
             raise ValueError(f"widths must list at least 2 levels of >= 4 channels, got {self.widths}")
+        if self.mask_widths is not None:
+            if len(self.mask_widths) != len(self.widths) or any(int(w) < 4 for w in self.mask_widths):
+                raise ValueError(f"mask_widths must list {len(self.widths)} levels of >= 4 channels, got {self.mask_widths}")
+            if not self.mask_path:
+                raise ValueError("mask_widths needs the mask path (mask_path=True)")
         if self.image_blocks < 1 or self.mask_blocks < 1:
             raise ValueError("image_blocks and mask_blocks must be >= 1")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.in_channels < 1 or self.time_dim < 4:
             raise ValueError("in_channels must be >= 1 and time_dim >= 4")
+
+    @property
+    def denoiser_widths(self) -> tuple[int, ...]:
+        """Channels per level of the per-step part: the mask path and the decoder."""
+        return tuple(self.mask_widths) if self.mask_widths is not None else tuple(self.widths)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ class ImageFeatures:
     """Cached output of the image path for a batch of B images.
 
     Attributes:
-        levels: per level k, (B, C_k, S / 2**k, S / 2**k) image features.
-        skips: per decoder level l < L - 1, (B, C_l, S / 2**l, S / 2**l) fused skips.
+        levels: per level k, (B, C_k, S / 2**k, S / 2**k) image features
+            (C_k = ``widths[k]``).
+        skips: per decoder level l < L - 1, (B, D_l, S / 2**l, S / 2**l) fused
+            skips (D_l = ``denoiser_widths[l]``).
     """
 
     levels: list[torch.Tensor]
@@ -73,6 +75,7 @@ class DualPathUNet(nn.Module):
         super().__init__()
         self.config = config
         widths = tuple(config.widths)
+        inner = config.denoiser_widths  # mask path and decoder (== widths for the plain U-Net)
         levels = len(widths)
         tdim = config.time_dim
 
@@ -87,32 +90,32 @@ class DualPathUNet(nn.Module):
             if k < levels - 1:
                 self.image_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
         skip_cls = MultiLevelFusion if config.fusion == "mlffm" else PlainSkip
-        self.skip_fusion = nn.ModuleList(skip_cls(widths, level, widths[level]) for level in range(levels - 1))
+        self.skip_fusion = nn.ModuleList(skip_cls(widths, level, inner[level]) for level in range(levels - 1))
 
         # Mask path (absent in the plain U-Net ablation: the decoder then reads the image path).
         with_mask = config.mask_path
         tdim_or_none = tdim if with_mask else None
         if with_mask:
             self.time_embedding = TimestepEmbedding(tdim)
-            self.mask_stem = nn.Conv2d(1, widths[0], 3, padding=1)
+            self.mask_stem = nn.Conv2d(1, inner[0], 3, padding=1)
             self.mask_blocks = nn.ModuleList()
-            self.mask_exchange = nn.ModuleList(GatedImageExchange(w) for w in widths)
+            self.mask_exchange = nn.ModuleList(GatedImageExchange(w, f) for w, f in zip(inner, widths))
             self.mask_down = nn.ModuleList()
-            for k, w in enumerate(widths):
-                prev = widths[max(k - 1, 0)]
+            for k, w in enumerate(inner):
+                prev = inner[max(k - 1, 0)]
                 blocks = [ResBlock(prev if i == 0 else w, w, tdim) for i in range(config.mask_blocks)]
                 self.mask_blocks.append(nn.ModuleList(blocks))
                 if k < levels - 1:
                     self.mask_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
-        self.bottleneck = ResBlock(widths[-1], widths[-1], tdim_or_none)
-        self.bottleneck_attention = SelfAttention(widths[-1]) if config.bottleneck_attention else None
+        self.bottleneck = ResBlock(inner[-1], inner[-1], tdim_or_none)
+        self.bottleneck_attention = SelfAttention(inner[-1]) if config.bottleneck_attention else None
 
         # Decoder, deepest level first: upsampled h, the mask-path skip (if any) and the fused image skip.
         self.decoder_blocks = nn.ModuleList()
         for level in reversed(range(levels - 1)):
-            w = widths[level]
-            self.decoder_blocks.append(ResBlock(widths[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
-        self.head = nn.Sequential(group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 1, 1))
+            w = inner[level]
+            self.decoder_blocks.append(ResBlock(inner[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
+        self.head = nn.Sequential(group_norm(inner[0]), nn.SiLU(), nn.Conv2d(inner[0], 1, 1))
 
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         """Run the image path once.

@@ -70,29 +70,35 @@ def warp(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor) -> tupl
     """Apply one affine per image to images (B, 3, S, S) and masks (B, 1, S, S), both float.
 
     Out-of-frame image pixels reflect the border (skin continues); masks use
-    the same sampling grid, with zeros padded, so they stay aligned.
+    the same sampling grid, with zeros padded, so they stay aligned. Runs on
+    the images' device; ``theta`` (B, 2, 3) may live anywhere.
     """
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return images, masks
 
 
 def photometric(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random colour and contrast changes and blur. Input and output: (B, 3, S, S) in [0, 1]."""
+    """Random colour and contrast changes and blur. Input and output: (B, 3, S, S) in [0, 1].
+
+    The random draws come from ``generator`` (a CPU generator, so a seed means
+    the same on every device); the arithmetic runs on the images' device.
+    """
     n = images.shape[0]
     shape = (n, 1, 1, 1)
-    gain = 1 + _uniform(3 * n, -config.channel_gain, config.channel_gain, generator).view(n, 3, 1, 1)
-    images = images * gain * (1 + _uniform(n, -config.brightness, config.brightness, generator).view(shape))
+    draw = lambda count, low, high: _uniform(count, low, high, generator).to(images.device)  # noqa: E731
+    gain = 1 + draw(3 * n, -config.channel_gain, config.channel_gain).view(n, 3, 1, 1)
+    images = images * gain * (1 + draw(n, -config.brightness, config.brightness).view(shape))
     gray = images.mean(dim=1, keepdim=True)
-    saturation = 1 + _uniform(n, -config.saturation, config.saturation, generator).view(shape)
+    saturation = 1 + draw(n, -config.saturation, config.saturation).view(shape)
     images = gray + (images - gray) * saturation
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 1 + _uniform(n, -config.contrast, config.contrast, generator).view(shape)
+    contrast = 1 + draw(n, -config.contrast, config.contrast).view(shape)
     images = ((images - mean) * contrast + mean).clamp(0, 1)
-    gamma = torch.exp(_uniform(n, -config.gamma, config.gamma, generator)).view(shape)
+    gamma = torch.exp(draw(n, -config.gamma, config.gamma)).view(shape)
     images = images.clamp_min(1e-6) ** gamma
-    blur = torch.rand(n, generator=generator) < config.blur_probability
+    blur = (torch.rand(n, generator=generator) < config.blur_probability).to(images.device)
     if blur.any():
         sigma = float(_uniform(1, 0.3, config.max_blur_sigma, generator))
         images[blur] = gaussian_blur(images[blur], sigma)

@@ -28,7 +28,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split to train on (default: train; 'all' for every case)")
     parser.add_argument("--val-split", default="val", help="split for model selection (default: val)")
     parser.add_argument("--size", type=int, default=128, help="working resolution in pixels (default: 128)")
-    parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level, comma-separated")
+    parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated")
+    parser.add_argument("--mask-widths", help="channels per level of the per-step mask path and decoder (default: same as --widths)")
+    parser.add_argument("--image-blocks", type=int, default=2, help="residual blocks per level in the image path (default 2)")
     parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation)")
     parser.add_argument("--prediction", choices=("x0", "eps", "direct"), default="x0", help="diffusion target (direct = one-pass ablation)")
     parser.add_argument("--no-mask-path", action="store_true", help="plain U-Net without the noisy-mask path (ablation; needs --prediction direct)")
@@ -86,6 +88,13 @@ def split_holdout(data: CachedDataset, fraction: float) -> tuple[CachedDataset, 
     return pick(keep), pick(hold)
 
 
+def _parse_widths(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected comma-separated integers such as 16,32,64") from None
+
+
 def _check_output(args: argparse.Namespace) -> None:
     if args.output.exists() and not args.overwrite and args.resume is None:
         raise FileExistsError(f"{args.output}: already exists (use --overwrite to replace it, or --resume)")
@@ -102,10 +111,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
     else:
-        widths = tuple(int(w) for w in args.widths.split(","))
+        widths = _parse_widths(args.widths, "--widths")
+        mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
         config = SegmenterConfig(
             size=args.size,
-            network=NetworkConfig(widths=widths, fusion=args.fusion, mask_path=not args.no_mask_path),
+            network=NetworkConfig(
+                widths=widths, mask_widths=mask_widths, image_blocks=args.image_blocks,
+                fusion=args.fusion, mask_path=not args.no_mask_path,
+            ),
             diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
         )
         segmenter = Segmenter(config, args.device)

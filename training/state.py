@@ -35,10 +35,14 @@ class EMA:
     def update(self, network: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for name, value in network.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[name].mul_(decay).add_(value.detach().float(), alpha=1 - decay)
-            else:
+        state = network.state_dict()
+        floats = [name for name, value in state.items() if value.dtype.is_floating_point]
+        shadows = [self.shadow[name] for name in floats]
+        # One fused update for all float tensors (hundreds of small kernels on a GPU otherwise).
+        torch._foreach_mul_(shadows, decay)
+        torch._foreach_add_(shadows, [state[name].detach().float() for name in floats], alpha=1 - decay)
+        for name, value in state.items():
+            if not value.dtype.is_floating_point:
                 self.shadow[name].copy_(value)
 
     def copy_to(self, network: torch.nn.Module) -> None:

@@ -127,11 +127,16 @@ def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch
     return float(np.mean(scores))
 
 
-def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+def learning_rate(config: TrainConfig, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``.
+
+    Progress is the larger of the step fraction and ``time_fraction`` (the
+    share of ``--time-budget`` spent), so a run that the budget will stop
+    before its last epoch still ends on a fully decayed learning rate.
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min((step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1), 1.0)
+    progress = min(max((step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1), time_fraction), 1.0)
     ratio = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * ratio
 
@@ -164,6 +169,10 @@ def train(
         for stale in remove_stale_temporaries(target):
             reporter.message(f"removed {stale.name}, left half-written by an earlier run that was killed")
     device = segmenter.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     network = segmenter.network.train()
     schedule = NoiseSchedule(segmenter.config.diffusion)
     loss_fn = SegmentationDiffusionLoss(config.bce_weight, config.dice_weight, config.boundary_weight)
@@ -204,8 +213,9 @@ def train(
                     break
                 picks = order[b * config.batch_size : (b + 1) * config.batch_size]
                 images, masks = _gather(train_data, replay_data, picks)
+                time_fraction = (spent + time.monotonic() - started) / budget if budget else 0.0
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step, total_steps)
+                    group["lr"] = learning_rate(config, step, total_steps, time_fraction)
                 losses = _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device)
                 ema.update(network)
                 step += 1
@@ -259,16 +269,18 @@ def _gather(data: CachedDataset, replay: CachedDataset | None, picks: np.ndarray
 
 
 def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device) -> dict[str, float]:
-    images, masks = augment_batch(images, masks, config.augment, generator)
+    # Augment where the network runs; every random draw still comes from the CPU generator.
+    images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
     target = (masks >= 0.5).float()
     x0 = 2 * target - 1
     t = torch.randint(0, schedule.timesteps, (images.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    t, noise = t.to(device), noise.to(device)
     x_t = schedule.q_sample(x0, t, noise)
     if schedule.config.prediction == "direct":
         # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
         t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
-    images, x_t, t, target, noise = (v.to(device) for v in (standardize(images), x_t, t, target, noise))
+    images = standardize(images)
     output = network(images, x_t, t)
     if schedule.config.prediction in ("x0", "direct"):
         loss, terms = loss_fn(output, target)
