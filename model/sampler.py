@@ -146,17 +146,27 @@ def sample_soft_masks_naive(
 
 
 @torch.inference_mode()
-def direct_soft_masks(network: DualPathUNet, features: ImageFeatures, diffusion: DiffusionConfig, size: int) -> torch.Tensor:
-    """The network as a single-step direct predictor: one pass at t = T - 1 from x_T = 0, no sampling.
+def direct_soft_masks(
+    network: DualPathUNet, features: ImageFeatures, diffusion: DiffusionConfig, size: int, seed: int = 0
+) -> torch.Tensor:
+    """The network as a single-step direct predictor: one pass at t = T - 1, no sampling.
 
-    x_T = 0 is the mean of the starting noise, so this is the deterministic
-    one-step estimate of E[x_0 | image]. Returns (B, 1, size, size) soft masks
-    in [0, 1] for the B images in ``features`` (the ablation of sampling).
+    A model trained as a direct predictor (``prediction="direct"``) is run
+    from x_T = 0, as it was trained. A diffusion-trained model is run from a
+    seeded draw x_T ~ N(0, I), which is what it saw at t = T - 1 in training:
+    its estimate of x_0 there is the first step of DDIM. (x_T = 0, the mean of
+    that noise, lies outside the training distribution: the mask path's
+    normalisation sees a constant input, and some models answer it with an
+    all-lesion mask.) Returns (B, 1, size, size) soft masks in [0, 1] for the
+    B images in ``features`` (the ablation of sampling).
     """
     device = features.levels[0].device
     n = features.batch_size
     schedule = NoiseSchedule(diffusion)
-    x = torch.zeros((n, 1, size, size), device=device)
+    if diffusion.prediction == "direct":
+        x = torch.zeros((n, 1, size, size), device=device)
+    else:
+        _, x = initial_noise(n, size, seed, device)
     t = torch.full((n,), diffusion.timesteps - 1, device=device, dtype=torch.long)
     _, soft = output_to_x0(network.denoise(features, x, t), x, t, schedule)
     return soft

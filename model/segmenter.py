@@ -240,10 +240,12 @@ class Segmenter:
         loop = self.propose_iter(image, n_samples, steps, seed, eta)
         return run_to_completion(loop, None if on_step is None else lambda item: on_step(*item))
 
-    def predict_direct(self, image: np.ndarray) -> Proposal:
+    def predict_direct(self, image: np.ndarray, seed: int = 0) -> Proposal:
         """One forward pass, no sampling (the single-step ablation): N = 1, zero uncertainty.
 
-        Flip views still apply: each view is one pass, and their soft masks are averaged.
+        Flip views still apply: each view is one pass, and their soft masks are
+        averaged. ``seed`` draws x_T for a diffusion-trained model (see
+        :func:`model.sampler.direct_soft_masks`).
         """
         start = time.perf_counter()
         x, (height, width) = self.prepare(image)
@@ -251,7 +253,7 @@ class Segmenter:
         with torch.inference_mode():
             features = self.network.encode_image(flip_views(x, views) if views > 1 else x)
             self.encode_calls += 1
-            soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size), views)
+            soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size, seed), views)
         proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
         return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start)
 

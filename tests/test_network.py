@@ -96,3 +96,31 @@ def test_plain_unet_ablation_ignores_the_noisy_mask_and_is_smaller():
     with pytest.raises(ValueError, match="direct"):
         SegmenterConfig(size=32, network=NetworkConfig(widths=(8, 16, 32), mask_path=False))
     SegmenterConfig(size=32, network=NetworkConfig(widths=(8, 16, 32), mask_path=False), diffusion=DiffusionConfig(prediction="direct"))
+
+
+@pytest.mark.parametrize("fusion", ["mlffm", "plain"])
+def test_a_wide_image_path_feeds_a_narrow_denoiser(fusion):
+    config = NetworkConfig(widths=(16, 32, 48), mask_widths=(8, 8, 16), time_dim=16, fusion=fusion)
+    assert config.denoiser_widths == (8, 8, 16)
+    net = DualPathUNet(config)
+    features = net.encode_image(torch.randn(1, 3, 32, 32))
+    assert [f.shape[1] for f in features.levels] == [16, 32, 48]
+    assert [s.shape[1] for s in features.skips] == [8, 8]  # fused skips come at the decoder's width
+    out = net.denoise(features, torch.randn(3, 1, 32, 32), torch.tensor([1, 500, 999]))
+    assert out.shape == (3, 1, 32, 32)
+    # The per-step part is lighter than with equal widths; the image path is the same.
+    same = DualPathUNet(NetworkConfig(widths=(16, 32, 48), time_dim=16, fusion=fusion))
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    assert count([net.mask_blocks, net.decoder_blocks]) < count([same.mask_blocks, same.decoder_blocks])
+    assert count([net.image_blocks]) == count([same.image_blocks])
+    round_trip = SegmenterConfig(size=32, network=config)
+    assert SegmenterConfig.from_dict(round_trip.to_dict()) == round_trip
+
+
+def test_mask_widths_are_validated():
+    with pytest.raises(ValueError, match="mask_widths"):
+        NetworkConfig(widths=(8, 16, 32), mask_widths=(8, 16))
+    with pytest.raises(ValueError, match="mask_widths"):
+        NetworkConfig(widths=(8, 16), mask_widths=(8, 2))
+    with pytest.raises(ValueError, match="mask path"):
+        NetworkConfig(widths=(8, 16), mask_widths=(8, 8), mask_path=False)

@@ -171,10 +171,15 @@ def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):
     p = tiny_segmenter.predict_direct(rgb_image)
     assert p.samples.shape == (1, 40, 56) and not p.uncertainty.any()
     assert tiny_segmenter.encode_calls == 1
+    # A diffusion-trained model is run once at t = T - 1 from the seeded x_T it saw there in training.
     x, _ = tiny_segmenter.prepare(rgb_image)
+    x_T = torch.randn((1, 1, 32, 32), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         t = torch.tensor([tiny_segmenter.config.diffusion.timesteps - 1])
-        logits = tiny_segmenter.network(x, torch.zeros(1, 1, 32, 32), t)
+        logits = tiny_segmenter.network(x, x_T, t)
+        from_zero = tiny_segmenter.network(x, torch.zeros(1, 1, 32, 32), t)
     expected = resize_soft(torch.sigmoid(logits), 40, 56, tiny_segmenter.config.output_smoothing)[0].numpy()
     assert np.allclose(p.probability, expected, atol=1e-5)
+    assert not torch.allclose(logits, from_zero)
     assert np.array_equal(tiny_segmenter.predict_direct(rgb_image).probability, p.probability)
+    assert not np.array_equal(tiny_segmenter.predict_direct(rgb_image, seed=1).probability, p.probability)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from model import Segmenter
@@ -104,3 +105,26 @@ def test_feed_forward_ablations_train_and_propose_identical_masks(tmp_path, caps
     # A mask-path-free network that is asked to diffuse is refused with a message, not a traceback.
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "bad.mlffm"), *TINY, "--epochs", "1", "--no-mask-path"]) == 2
     assert "direct" in capsys.readouterr().err
+
+
+def test_learning_rate_follows_the_time_budget_when_it_ends_first():
+    from training.trainer import TrainConfig, learning_rate
+
+    config = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.02, time_budget_minutes=1)
+    # Early in the steps but the budget nearly spent: the schedule is already at its floor.
+    assert learning_rate(config, 20, 10_000, time_fraction=1.0) == pytest.approx(2e-5)
+    assert learning_rate(config, 20, 10_000, time_fraction=0.5) == pytest.approx(1e-3 * (0.02 + 0.98 * 0.5))
+    # Without a budget (or with time to spare) the steps decide, as before.
+    assert learning_rate(config, 20, 10_000) == pytest.approx(learning_rate(config, 20, 10_000, time_fraction=0.0))
+    assert learning_rate(config, 10_000, 10_000, time_fraction=0.1) == pytest.approx(2e-5)
+    assert learning_rate(config, 4, 10_000, time_fraction=0.9) == pytest.approx(5e-4)  # warm-up is by steps only
+
+
+def test_train_cli_builds_a_wide_image_path_and_rejects_bad_widths(tmp_path, capsys):
+    out = tmp_path / "wide.mlffm"
+    args = ["train", str(SMALL_DATA), "-o", str(out), "--size", "32", "--widths", "8,16", "--mask-widths", "4,8"]
+    assert main([*args, "--image-blocks", "1", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]) == 0
+    network = Segmenter.load(out, "cpu").config.network
+    assert network.widths == (8, 16) and network.mask_widths == (4, 8) and network.image_blocks == 1
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--widths", "8,a"]) == 2
+    assert "--widths '8,a'" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             continue
         started = time.perf_counter()
         if args.direct:
-            proposal = segmenter.predict_direct(image)
+            proposal = segmenter.predict_direct(image, seed=args.seed)
         else:
             proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
         seconds.append(time.perf_counter() - started)
