@@ -3,8 +3,10 @@
 For N = 1, 8, 16 samples and 5, 10, 25 DDIM steps on a real 512 x 512
 dermoscopic image: the cached, batched sampler (image path once, N
 trajectories per network call) and the naive one (image re-encoded at every
-step, one sample at a time), with the ratio. Both give the same masks (the
-equivalence is checked here and in tests/test_segmenter.py).
+step, one sample at a time), with the ratio, and the share of mask pixels on
+which the two agree: 100 % on the CPU (tests/test_segmenter.py checks it); on
+a GPU, batched and single-sample kernels round differently and a few pixels
+at the 0.5 contour can flip.
 
     python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick] [--design]
 
@@ -67,15 +69,15 @@ def main() -> None:
     print(f"device {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads); model {params / 1e6:.2f} M parameters at {segmenter.config.size} px; image {image.shape[1]}x{image.shape[0]}")
     grid = [(8, 10)] if args.quick else [(n, s) for n in (1, 8, 16) for s in (5, 10, 25)]
-    print(f"{'N':>3} {'steps':>5} {'cached s':>9} {'naive s':>9} {'ratio':>6} {'same masks':>10}")
+    print(f"{'N':>3} {'steps':>5} {'cached s':>9} {'naive s':>9} {'ratio':>6} {'same pixels %':>13}")
     for n, steps in grid:
         cached = timed(lambda: segmenter.propose(image, n_samples=n, steps=steps, seed=0), args.repeats, sync)
         with torch.inference_mode():
             naive = timed(lambda: sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0), 1, sync)
             fast = segmenter.propose(image, n_samples=n, steps=steps, seed=0)
             slow = sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0)
-            same = np.array_equal(fast.samples, segmenter._to_proposal(slow, *image.shape[:2]).samples)
-        print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {str(same):>10}")
+            agree = float(np.mean(fast.samples == segmenter._to_proposal(slow, *image.shape[:2]).samples))
+        print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {100 * agree:>12.4f}")
     if args.design:
         design_table(image, args.device, args.repeats)
 
@@ -83,26 +85,30 @@ def main() -> None:
 def design_table(image: np.ndarray, device: str, repeats: int) -> None:
     """Latency of 8 samples x 10 steps for candidate working sizes and widths."""
     print("\ndesign choices (untrained weights; 8 samples x 10 steps on the same image)")
-    print(f"{'size':>5} {'widths':<22} {'params M':>8} {'layout':<14} {'seconds':>8}")
+    print(f"{'size':>5} {'image path':<18} {'denoiser':<18} {'params M':>8} {'layout':<14} {'seconds':>8}")
+    light = (16, 32, 64, 96, 128)
     candidates = [
-        (96, (16, 32, 64, 96, 128)),
-        (128, (16, 32, 64, 96, 128)),
-        (128, (16, 32, 64, 128, 192)),
-        (128, (24, 48, 96, 144, 192)),
-        (160, (16, 32, 64, 96, 128)),
-        (192, (16, 32, 64, 96, 128)),
+        (64, light, None),
+        (96, light, None),
+        (128, light, None),
+        (128, (16, 32, 64, 128, 192), None),
+        (128, (24, 48, 96, 144, 192), None),
+        (128, (32, 64, 128, 192, 256), light),
+        (160, light, None),
+        (192, light, None),
     ]
-    for size, widths in candidates:
-        segmenter = Segmenter(SegmenterConfig(size=size, network=NetworkConfig(widths=widths)), device)
+    for size, widths, mask_widths in candidates:
+        network = NetworkConfig(widths=widths, mask_widths=mask_widths)
+        segmenter = Segmenter(SegmenterConfig(size=size, network=network), device)
         params = sum(p.numel() for p in segmenter.network.parameters()) / 1e6
-        layouts = ["contiguous", "channels_last"] if (size, widths) == (128, (16, 32, 64, 96, 128)) else ["contiguous"]
+        layouts = ["contiguous", "channels_last"] if (size, widths, mask_widths) == (128, light, None) else ["contiguous"]
         for layout in layouts:
             if layout == "channels_last":
                 segmenter.network.to(memory_format=torch.channels_last)
             segmenter.propose(image, n_samples=2, steps=2)
             seconds = timed(lambda: segmenter.propose(image, n_samples=8, steps=10, seed=0), repeats, lambda: None)
-            print(f"{size:>5} {','.join(map(str, widths)):<22} {params:>8.2f} {layout:<14} {seconds:>8.3f}")
-
+            denoiser = ",".join(map(str, network.denoiser_widths))
+            print(f"{size:>5} {','.join(map(str, widths)):<18} {denoiser:<18} {params:>8.2f} {layout:<14} {seconds:>8.3f}")
 
 if __name__ == "__main__":
     main()
