@@ -128,3 +128,19 @@ def test_train_cli_builds_a_wide_image_path_and_rejects_bad_widths(tmp_path, cap
     assert network.widths == (8, 16) and network.mask_widths == (4, 8) and network.image_blocks == 1
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--widths", "8,a"]) == 2
     assert "--widths '8,a'" in capsys.readouterr().err
+
+
+def test_train_init_warm_starts_from_weights_with_a_fresh_schedule(tmp_path, capsys):
+    first = tmp_path / "first.mlffm"
+    tiny = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
+    assert main(["train", str(SMALL_DATA), "-o", str(first), *tiny]) == 0
+    second = tmp_path / "second.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(second), "--init", str(first), "--batch-size", "4", "--epochs", "1", "--device", "cpu"]) == 0
+    base, warm = Segmenter.load(first, "cpu"), Segmenter.load(second, "cpu")
+    assert warm.config == base.config  # the starting model's architecture and size, not the CLI defaults
+    assert warm.provenance["init"]["checkpoint_id"] == base.checkpoint_id
+    assert len(warm.provenance["commands"]) == 2 and "--init" in warm.provenance["commands"][1]
+    changed = [k for k, v in warm.network.state_dict().items() if not torch.equal(v, base.network.state_dict()[k])]
+    assert changed  # it trained
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--init", str(first), "--resume", str(first)]) == 2
+    assert "exclude each other" in capsys.readouterr().err

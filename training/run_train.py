@@ -42,6 +42,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error)")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
+    parser.add_argument(
+        "--init", type=Path, metavar="CHECKPOINT",
+        help="start from these weights and their architecture, with a fresh optimizer and schedule (a warm start)",
+    )
     parser.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop after this many minutes, keeping the best")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="use at most N training and N validation cases (quick runs)")
@@ -108,8 +112,13 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
 
 def run_train(args: argparse.Namespace) -> int:
     _check_output(args)
+    if args.resume is not None and args.init is not None:
+        raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
+    elif args.init is not None:
+        segmenter = Segmenter.load(args.init, args.device)
+        print(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
     else:
         widths = _parse_widths(args.widths, "--widths")
         mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
@@ -143,10 +152,12 @@ def run_train(args: argparse.Namespace) -> int:
         boundary_weight=args.boundary_weight,
         augment=AugmentConfig(enabled=not args.no_augment),
     )
-    command = "mlffm train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = "mlffm train " + " ".join(shlex.quote(a) for a in args.argv[1:])
     # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.
-    earlier = list(segmenter.provenance.get("commands", [])) if args.resume is not None else []
-    if args.resume is not None and not earlier and "command" in segmenter.provenance:
+    # A warm start records the chain that made its starting weights too.
+    continued = args.resume is not None or args.init is not None
+    earlier = list(segmenter.provenance.get("commands", [])) if continued else []
+    if continued and not earlier and "command" in segmenter.provenance:
         earlier = [segmenter.provenance["command"]]
     provenance = {
         "command": command,
@@ -154,6 +165,7 @@ def run_train(args: argparse.Namespace) -> int:
         "data": _data_provenance(train_listing, len(train_data), args.split),
         "val_data": {"split": args.val_split, "n_images": len(val_data)},
         "torch": torch.__version__,
+        **({"init": {"checkpoint_id": segmenter.checkpoint_id, "path": str(args.init)}} if args.init is not None else {}),
         "licence": "trained on ISIC 2018 data (CC BY-NC 4.0) when data is the ISIC folder; non-commercial use",
     }
     print(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
@@ -207,7 +219,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     provenance.update(
         {
             "parent": {"checkpoint_id": segmenter.checkpoint_id, "path": str(base) if base else "shipped default"},
-            "command": "mlffm finetune " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "command": "mlffm finetune " + " ".join(shlex.quote(a) for a in args.argv[1:]),
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
             "val_dice_before": before,
