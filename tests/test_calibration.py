@@ -62,6 +62,8 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
     assert calibrated.config.flip_views == 2
     assert calibrated.config.probability_temperature == pytest.approx(record["temperature"])
     assert record["n_images"] == 2 and record["ece_after"] <= record["ece_before"] + 1e-9
+    assert record["command"] == "mlffm " + " ".join(args)
+    assert calibrated.provenance["commands"][-1] == record["command"]
     base = Segmenter.load(tiny_checkpoint, "cpu")
     for name, tensor in base.network.state_dict().items():
         assert np.array_equal(tensor.numpy(), calibrated.network.state_dict()[name].numpy()), name
