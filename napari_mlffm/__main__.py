@@ -27,10 +27,19 @@ def build_viewer(images: list[str]):
 
 
 def _wait(widget) -> None:
-    from qtpy.QtWidgets import QApplication
+    """Run Qt's event loop until the widget's run ends.
 
-    while widget.worker is not None:
-        QApplication.processEvents()
+    A blocking loop with a slow poll, not a busy ``processEvents`` loop, which
+    would hold the GIL and slow the worker (and the timing it reports) down.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop, timer = QEventLoop(), QTimer()
+    timer.timeout.connect(lambda: widget.worker is None and loop.quit())
+    timer.start(50)
+    if widget.worker is not None:
+        loop.exec()
+    timer.stop()
 
 
 def _settle(seconds: float = 1.0) -> None:
