@@ -152,6 +152,12 @@ def test_full_review_flow(make_napari_viewer, qtbot, plugin_env):
     assert finetune.output is not None and finetune.output.is_file(), finetune.status.value
     card = json.loads(finetune.output.with_suffix(".json").read_text())
     assert card["n_images"] == 4 and "val_dice_after" in card
+    # The live plot got the Dice before (epoch 0) and the epoch's loss and Dice, as the subprocess printed them.
+    assert sorted(finetune.curves.points) == [0, 1]
+    assert finetune.curves.points[0][1] == pytest.approx(card["val_dice_before"], abs=1e-4)
+    loss, dice_after_epoch = finetune.curves.points[1]
+    assert 0 < loss < 10 and 0 <= dice_after_epoch <= 1
+    assert finetune.curves.grab().width() > 0  # paints without error
     assert plugin_env["base"].read_bytes() == base_bytes
     finetune.versions.value = str(finetune.output)
     finetune.use_selected()
@@ -275,3 +281,15 @@ def test_settings_persist_between_sessions(plugin_env):
     settings = SETTINGS.get()
     assert (settings.annotator, settings.samples, settings.device) == ("Dr. Persist", 5, "cpu")
     assert SETTINGS.path.is_file() and str(plugin_env["tmp"]) in str(SETTINGS.path)
+
+
+def test_training_curve_lines_are_parsed():
+    from napari_mlffm._qt.curves import parse_curve_line
+
+    assert parse_curve_line("epoch 3: train loss 0.0931, val Dice 0.8630 (best), saved x.mlffm") == (3, 0.0931, 0.8630)
+    epoch, loss, dice = parse_curve_line("epoch 2: train loss n/a, val Dice 0.5000 (best 0.6000 at epoch 1)")
+    assert (epoch, dice) == (2, 0.5) and np.isnan(loss)
+    epoch, loss, dice = parse_curve_line("fine-tuning on 3 cases (+0 replay), held out 1; val Dice before: 0.7123")
+    assert (epoch, dice) == (0, 0.7123) and np.isnan(loss)
+    assert parse_curve_line("val Dice before 0.7, after 0.8 (best epoch 1)") is None
+    assert parse_curve_line("epoch 1/10:  50%|#####     | 5/10") is None

@@ -51,13 +51,16 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert meta["epoch"] < 3
     # Resume finishes the two epochs and keeps the best.
     assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--resume", str(state)]) == 0
-    assert "resumed from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "epoch 3: train loss " in out
     _, _, meta = Segmenter.load_with_state(state, "cpu")
     assert meta["epoch"] == 3 and meta["step"] >= 3
     trained = Segmenter.load(model_path, "cpu")
     provenance = trained.provenance
     assert provenance["data"]["n_images"] == 6 and len(provenance["data"]["ids_sha256"]) == 12
     assert provenance["train_config"]["epochs"] == 3 and "val_dice" in provenance["history"][-1]
+    assert all(r["train_loss"] is None or r["train_loss"] > 0 for r in provenance["history"])
+    assert provenance["history"][-1]["train_loss"] > 0
     # No silent overwrite of a finished model.
     assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "1"]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -202,7 +202,7 @@ def train(
     while epoch < config.epochs:
         reporter.epoch_start(epoch + 1, config.epochs, batches)
         order = _epoch_order(len(train_data), replay_data, generator)
-        completed, batches_done = True, 0
+        completed, batches_done, loss_sum = True, 0, 0.0
         try:
             for b in range(batches):
                 if should_stop():
@@ -220,6 +220,7 @@ def train(
                 ema.update(network)
                 step += 1
                 batches_done += 1
+                loss_sum += losses.get("loss", float("nan"))
                 reporter.batch_end(losses)
         except KeyboardInterrupt:
             stopped_by, completed = "interrupt", False
@@ -229,15 +230,18 @@ def train(
             break  # stopped before this epoch's first batch: the last epoch is already scored and saved
         ema.copy_to(eval_segmenter.network)
         val_dice = validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
-        record = {"epoch": epoch, "step": step, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
+        train_loss = loss_sum / batches_done if batches_done else None  # None: stopped before this epoch's first batch
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
+        shown_loss = "n/a" if train_loss is None else f"{train_loss:.4f}"
+        summary = f"epoch {epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
         if val_dice > best_dice or len(val_data) == 0:
             best_dice, best_epoch = val_dice, epoch
             eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
-            reporter.message(f"epoch {epoch}: val Dice {val_dice:.4f} (best), saved {output}")
+            reporter.message(f"{summary} (best), saved {output}")
         else:
-            reporter.message(f"epoch {epoch}: val Dice {val_dice:.4f} (best {best_dice:.4f} at epoch {best_epoch})")
+            reporter.message(f"{summary} (best {best_dice:.4f} at epoch {best_epoch})")
         reporter.epoch_end(epoch, record)
         seconds = spent + time.monotonic() - started
         counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch}

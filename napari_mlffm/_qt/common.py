@@ -108,3 +108,14 @@ def confirm(parent, title: str, question: str) -> bool:
 def image_data(layer: Image) -> np.ndarray:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return np.asarray(data)
+
+
+def insert_native_after(container, anchor, widget) -> None:
+    """Put a plain Qt ``widget`` into a magicgui ``container``'s layout, right below the row holding ``anchor``."""
+    layout = container.native.layout()
+    for index in range(layout.count()):
+        row = layout.itemAt(index).widget()
+        if row is not None and (row is anchor.native or row.isAncestorOf(anchor.native)):
+            layout.insertWidget(index + 1, widget)
+            return
+    layout.addWidget(widget)

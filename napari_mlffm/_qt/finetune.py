@@ -23,6 +23,7 @@ from training.trainer import resume_path_for
 
 from ..settings import SETTINGS
 from . import common
+from .curves import TrainingCurves, parse_curve_line
 
 EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+)")
 RESULT_PATTERN = re.compile(r"val Dice before ([\d.nan]+), after ([\d.nan]+)")
@@ -45,7 +46,11 @@ def finetune_command(store: Path, base: str | None, output: Path, epochs: int, m
 
 
 def finetune_job(command: list[str], handle: dict):
-    """Worker body: runs the command, yields ('epoch', k, n) and ('line', text); returns (exit code, last lines)."""
+    """Worker body: runs the command; returns (exit code, last lines).
+
+    Yields ('epoch', k, n) as an epoch starts, ('curve', epoch, loss, dice)
+    for each epoch's summary (epoch 0: the Dice before), and ('line', text).
+    """
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     handle["process"] = process
     tail: list[str] = []
@@ -59,6 +64,9 @@ def finetune_job(command: list[str], handle: dict):
                 yield ("epoch", int(match.group(1)), int(match.group(2)))
             elif "%|" not in line:
                 tail = (tail + [line])[-20:]
+                point = parse_curve_line(line)
+                if point is not None:
+                    yield ("curve", *point)
                 yield ("line", line)
         return process.wait(), tail
     finally:
@@ -84,6 +92,8 @@ class FinetuneWidget(common.RunCancel, Container):
         self.versions = ComboBox(label="model versions", choices=self._version_choices)
         self.use_button = PushButton(text="Use in Propose masks")
         self.extend([self.store, self.model_folder, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
+        self.curves = TrainingCurves()
+        common.insert_native_after(self, self.status, self.curves)
         self.worker = None
         self.output: Path | None = None
         self._handle: dict = {}
@@ -133,6 +143,7 @@ class FinetuneWidget(common.RunCancel, Container):
         command = finetune_command(store, base, self.output, self.epochs.value, self.minutes.value, self.device.value)
         self._handle = {}
         self._cancelled = False
+        self.curves.clear()
         total = None if self.minutes.value > 0 else self.epochs.value
         bar = progress(total=total, desc="Fine-tuning")
         self._progress = bar
@@ -167,6 +178,8 @@ class FinetuneWidget(common.RunCancel, Container):
             bar.set_description(f"Fine-tuning: epoch {k}/{n}")
             bar.refresh()
             self.status.value = f"epoch {k}"
+        elif event[0] == "curve":
+            self.curves.add_point(*event[1:])
         else:
             self.status.value = event[1][:120]
 
