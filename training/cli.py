@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from model import CheckpointError
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv  # the command as given, for the provenance of what it writes
+    args.command_line = "mlffm " + shlex.join(argv)  # the command as given, for the provenance of what it writes
     try:
         if args.command == "segment":
             from .run_segment import run_segment

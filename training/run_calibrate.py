@@ -8,7 +8,6 @@ and the calibration error before and after.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     before, after = histogram.ece(1.0), histogram.ece(temperature)
     nll_before, nll_after = histogram.nll(1.0), histogram.nll(temperature)
     calibrated = segmenter.with_options(probability_temperature=temperature)
-    command = "mlffm " + " ".join(shlex.quote(a) for a in getattr(args, "argv", ["calibrate"]))
+    command = args.command_line
     calibrated.provenance["commands"] = [*base.provenance.get("commands", []), command]
     calibrated.provenance["calibration"] = {
         "command": command,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -152,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
         boundary_weight=args.boundary_weight,
         augment=AugmentConfig(enabled=not args.no_augment),
     )
-    command = "mlffm train " + " ".join(shlex.quote(a) for a in args.argv[1:])
+    command = args.command_line
     # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.
     # A warm start records the chain that made its starting weights too.
     continued = args.resume is not None or args.init is not None
@@ -219,7 +218,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     provenance.update(
         {
             "parent": {"checkpoint_id": segmenter.checkpoint_id, "path": str(base) if base else "shipped default"},
-            "command": "mlffm finetune " + " ".join(shlex.quote(a) for a in args.argv[1:]),
+            "command": args.command_line,
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
             "val_dice_before": before,

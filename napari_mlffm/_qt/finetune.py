@@ -26,7 +26,6 @@ from . import common
 from .curves import TrainingCurves, parse_curve_line
 
 EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+)")
-RESULT_PATTERN = re.compile(r"val Dice before ([\d.nan]+), after ([\d.nan]+)")
 
 
 def dice_change(card: dict) -> str:
