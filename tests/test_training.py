@@ -137,13 +137,40 @@ def test_train_init_warm_starts_from_weights_with_a_fresh_schedule(tmp_path, cap
     first = tmp_path / "first.mlffm"
     tiny = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
     assert main(["train", str(SMALL_DATA), "-o", str(first), *tiny]) == 0
+    Segmenter.load(first, "cpu").with_options(probability_temperature=2.0).save(first)  # as if calibrated
     second = tmp_path / "second.mlffm"
     assert main(["train", str(SMALL_DATA), "-o", str(second), "--init", str(first), "--batch-size", "4", "--epochs", "1", "--device", "cpu"]) == 0
     base, warm = Segmenter.load(first, "cpu"), Segmenter.load(second, "cpu")
-    assert warm.config == base.config  # the starting model's architecture and size, not the CLI defaults
+    # the starting model's architecture and size, not the CLI defaults; the old weights' temperature is dropped
+    assert warm.config == base.with_options(probability_temperature=1.0).config
+    assert "reset to 1" in capsys.readouterr().out
     assert warm.provenance["init"]["checkpoint_id"] == base.checkpoint_id
     assert len(warm.provenance["commands"]) == 2 and "--init" in warm.provenance["commands"][1]
     changed = [k for k, v in warm.network.state_dict().items() if not torch.equal(v, base.network.state_dict()[k])]
     assert changed  # it trained
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--init", str(first), "--resume", str(first)]) == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_path, capsys):
+    from training.trainer import TrainConfig, draw_timesteps
+
+    def top_share(fraction: float) -> float:
+        t = draw_timesteps(20_000, 1000, fraction, torch.Generator().manual_seed(0))
+        assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) <= 999
+        return float((t >= 900).float().mean())
+
+    assert top_share(0.0) == pytest.approx(0.1, abs=0.01)  # uniform
+    assert top_share(0.5) == pytest.approx(0.5 + 0.5 * 0.1, abs=0.015)
+    assert top_share(1.0) == 1.0
+    # fraction 0 draws nothing extra: the same stream as plain uniform draws (old runs replay)
+    plain = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(draw_timesteps(64, 1000, 0.0, torch.Generator().manual_seed(3)), plain)
+    with pytest.raises(ValueError, match="high-t-fraction"):
+        TrainConfig(high_t_fraction=1.5)
+    out = tmp_path / "high.mlffm"
+    tiny = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *tiny, "--high-t-fraction", "0.3"]) == 0
+    assert Segmenter.load(out, "cpu").provenance["train_config"]["high_t_fraction"] == 0.3
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *tiny, "--high-t-fraction", "2"]) == 2
+    assert "--high-t-fraction" in capsys.readouterr().err

@@ -35,6 +35,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mask-path", action="store_true", help="plain U-Net without the noisy-mask path (ablation; needs --prediction direct)")
     parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary-sensitive term (0 = off)")
+    parser.add_argument(
+        "--high-t-fraction", type=float, default=0.0,
+        help="share of training steps drawn from the top decile of timesteps (almost pure noise), 0-1 (default 0)",
+    )
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -118,6 +122,10 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
         print(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
+        if segmenter.config.probability_temperature != 1.0:
+            # The fitted temperature belongs to the old weights; training changes them.
+            print(f"its probability temperature {segmenter.config.probability_temperature:.3f} is reset to 1: run mlffm calibrate on the result")
+            segmenter = segmenter.with_options(probability_temperature=1.0)
     else:
         widths = _parse_widths(args.widths, "--widths")
         mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
@@ -149,6 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_budget_minutes=args.time_budget,
         boundary_weight=args.boundary_weight,
+        high_t_fraction=args.high_t_fraction,
         augment=AugmentConfig(enabled=not args.no_augment),
     )
     command = args.command_line

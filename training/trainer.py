@@ -50,6 +50,7 @@ class TrainConfig:
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     boundary_weight: float = 1.0
+    high_t_fraction: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
             raise ValueError("time budget must be > 0 minutes")
+        if not 0.0 <= self.high_t_fraction <= 1.0:
+            raise ValueError(f"high_t_fraction (--high-t-fraction) must lie in [0, 1], got {self.high_t_fraction}")
 
 
 class Reporter(Protocol):
@@ -272,12 +275,35 @@ def _gather(data: CachedDataset, replay: CachedDataset | None, picks: np.ndarray
     return images, masks
 
 
+HIGH_T_START = 0.9  # "high t": the top decile of timesteps, where x_t is almost pure noise
+
+
+def draw_timesteps(batch: int, timesteps: int, high_t_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps (batch,) int64 in [0, timesteps).
+
+    Uniform, except that each item is, with probability ``high_t_fraction``,
+    drawn from the top decile instead. There x_t carries almost nothing of
+    the mask, so the network must find the lesion in the image: the
+    sampler's first step, which fixes the coarse mask, is trained more often
+    (uniform sampling spends 90 % of the steps where x_t already shows it).
+    With ``high_t_fraction = 0`` no extra random numbers are drawn, so older
+    runs replay exactly.
+    """
+    t = torch.randint(0, timesteps, (batch,), generator=generator)
+    if high_t_fraction > 0:
+        start = int(HIGH_T_START * timesteps)
+        high = torch.randint(start, timesteps, (batch,), generator=generator)
+        pick = torch.rand(batch, generator=generator) < high_t_fraction
+        t = torch.where(pick, high, t)
+    return t
+
+
 def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device) -> dict[str, float]:
     # Augment where the network runs; every random draw still comes from the CPU generator.
     images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
     target = (masks >= 0.5).float()
     x0 = 2 * target - 1
-    t = torch.randint(0, schedule.timesteps, (images.shape[0],), generator=generator)
+    t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
     noise = torch.randn(x0.shape, generator=generator)
     t, noise = t.to(device), noise.to(device)
     x_t = schedule.q_sample(x0, t, noise)
