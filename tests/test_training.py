@@ -172,5 +172,8 @@ def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_p
     tiny = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
     assert main(["train", str(SMALL_DATA), "-o", str(out), *tiny, "--high-t-fraction", "0.3"]) == 0
     assert Segmenter.load(out, "cpu").provenance["train_config"]["high_t_fraction"] == 0.3
+    tuned = tmp_path / "tuned.mlffm"  # fine-tuning keeps the timestep mix of its base weights
+    assert main(["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(out), "--epochs", "1", "--batch-size", "4"]) == 0
+    assert Segmenter.load(tuned, "cpu").provenance["train_config"]["high_t_fraction"] == 0.3
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *tiny, "--high-t-fraction", "2"]) == 2
     assert "--high-t-fraction" in capsys.readouterr().err

@@ -36,8 +36,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary-sensitive term (0 = off)")
     parser.add_argument(
-        "--high-t-fraction", type=float, default=0.0,
-        help="share of training steps drawn from the top decile of timesteps (almost pure noise), 0-1 (default 0)",
+        "--high-t-fraction", type=float, default=0.6,
+        help="share of training steps drawn from the top decile of timesteps (almost pure noise), 0-1; "
+        "0 = uniform timesteps (default 0.6)",
     )
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     parser.add_argument("--epochs", type=int, default=30)
@@ -220,6 +221,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         ema_decay=0.9,
         seed=args.seed,
         time_budget_minutes=args.time_budget,
+        # keep the timestep mix the base weights were trained with
+        high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
     )
     before = validation_dice(segmenter, held_out, config.val_steps, seed=args.seed)
     print(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
