@@ -63,6 +63,27 @@ class Proposal:
         """(H, W) bool: probability >= 0.5."""
         return self.probability >= 0.5
 
+    @property
+    def disagreement(self) -> float:
+        """1 - the mean Dice between every pair of samples, in [0, 1]: the image's triage score.
+
+        0 when all samples are the same mask (or N < 2); two empty masks agree.
+        Unlike the mean of ``uncertainty``, which grows with the lesion's
+        outline and so with its size, this is relative to the masks
+        themselves. On the val split it ranked images by their error far
+        better (Spearman rho 0.68 against 0.08; docs/results.md).
+        """
+        n = len(self.samples)
+        if n < 2:
+            return 0.0
+        flat = self.samples.reshape(n, -1).astype(np.float32)  # (N, H*W)
+        overlap = flat @ flat.T  # (N, N): |S_i & S_j|, sizes on the diagonal
+        sizes = np.diag(overlap)
+        total = sizes[:, None] + sizes[None, :]
+        dice = np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0)
+        pairs = np.triu_indices(n, k=1)
+        return float(1.0 - dice[pairs].mean())
+
 
 class Segmenter:
     """A diffusion segmenter: the network, its configuration and its device."""

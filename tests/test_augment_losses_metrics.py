@@ -134,3 +134,6 @@ def test_uncertainty_error_spearman_ranks():
     records = [{"mean_uncertainty": u, "dice": d} for u, d in [(0.1, 0.95), (0.2, 0.9), (0.3, 0.7), (0.4, 0.5)]]
     assert uncertainty_error_spearman(records) == pytest.approx(1.0)
     assert math.isnan(uncertainty_error_spearman(records[:2]))
+    doubt = [{"disagreement": u, "dice": d} for u, d in [(0.4, 0.95), (0.3, 0.9), (0.2, 0.7), (0.1, 0.5)]]
+    assert uncertainty_error_spearman(doubt, "disagreement") == pytest.approx(-1.0)
+    assert math.isnan(uncertainty_error_spearman(doubt))  # no mean_uncertainty in these records

@@ -226,7 +226,7 @@ def test_cases_widget_steps_proposes_and_sorts(make_napari_viewer, qtbot, plugin
     states = [cases.state(e) for e in cases.cases]
     assert states.count("proposed") == 3 and states.count("unreadable") == 1
     cases.sort_by_uncertainty()
-    values = [e.mean_uncertainty for e in cases.cases if e.mean_uncertainty is not None]
+    values = [e.disagreement for e in cases.cases if e.disagreement is not None]
     assert values == sorted(values, reverse=True)
     cases.show_case(0)
     assert [l.name for l in viewer.layers][0] == cases.cases[0].path.stem  # the previous case was closed

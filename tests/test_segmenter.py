@@ -183,3 +183,25 @@ def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):
     assert not torch.allclose(logits, from_zero)
     assert np.array_equal(tiny_segmenter.predict_direct(rgb_image).probability, p.probability)
     assert not np.array_equal(tiny_segmenter.predict_direct(rgb_image, seed=1).probability, p.probability)
+
+
+def test_disagreement_is_one_minus_mean_pairwise_dice():
+    from model.segmenter import Proposal
+
+    def proposal(samples):
+        samples = np.asarray(samples, dtype=bool)
+        zeros = np.zeros(samples.shape[1:], np.float32)
+        return Proposal(samples, zeros, zeros)
+
+    a = np.zeros((4, 4), bool)
+    a[:2, :2] = True  # 4 pixels
+    b = np.zeros((4, 4), bool)
+    b[:2, :1] = True  # 2 pixels inside a: Dice(a, b) = 2*2 / 6
+    empty = np.zeros((4, 4), bool)
+    assert proposal([a, a, a]).disagreement == 0.0
+    assert proposal([a]).disagreement == 0.0  # one sample: nothing to disagree with
+    assert proposal([empty, empty]).disagreement == 0.0  # two empty masks agree
+    assert proposal([a, b]).disagreement == pytest.approx(1 - 4 / 6)
+    # three pairs: (a, b) 4/6, (a, empty) 0, (b, empty) 0
+    assert proposal([a, b, empty]).disagreement == pytest.approx(1 - (4 / 6) / 3)
+    assert proposal([a, ~a]).disagreement == 1.0

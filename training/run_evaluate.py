@@ -32,11 +32,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
-def uncertainty_error_spearman(per_image: list[dict]) -> float:
-    """Spearman rank correlation of each image's mean uncertainty with its error, 1 - Dice (NaN below 3 images)."""
+def uncertainty_error_spearman(per_image: list[dict], score: str = "mean_uncertainty") -> float:
+    """Spearman rank correlation of a per-image score (default: the mean uncertainty) with the error, 1 - Dice.
+
+    NaN below 3 images that carry the score.
+    """
     from scipy.stats import spearmanr
 
-    pairs = [(r["mean_uncertainty"], 1 - r["dice"]) for r in per_image if "mean_uncertainty" in r]
+    pairs = [(r[score], 1 - r["dice"]) for r in per_image if score in r]
     if len(pairs) < 3:
         return float("nan")
     uncertainty, error = zip(*pairs)
@@ -78,10 +81,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
         if not args.direct:
             record["mean_uncertainty"] = float(proposal.uncertainty.mean())
+            record["disagreement"] = proposal.disagreement
         record["seconds"] = seconds[-1]
         bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)
+    rho_disagreement = uncertainty_error_spearman(accumulator.per_image, "disagreement")
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
     print(
         f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {_sampling(args)}, "
@@ -92,6 +97,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{name:<12} {summary[name]:>9.4f}")
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
     print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {rho:.3f}")
+    print(f"Spearman rho between per-image sample disagreement (the triage score) and error: {rho_disagreement:.3f}")
     if args.json is not None:
         write_json(
             args.json,
@@ -100,6 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "metrics": summary,
                 "seconds_per_image": per_image_seconds,
                 "uncertainty_error_spearman": rho,
+                "disagreement_error_spearman": rho_disagreement,
                 "per_image": accumulator.per_image,
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,

@@ -27,8 +27,9 @@ class CaseEntry:
     error: str = ""
 
     @property
-    def mean_uncertainty(self) -> float | None:
-        return float(self.proposal.uncertainty.mean()) if self.proposal is not None else None
+    def disagreement(self) -> float | None:
+        """1 - mean pairwise Dice of the proposals (the triage score), None before proposing."""
+        return self.proposal.disagreement if self.proposal is not None else None
 
 
 def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int, steps: int, seed: int):
@@ -60,7 +61,7 @@ class CasesWidget(common.RunCancel, Container):
         self.previous_button = PushButton(text="Previous (Shift-P)")
         self.next_button = PushButton(text="Next (Shift-N)")
         self.propose_button = PushButton(text="Propose all")
-        self.sort_button = PushButton(text="Sort: most uncertain first")
+        self.sort_button = PushButton(text="Sort: most doubtful first")
         self.status = Label(value="")
         self.extend([self.folder, self.open_button])
         self.native.layout().addWidget(self.list)
@@ -103,13 +104,14 @@ class CasesWidget(common.RunCancel, Container):
     def refresh_list(self) -> None:
         self.list.clear()
         for index, entry in enumerate(self.cases):
-            uncertainty = f"  u={entry.mean_uncertainty:.3f}" if entry.mean_uncertainty is not None else ""
+            doubt = f"  disagreement {entry.disagreement:.3f}" if entry.disagreement is not None else ""
             marker = "▶ " if index == self.current else "  "
-            self.list.addItem(f"{marker}{entry.path.name}  [{self.state(entry)}]{uncertainty}")
+            self.list.addItem(f"{marker}{entry.path.name}  [{self.state(entry)}]{doubt}")
 
     def sort_by_uncertainty(self, *_):
+        """Most doubtful first: by the proposals' disagreement (1 - mean pairwise Dice)."""
         current = self.cases[self.current] if self.current is not None else None
-        self.cases.sort(key=lambda e: -(e.mean_uncertainty if e.mean_uncertainty is not None else -1.0))
+        self.cases.sort(key=lambda e: -(e.disagreement if e.disagreement is not None else -1.0))
         self.current = self.cases.index(current) if current is not None else None
         self.refresh_list()
 
