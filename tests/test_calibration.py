@@ -105,7 +105,10 @@ def test_figures_of_an_evaluation_report(tmp_path, tiny_checkpoint, capsys):
         with Image.open(tmp_path / "figs" / name) as image:
             pixels = np.asarray(image.convert("L"))
         assert pixels.shape[0] > 200 and pixels.std() > 5, name
+    with Image.open(tmp_path / "figs" / "uncertainty_vs_dice.png") as image:
+        assert image.width > 1.5 * image.height  # two panels: mean uncertainty and disagreement
     old = json.loads(report.read_text())
+    assert all("disagreement" in r for r in old["per_image"]) and "disagreement_error_spearman" in old
     del old["calibration_bins"]
     report.write_text(json.dumps(old))
     assert figures([str(report), str(tmp_path / "figs2")]) == 2

@@ -73,19 +73,25 @@ def reliability_diagram(report: dict[str, Any], path: Path) -> None:
 
 
 def uncertainty_vs_dice(report: dict[str, Any], path: Path) -> None:
-    """Per-image mean uncertainty against per-image Dice, with the Spearman rho in the title."""
+    """Per-image Dice against the mean uncertainty and, where recorded, the samples' disagreement (the triage score).
+
+    One panel per score, each with its Spearman rho against the error (1 - Dice) in the title.
+    """
     rows = [r for r in report.get("per_image", []) if "mean_uncertainty" in r]
     if not rows:
         raise ValueError("the report has no per-image uncertainty")
+    panels = [("mean_uncertainty", "mean uncertainty of the image", "uncertainty_error_spearman")]
+    if all("disagreement" in r for r in rows):
+        panels.append(("disagreement", "disagreement: 1 - mean pairwise Dice of the samples", "disagreement_error_spearman"))
     plt = _pyplot()
-    uncertainty = np.array([r["mean_uncertainty"] for r in rows])
     scores = np.array([r["dice"] for r in rows])
-    figure, axes = plt.subplots(figsize=(5, 4))
-    axes.scatter(uncertainty, scores, s=8, alpha=0.5)
-    axes.set_xlabel("mean uncertainty of the image")
-    axes.set_ylabel("Dice of the consensus mask")
-    rho = report.get("uncertainty_error_spearman", float("nan"))
-    axes.set_title(f"Spearman rho (uncertainty vs 1 - Dice) = {rho:.3f}\n{_title(report)}", fontsize=8)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (key, label, rho_key) in zip(axes[0], panels):
+        ax.scatter(np.array([r[key] for r in rows]), scores, s=8, alpha=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel("Dice of the consensus mask")
+        ax.set_title(f"Spearman rho (vs 1 - Dice) = {report.get(rho_key, float('nan')):.3f}", fontsize=9)
+    figure.suptitle(_title(report), fontsize=8)
     _save(figure, path)
     plt.close(figure)
 
