@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from model import Segmenter
 from training.datasets import list_cases, load_case
+from training.metrics import dice
 
 
 def scores_of(proposal) -> dict[str, float]:
@@ -47,9 +48,7 @@ def main() -> int:
     for case in tqdm(cases, desc=f"proposing {args.split}", unit="image"):
         image, truth = load_case(case)
         proposal = segmenter.propose(image, seed=0)
-        mask = proposal.consensus
-        total = int(mask.sum() + truth.sum())
-        errors.append(1.0 - (2 * int((mask & truth).sum()) / total if total else 1.0))
+        errors.append(1.0 - dice(proposal.consensus, truth))
         rows.append(scores_of(proposal))
     print(f"{args.split}: {len(rows)} images, checkpoint {segmenter.checkpoint_id}")
     for name in rows[0]:

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class Proposal:
         """(H, W) bool: probability >= 0.5."""
         return self.probability >= 0.5
 
-    @property
+    @cached_property
     def disagreement(self) -> float:
         """1 - the mean Dice between every pair of samples, in [0, 1]: the image's triage score.
 
@@ -71,18 +72,20 @@ class Proposal:
         Unlike the mean of ``uncertainty``, which grows with the lesion's
         outline and so with its size, this is relative to the masks
         themselves. On the val split it ranked images by their error far
-        better (Spearman rho 0.68 against 0.08; docs/results.md).
+        better (Spearman rho 0.68 against 0.08; docs/results.md). Computed
+        once per proposal, pair by pair on the boolean masks (no float copy
+        of N full-resolution masks).
         """
         n = len(self.samples)
         if n < 2:
             return 0.0
-        flat = self.samples.reshape(n, -1).astype(np.float32)  # (N, H*W)
-        overlap = flat @ flat.T  # (N, N): |S_i & S_j|, sizes on the diagonal
-        sizes = np.diag(overlap)
-        total = sizes[:, None] + sizes[None, :]
-        dice = np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0)
-        pairs = np.triu_indices(n, k=1)
-        return float(1.0 - dice[pairs].mean())
+        sizes = [np.count_nonzero(s) for s in self.samples]
+        dice = []
+        for i in range(n):
+            for j in range(i + 1, n):
+                total = sizes[i] + sizes[j]
+                dice.append(2 * np.count_nonzero(self.samples[i] & self.samples[j]) / total if total else 1.0)
+        return float(1.0 - np.mean(dice))
 
 
 class Segmenter:

@@ -92,7 +92,7 @@ def screenshots(folder: Path) -> None:
     cases.open_folder(SAMPLES)
     cases.start()
     _wait(cases)
-    cases.sort_by_uncertainty()
+    cases.sort_most_doubtful_first()
     _raise(viewer, "Cases")
     _settle()
     viewer.window.screenshot(str(folder / "cases.png"), canvas_only=False)

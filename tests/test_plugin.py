@@ -225,7 +225,7 @@ def test_cases_widget_steps_proposes_and_sorts(make_napari_viewer, qtbot, plugin
     qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
     states = [cases.state(e) for e in cases.cases]
     assert states.count("proposed") == 3 and states.count("unreadable") == 1
-    cases.sort_by_uncertainty()
+    cases.sort_most_doubtful_first()
     values = [e.disagreement for e in cases.cases if e.disagreement is not None]
     assert values == sorted(values, reverse=True)
     cases.show_case(0)

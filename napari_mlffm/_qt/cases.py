@@ -76,7 +76,7 @@ class CasesWidget(common.RunCancel, Container):
         self.previous_button.changed.connect(lambda *_: self.step(-1))
         self.next_button.changed.connect(lambda *_: self.step(1))
         self.propose_button.changed.connect(self.propose_or_cancel)
-        self.sort_button.changed.connect(self.sort_by_uncertainty)
+        self.sort_button.changed.connect(self.sort_most_doubtful_first)
         self.list.itemDoubleClicked.connect(lambda item: self.show_case(self.list.row(item)))
         napari_viewer.bind_key("Shift-N", lambda v: self.step(1), overwrite=True)
         napari_viewer.bind_key("Shift-P", lambda v: self.step(-1), overwrite=True)
@@ -108,7 +108,7 @@ class CasesWidget(common.RunCancel, Container):
             marker = "▶ " if index == self.current else "  "
             self.list.addItem(f"{marker}{entry.path.name}  [{self.state(entry)}]{doubt}")
 
-    def sort_by_uncertainty(self, *_):
+    def sort_most_doubtful_first(self, *_):
         """Most doubtful first: by the proposals' disagreement (1 - mean pairwise Dice)."""
         current = self.cases[self.current] if self.current is not None else None
         self.cases.sort(key=lambda e: -(e.disagreement if e.disagreement is not None else -1.0))
