@@ -9,6 +9,8 @@ Anything else raises ValueError with a message saying what was wrong.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -135,6 +137,13 @@ def unflip_samples(soft: torch.Tensor, n_views: int) -> torch.Tensor:
     if n_views == 1:
         return soft
     return torch.stack([s.flip(_flip_dims(i % n_views)) if i % n_views else s for i, s in enumerate(soft)])
+
+
+def untempered_threshold(threshold: float, temperature: float) -> float:
+    """The raw probability p with sigmoid(logit(p) / T) == ``threshold``: sigmoid(T * logit(threshold))."""
+    if temperature == 1.0 or threshold == 0.5:
+        return threshold
+    return float(1 / (1 + math.exp(-temperature * math.log(threshold / (1 - threshold)))))
 
 
 def apply_temperature(probability: torch.Tensor, temperature: float) -> torch.Tensor:

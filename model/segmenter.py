@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
-from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples
+from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples, untempered_threshold
 from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion
 
 DEFAULT_WEIGHTS = "default.mlffm"
@@ -51,6 +51,9 @@ class Proposal:
             disagreement between samples only, so it is 0 when N = 1.
         seconds: wall time of the proposal.
         notes: what had to change on the way (e.g. out-of-memory fallbacks).
+        threshold: the decision threshold on ``probability`` that made the
+            masks (the model's ``decision_threshold``); each sample's mask
+            is its own soft mask thresholded at the same calibrated level.
     """
 
     samples: np.ndarray
@@ -58,11 +61,12 @@ class Proposal:
     uncertainty: np.ndarray
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    threshold: float = 0.5
 
     @property
     def consensus(self) -> np.ndarray:
-        """(H, W) bool: probability >= 0.5."""
-        return self.probability >= 0.5
+        """(H, W) bool: probability >= threshold."""
+        return self.probability >= self.threshold
 
     @cached_property
     def disagreement(self) -> float:
@@ -111,9 +115,9 @@ class Segmenter:
 
         Only options that leave the network alone may change:
         ``default_steps``, ``default_samples``, ``output_smoothing``,
-        ``flip_views`` and ``probability_temperature``.
+        ``flip_views``, ``probability_temperature`` and ``decision_threshold``.
         """
-        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature"}
+        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature", "decision_threshold"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} without retraining; allowed: {sorted(allowed)}")
@@ -226,7 +230,7 @@ class Segmenter:
                     raise
                 warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
         proposal = self._to_proposal(soft, height, width)
-        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start, tuple(notes))
+        return dataclasses.replace(proposal, seconds=time.perf_counter() - start, notes=tuple(notes))
 
     def _sample(self, network, x, n_samples, steps, seed, eta, max_batch) -> Generator[tuple[int, int], None, torch.Tensor]:
         with torch.inference_mode():
@@ -279,22 +283,24 @@ class Segmenter:
             self.encode_calls += 1
             soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size, seed), views)
         proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
-        return Proposal(proposal.samples, proposal.probability, proposal.uncertainty, time.perf_counter() - start)
+        return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:
         """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""
         n = soft.shape[0]
+        temperature, threshold = self.config.probability_temperature, self.config.decision_threshold
+        raw_threshold = untempered_threshold(threshold, temperature)
         samples = np.empty((n, height, width), dtype=bool)
         # Welford's running mean and sum of squared deviations: exact zeros where all samples agree.
         running_mean = torch.zeros((height, width))
         squares = torch.zeros((height, width))
         for i in range(n):
             resized = resize_soft(soft[i : i + 1], height, width, self.config.output_smoothing)[0]
-            samples[i] = (resized >= 0.5).numpy()
+            samples[i] = (resized >= raw_threshold).numpy()
             delta = resized - running_mean
             running_mean += delta / (i + 1)
             squares += delta * (resized - running_mean)
-        mean = apply_temperature(running_mean, self.config.probability_temperature)
+        mean = apply_temperature(running_mean, temperature)
         variance = (squares / n).clamp_(min=0)
         uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
-        return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32))
+        return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32), threshold=threshold)

@@ -50,7 +50,10 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     """
     names = layer_names(image_layer.name)
     samples = proposal.samples.astype(np.uint8)
-    state = {**info, "probability": proposal.probability, "mean_uncertainty": float(proposal.uncertainty.mean())}
+    state = {
+        **info, "probability": proposal.probability, "threshold": proposal.threshold,
+        "mean_uncertainty": float(proposal.uncertainty.mean()),
+    }
     layers = case_layers(viewer, image_layer.name)
     if layers["proposals"] is not None:
         layers["proposals"].data = samples

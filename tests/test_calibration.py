@@ -4,13 +4,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from model import Segmenter
-from training.calibration import LogitHistogram
+from model.config import NetworkConfig
+from training.calibration import LogitHistogram, ThresholdSweep
 from training.cli import main
-from training.metrics import ece
+from training.metrics import dice, ece
 
-from .conftest import SMALL_DATA
+from .conftest import SMALL_DATA, tiny_config
 
 
 def _overconfident(sharpness, n=200_000, seed=0):
@@ -52,6 +54,33 @@ def test_bad_calibration_inputs_are_refused():
         LogitHistogram(width=0)
 
 
+def test_threshold_sweep_matches_the_dice_metric_and_finds_a_known_optimum():
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(4):
+        truth = np.zeros((40, 50), bool)
+        truth[10:30, 12:40] = True
+        # a model that under-segments: the lesion's pixels score 0.35-1, the skin's 0-0.3
+        probability = np.where(truth, rng.uniform(0.35, 1.0, truth.shape), rng.uniform(0.0, 0.3, truth.shape))
+        cases.append((probability, truth))
+    cases.append((np.full((40, 50), 0.1), np.zeros((40, 50), bool)))  # empty truth, empty prediction above 0.1
+    sweep = ThresholdSweep()
+    for probability, truth in cases:
+        sweep.update(probability, truth)
+    for t in (0.0, 0.05, 0.32, 0.5, 0.77, 1.0):
+        expected = np.mean([dice(probability >= t, truth) for probability, truth in cases])
+        assert sweep.dice_at(t) == pytest.approx(expected, abs=1e-12), t
+    best = sweep.best()
+    assert 0.30 <= best <= 0.35 and sweep.dice_at(best) == pytest.approx(1.0)
+    assert sweep.dice_at(0.5) < 0.9
+    with pytest.raises(ValueError, match="no cases"):
+        ThresholdSweep().best()
+    with pytest.raises(ValueError, match="shape"):
+        ThresholdSweep().update(np.zeros((2, 3)), np.zeros((3, 2), bool))
+    with pytest.raises(ValueError, match="low"):
+        sweep.best(low=0.6)
+
+
 def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_bins(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "calibrated.mlffm"
     args = ["calibrate", str(SMALL_DATA), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--split", "val", "--flip-views", "2", "--samples", "2", "--steps", "2"]
@@ -61,6 +90,8 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
     record = calibrated.provenance["calibration"]
     assert calibrated.config.flip_views == 2
     assert calibrated.config.probability_temperature == pytest.approx(record["temperature"])
+    assert calibrated.config.decision_threshold == pytest.approx(record["threshold"]) and record["threshold_fitted"]
+    assert record["dice_at_threshold"] >= record["dice"] - 1e-9  # 0.5 is on the grid the fit chose from
     assert record["n_images"] == 2 and record["ece_after"] <= record["ece_before"] + 1e-9
     assert record["command"] == "mlffm " + " ".join(args)
     assert calibrated.provenance["commands"][-1] == record["command"]
@@ -69,12 +100,18 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
         assert np.array_equal(tensor.numpy(), calibrated.network.state_dict()[name].numpy()), name
     assert main(args) == 2  # no silent overwrite
     assert "already exists" in capsys.readouterr().err
+    fixed = tmp_path / "fixed.mlffm"
+    assert main([*args[:3], str(fixed), *args[4:], "--threshold", "0.4"]) == 0
+    assert Segmenter.load(fixed, "cpu").config.decision_threshold == 0.4
+    assert main([*args[:3], str(tmp_path / "bad.mlffm"), *args[4:], "--threshold", "1.5"]) == 2
+    assert "--threshold must be 'fit' or a number in (0, 1), got '1.5'" in capsys.readouterr().err
 
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(out), "--split", "val", "--samples", "2", "--steps", "2", "--flip-views", "4", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["settings"]["flip_views"] == 4
     assert result["settings"]["probability_temperature"] == pytest.approx(record["temperature"])
+    assert result["settings"]["decision_threshold"] == pytest.approx(record["threshold"])
     rows = np.array(result["calibration_bins"]["rows"])
     assert rows.shape == (15, 3) and rows[:, 0].sum() == sum(96 * 96 for _ in range(2))
 
@@ -113,3 +150,33 @@ def test_figures_of_an_evaluation_report(tmp_path, tiny_checkpoint, capsys):
     report.write_text(json.dumps(old))
     assert figures([str(report), str(tmp_path / "figs2")]) == 2
     assert "no calibration bins" in capsys.readouterr().err
+
+
+def test_average_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path, tiny_segmenter, capsys):
+    first, second, other = tmp_path / "a.mlffm", tmp_path / "b.mlffm", tmp_path / "other.mlffm"
+    tiny_segmenter.with_options(probability_temperature=1.7, decision_threshold=0.44).save(first, provenance={"commands": ["mlffm train x -o a"]})
+    torch.manual_seed(1)
+    Segmenter(tiny_segmenter.config, "cpu").save(second, provenance={"commands": ["mlffm train x -o b"]})
+    out = tmp_path / "soup.mlffm"
+    assert main(["average", str(first), str(second), "-o", str(out)]) == 0
+    soup, a, b = (Segmenter.load(p, "cpu") for p in (out, first, second))
+    for name, tensor in soup.network.state_dict().items():
+        pair = a.network.state_dict()[name], b.network.state_dict()[name]
+        expected = (pair[0].double() + pair[1].double()) / 2 if tensor.is_floating_point() else pair[0]
+        assert torch.allclose(tensor.double(), expected.double(), atol=1e-7), name
+    # the fitted options belong to the old weights: reset, to be calibrated again
+    assert soup.config == a.with_options(probability_temperature=1.0, decision_threshold=0.5).config
+    assert soup.provenance["commands"] == ["mlffm train x -o a", "mlffm train x -o b", soup.provenance["command"]]
+    assert [p["checkpoint_id"] for p in soup.provenance["average_of"]] == [a.checkpoint_id, b.checkpoint_id]
+
+    Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 24), time_dim=16)), "cpu").save(other)
+    capsys.readouterr()
+    assert main(["average", str(first), str(other), "-o", str(tmp_path / "x.mlffm")]) == 2
+    assert "other.mlffm: its size, network or diffusion settings differ" in capsys.readouterr().err
+    assert main(["average", str(first), "-o", str(tmp_path / "x.mlffm")]) == 2
+    assert "need two or more" in capsys.readouterr().err
+    assert main(["average", str(first), str(first), "-o", str(tmp_path / "x.mlffm")]) == 2
+    assert "named twice" in capsys.readouterr().err
+    assert main(["average", str(first), str(second), "-o", str(out)]) == 2  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert not (tmp_path / "x.mlffm").exists()

@@ -293,3 +293,25 @@ def test_training_curve_lines_are_parsed():
     assert (epoch, dice) == (0, 0.7123) and np.isnan(loss)
     assert parse_curve_line("val Dice before 0.7, after 0.8 (best epoch 1)") is None
     assert parse_curve_line("epoch 1/10:  50%|#####     | 5/10") is None
+
+
+def test_consensus_start_uses_the_models_decision_threshold(make_napari_viewer, qtbot, plugin_env, tiny_segmenter):
+    low = plugin_env["models"] / "tiny-low-threshold.mlffm"
+    tiny_segmenter.with_options(decision_threshold=0.3).save(low)
+    SETTINGS.update(active_model=str(low))
+    common.forget_segmenters()
+    viewer = make_napari_viewer()
+    propose, review = (_dock(viewer, n) for n in ("Propose masks", "Review and export"))
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    state = found["proposals"].metadata["mlffm"]
+    expected = state["probability"] >= 0.3
+    assert state["threshold"] == 0.3 and (expected != (state["probability"] >= 0.5)).any()
+    assert np.array_equal(found["mask"].data > 0, expected)  # the first mask is the model's consensus
+    review.image.value = layer
+    for start in ("intersection", "consensus"):  # leave the consensus, then come back to it
+        review.start.value = start
+        review.apply_start()
+    assert found["mask"].metadata["mlffm"]["start"] == "consensus"
+    assert np.array_equal(found["mask"].data > 0, expected)

@@ -159,7 +159,24 @@ def test_temperature_softens_probability_but_keeps_masks(tiny_segmenter, rgb_ima
     assert (np.abs(warm.probability - 0.5)[moved] < np.abs(cold.probability - 0.5)[moved]).all()
 
 
-@pytest.mark.parametrize("overrides", [{"flip_views": 3}, {"probability_temperature": 0.0}, {"probability_temperature": -1.0}])
+def test_decision_threshold_moves_the_consensus_and_each_sample_at_the_same_calibrated_level(tiny_segmenter):
+    tiny_segmenter = tiny_segmenter.with_options(output_smoothing=0.0)
+    soft = torch.tensor([[[[0.30, 0.46, 0.60, 0.90]]], [[[0.35, 0.38, 0.50, 0.95]]]])  # (2, 1, 1, 4)
+    plain = tiny_segmenter._to_proposal(soft, 1, 4)
+    assert plain.threshold == 0.5 and plain.consensus.tolist() == [[False, False, True, True]]
+    low = tiny_segmenter.with_options(decision_threshold=0.4)._to_proposal(soft, 1, 4)
+    assert np.array_equal(low.probability, plain.probability)  # the threshold moves masks, not probabilities
+    assert low.consensus.tolist() == [[False, True, True, True]]
+    assert low.samples.tolist() == [[[False, True, True, True]], [[False, False, True, True]]]
+    # with a temperature, a sample pixel is lesion where its tempered soft value reaches the threshold
+    tempered = tiny_segmenter.with_options(probability_temperature=2.0, decision_threshold=0.45)._to_proposal(soft, 1, 4)
+    soft_tempered = torch.sigmoid(torch.logit(soft[:, 0, 0]) / 2.0)
+    assert tempered.samples[:, 0].tolist() == (soft_tempered >= 0.45).tolist()
+    assert np.array_equal(tempered.consensus, tempered.probability >= 0.45)
+    assert tempered.samples.sum() > plain.samples.sum()
+
+
+@pytest.mark.parametrize("overrides", [{"flip_views": 3}, {"probability_temperature": 0.0}, {"probability_temperature": -1.0}, {"decision_threshold": 0.0}, {"decision_threshold": 1.0}])
 def test_bad_test_time_options_are_refused(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         tiny_config(**overrides)

@@ -137,12 +137,12 @@ def test_train_init_warm_starts_from_weights_with_a_fresh_schedule(tmp_path, cap
     first = tmp_path / "first.mlffm"
     tiny = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
     assert main(["train", str(SMALL_DATA), "-o", str(first), *tiny]) == 0
-    Segmenter.load(first, "cpu").with_options(probability_temperature=2.0).save(first)  # as if calibrated
+    Segmenter.load(first, "cpu").with_options(probability_temperature=2.0, decision_threshold=0.4).save(first)  # as if calibrated
     second = tmp_path / "second.mlffm"
     assert main(["train", str(SMALL_DATA), "-o", str(second), "--init", str(first), "--batch-size", "4", "--epochs", "1", "--device", "cpu"]) == 0
     base, warm = Segmenter.load(first, "cpu"), Segmenter.load(second, "cpu")
-    # the starting model's architecture and size, not the CLI defaults; the old weights' temperature is dropped
-    assert warm.config == base.with_options(probability_temperature=1.0).config
+    # the starting model's architecture and size, not the CLI defaults; the old weights' temperature and threshold are dropped
+    assert warm.config == base.with_options(probability_temperature=1.0, decision_threshold=0.5).config
     assert "reset to 1" in capsys.readouterr().out
     assert warm.provenance["init"]["checkpoint_id"] == base.checkpoint_id
     assert len(warm.provenance["commands"]) == 2 and "--init" in warm.provenance["commands"][1]

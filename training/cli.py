@@ -1,4 +1,4 @@
-"""The ``mlffm`` command line: segment, train, finetune, evaluate, calibrate."""
+"""The ``mlffm`` command line: segment, train, finetune, evaluate, calibrate, average."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from model import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .run_average import add_average_arguments
     from .run_calibrate import add_calibrate_arguments
     from .run_evaluate import add_evaluate_arguments
     from .run_segment import add_segment_arguments
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="train a model on a dataset folder"))
     add_finetune_arguments(sub.add_parser("finetune", help="fine-tune a model on corrected masks"))
     add_evaluate_arguments(sub.add_parser("evaluate", help="score a model on a dataset split"))
-    add_calibrate_arguments(sub.add_parser("calibrate", help="fit the probability temperature on validation cases"))
+    add_calibrate_arguments(sub.add_parser("calibrate", help="fit the probability temperature and decision threshold on validation cases"))
+    add_average_arguments(sub.add_parser("average", help="average the weights of models of one architecture (a model soup)"))
     return parser
 
 
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             from .run_calibrate import run_calibrate
 
             return run_calibrate(args)
+        if args.command == "average":
+            from .run_average import run_average
+
+            return run_average(args)
         from .run_evaluate import run_evaluate
 
         return run_evaluate(args)

@@ -1,4 +1,4 @@
-"""``mlffm calibrate``: fit the probability temperature (and set flip averaging) on validation cases.
+"""``mlffm calibrate``: fit the probability temperature and the decision threshold (and set flip averaging) on validation cases.
 
 Writes a new checkpoint with the same weights and the fitted inference
 options in its config; the provenance records what was fitted, on what,
@@ -11,12 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
-from .calibration import OBJECTIVES, LogitHistogram
+from model.preprocess import apply_temperature, untempered_threshold
+
+from .calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable
 from .metrics import dice
@@ -30,6 +33,10 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N cases")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="test-time flip averaging to store (default: keep the model's)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="nll", help="what the temperature minimizes (default: nll)")
+    parser.add_argument(
+        "--threshold", default="fit", metavar="fit|P",
+        help="decision threshold on the calibrated probability: 'fit' (default) picks the one with the best mean Dice on the cases; a number in (0, 1) sets it",
+    )
     parser.add_argument("--samples", type=int, help="proposals per image (default: the model's)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,7 +44,21 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
+def _threshold(text: str) -> str | float:
+    """'fit' or a float in (0, 1); anything else is a ValueError naming the option."""
+    if text == "fit":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise ValueError(f"--threshold must be 'fit' or a number in (0, 1), got {text!r}")
+    return value
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
+    chosen_threshold = _threshold(args.threshold)
     check_writable([args.output], args.overwrite)
     if args.split == "test":
         print("warning: fitting on the test split makes its scores optimistic; use val", file=sys.stderr)
@@ -47,8 +68,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no cases in split {args.split!r}")
     base = Segmenter.load(args.checkpoint, args.device)
     views = base.config.flip_views if args.flip_views is None else args.flip_views
-    segmenter = base.with_options(flip_views=views, probability_temperature=1.0)
-    histogram, scores, skipped = LogitHistogram(), [], 0
+    segmenter = base.with_options(flip_views=views, probability_temperature=1.0, decision_threshold=0.5)
+    histogram, sweep, scores, skipped = LogitHistogram(), ThresholdSweep(), [], 0
     for case in tqdm(cases, desc=f"calibrating on {args.split}", unit="image", dynamic_ncols=True):
         try:
             image, truth = load_case(case)
@@ -58,11 +79,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
             continue
         proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
         histogram.update(proposal.probability, truth)
+        sweep.update(proposal.probability, truth)
         scores.append(dice(proposal.consensus, truth))
     temperature = histogram.fit_temperature(args.objective)
     before, after = histogram.ece(1.0), histogram.ece(temperature)
     nll_before, nll_after = histogram.nll(1.0), histogram.nll(temperature)
-    calibrated = segmenter.with_options(probability_temperature=temperature)
+    if chosen_threshold == "fit":
+        raw = sweep.best()  # on the untempered mean probability; tempering is monotone
+        threshold = float(apply_temperature(torch.tensor(raw, dtype=torch.float64), temperature))
+    else:
+        threshold, raw = chosen_threshold, untempered_threshold(chosen_threshold, temperature)
+    calibrated = segmenter.with_options(probability_temperature=temperature, decision_threshold=threshold)
     command = args.command_line
     calibrated.provenance["commands"] = [*base.provenance.get("commands", []), command]
     calibrated.provenance["calibration"] = {
@@ -77,9 +104,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "nll_before": nll_before,
         "nll_after": nll_after,
         "dice": sum(scores) / max(len(scores), 1),
+        "threshold": threshold,
+        "threshold_fitted": chosen_threshold == "fit",
+        "dice_at_threshold": sweep.dice_at(raw),
         "base_checkpoint": base.checkpoint_id,
     }
     calibrated.save(args.output)
-    print(f"{args.split}: {len(scores)} images, flip views {views}, Dice {calibrated.provenance['calibration']['dice']:.4f}")
-    print(f"temperature {temperature:.3f}: ECE {before:.4f} -> {after:.4f}, NLL {nll_before:.4f} -> {nll_after:.4f} -> {args.output}")
+    record = calibrated.provenance["calibration"]
+    print(f"{args.split}: {len(scores)} images, flip views {views}, Dice {record['dice']:.4f} at threshold 0.5")
+    print(f"temperature {temperature:.3f}: ECE {before:.4f} -> {after:.4f}, NLL {nll_before:.4f} -> {nll_after:.4f}")
+    how = "fitted" if chosen_threshold == "fit" else "set"
+    print(f"decision threshold {threshold:.3f} ({how}): Dice {record['dice_at_threshold']:.4f} -> {args.output}")
     return 1 if skipped else 0

@@ -90,7 +90,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
     print(
         f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {_sampling(args)}, "
-        f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, device {segmenter.device}"
+        f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, "
+        f"threshold {segmenter.config.decision_threshold:.3g}, device {segmenter.device}"
     )
     print(f"{'metric':<12} {'value':>9}")
     for name in METRIC_NAMES:
@@ -114,6 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     "samples": 1 if args.direct else args.samples, "steps": 1 if args.direct else args.steps,
                     "direct": args.direct, "seed": args.seed, "device": str(segmenter.device),
                     "flip_views": segmenter.config.flip_views, "probability_temperature": segmenter.config.probability_temperature,
+                    "decision_threshold": segmenter.config.decision_threshold,
                 },
                 "calibration_bins": {
                     "columns": ["pixels", "sum of probability", "sum of truth"],

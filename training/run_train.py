@@ -123,10 +123,14 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
         print(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
-        if segmenter.config.probability_temperature != 1.0:
-            # The fitted temperature belongs to the old weights; training changes them.
-            print(f"its probability temperature {segmenter.config.probability_temperature:.3f} is reset to 1: run mlffm calibrate on the result")
-            segmenter = segmenter.with_options(probability_temperature=1.0)
+        fitted = segmenter.config.probability_temperature, segmenter.config.decision_threshold
+        if fitted != (1.0, 0.5):
+            # The fitted temperature and threshold belong to the old weights; training changes them.
+            print(
+                f"its probability temperature {fitted[0]:.3f} and decision threshold {fitted[1]:.3f} are reset to 1 and 0.5: "
+                "run mlffm calibrate on the result"
+            )
+            segmenter = segmenter.with_options(probability_temperature=1.0, decision_threshold=0.5)
     else:
         widths = _parse_widths(args.widths, "--widths")
         mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None

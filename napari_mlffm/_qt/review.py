@@ -97,10 +97,10 @@ class ReviewWidget(Container):
                 index = min(max(index, 0), samples.shape[0] - 1)
                 mask, label = samples[index], f"proposal {index + 1}"
             elif choice == "consensus":
-                probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
-                if probability is None:
+                state = proposals.metadata.get(results.KEY, {}) if proposals is not None else {}
+                if state.get("probability") is None:
                     raise ValueError("no stored probability for this image")
-                mask, label = probability >= 0.5, "consensus"
+                mask, label = state["probability"] >= state.get("threshold", 0.5), "consensus"
             else:
                 if samples is None:
                     raise ValueError("no proposals layer")
