@@ -12,7 +12,7 @@ at the 0.5 contour can flip.
 
 ``--design`` adds the table the working size and widths were chosen from:
 untrained networks of several sizes and widths (and channels_last memory
-format) at the default 8 samples x 10 steps.
+format) at 8 samples x 10 steps (the defaults when they were chosen).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="only N=8, steps=10")
+    parser.add_argument("--quick", action="store_true", help="only the model's default N and steps")
     parser.add_argument("--design", action="store_true", help="also time other working sizes and widths")
     args = parser.parse_args()
 
@@ -68,7 +68,7 @@ def main() -> None:
     params = sum(p.numel() for p in segmenter.network.parameters())
     print(f"device {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads); model {params / 1e6:.2f} M parameters at {segmenter.config.size} px; image {image.shape[1]}x{image.shape[0]}")
-    grid = [(8, 10)] if args.quick else [(n, s) for n in (1, 8, 16) for s in (5, 10, 25)]
+    grid = [(segmenter.config.default_samples, segmenter.config.default_steps)] if args.quick else [(n, s) for n in (1, 8, 16) for s in (5, 10, 25)]
     print(f"{'N':>3} {'steps':>5} {'cached s':>9} {'naive s':>9} {'ratio':>6} {'same pixels %':>13}")
     for n, steps in grid:
         cached = timed(lambda: segmenter.propose(image, n_samples=n, steps=steps, seed=0), args.repeats, sync)

@@ -130,8 +130,8 @@ class SegmenterConfig:
     size: int = 128
     network: NetworkConfig = field(default_factory=NetworkConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    default_steps: int = 10
-    default_samples: int = 8
+    default_steps: int = 5
+    default_samples: int = 16
     output_smoothing: float = 1.0
     flip_views: int = 1
     probability_temperature: float = 1.0

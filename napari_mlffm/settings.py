@@ -37,8 +37,8 @@ class Settings:
     annotator: str = ""
     active_model: str = ""  # "" = the shipped default
     device: str = "auto"
-    samples: int = 8
-    steps: int = 10
+    samples: int = 16
+    steps: int = 5
     seed: int = 0
 
     @property

@@ -89,6 +89,8 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
     calibrated = Segmenter.load(out, "cpu")
     record = calibrated.provenance["calibration"]
     assert calibrated.config.flip_views == 2
+    assert (calibrated.config.default_samples, calibrated.config.default_steps) == (2, 2)  # fitted for these, so stored
+    assert (record["samples"], record["steps"]) == (2, 2)
     assert calibrated.config.probability_temperature == pytest.approx(record["temperature"])
     assert calibrated.config.decision_threshold == pytest.approx(record["threshold"]) and record["threshold_fitted"]
     assert record["dice_at_threshold"] >= record["dice"] - 1e-9  # 0.5 is on the grid the fit chose from

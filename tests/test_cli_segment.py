@@ -40,6 +40,20 @@ def test_segment_writes_five_outputs_with_documented_shapes(tmp_path, tiny_check
         assert len(record["checkpoint_id"]) == 12 and record["timings"]["propose_seconds"] > 0
 
 
+def test_segment_defaults_to_the_models_sampling_settings_and_threshold(tmp_path, tiny_segmenter, sample_images, capsys):
+    checkpoint = tmp_path / "fitted.mlffm"
+    tiny_segmenter.with_options(default_samples=4, default_steps=1, decision_threshold=0.35).save(checkpoint)
+    out = tmp_path / "out"
+    code, _, stderr = _run([sample_images[0], "-o", out, "--checkpoint", checkpoint], capsys)
+    assert code == 0, stderr
+    stem = sample_images[0].stem
+    record = json.loads((out / f"{stem}.json").read_text())
+    assert (record["samples"], record["steps"], record["threshold"]) == (4, 1, 0.35)
+    assert tifffile.imread(out / f"{stem}_samples.tif").shape[0] == 4
+    mask = np.asarray(Image.open(out / f"{stem}_segmentation.png"))
+    assert np.array_equal(mask == 255, tifffile.imread(out / f"{stem}_probability.tif") >= 0.35)
+
+
 def test_segment_never_overwrites_without_flag(tmp_path, tiny_checkpoint, sample_images, capsys):
     out = tmp_path / "out"
     args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]

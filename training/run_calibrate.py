@@ -37,8 +37,8 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold", default="fit", metavar="fit|P",
         help="decision threshold on the calibrated probability: 'fit' (default) picks the one with the best mean Dice on the cases; a number in (0, 1) sets it",
     )
-    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's)")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's); stored as the model's default, like the fitted options")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's); stored as the model's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -68,7 +68,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no cases in split {args.split!r}")
     base = Segmenter.load(args.checkpoint, args.device)
     views = base.config.flip_views if args.flip_views is None else args.flip_views
-    segmenter = base.with_options(flip_views=views, probability_temperature=1.0, decision_threshold=0.5)
+    samples = base.config.default_samples if args.samples is None else args.samples
+    steps = base.config.default_steps if args.steps is None else args.steps
+    if samples < 1 or steps < 1:
+        raise ValueError(f"--samples and --steps must be >= 1, got {samples} and {steps}")
+    # the temperature and threshold are fitted for these settings, so they become the model's defaults
+    segmenter = base.with_options(
+        flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps
+    )
     histogram, sweep, scores, skipped = LogitHistogram(), ThresholdSweep(), [], 0
     for case in tqdm(cases, desc=f"calibrating on {args.split}", unit="image", dynamic_ncols=True):
         try:
@@ -77,7 +84,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             skipped += 1
             tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
             continue
-        proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
+        proposal = segmenter.propose(image, seed=args.seed)
         histogram.update(proposal.probability, truth)
         sweep.update(proposal.probability, truth)
         scores.append(dice(proposal.consensus, truth))
@@ -97,6 +104,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "split": args.split,
         "n_images": len(scores),
         "flip_views": views,
+        "samples": samples,
+        "steps": steps,
         "objective": args.objective,
         "temperature": temperature,
         "ece_before": before,
@@ -111,7 +120,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     }
     calibrated.save(args.output)
     record = calibrated.provenance["calibration"]
-    print(f"{args.split}: {len(scores)} images, flip views {views}, Dice {record['dice']:.4f} at threshold 0.5")
+    print(f"{args.split}: {len(scores)} images, {samples} samples x {steps} steps, flip views {views}, Dice {record['dice']:.4f} at threshold 0.5")
     print(f"temperature {temperature:.3f}: ECE {before:.4f} -> {after:.4f}, NLL {nll_before:.4f} -> {nll_after:.4f}")
     how = "fitted" if chosen_threshold == "fit" else "set"
     print(f"decision threshold {threshold:.3f} ({how}): Dice {record['dice_at_threshold']:.4f} -> {args.output}")

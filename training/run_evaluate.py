@@ -22,8 +22,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--split", default="test", help="split to score (default: test; 'all' for every case)")
     parser.add_argument("--limit", type=int, help="score only the first N cases")
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's; 16 for the shipped weights)")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--direct", action="store_true", help="one forward pass per image, no sampling (the single-step ablation)")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
@@ -61,6 +61,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.checkpoint, args.device)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
+    args.samples = segmenter.config.default_samples if args.samples is None else args.samples
+    args.steps = segmenter.config.default_steps if args.steps is None else args.steps
     accumulator = MetricAccumulator()
     seconds, skipped = [], []
     bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)

@@ -21,8 +21,8 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
-    parser.add_argument("--samples", type=int, default=8, help="number of proposals per image (default 8)")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (default 10)")
+    parser.add_argument("--samples", type=int, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -66,6 +66,7 @@ def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.
         "seed": args.seed,
         "device": str(segmenter.device),
         "working_size": segmenter.config.size,
+        "threshold": proposal.threshold,
         "lesion_fraction": float(proposal.consensus.mean()),
         "mean_uncertainty": float(proposal.uncertainty.mean()),
         "timings": {"read_seconds": round(read_seconds, 4), "propose_seconds": round(proposal.seconds, 4), "total_seconds": round(time.perf_counter() - started, 4)},
@@ -74,7 +75,7 @@ def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    if args.samples < 1 or args.steps < 1:
+    if any(value is not None and value < 1 for value in (args.samples, args.steps)):
         raise ValueError("--samples and --steps must be >= 1")
     images, problems = collect_images(args.paths)
     for line in problems:
@@ -93,6 +94,8 @@ def run_segment(args: argparse.Namespace) -> int:
         return 1
     args.output.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter.load(args.checkpoint, args.device)
+    args.samples = segmenter.config.default_samples if args.samples is None else args.samples
+    args.steps = segmenter.config.default_steps if args.steps is None else args.steps
     done = 0
     for path in tqdm(unique, desc="segmenting", unit="image", dynamic_ncols=True):
         try:
