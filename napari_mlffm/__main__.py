@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from .sample_data import SAMPLES
@@ -65,7 +67,28 @@ def _raise(viewer, name: str) -> None:
 
 
 def screenshots(folder: Path) -> None:
-    """Propose on the first sample, review it, triage the sample folder; save window screenshots into ``folder``."""
+    """Propose on the first sample, review it, triage the sample folder; save window screenshots into ``folder``.
+
+    Runs with a fresh install's settings (a temporary settings folder), so
+    the pictures show the defaults, not this machine's saved choices.
+    """
+    from .settings import SETTINGS
+
+    saved = os.environ.get("NAPARI_MLFFM_CONFIG_DIR")
+    with tempfile.TemporaryDirectory() as config:
+        os.environ["NAPARI_MLFFM_CONFIG_DIR"] = config
+        SETTINGS._settings = None
+        try:
+            _screenshots(folder)
+        finally:
+            if saved is None:
+                os.environ.pop("NAPARI_MLFFM_CONFIG_DIR", None)
+            else:
+                os.environ["NAPARI_MLFFM_CONFIG_DIR"] = saved
+            SETTINGS._settings = None
+
+
+def _screenshots(folder: Path) -> None:
     viewer, docked = build_viewer([])
     viewer.window._qt_window.resize(1500, 950)
     folder.mkdir(parents=True, exist_ok=True)
