@@ -37,8 +37,8 @@ class Settings:
     annotator: str = ""
     active_model: str = ""  # "" = the shipped default
     device: str = "auto"
-    samples: int = 16
-    steps: int = 5
+    samples: int | None = None  # None: the model's default (16 for the shipped weights)
+    steps: int | None = None  # None: the model's default (5 for the shipped weights)
     seed: int = 0
 
     @property

@@ -315,3 +315,24 @@ def test_consensus_start_uses_the_models_decision_threshold(make_napari_viewer, 
         review.apply_start()
     assert found["mask"].metadata["mlffm"]["start"] == "consensus"
     assert np.array_equal(found["mask"].data > 0, expected)
+
+
+def test_sampling_settings_follow_the_model_unless_the_user_changes_them(make_napari_viewer, qtbot, plugin_env, tiny_segmenter):
+    own = plugin_env["models"] / "tiny-4x1.mlffm"
+    tiny_segmenter.with_options(default_samples=4, default_steps=1).save(own)
+    SETTINGS.update(active_model=str(own), samples=None, steps=None)  # a fresh install: no choice made
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    assert (propose.samples.value, propose.steps.value) == (4, 1)  # the model's own settings
+    propose.model.value = str(plugin_env["base"])  # another model brings its own (the tiny config's 2 x 3)
+    assert (propose.samples.value, propose.steps.value) == (2, 3)
+    propose.model.value = str(own)
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    assert results.case_layers(viewer, layer.name)["proposals"].data.shape[0] == 4
+    assert (SETTINGS.get().samples, SETTINGS.get().steps) == (None, None)  # still "the model's"
+    propose.samples.value = 6  # the user's own choice is kept, for every model
+    _propose(qtbot, propose, layer)
+    assert SETTINGS.reload().samples == 6 and SETTINGS.get().steps is None
+    propose.model.value = str(plugin_env["base"])
+    assert (propose.samples.value, propose.steps.value) == (6, 3)

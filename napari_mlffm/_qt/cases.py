@@ -32,8 +32,11 @@ class CaseEntry:
         return self.proposal.disagreement if self.proposal is not None else None
 
 
-def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int, steps: int, seed: int):
-    """Worker body: yields (index, proposal or None, info or error text) for each case; index -1: the model failed to load."""
+def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int | None, steps: int | None, seed: int):
+    """Worker body: yields (index, proposal or None, info or error text) for each case; index -1: the model failed to load.
+
+    ``n_samples`` or ``steps`` None: the model's defaults.
+    """
     try:
         segmenter = common.get_segmenter(checkpoint, device)
     except (ValueError, OSError, RuntimeError) as err:
@@ -47,7 +50,8 @@ def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_sa
             continue
         proposal = segmenter.propose(image, n_samples=n_samples, steps=steps, seed=seed)
         info = {"source": str(path), "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
-                "device": str(segmenter.device), "samples": n_samples, "steps": steps, "seed": seed}
+                "device": str(segmenter.device), "samples": len(proposal.samples),
+                "steps": steps or segmenter.config.default_steps, "seed": seed}
         yield index, proposal, info
 
 

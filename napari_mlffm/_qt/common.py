@@ -80,6 +80,15 @@ def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
     return _SEGMENTERS[key]
 
 
+def model_sampling_defaults(checkpoint: str | None) -> tuple[int, int] | None:
+    """(samples, steps) stored in a model's config; None when it cannot be loaded."""
+    try:
+        config = get_segmenter(checkpoint, "cpu").config
+    except (ValueError, OSError, RuntimeError):
+        return None
+    return config.default_samples, config.default_steps
+
+
 def forget_segmenters() -> None:
     _SEGMENTERS.clear()
 

@@ -15,7 +15,7 @@ from ..settings import SETTINGS
 from . import common
 
 
-def propose_job(checkpoint: str | None, device: str, image, n_samples: int, steps: int, seed: int):
+def propose_job(checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info).
 
     Out-of-GPU-memory fallbacks (fewer samples per batch, then the CPU)
@@ -29,7 +29,8 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int, step
         return None, {"error": common.one_line(err)}
     info = {
         "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
-        "device": str(segmenter.device), "samples": n_samples, "steps": steps, "seed": seed, "seconds": round(proposal.seconds, 3),
+        "device": str(segmenter.device), "samples": len(proposal.samples), "steps": steps or segmenter.config.default_steps,
+        "seed": seed, "seconds": round(proposal.seconds, 3),
     }
     return proposal, info
 
@@ -45,8 +46,8 @@ class ProposeWidget(common.RunCancel, Container):
         self.model = ComboBox(label="model", choices=common.model_choices)
         self.model_file = FileEdit(label="model file", filter="*.mlffm", mode="r", visible=False)
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value=settings.device)
-        self.samples = SpinBox(label="proposals", value=settings.samples, min=1, max=64)
-        self.steps = SpinBox(label="DDIM steps", value=settings.steps, min=1, max=250)
+        self.samples = SpinBox(label="proposals", value=settings.samples or 16, min=1, max=64)
+        self.steps = SpinBox(label="DDIM steps", value=settings.steps or 5, min=1, max=250)
         self.seed = SpinBox(label="seed", value=settings.seed, min=0, max=2**31 - 1)
         self.run_button = PushButton(text="Run")
         self.status = Label(value="")
@@ -54,7 +55,10 @@ class ProposeWidget(common.RunCancel, Container):
         self.worker = None
         self._progress = None
         self._select_active_model()
+        self._show_model_defaults()
         self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == common.OTHER_FILE))
+        self.model.changed.connect(self._show_model_defaults)
+        self.model_file.changed.connect(self._show_model_defaults)
         self.run_button.changed.connect(self.run_or_cancel)
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
@@ -94,6 +98,23 @@ class ProposeWidget(common.RunCancel, Container):
     def checkpoint(self) -> str | None:
         return common.chosen_checkpoint(self.model.value, self.model_file.value)
 
+    def _model_defaults(self) -> tuple[int, int] | None:
+        try:
+            checkpoint = self.checkpoint()
+        except ValueError:
+            return None
+        return common.model_sampling_defaults(checkpoint)
+
+    def _show_model_defaults(self, *_) -> None:
+        """Where the settings leave samples or steps to the model, show the chosen model's own."""
+        settings, defaults = SETTINGS.get(), self._model_defaults()
+        if defaults is None:
+            return
+        if settings.samples is None:
+            self.samples.value = defaults[0]
+        if settings.steps is None:
+            self.steps.value = defaults[1]
+
     # ----- running -----------------------------------------------------
 
     def start(self):
@@ -106,7 +127,11 @@ class ProposeWidget(common.RunCancel, Container):
         except ValueError as err:
             common.notify_error(err)
             return None
-        SETTINGS.update(device=self.device.value, samples=self.samples.value, steps=self.steps.value, seed=self.seed.value)
+        # values equal to the model's own defaults are saved as "the model's", so another model brings its own
+        defaults = self._model_defaults() or (None, None)
+        samples = None if self.samples.value == defaults[0] else self.samples.value
+        steps = None if self.steps.value == defaults[1] else self.steps.value
+        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value)
         image = common.image_data(layer)
         info = {"source": layer.metadata.get("source", layer.name), "image_layer": layer.name}
         bar = progress(total=self.steps.value, desc=f"Proposing masks for {layer.name}")
