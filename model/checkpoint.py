@@ -107,6 +107,36 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
     header = _read_header(path, data)
+    meta = _checked_meta(path, header)
+    try:
+        tensors = load_safetensors(data)
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: damaged checkpoint ({err})") from None
+    return tensors, meta, hashlib.sha256(data).hexdigest()[:12]
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` of a checkpoint (config, provenance) from its header alone, without reading the tensors.
+
+    Raises :class:`CheckpointError` as :func:`load_checkpoint` does for a
+    missing, truncated, foreign or other-version file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(8)
+            if len(head) == 8:
+                head += file.read(min(int.from_bytes(head, "little"), size))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+    return _checked_meta(path, _read_header(path, head, size))
+
+
+def _checked_meta(path: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """The parsed ``meta`` of a header of this format and version."""
     fmt = header.get("__metadata__", {}).get("format")
     if fmt != FORMAT_NAME:
         raise CheckpointError(f"{path}: not an napari-mlffm checkpoint (safetensors file without the {FORMAT_NAME} header)")
@@ -114,20 +144,22 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if version != str(FORMAT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format version {version} is not supported (this program reads version {FORMAT_VERSION})")
     try:
-        tensors = load_safetensors(data)
-        meta = json.loads(header["__metadata__"].get("meta", "{}"))
-    except (SafetensorError, ValueError) as err:
+        return json.loads(header["__metadata__"].get("meta", "{}"))
+    except ValueError as err:
         raise CheckpointError(f"{path}: damaged checkpoint ({err})") from None
-    return tensors, meta, hashlib.sha256(data).hexdigest()[:12]
 
 
-def _read_header(path: Path, data: bytes) -> dict[str, Any]:
-    """Parse the safetensors header: 8-byte little-endian length, then JSON."""
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: not a checkpoint (file is {len(data)} bytes, truncated or empty)")
+def _read_header(path: Path, data: bytes, file_size: int | None = None) -> dict[str, Any]:
+    """Parse the safetensors header: 8-byte little-endian length, then JSON.
+
+    ``data`` is the whole file, or (with ``file_size``) at least its header.
+    """
+    size = len(data) if file_size is None else file_size
+    if size < 8:
+        raise CheckpointError(f"{path}: not a checkpoint (file is {size} bytes, truncated or empty)")
     length = int.from_bytes(data[:8], "little")
-    if length <= 0 or 8 + length > len(data):
-        raise CheckpointError(f"{path}: not a checkpoint, or truncated (header length {length} does not fit a {len(data)}-byte file)")
+    if length <= 0 or 8 + length > size:
+        raise CheckpointError(f"{path}: not a checkpoint, or truncated (header length {length} does not fit a {size}-byte file)")
     try:
         header = json.loads(data[8 : 8 + length])
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -135,6 +167,6 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a checkpoint (unexpected header)")
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
-    if ends and 8 + length + max(ends) > len(data):
-        raise CheckpointError(f"{path}: truncated checkpoint (expected {8 + length + max(ends)} bytes, found {len(data)})")
+    if ends and 8 + length + max(ends) > size:
+        raise CheckpointError(f"{path}: truncated checkpoint (expected {8 + length + max(ends)} bytes, found {size})")
     return header

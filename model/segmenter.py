@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
@@ -92,6 +92,13 @@ class Proposal:
         return float(1.0 - np.mean(dice))
 
 
+def _config_of(path: str | os.PathLike, meta: dict[str, Any]) -> SegmenterConfig:
+    try:
+        return SegmenterConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint config is not usable ({err})") from None
+
+
 class Segmenter:
     """A diffusion segmenter: the network, its configuration and its device."""
 
@@ -154,6 +161,12 @@ class Segmenter:
         segmenter, _, _ = cls.load_with_state(path, device)
         return segmenter
 
+    @staticmethod
+    def read_config(path: str | os.PathLike | None = None) -> SegmenterConfig:
+        """A checkpoint's config from its header alone (no weights read, no network built); ``None``: the shipped weights."""
+        path = default_weights_path() if path is None else path
+        return _config_of(path, read_checkpoint_meta(path))
+
     @classmethod
     def load_with_state(
         cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto"
@@ -166,10 +179,7 @@ class Segmenter:
                     "no default weights are installed in this package; pass a checkpoint file (--checkpoint FILE)"
                 )
         tensors, meta, checkpoint_id = load_checkpoint(path)
-        try:
-            config = SegmenterConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: checkpoint config is not usable ({err})") from None
+        config = _config_of(path, meta)
         segmenter = cls(config, device, provenance=meta.get("provenance", {}), checkpoint_id=checkpoint_id)
         weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
         try:
@@ -189,6 +199,16 @@ class Segmenter:
         rgb = to_float_rgb(image, max_side=self.config.size)
         return image_to_input(rgb, self.config.size, self.device), (height, width)
 
+    def sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
+        """(N, DDIM steps) to use: the config's defaults where None; ValueError below 1."""
+        n_samples = self.config.default_samples if n_samples is None else int(n_samples)
+        steps = self.config.default_steps if steps is None else int(steps)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return n_samples, steps
+
     def propose_iter(
         self,
         image: np.ndarray,
@@ -202,12 +222,7 @@ class Segmenter:
         Yields ``(steps_done, steps_total)`` after every DDIM step and returns
         the :class:`Proposal`. Closing the generator cancels the work.
         """
-        n_samples = self.config.default_samples if n_samples is None else int(n_samples)
-        steps = self.config.default_steps if steps is None else int(steps)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        n_samples, steps = self.sampling_settings(n_samples, steps)
         start = time.perf_counter()
         x, (height, width) = self.prepare(image)
         notes: list[str] = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import CheckpointError, NetworkConfig, NoDefaultWeightsError, Segmenter, default_weights_path
-from model.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from model.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, read_checkpoint_meta, remove_stale_temporaries, save_checkpoint
 
 from .conftest import tiny_config
 
@@ -102,6 +102,34 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
         atomic_write_bytes(path, b"new contents")
     assert path.read_bytes() == b"old contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.bin"]
+
+
+def test_header_only_read_gives_the_config_and_refuses_what_load_refuses(tmp_path, tiny_segmenter, tmp_checkpoint_bytes):
+    from safetensors.torch import save
+
+    good = tmp_path / "m.mlffm"
+    tiny_segmenter.with_options(default_samples=7, decision_threshold=0.4).save(good, provenance={"note": "x"})
+    assert Segmenter.read_config(good) == Segmenter.load(good, "cpu").config
+    assert read_checkpoint_meta(good)["provenance"] == {"note": "x"}
+    if default_weights_path().is_file():
+        assert Segmenter.read_config(None) == Segmenter.load(None, "cpu").config
+    bad = {
+        "cut.mlffm": tmp_checkpoint_bytes[: len(tmp_checkpoint_bytes) // 2],
+        "empty.mlffm": b"",
+        "text.mlffm": b"hello world, not a model",
+        "plain.mlffm": save({"w": torch.zeros(2)}),
+        "v99.mlffm": save({"w": torch.zeros(1)}, metadata={"format": FORMAT_NAME, "version": "99", "meta": "{}"}),
+    }
+    for name, payload in bad.items():
+        path = tmp_path / name
+        path.write_bytes(payload)
+        with pytest.raises(CheckpointError) as loading:
+            load_checkpoint(path)
+        with pytest.raises(CheckpointError) as reading:
+            Segmenter.read_config(path)
+        assert str(reading.value) == str(loading.value), name
+    with pytest.raises(CheckpointError, match="nope.mlffm: no such"):
+        Segmenter.read_config(tmp_path / "nope.mlffm")
 
 
 def test_missing_file_message_names_it(tmp_path):

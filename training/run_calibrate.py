@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from model import Segmenter
 from model.config import FLIP_VIEWS
-
 from model.preprocess import apply_temperature, untempered_threshold
 
 from .calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
@@ -68,10 +67,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no cases in split {args.split!r}")
     base = Segmenter.load(args.checkpoint, args.device)
     views = base.config.flip_views if args.flip_views is None else args.flip_views
-    samples = base.config.default_samples if args.samples is None else args.samples
-    steps = base.config.default_steps if args.steps is None else args.steps
-    if samples < 1 or steps < 1:
-        raise ValueError(f"--samples and --steps must be >= 1, got {samples} and {steps}")
+    samples, steps = base.sampling_settings(args.samples, args.steps)
     # the temperature and threshold are fitted for these settings, so they become the model's defaults
     segmenter = base.with_options(
         flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps

@@ -61,8 +61,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.checkpoint, args.device)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
-    args.samples = segmenter.config.default_samples if args.samples is None else args.samples
-    args.steps = segmenter.config.default_steps if args.steps is None else args.steps
+    args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     accumulator = MetricAccumulator()
     seconds, skipped = [], []
     bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)

@@ -94,8 +94,7 @@ def run_segment(args: argparse.Namespace) -> int:
         return 1
     args.output.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter.load(args.checkpoint, args.device)
-    args.samples = segmenter.config.default_samples if args.samples is None else args.samples
-    args.steps = segmenter.config.default_steps if args.steps is None else args.steps
+    args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     done = 0
     for path in tqdm(unique, desc="segmenting", unit="image", dynamic_ncols=True):
         try:

@@ -51,7 +51,7 @@ def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_sa
         proposal = segmenter.propose(image, n_samples=n_samples, steps=steps, seed=seed)
         info = {"source": str(path), "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
                 "device": str(segmenter.device), "samples": len(proposal.samples),
-                "steps": steps or segmenter.config.default_steps, "seed": seed}
+                "steps": segmenter.sampling_settings(n_samples, steps)[1], "seed": seed}
         yield index, proposal, info
 
 

@@ -81,10 +81,10 @@ def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
 
 
 def model_sampling_defaults(checkpoint: str | None) -> tuple[int, int] | None:
-    """(samples, steps) stored in a model's config; None when it cannot be loaded."""
+    """(samples, steps) stored in a model's config, read from its header only; None when it cannot be read."""
     try:
-        config = get_segmenter(checkpoint, "cpu").config
-    except (ValueError, OSError, RuntimeError):
+        config = Segmenter.read_config(Path(checkpoint) if checkpoint else None)
+    except (ValueError, OSError):
         return None
     return config.default_samples, config.default_steps
 

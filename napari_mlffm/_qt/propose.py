@@ -8,6 +8,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, S
 from napari.qt.threading import create_worker
 from napari.utils import progress
 
+from model.config import SegmenterConfig
 from model.devices import DEVICE_CHOICES
 
 from .. import results
@@ -29,7 +30,7 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int | Non
         return None, {"error": common.one_line(err)}
     info = {
         "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
-        "device": str(segmenter.device), "samples": len(proposal.samples), "steps": steps or segmenter.config.default_steps,
+        "device": str(segmenter.device), "samples": len(proposal.samples), "steps": segmenter.sampling_settings(n_samples, steps)[1],
         "seed": seed, "seconds": round(proposal.seconds, 3),
     }
     return proposal, info
@@ -46,8 +47,9 @@ class ProposeWidget(common.RunCancel, Container):
         self.model = ComboBox(label="model", choices=common.model_choices)
         self.model_file = FileEdit(label="model file", filter="*.mlffm", mode="r", visible=False)
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value=settings.device)
-        self.samples = SpinBox(label="proposals", value=settings.samples or 16, min=1, max=64)
-        self.steps = SpinBox(label="DDIM steps", value=settings.steps or 5, min=1, max=250)
+        fallback = SegmenterConfig()  # until the chosen model's own defaults are read
+        self.samples = SpinBox(label="proposals", value=settings.samples or fallback.default_samples, min=1, max=64)
+        self.steps = SpinBox(label="DDIM steps", value=settings.steps or fallback.default_steps, min=1, max=250)
         self.seed = SpinBox(label="seed", value=settings.seed, min=0, max=2**31 - 1)
         self.run_button = PushButton(text="Run")
         self.status = Label(value="")
