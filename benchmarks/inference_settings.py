@@ -6,10 +6,12 @@ counts are the first n of them (the seeded x_T of n samples are the first n
 of a larger draw), and the output smoothing and decision threshold are
 applied afterwards, so one run fills the whole table. Dice is the mean
 per-image Dice of the consensus (the mean probability, resized to the image,
-at the threshold); "best threshold" is the 0.01-grid threshold of the
-untempered mean probability with the highest mean Dice (what
-``mlffm calibrate`` fits). s / image is the sampling time of the largest
-sample count on this machine.
+at the threshold). Thresholds are on the model's own probability scale (its
+temperature applied; an uncalibrated model's is the plain mean); "best
+threshold" is the 0.01-grid threshold with the highest mean Dice (what
+``mlffm calibrate`` fits), and ``--thresholds`` adds a column for each
+threshold listed. s / image is the sampling time of the largest sample
+count on this machine.
 
     python benchmarks/inference_settings.py ../shared/data/isic2018_task1 --split val \
         --samples 8,12,16 --steps 5,10 --views 1,2 --smoothing 0.5,1
@@ -26,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from model import Segmenter
-from model.preprocess import resize_soft
+from model.preprocess import apply_temperature, resize_soft
 from model.sampler import run_to_completion
 from training.calibration import ThresholdSweep
 from training.datasets import list_cases, load_case
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=_ints, default=[10])
     parser.add_argument("--views", type=_ints, default=[1])
     parser.add_argument("--smoothing", type=_floats, default=[1.0])
+    parser.add_argument("--thresholds", type=_floats, default=[], help="also print the Dice at these thresholds")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -79,16 +82,23 @@ def main() -> None:
                 for n in args.samples:
                     mean = soft[:n].mean(dim=0)[None, None]
                     for sigma in args.smoothing:
-                        sweeps[n, sigma].update(resize_soft(mean, *truth.shape, sigma)[0].numpy(), truth)
+                        probability = apply_temperature(resize_soft(mean, *truth.shape, sigma)[0], segmenter.config.probability_temperature)
+                        sweeps[n, sigma].update(probability.numpy(), truth)
             for (n, sigma), sweep in sweeps.items():
                 best = sweep.best()
-                rows.append((steps, views, n, sigma, sweep.dice_at(0.5), best, sweep.dice_at(best), seconds / len(cases) if n == most else None))
-    print(f"\n{args.split}: {len(cases)} images, checkpoint {segmenter.checkpoint_id}, seed {args.seed}, CPU threads {torch.get_num_threads()}")
-    print("| steps | views | samples | smoothing | Dice @ 0.5 | best threshold | Dice @ best | s / image |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for steps, views, n, sigma, at_half, best, at_best, sec in rows:
+                listed = [sweep.dice_at(t) for t in args.thresholds]
+                rows.append((steps, views, n, sigma, sweep.dice_at(0.5), best, sweep.dice_at(best), listed, seconds / len(cases) if n == most else None))
+    print(
+        f"\n{args.split}: {len(cases)} images, checkpoint {segmenter.checkpoint_id}, temperature {segmenter.config.probability_temperature:.3g}, "
+        f"seed {args.seed}, CPU threads {torch.get_num_threads()}"
+    )
+    extra = "".join(f" Dice @ {t:g} |" for t in args.thresholds)
+    print(f"| steps | views | samples | smoothing | Dice @ 0.5 | best threshold | Dice @ best |{extra} s / image |")
+    print("|" + " --- |" * (8 + len(args.thresholds)))
+    for steps, views, n, sigma, at_half, best, at_best, listed, sec in rows:
         timing = f"{sec:.2f}" if sec is not None else ""
-        print(f"| {steps} | {views} | {n} | {sigma:g} | {at_half:.4f} | {best:.2f} | {at_best:.4f} | {timing} |")
+        columns = "".join(f" {d:.4f} |" for d in listed)
+        print(f"| {steps} | {views} | {n} | {sigma:g} | {at_half:.4f} | {best:.2f} | {at_best:.4f} |{columns} {timing} |")
 
 
 if __name__ == "__main__":
