@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,16 +284,20 @@ def test_settings_persist_between_sessions(plugin_env):
     assert SETTINGS.path.is_file() and str(plugin_env["tmp"]) in str(SETTINGS.path)
 
 
-def test_training_curve_lines_are_parsed():
-    from napari_mlffm._qt.curves import parse_curve_line
+def test_fine_tune_events_are_read_from_json_lines():
+    from napari_mlffm._qt.finetune import finetune_command, widget_event
 
-    assert parse_curve_line("epoch 3: train loss 0.0931, val Dice 0.8630 (best), saved x.mlffm") == (3, 0.0931, 0.8630)
-    epoch, loss, dice = parse_curve_line("epoch 2: train loss n/a, val Dice 0.5000 (best 0.6000 at epoch 1)")
-    assert (epoch, dice) == (2, 0.5) and np.isnan(loss)
-    epoch, loss, dice = parse_curve_line("fine-tuning on 3 cases (+0 replay), held out 1; val Dice before: 0.7123")
+    assert widget_event('{"event": "epoch_start", "epoch": 2, "epochs": 10, "batches": 5}') == ("epoch", 2, 10)
+    assert widget_event('{"event": "batch_end", "epoch": 2, "batch": 5, "batches": 5, "loss": 0.25}') == ("batch", 2, 5, 5, 0.25)
+    assert widget_event('{"event": "epoch_end", "epoch": 3, "train_loss": 0.0931, "val_dice": 0.863}') == ("curve", 3, 0.0931, 0.863)
+    epoch, loss, dice = widget_event('{"event": "epoch_end", "epoch": 0, "train_loss": null, "val_dice": 0.7123}')[1:]
     assert (epoch, dice) == (0, 0.7123) and np.isnan(loss)
-    assert parse_curve_line("val Dice before 0.7, after 0.8 (best epoch 1)") is None
-    assert parse_curve_line("epoch 1/10:  50%|#####     | 5/10") is None
+    assert widget_event('{"event": "message", "text": "saved x"}') == ("line", "saved x")
+    # Anything else is a plain line (warnings and errors come on stderr as text).
+    for line in ("mlffm finetune: error: no usable pairs", '{"event": "epoch_start"}', "[1, 2]", '{"event": "unknown"}'):
+        assert widget_event(line) == ("line", line)
+    assert finetune_command(Path("store"), None, Path("out.mlffm"), 3, 0.0, "cpu")[-2:] == ["--epochs", "3"]
+    assert "--progress" in finetune_command(Path("store"), None, Path("out.mlffm"), 3, 0.0, "cpu")
 
 
 def test_consensus_start_uses_the_models_decision_threshold(make_napari_viewer, qtbot, plugin_env, tiny_segmenter):

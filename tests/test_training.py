@@ -93,6 +93,34 @@ def test_finetune_needs_two_cases(tmp_path, tiny_checkpoint, capsys):
     assert "no usable" in capsys.readouterr().err
 
 
+def test_finetune_progress_json_is_one_event_per_line(tmp_path, tiny_checkpoint, capsys):
+    tuned = tmp_path / "tuned.mlffm"
+    args = ["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(tiny_checkpoint), "--epochs", "2", "--batch-size", "2"]
+    assert main([*args, "--progress", "json"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]  # every stdout line is an event
+    kinds = [e["event"] for e in events]
+    assert set(kinds) == {"epoch_start", "batch_end", "epoch_end", "message"}
+    ends = [e for e in events if e["event"] == "epoch_end"]
+    assert [e["epoch"] for e in ends] == [0, 1, 2]
+    assert ends[0]["train_loss"] is None and 0 <= ends[0]["val_dice"] <= 1  # the Dice before fine-tuning
+    assert all(e["train_loss"] > 0 and 0 <= e["val_dice"] <= 1 for e in ends[1:])
+    history = Segmenter.load(tuned, "cpu").provenance["history"]
+    assert [e["val_dice"] for e in ends[1:]] == pytest.approx([r["val_dice"] for r in history])
+    starts = [e for e in events if e["event"] == "epoch_start"]
+    assert [(e["epoch"], e["epochs"]) for e in starts] == [(1, 2), (2, 2)]
+    for start in starts:  # every epoch reports its last batch
+        last = [e for e in events if e["event"] == "batch_end" and e["epoch"] == start["epoch"]][-1]
+        assert last["batch"] == last["batches"] == start["batches"] and last["loss"] > 0
+    assert any("val Dice before" in e["text"] for e in events if e["event"] == "message")
+    # The default stays human-readable, and a wrong choice is refused.
+    assert main([*args, "--overwrite"]) == 0
+    assert "val Dice before" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--overwrite", "--progress", "xml"])
+    assert "--progress" in capsys.readouterr().err
+
+
 def test_feed_forward_ablations_train_and_propose_identical_masks(tmp_path, capsys):
     """(e) a plain U-Net with Dice + BCE, trained and run through the same commands as the diffusion model."""
     plain = tmp_path / "plain.mlffm"

@@ -17,7 +17,7 @@ from model.config import DiffusionConfig
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases
 from .interrupt import StopOnInterrupt
-from .progress import TqdmReporter
+from .progress import make_reporter
 from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
@@ -54,6 +54,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="use at most N training and N validation cases (quick runs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_progress_argument(parser)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +72,14 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
+    _add_progress_argument(parser)
+
+
+def _add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", choices=("bars", "json"), default="bars",
+        help="bars: progress bars for a terminal (default); json: one JSON event per line on stdout, for programs",
+    )
 
 
 def _report_problems(listing: DatasetListing, limit: int = 10) -> None:
@@ -80,8 +89,8 @@ def _report_problems(listing: DatasetListing, limit: int = 10) -> None:
         print(f"warning: ... and {len(listing.problems) - limit} more problems", file=sys.stderr)
 
 
-def _cache(listing: DatasetListing, size: int, label: str) -> CachedDataset:
-    bar = lambda items: tqdm(items, desc=f"loading {label}", unit="image", dynamic_ncols=True)  # noqa: E731
+def _cache(listing: DatasetListing, size: int, label: str, show_bar: bool = True) -> CachedDataset:
+    bar = lambda items: tqdm(items, desc=f"loading {label}", unit="image", dynamic_ncols=True, disable=not show_bar)  # noqa: E731
     return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
 
 
@@ -116,17 +125,19 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
 
 def run_train(args: argparse.Namespace) -> int:
     _check_output(args)
+    reporter = make_reporter(args.progress)
+    bars = args.progress == "bars"
     if args.resume is not None and args.init is not None:
         raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
-        print(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
+        reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
         fitted = segmenter.config.probability_temperature, segmenter.config.decision_threshold
         if fitted != (1.0, 0.5):
             # The fitted temperature and threshold belong to the old weights; training changes them.
-            print(
+            reporter.message(
                 f"its probability temperature {fitted[0]:.3f} and decision threshold {fitted[1]:.3f} are reset to 1 and 0.5: "
                 "run mlffm calibrate on the result"
             )
@@ -148,10 +159,10 @@ def run_train(args: argparse.Namespace) -> int:
     _report_problems(train_listing)
     val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
-    train_data = _cache(replace(train_listing, cases=train_cases), size, args.split)
+    train_data = _cache(replace(train_listing, cases=train_cases), size, args.split, bars)
     if val_listing is not None and val_listing.cases:
         val_cases = val_listing.cases[: args.limit] if args.limit else val_listing.cases
-        val_data = _cache(replace(val_listing, cases=val_cases), size, args.val_split)
+        val_data = _cache(replace(val_listing, cases=val_cases), size, args.val_split, bars)
     else:
         print("warning: no validation cases; holding out 15% of the training cases", file=sys.stderr)
         train_data, val_data = split_holdout(train_data, 0.15)
@@ -181,13 +192,13 @@ def run_train(args: argparse.Namespace) -> int:
         **({"init": {"checkpoint_id": segmenter.checkpoint_id, "path": str(args.init)}} if args.init is not None else {}),
         "licence": "trained on ISIC 2018 data (CC BY-NC 4.0) when data is the ISIC folder; non-commercial use",
     }
-    print(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
+    reporter.message(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
     with StopOnInterrupt() as interrupted:
         result = train(
             segmenter, train_data, val_data, config, args.output,
-            provenance=provenance, resume=args.resume, reporter=TqdmReporter(), should_stop=interrupted,
+            provenance=provenance, resume=args.resume, reporter=reporter, should_stop=interrupted,
         )
-    print(
+    reporter.message(
         f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} -> {args.output} "
         f"(resume state: {resume_path_for(args.output)})"
@@ -201,20 +212,22 @@ def _stop_reason(result: TrainResult, interrupted: StopOnInterrupt) -> str:
 
 def run_finetune(args: argparse.Namespace) -> int:
     _check_output(args)
+    reporter = make_reporter(args.progress)
+    bars = args.progress == "bars"
     base = args.resume if args.resume is not None else args.checkpoint
     segmenter = Segmenter.load(base, args.device)
     listing = list_cases(args.data, None)
     _report_problems(listing)
     if not listing.cases:
         raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
-    data = _cache(listing, segmenter.config.size, "corrections")
+    data = _cache(listing, segmenter.config.size, "corrections", bars)
     train_data, held_out = split_holdout(data, args.holdout)
     if len(train_data) == 0:
         raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out)")
     replay = None
     if args.replay is not None:
         replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None)
-        replay = _cache(replay_listing, segmenter.config.size, "replay")
+        replay = _cache(replay_listing, segmenter.config.size, "replay", bars)
     epochs = args.epochs if args.time_budget is None else 10_000
     config = TrainConfig(
         epochs=epochs,
@@ -229,7 +242,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
     )
     before = validation_dice(segmenter, held_out, config.val_steps, seed=args.seed)
-    print(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
+    reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
+    reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(segmenter.provenance)
     provenance.update(
         {
@@ -243,11 +257,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     with StopOnInterrupt() as interrupted:
         result = train(
             segmenter, train_data, held_out, config, args.output,
-            provenance=provenance, resume=args.resume, reporter=TqdmReporter(), replay_data=replay,
+            provenance=provenance, resume=args.resume, reporter=reporter, replay_data=replay,
             initial_val_dice=before, should_stop=interrupted,
         )
     if result.best_epoch == 0 and not args.output.exists():
         # No epoch beat the starting weights: the result is the base, recorded as such.
         Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
-    print(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")
+    reporter.message(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")
     return 0

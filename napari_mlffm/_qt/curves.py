@@ -8,33 +8,13 @@ its own scale (0 to its largest value, left axis); the Dice is on 0-1
 from __future__ import annotations
 
 import math
-import re
 
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-# What `mlffm train|finetune` print: one summary per epoch, and the Dice before fine-tuning.
-EPOCH_SUMMARY = re.compile(r"epoch (\d+): train loss ([\d.]+|n/a), val Dice ([\d.]+|nan)")
-DICE_BEFORE = re.compile(r"val Dice before: ([\d.]+|nan)")
-
 LOSS_COLOUR = QColor(255, 140, 60)
 DICE_COLOUR = QColor(90, 170, 255)
-
-
-def parse_curve_line(line: str) -> tuple[int, float, float] | None:
-    """(epoch, mean training loss, val Dice) from one line of output, or None; NaN where a value is missing.
-
-    The Dice before fine-tuning comes back as epoch 0 with a NaN loss.
-    """
-    match = EPOCH_SUMMARY.search(line)
-    if match:
-        loss = float("nan") if match.group(2) == "n/a" else float(match.group(2))
-        return int(match.group(1)), loss, float(match.group(3))
-    match = DICE_BEFORE.search(line)
-    if match:
-        return 0, float("nan"), float(match.group(1))
-    return None
 
 
 class TrainingCurves(QWidget):

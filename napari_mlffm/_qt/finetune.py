@@ -8,7 +8,8 @@ only ever read.
 
 from __future__ import annotations
 
-import re
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,7 @@ from training.trainer import resume_path_for
 
 from ..settings import SETTINGS
 from . import common
-from .curves import TrainingCurves, parse_curve_line
-
-EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+)")
+from .curves import TrainingCurves
 
 
 def dice_change(card: dict) -> str:
@@ -37,19 +36,46 @@ def dice_change(card: dict) -> str:
 
 
 def finetune_command(store: Path, base: str | None, output: Path, epochs: int, minutes: float, device: str) -> list[str]:
-    command = [sys.executable, "-m", "training.cli", "finetune", str(store), "-o", str(output), "--device", device]
+    command = [sys.executable, "-m", "training.cli", "finetune", str(store), "-o", str(output), "--device", device, "--progress", "json"]
     if base:
         command += ["--checkpoint", base]
     command += ["--time-budget", str(minutes)] if minutes > 0 else ["--epochs", str(epochs)]
     return command
 
 
-def finetune_job(command: list[str], handle: dict):
-    """Worker body: runs the command; returns (exit code, last lines).
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
 
-    Yields ('epoch', k, n) as an epoch starts, ('curve', epoch, loss, dice)
-    for each epoch's summary (epoch 0: the Dice before), and ('line', text).
+
+def widget_event(line: str) -> tuple:
+    """One line of ``mlffm finetune --progress json`` output -> what the widget acts on.
+
+    ('epoch', k, n) as epoch k of n starts; ('batch', k, b, batches, loss);
+    ('curve', epoch, mean loss, val Dice) as an epoch ends (epoch 0: the
+    Dice before, loss NaN); ('line', text) for messages and for any line
+    that is not an event (warnings and errors on stderr).
     """
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return ("line", line)
+    kind = event.get("event") if isinstance(event, dict) else None
+    try:
+        if kind == "epoch_start":
+            return ("epoch", int(event["epoch"]), int(event["epochs"]))
+        if kind == "batch_end":
+            return ("batch", int(event["epoch"]), int(event["batch"]), int(event["batches"]), _number(event.get("loss")))
+        if kind == "epoch_end":
+            return ("curve", int(event["epoch"]), _number(event.get("train_loss")), _number(event.get("val_dice")))
+        if kind == "message":
+            return ("line", str(event["text"]))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return ("line", line)
+
+
+def finetune_job(command: list[str], handle: dict):
+    """Worker body: runs the command and yields :func:`widget_event` tuples; returns (exit code, last text lines)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     handle["process"] = process
     tail: list[str] = []
@@ -58,15 +84,10 @@ def finetune_job(command: list[str], handle: dict):
             line = line.strip()
             if not line:
                 continue
-            match = EPOCH_PATTERN.search(line)
-            if match:
-                yield ("epoch", int(match.group(1)), int(match.group(2)))
-            elif "%|" not in line:
-                tail = (tail + [line])[-20:]
-                point = parse_curve_line(line)
-                if point is not None:
-                    yield ("curve", *point)
-                yield ("line", line)
+            event = widget_event(line)
+            if event[0] == "line":
+                tail = (tail + [event[1]])[-20:]
+            yield event
         return process.wait(), tail
     finally:
         if process.poll() is None:
@@ -177,6 +198,9 @@ class FinetuneWidget(common.RunCancel, Container):
             bar.set_description(f"Fine-tuning: epoch {k}/{n}")
             bar.refresh()
             self.status.value = f"epoch {k}"
+        elif event[0] == "batch":
+            _, k, b, batches, loss = event
+            self.status.value = f"epoch {k}: batch {b}/{batches}" + ("" if math.isnan(loss) else f", loss {loss:.4f}")
         elif event[0] == "curve":
             self.curves.add_point(*event[1:])
         else:
