@@ -137,3 +137,33 @@ def test_uncertainty_error_spearman_ranks():
     doubt = [{"disagreement": u, "dice": d} for u, d in [(0.4, 0.95), (0.3, 0.9), (0.2, 0.7), (0.1, 0.5)]]
     assert uncertainty_error_spearman(doubt, "disagreement") == pytest.approx(-1.0)
     assert math.isnan(uncertainty_error_spearman(doubt))  # no mean_uncertainty in these records
+
+
+def test_strata_group_images_by_true_lesion_size_and_border_contact():
+    from training.strata import area_band, format_strata, strata_table, truth_traits
+
+    inside = np.zeros((20, 20), bool)
+    inside[5:7, 5:7] = True  # 4 of 400 pixels: 1 %
+    touching = np.zeros((20, 20), bool)
+    touching[:10, :12] = True  # 30 %, on the top and left edges
+    assert truth_traits(inside) == {"truth_area_fraction": 0.01, "truth_touches_border": False}
+    assert truth_traits(touching) == {"truth_area_fraction": 0.3, "truth_touches_border": True}
+    assert [area_band(f) for f in (0.0, 0.0499, 0.05, 0.15, 0.399, 0.4, 1.0)] == ["< 5%", "< 5%", "5-15%", "15-40%", "15-40%", ">= 40%", ">= 40%"]
+    with pytest.raises(ValueError, match="truth must be"):
+        truth_traits(np.zeros((2, 2, 2), bool))
+    records = [
+        {"dice": 0.2, "jaccard": 0.1, **truth_traits(inside)},
+        {"dice": 0.9, "jaccard": 0.8, **truth_traits(touching)},
+        {"dice": 0.7, "jaccard": 0.5, **truth_traits(touching)},
+        {"dice": 0.6, "jaccard": 0.4},  # no traits: in "all images" only
+    ]
+    rows = {r["group"]: r for r in strata_table(records)}
+    assert rows["all images"]["n_images"] == 4 and rows["all images"]["failures"] == 1
+    assert rows["all images"]["dice_mean"] == pytest.approx(0.6)
+    small = rows["lesion < 5% of the image"]
+    assert (small["n_images"], small["failures"], small["dice_median"]) == (1, 1, 0.2)
+    border = rows["lesion touches the image border"]
+    assert border["n_images"] == 2 and border["dice_mean"] == pytest.approx(0.8) and border["jaccard_mean"] == pytest.approx(0.65)
+    assert rows["lesion 15-40% of the image"]["n_images"] == 2 and rows["lesion inside the image"]["n_images"] == 1
+    assert rows["lesion >= 40% of the image"]["n_images"] == 0 and math.isnan(rows["lesion >= 40% of the image"]["dice_mean"])
+    assert "lesion touches the image border" in format_strata(list(rows.values()))

@@ -8,7 +8,7 @@ from PIL import Image
 
 from training import imageio
 from training.cli import main
-from training.postprocess import case_readout, clean_mask, combine, max_diameter
+from training.postprocess import border_pixels, case_readout, clean_mask, combine, max_diameter
 from training.store import CorrectionsStore, case_id_for, export_case
 
 
@@ -45,6 +45,11 @@ def test_readout_hand_checked():
     assert values["boundary_uncertainty"] == 0.0
     assert values["area_spread"] == pytest.approx(np.std([200, 200, 0]) / np.mean([200, 200, 0]))
     assert max_diameter(np.zeros((5, 5), bool)) == 0.0
+    assert values["border_px"] == 0
+    cut = np.zeros((30, 30), bool)
+    cut[0:5, 0:8] = True  # in the top-left corner: 8 pixels on the top row, 5 on the left column, the corner once
+    assert case_readout(cut)["border_px"] == 12 and border_pixels(cut) == 12
+    assert border_pixels(np.ones((3, 3), bool)) == 8 and border_pixels(np.ones((1, 1), bool)) == 1
 
 
 @pytest.mark.parametrize("bad", ["../../x", "..", ".hidden", "a/b"])

@@ -83,6 +83,10 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged"}
     assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
     assert "uncertainty_error_spearman" in result and "Spearman" in printed
+    assert "by the true lesion's size and position" in printed
+    assert result["strata"][0] == {**result["strata"][0], "group": "all images", "n_images": 2}
+    assert result["strata"][0]["dice_mean"] == pytest.approx(result["metrics"]["dice"])
+    assert all(0 <= r["truth_area_fraction"] <= 1 and isinstance(r["truth_touches_border"], bool) for r in result["per_image"])
     # --json never overwrites silently either.
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tuned), "--split", "val", "--json", str(report)]) == 2
 

@@ -77,6 +77,14 @@ def max_diameter(mask: np.ndarray) -> float:
     return float(np.sqrt((diff**2).sum(-1)).max())
 
 
+def border_pixels(mask: np.ndarray) -> int:
+    """Number of True pixels of an (H, W) mask on its outermost rows and columns (each pixel counted once)."""
+    edge = np.zeros(mask.shape, bool)
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    return int((mask.astype(bool) & edge).sum())
+
+
 def case_readout(
     mask: np.ndarray,
     samples: np.ndarray | None = None,
@@ -90,6 +98,9 @@ def case_readout(
     in pixels (and mm), mean uncertainty inside a band of ``band_width``
     pixels around the mask boundary, and the spread of lesion area across the
     proposals (coefficient of variation: std / mean of the N areas).
+    ``border_px`` counts mask pixels on the image's outermost rows and
+    columns: a lesion cut by the field of view, whose area and diameter are
+    then lower bounds.
     """
     mask = mask.astype(bool)
     area = int(mask.sum())
@@ -101,6 +112,7 @@ def case_readout(
         "max_diameter_mm": diameter * pixel_size_mm if pixel_size_mm else None,
         "boundary_uncertainty": None,
         "area_spread": None,
+        "border_px": border_pixels(mask),
     }
     if uncertainty is not None and mask.any() and not mask.all():
         band = ndimage.binary_dilation(mask, iterations=band_width) & ~ndimage.binary_erosion(mask, iterations=band_width)

@@ -15,6 +15,7 @@ from model.config import FLIP_VIEWS
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable, write_json
 from .metrics import METRIC_NAMES, MetricAccumulator
+from .strata import format_strata, strata_table, truth_traits
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +81,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         seconds.append(time.perf_counter() - started)
         samples = None if args.direct else proposal.samples
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
+        record.update(truth_traits(truth))
         if not args.direct:
             record["mean_uncertainty"] = float(proposal.uncertainty.mean())
             record["disagreement"] = proposal.disagreement
@@ -100,6 +102,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
     print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {rho:.3f}")
     print(f"Spearman rho between per-image sample disagreement (the triage score) and error: {rho_disagreement:.3f}")
+    strata = strata_table(accumulator.per_image)
+    print("\nby the true lesion's size and position:\n" + format_strata(strata))
     if args.json is not None:
         write_json(
             args.json,
@@ -109,6 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "seconds_per_image": per_image_seconds,
                 "uncertainty_error_spearman": rho,
                 "disagreement_error_spearman": rho_disagreement,
+                "strata": strata,
                 "per_image": accumulator.per_image,
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,

@@ -145,6 +145,8 @@ class ReviewWidget(Container):
             lines.append(f"boundary uncertainty {values['boundary_uncertainty']:.3f}")
         if values["area_spread"] is not None:
             lines.append(f"area spread across proposals {100 * values['area_spread']:.1f}%")
+        if values["border_px"]:
+            lines.append(f"touches the image border ({values['border_px']} px): area and diameter are lower bounds")
         self.readout.value = "\n".join(lines)
 
     def _record(self, layer, found) -> dict:

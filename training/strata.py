@@ -1,0 +1,68 @@
+"""Scores by subgroup: how the model does on small lesions and on lesions cut by the image border.
+
+A mean Dice hides where a model fails. :func:`truth_traits` describes one
+case's true mask; :func:`strata_table` groups per-image records (from
+:class:`training.metrics.MetricAccumulator`, with those traits added) and
+gives, per group, the number of images, mean and median Dice, mean Jaccard
+and the count of failures (Dice < 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# Bands of the true lesion's share of the image (upper bounds, exclusive).
+AREA_BANDS: tuple[tuple[str, float], ...] = (("< 5%", 0.05), ("5-15%", 0.15), ("15-40%", 0.40), (">= 40%", math.inf))
+FAILURE_DICE = 0.5
+
+
+def truth_traits(truth: np.ndarray) -> dict[str, float | bool]:
+    """``truth``: (H, W) bool. Returns the lesion's share of the image and whether it touches the image edge."""
+    if truth.ndim != 2:
+        raise ValueError(f"truth must be (H, W), got shape {truth.shape}")
+    truth = truth.astype(bool, copy=False)
+    edge = truth[0].any() or truth[-1].any() or truth[:, 0].any() or truth[:, -1].any()
+    return {"truth_area_fraction": float(truth.mean()), "truth_touches_border": bool(edge)}
+
+
+def area_band(fraction: float) -> str:
+    """The :data:`AREA_BANDS` label for a lesion covering ``fraction`` (0-1) of the image."""
+    return next(label for label, upper in AREA_BANDS if fraction < upper)
+
+
+def _row(group: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    dice = np.array([r["dice"] for r in records], dtype=float)
+    jaccard = np.array([r["jaccard"] for r in records], dtype=float)
+    empty = len(records) == 0
+    return {
+        "group": group,
+        "n_images": len(records),
+        "dice_mean": float("nan") if empty else float(dice.mean()),
+        "dice_median": float("nan") if empty else float(np.median(dice)),
+        "jaccard_mean": float("nan") if empty else float(jaccard.mean()),
+        "failures": int((dice < FAILURE_DICE).sum()),
+    }
+
+
+def strata_table(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for every image, each area band, and border contact (records without traits are left out of the groups)."""
+    described = [r for r in per_image if "truth_area_fraction" in r and "truth_touches_border" in r]
+    rows = [_row("all images", per_image)]
+    for label, _ in AREA_BANDS:
+        rows.append(_row(f"lesion {label} of the image", [r for r in described if area_band(r["truth_area_fraction"]) == label]))
+    rows.append(_row("lesion touches the image border", [r for r in described if r["truth_touches_border"]]))
+    rows.append(_row("lesion inside the image", [r for r in described if not r["truth_touches_border"]]))
+    return rows
+
+
+def format_strata(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`strata_table` rows."""
+    lines = [f"{'group':<34} {'images':>6} {'Dice':>7} {'median':>7} {'Jaccard':>7} {'Dice<0.5':>8}"]
+    for r in rows:
+        lines.append(
+            f"{r['group']:<34} {r['n_images']:>6} {r['dice_mean']:>7.4f} {r['dice_median']:>7.4f} {r['jaccard_mean']:>7.4f} {r['failures']:>8}"
+        )
+    return "\n".join(lines)
