@@ -1,4 +1,4 @@
-"""Choose the inference settings on validation data: samples, DDIM steps, flip views, smoothing, threshold.
+"""Choose the inference settings on validation data: samples, DDIM steps, flip views, smoothing, threshold, working size.
 
 For each (steps, flip views) setting it draws the largest number of samples
 once per image and keeps their soft masks at working size; smaller sample
@@ -10,8 +10,11 @@ at the threshold). Thresholds are on the model's own probability scale (its
 temperature applied; an uncalibrated model's is the plain mean); "best
 threshold" is the 0.01-grid threshold with the highest mean Dice (what
 ``mlffm calibrate`` fits), and ``--thresholds`` adds a column for each
-threshold listed. s / image is the sampling time of the largest sample
-count on this machine.
+threshold listed. ``--sizes`` runs the network at other working sizes
+than the one it was trained at (it is fully convolutional; a size must be a
+multiple of 2 ** (levels - 1)), to test whether a finer or coarser grid
+helps. s / image is the sampling time of the largest sample count on this
+machine.
 
     python benchmarks/inference_settings.py ../shared/data/isic2018_task1 --split val \
         --samples 8,12,16 --steps 5,10 --views 1,2 --smoothing 0.5,1
@@ -20,6 +23,9 @@ count on this machine.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -50,6 +56,15 @@ def draw_soft_masks(segmenter: Segmenter, image: np.ndarray, n: int, steps: int,
     return soft[:, 0]
 
 
+def at_working_size(segmenter: Segmenter, size: int) -> Segmenter:
+    """The same network run at another working size (a benchmark-only change: the shipped config keeps its own)."""
+    if size == segmenter.config.size:
+        return segmenter
+    other = copy.copy(segmenter)
+    other.config = dataclasses.replace(segmenter.config, size=size)  # validates the size against the levels
+    return other
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path)
@@ -59,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=_ints, default=[10])
     parser.add_argument("--views", type=_ints, default=[1])
     parser.add_argument("--smoothing", type=_floats, default=[1.0])
+    parser.add_argument("--sizes", type=_ints, help="working sizes to run at (default: the model's own)")
     parser.add_argument("--thresholds", type=_floats, default=[], help="also print the Dice at these thresholds")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
@@ -67,38 +83,42 @@ def main() -> None:
         parser.error("choose settings on val, not on the test split")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     segmenter = Segmenter.load(args.checkpoint, "cpu")
+    try:
+        sized = {size: at_working_size(segmenter, size) for size in (args.sizes or [segmenter.config.size])}
+    except ValueError as error:
+        parser.error(f"--sizes: {error}")
     cases = list_cases(args.data, args.split).cases[: args.limit]
     most = max(args.samples)
     rows = []
-    for steps in args.steps:
-        for views in args.views:
-            sweeps = {(n, sigma): ThresholdSweep() for n in args.samples for sigma in args.smoothing}
-            seconds = 0.0
-            for case in tqdm(cases, desc=f"{steps} steps, {views} view(s)", unit="image"):
-                image, truth = load_case(case)
-                started = time.perf_counter()
-                soft = draw_soft_masks(segmenter, image, most, steps, views, args.seed)
-                seconds += time.perf_counter() - started
-                for n in args.samples:
-                    mean = soft[:n].mean(dim=0)[None, None]
-                    for sigma in args.smoothing:
-                        probability = apply_temperature(resize_soft(mean, *truth.shape, sigma)[0], segmenter.config.probability_temperature)
-                        sweeps[n, sigma].update(probability.numpy(), truth)
-            for (n, sigma), sweep in sweeps.items():
-                best = sweep.best()
-                listed = [sweep.dice_at(t) for t in args.thresholds]
-                rows.append((steps, views, n, sigma, sweep.dice_at(0.5), best, sweep.dice_at(best), listed, seconds / len(cases) if n == most else None))
+    for size, steps, views in itertools.product(sized, args.steps, args.views):
+        sweeps = {(n, sigma): ThresholdSweep() for n in args.samples for sigma in args.smoothing}
+        seconds = 0.0
+        for case in tqdm(cases, desc=f"{size} px, {steps} steps, {views} view(s)", unit="image"):
+            image, truth = load_case(case)
+            started = time.perf_counter()
+            soft = draw_soft_masks(sized[size], image, most, steps, views, args.seed)
+            seconds += time.perf_counter() - started
+            for n in args.samples:
+                mean = soft[:n].mean(dim=0)[None, None]
+                for sigma in args.smoothing:
+                    probability = apply_temperature(resize_soft(mean, *truth.shape, sigma)[0], segmenter.config.probability_temperature)
+                    sweeps[n, sigma].update(probability.numpy(), truth)
+        for (n, sigma), sweep in sweeps.items():
+            best = sweep.best()
+            listed = [sweep.dice_at(t) for t in args.thresholds]
+            timing = seconds / len(cases) if n == most else None
+            rows.append((size, steps, views, n, sigma, sweep.dice_at(0.5), best, sweep.dice_at(best), listed, timing))
     print(
         f"\n{args.split}: {len(cases)} images, checkpoint {segmenter.checkpoint_id}, temperature {segmenter.config.probability_temperature:.3g}, "
         f"seed {args.seed}, CPU threads {torch.get_num_threads()}"
     )
     extra = "".join(f" Dice @ {t:g} |" for t in args.thresholds)
-    print(f"| steps | views | samples | smoothing | Dice @ 0.5 | best threshold | Dice @ best |{extra} s / image |")
-    print("|" + " --- |" * (8 + len(args.thresholds)))
-    for steps, views, n, sigma, at_half, best, at_best, listed, sec in rows:
+    print(f"| size | steps | views | samples | smoothing | Dice @ 0.5 | best threshold | Dice @ best |{extra} s / image |")
+    print("|" + " --- |" * (9 + len(args.thresholds)))
+    for size, steps, views, n, sigma, at_half, best, at_best, listed, sec in rows:
         timing = f"{sec:.2f}" if sec is not None else ""
         columns = "".join(f" {d:.4f} |" for d in listed)
-        print(f"| {steps} | {views} | {n} | {sigma:g} | {at_half:.4f} | {best:.2f} | {at_best:.4f} |{columns} {timing} |")
+        print(f"| {size} | {steps} | {views} | {n} | {sigma:g} | {at_half:.4f} | {best:.2f} | {at_best:.4f} |{columns} {timing} |")
 
 
 if __name__ == "__main__":
