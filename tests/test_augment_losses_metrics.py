@@ -167,3 +167,19 @@ def test_strata_group_images_by_true_lesion_size_and_border_contact():
     assert rows["lesion 15-40% of the image"]["n_images"] == 2 and rows["lesion inside the image"]["n_images"] == 1
     assert rows["lesion >= 40% of the image"]["n_images"] == 0 and math.isnan(rows["lesion >= 40% of the image"]["dice_mean"])
     assert "lesion touches the image border" in format_strata(list(rows.values()))
+
+
+def test_triage_recall_counts_failures_among_the_most_doubtful():
+    from training.strata import format_triage, triage_recall
+
+    records = [{"dice": d, "disagreement": u} for d, u in [(0.1, 0.9), (0.95, 0.8), (0.7, 0.5), (0.4, 0.05), (0.9, 0.1), (0.92, 0.2)]]
+    records.append({"dice": 0.0})  # no score: left out
+    rows = triage_recall(records, review_fractions=(0.5, 1.0), below=(0.5, 0.8))
+    by_key = {(r["review_fraction"], r["dice_below"]): r for r in rows}
+    assert by_key[0.5, 0.5] == {"review_fraction": 0.5, "reviewed": 3, "dice_below": 0.5, "caught": 1, "total": 2}
+    assert (by_key[0.5, 0.8]["caught"], by_key[0.5, 0.8]["total"]) == (2, 3)
+    assert (by_key[1.0, 0.5]["caught"], by_key[1.0, 0.5]["reviewed"]) == (2, 6)
+    assert triage_recall([{"dice": 0.5}]) == []
+    with pytest.raises(ValueError, match="review fractions"):
+        triage_recall(records, review_fractions=(0.0,))
+    assert "hold 1 of the 2 with Dice < 0.5" in format_triage(rows)

@@ -84,6 +84,7 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
     assert "uncertainty_error_spearman" in result and "Spearman" in printed
     assert "by the true lesion's size and position" in printed
+    assert "most doubtful by disagreement" in printed and {r["total"] for r in result["triage_recall"]} <= {0, 1, 2}
     assert result["strata"][0] == {**result["strata"][0], "group": "all images", "n_images": 2}
     assert result["strata"][0]["dice_mean"] == pytest.approx(result["metrics"]["dice"])
     assert all(0 <= r["truth_area_fraction"] <= 1 and isinstance(r["truth_touches_border"], bool) for r in result["per_image"])

@@ -15,7 +15,7 @@ from model.config import FLIP_VIEWS
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable, write_json
 from .metrics import METRIC_NAMES, MetricAccumulator
-from .strata import format_strata, strata_table, truth_traits
+from .strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +104,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"Spearman rho between per-image sample disagreement (the triage score) and error: {rho_disagreement:.3f}")
     strata = strata_table(accumulator.per_image)
     print("\nby the true lesion's size and position:\n" + format_strata(strata))
+    triage = triage_recall(accumulator.per_image)
+    if triage:
+        print("\ntriage (cases sorted most doubtful first, as in the plugin):\n" + format_triage(triage))
     if args.json is not None:
         write_json(
             args.json,
@@ -114,6 +117,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "uncertainty_error_spearman": rho,
                 "disagreement_error_spearman": rho_disagreement,
                 "strata": strata,
+                "triage_recall": triage,
                 "per_image": accumulator.per_image,
                 "checkpoint_id": segmenter.checkpoint_id,
                 "split": args.split,

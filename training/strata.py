@@ -1,10 +1,12 @@
-"""Scores by subgroup: how the model does on small lesions and on lesions cut by the image border.
+"""Where the model fails, and whether the triage finds the failures.
 
 A mean Dice hides where a model fails. :func:`truth_traits` describes one
 case's true mask; :func:`strata_table` groups per-image records (from
 :class:`training.metrics.MetricAccumulator`, with those traits added) and
 gives, per group, the number of images, mean and median Dice, mean Jaccard
-and the count of failures (Dice < 0.5).
+and the count of failures (Dice < 0.5). :func:`triage_recall` says how many
+of the failures a reviewer meets first when the cases are sorted by a
+per-image doubt score (the plugin sorts by the proposals' disagreement).
 """
 
 from __future__ import annotations
@@ -66,3 +68,43 @@ def format_strata(rows: list[dict[str, Any]]) -> str:
             f"{r['group']:<34} {r['n_images']:>6} {r['dice_mean']:>7.4f} {r['dice_median']:>7.4f} {r['jaccard_mean']:>7.4f} {r['failures']:>8}"
         )
     return "\n".join(lines)
+
+
+def triage_recall(
+    per_image: list[dict[str, Any]],
+    score: str = "disagreement",
+    review_fractions: tuple[float, ...] = (0.1, 0.2),
+    below: tuple[float, ...] = (0.5, 0.8),
+) -> list[dict[str, Any]]:
+    """For each share of the images reviewed first (highest ``score`` first) and each Dice level:
+    how many of the images below that Dice are among them.
+
+    Records without ``score`` are left out. Returns dicts with
+    ``review_fraction``, ``reviewed`` (images), ``dice_below``, ``caught``
+    and ``total``; ``[]`` when no record has the score.
+    """
+    for fraction in review_fractions:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"review fractions must lie in (0, 1], got {fraction}")
+    scored = [r for r in per_image if score in r]
+    if not scored:
+        return []
+    ranked = sorted(scored, key=lambda r: -r[score])  # stable: ties keep the split's order
+    rows = []
+    for fraction in review_fractions:
+        reviewed = ranked[: math.ceil(fraction * len(ranked))]
+        for level in below:
+            rows.append({
+                "review_fraction": fraction, "reviewed": len(reviewed), "dice_below": level,
+                "caught": sum(r["dice"] < level for r in reviewed), "total": sum(r["dice"] < level for r in scored),
+            })
+    return rows
+
+
+def format_triage(rows: list[dict[str, Any]], score: str = "disagreement") -> str:
+    """One line per row of :func:`triage_recall`."""
+    return "\n".join(
+        f"the {100 * r['review_fraction']:g}% most doubtful by {score} ({r['reviewed']} images) hold "
+        f"{r['caught']} of the {r['total']} with Dice < {r['dice_below']:g}"
+        for r in rows
+    )
