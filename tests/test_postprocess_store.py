@@ -108,3 +108,24 @@ def test_full_disk_midway_keeps_earlier_outputs_intact(tmp_path, tiny_checkpoint
     assert len(list(out.glob(f"{first}*"))) == 5
     json.loads((out / f"{first}.json").read_text())
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+def test_failure_montage_script_draws_one_row_per_case(tmp_path, tiny_checkpoint):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, SMALL_DATA
+
+    out = tmp_path / "montage.png"
+    script = [sys.executable, str(ROOT / "scripts" / "failure_montage.py"), str(SMALL_DATA)]
+    common = ["-o", str(out), "--checkpoint", str(tiny_checkpoint), "--panel", "40"]
+    done = subprocess.run([*script, "ISIC_0000000", "ISIC_0000001", *common], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    montage = np.asarray(Image.open(out))
+    assert montage.shape == (80, 160, 3)
+    truth = np.asarray(Image.open(SMALL_DATA / "masks" / "ISIC_0000000.png").resize((40, 40))) > 127
+    masks_panel = montage[:40, 80:120]
+    assert (masks_panel[truth] > 0).any(axis=-1).mean() > 0.9  # the reference shows where the true lesion is
+    for args, message in (([*script, "ISIC_0000000", *common], "already exists"), ([*script, "nope", *common, "--overwrite"], "no case named nope")):
+        done = subprocess.run(args, capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
