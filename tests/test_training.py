@@ -210,3 +210,26 @@ def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_p
     assert Segmenter.load(tuned, "cpu").provenance["train_config"]["high_t_fraction"] == 0.3
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *tiny, "--high-t-fraction", "2"]) == 2
     assert "--high-t-fraction" in capsys.readouterr().err
+
+
+def test_train_exclude_leaves_listed_cases_out_and_records_them(tmp_path, capsys):
+    from training.datasets import read_splits
+
+    train_ids = sorted(i for i, split in read_splits(SMALL_DATA).items() if split == "train")
+    val_id = next(i for i, split in read_splits(SMALL_DATA).items() if split == "val")
+    listed = tmp_path / "suspect.txt"
+    listed.write_text(f"# suspected label errors\n{train_ids[0]}  # ring-shaped mask\n\n{val_id}\n{train_ids[0]}\n")
+    out = tmp_path / "clean.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--exclude", str(listed)]) == 0
+    assert f"left out 1 training cases listed in {listed} (2 ids listed)" in capsys.readouterr().out
+    provenance = Segmenter.load(out, "cpu").provenance
+    assert provenance["data"]["n_images"] == len(train_ids) - 1
+    assert provenance["excluded"] == {"file": "suspect.txt", "ids": sorted([train_ids[0], val_id])}
+    listed.write_text("ISIC_9999999\n")
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--overwrite", "--exclude", str(listed)]) == 2
+    assert "no case named ISIC_9999999" in capsys.readouterr().err
+    listed.write_text("# nothing\n")
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--overwrite", "--exclude", str(listed)]) == 2
+    assert "lists no case ids" in capsys.readouterr().err
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--overwrite", "--exclude", str(tmp_path / "missing.txt")]) == 2
+    assert "cannot read the id list" in capsys.readouterr().err

@@ -70,6 +70,38 @@ class DatasetListing:
         return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:12]
 
 
+def read_id_list(path: Path) -> tuple[str, ...]:
+    """Case ids from a text file, one per line; blank lines and text after ``#`` are ignored.
+
+    Raises DatasetError when the file cannot be read or lists no id.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read the id list ({err})") from None
+    ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))
+    ids = tuple(i for i in ids if i)
+    if not ids:
+        raise DatasetError(f"{path}: lists no case ids (one per line; '#' starts a comment)")
+    return ids
+
+
+def without_cases(listing: DatasetListing, ids: tuple[str, ...], known: set[str]) -> tuple[DatasetListing, int]:
+    """``listing`` without the cases named in ``ids``, and how many it lost.
+
+    ``known`` holds every id of the dataset: an id outside it is an error (a
+    typo would otherwise exclude nothing, silently). Ids of other splits are
+    allowed and change nothing.
+    """
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DatasetError(f"{listing.root}: no case named {shown}")
+    dropped = set(ids)
+    kept = tuple(c for c in listing.cases if c.case_id not in dropped)
+    return DatasetListing(listing.root, kept, listing.problems), len(listing.cases) - len(kept)
+
+
 def read_splits(root: Path) -> dict[str, str] | None:
     """``splits.csv`` as {id: split}, or None when there is none."""
     path = root / "splits.csv"

@@ -15,7 +15,7 @@ from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
 from .augment import AugmentConfig
-from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases
+from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from .interrupt import StopOnInterrupt
 from .progress import make_reporter
 from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
@@ -53,6 +53,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop after this many minutes, keeping the best")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="use at most N training and N validation cases (quick runs)")
+    parser.add_argument(
+        "--exclude", type=Path, metavar="IDS_FILE",
+        help="leave these cases out of training (one id per line, '#' comments), e.g. suspected label errors; recorded in the provenance",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_progress_argument(parser)
 
@@ -157,6 +161,12 @@ def run_train(args: argparse.Namespace) -> int:
     size = segmenter.config.size
     train_listing = list_cases(args.data, args.split)
     _report_problems(train_listing)
+    excluded: tuple[str, ...] = ()
+    if args.exclude is not None:
+        excluded = read_id_list(args.exclude)
+        known = {c.case_id for c in list_cases(args.data, "all").cases}
+        train_listing, dropped = without_cases(train_listing, excluded, known)
+        reporter.message(f"left out {dropped} training cases listed in {args.exclude} ({len(excluded)} ids listed)")
     val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
     train_data = _cache(replace(train_listing, cases=train_cases), size, args.split, bars)
@@ -187,6 +197,7 @@ def run_train(args: argparse.Namespace) -> int:
         "command": command,
         "commands": [*earlier, command],
         "data": _data_provenance(train_listing, len(train_data), args.split),
+        **({"excluded": {"file": Path(args.exclude).name, "ids": sorted(excluded)}} if excluded else {}),
         "val_data": {"split": args.val_split, "n_images": len(val_data)},
         "torch": torch.__version__,
         **({"init": {"checkpoint_id": segmenter.checkpoint_id, "path": str(args.init)}} if args.init is not None else {}),
