@@ -166,7 +166,9 @@ def test_strata_group_images_by_true_lesion_size_and_border_contact():
     assert border["n_images"] == 2 and border["dice_mean"] == pytest.approx(0.8) and border["jaccard_mean"] == pytest.approx(0.65)
     assert rows["lesion 15-40% of the image"]["n_images"] == 2 and rows["lesion inside the image"]["n_images"] == 1
     assert rows["lesion >= 40% of the image"]["n_images"] == 0 and math.isnan(rows["lesion >= 40% of the image"]["dice_mean"])
-    assert "lesion touches the image border" in format_strata(list(rows.values()))
+    table = format_strata(list(rows.values()))
+    assert "lesion touches the image border" in table and "nan" not in table
+    assert table.splitlines()[5].split()[-4:] == ["-", "-", "-", "0"]  # the empty >= 40 % group
 
 
 def test_triage_recall_counts_failures_among_the_most_doubtful():
@@ -182,4 +184,7 @@ def test_triage_recall_counts_failures_among_the_most_doubtful():
     assert triage_recall([{"dice": 0.5}]) == []
     with pytest.raises(ValueError, match="review fractions"):
         triage_recall(records, review_fractions=(0.0,))
-    assert "hold 1 of the 2 with Dice < 0.5" in format_triage(rows)
+    assert "(3 images) hold 1 of the 2 with Dice < 0.5" in format_triage(rows)
+    assert format_triage(triage_recall([{"dice": 0.9, "disagreement": 0.1}], review_fractions=(1.0,), below=(0.5,))) == (
+        "the 100% most doubtful by disagreement (1 image): no image has Dice < 0.5"
+    )

@@ -62,11 +62,13 @@ def strata_table(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_strata(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of :func:`strata_table` rows."""
+    def number(value: float) -> str:
+        return f"{value:>7.4f}" if math.isfinite(value) else f"{'-':>7}"  # an empty group has no mean
+
     lines = [f"{'group':<34} {'images':>6} {'Dice':>7} {'median':>7} {'Jaccard':>7} {'Dice<0.5':>8}"]
     for r in rows:
-        lines.append(
-            f"{r['group']:<34} {r['n_images']:>6} {r['dice_mean']:>7.4f} {r['dice_median']:>7.4f} {r['jaccard_mean']:>7.4f} {r['failures']:>8}"
-        )
+        scores = " ".join(number(r[key]) for key in ("dice_mean", "dice_median", "jaccard_mean"))
+        lines.append(f"{r['group']:<34} {r['n_images']:>6} {scores} {r['failures']:>8}")
     return "\n".join(lines)
 
 
@@ -103,8 +105,10 @@ def triage_recall(
 
 def format_triage(rows: list[dict[str, Any]], score: str = "disagreement") -> str:
     """One line per row of :func:`triage_recall`."""
-    return "\n".join(
-        f"the {100 * r['review_fraction']:g}% most doubtful by {score} ({r['reviewed']} images) hold "
-        f"{r['caught']} of the {r['total']} with Dice < {r['dice_below']:g}"
-        for r in rows
-    )
+    def line(r: dict[str, Any]) -> str:
+        head = f"the {100 * r['review_fraction']:g}% most doubtful by {score} ({r['reviewed']} image{'s' * (r['reviewed'] != 1)})"
+        if r["total"] == 0:
+            return f"{head}: no image has Dice < {r['dice_below']:g}"
+        return f"{head} hold {r['caught']} of the {r['total']} with Dice < {r['dice_below']:g}"
+
+    return "\n".join(line(r) for r in rows)
