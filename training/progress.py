@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+
 class TqdmReporter:
     """Shows one bar per epoch with the running loss; messages go above the bar."""
 

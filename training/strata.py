@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .postprocess import border_pixels
+
 # Bands of the true lesion's share of the image (upper bounds, exclusive).
 AREA_BANDS: tuple[tuple[str, float], ...] = (("< 5%", 0.05), ("5-15%", 0.15), ("15-40%", 0.40), (">= 40%", math.inf))
 FAILURE_DICE = 0.5
@@ -25,9 +27,7 @@ def truth_traits(truth: np.ndarray) -> dict[str, float | bool]:
     """``truth``: (H, W) bool. Returns the lesion's share of the image and whether it touches the image edge."""
     if truth.ndim != 2:
         raise ValueError(f"truth must be (H, W), got shape {truth.shape}")
-    truth = truth.astype(bool, copy=False)
-    edge = truth[0].any() or truth[-1].any() or truth[:, 0].any() or truth[:, -1].any()
-    return {"truth_area_fraction": float(truth.mean()), "truth_touches_border": bool(edge)}
+    return {"truth_area_fraction": float(truth.mean()), "truth_touches_border": border_pixels(truth) > 0}
 
 
 def area_band(fraction: float) -> str:

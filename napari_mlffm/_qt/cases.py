@@ -49,10 +49,7 @@ def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_sa
             yield index, None, str(err)
             continue
         proposal = segmenter.propose(image, n_samples=n_samples, steps=steps, seed=seed)
-        info = {"source": str(path), "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
-                "device": str(segmenter.device), "samples": len(proposal.samples),
-                "steps": segmenter.sampling_settings(n_samples, steps)[1], "seed": seed}
-        yield index, proposal, info
+        yield index, proposal, {"source": str(path), **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed)}
 
 
 class CasesWidget(common.RunCancel, Container):

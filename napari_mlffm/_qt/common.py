@@ -80,6 +80,14 @@ def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
     return _SEGMENTERS[key]
 
 
+def proposal_record(segmenter: Segmenter, checkpoint: str | None, proposal, n_samples: int | None, steps: int | None, seed: int) -> dict:
+    """What made a proposal, for its layers and records: model, device, and the samples and steps actually used."""
+    return {
+        "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id, "device": str(segmenter.device),
+        "samples": len(proposal.samples), "steps": segmenter.sampling_settings(n_samples, steps)[1], "seed": seed,
+    }
+
+
 def model_sampling_defaults(checkpoint: str | None) -> tuple[int, int] | None:
     """(samples, steps) stored in a model's config, read from its header only; None when it cannot be read."""
     try:

@@ -28,11 +28,7 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int | Non
         proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed)
     except (ValueError, OSError, RuntimeError) as err:  # expected failures: bad model file, bad image, device
         return None, {"error": common.one_line(err)}
-    info = {
-        "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id,
-        "device": str(segmenter.device), "samples": len(proposal.samples), "steps": segmenter.sampling_settings(n_samples, steps)[1],
-        "seed": seed, "seconds": round(proposal.seconds, 3),
-    }
+    info = {**common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed), "seconds": round(proposal.seconds, 3)}
     return proposal, info
 
 
