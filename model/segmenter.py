@@ -133,6 +133,20 @@ class Segmenter:
         other.provenance = dict(self.provenance)
         return other
 
+    def at_working_size(self, size: int) -> Segmenter:
+        """A segmenter sharing this one's network, run at another working size.
+
+        The network is fully convolutional, so its weights apply at any size
+        divisible by ``2 ** (levels - 1)``; this is for *training* at the new
+        size (images become ``(B, 3, size, size)``), since a network runs best
+        at the size it was trained at. Raises ``ValueError`` for a size the
+        network cannot take.
+        """
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, size=int(size))
+        other.provenance = dict(self.provenance)
+        return other
+
     # ----- persistence -------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {MODEL_PREFIX + k: v for k, v in self.network.state_dict().items()}

@@ -185,6 +185,21 @@ def test_train_init_warm_starts_from_weights_with_a_fresh_schedule(tmp_path, cap
     assert "exclude each other" in capsys.readouterr().err
 
 
+def test_train_init_with_size_trains_the_same_network_at_another_working_size(tmp_path, capsys):
+    first = tmp_path / "first.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(first), "--size", "32", "--widths", "8,16", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]) == 0
+    second = tmp_path / "second.mlffm"
+    warm_args = ["train", str(SMALL_DATA), "-o", str(second), "--init", str(first), "--size", "48", "--batch-size", "4", "--epochs", "1", "--device", "cpu"]
+    assert main(warm_args) == 0
+    base, warm = Segmenter.load(first, "cpu"), Segmenter.load(second, "cpu")
+    assert warm.config.size == 48 and warm.config.network == base.config.network
+    assert "working size changed from 32 to 48 px" in capsys.readouterr().out
+    assert warm.propose(np.zeros((40, 56, 3), np.uint8), n_samples=2, steps=2).probability.shape == (40, 56)
+    # a size the network cannot take (not a multiple of 2 for two levels) is a one-line error naming it
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--init", str(first), "--size", "33", "--device", "cpu"]) == 2
+    assert "size 33" in capsys.readouterr().err
+
+
 def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_path, capsys):
     from training.trainer import TrainConfig, draw_timesteps
 

@@ -21,12 +21,18 @@ from .progress import make_reporter
 from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
+DEFAULT_SIZE = 128  # working size of a run trained from scratch, in pixels
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="dataset folder (images/, masks/, optional splits.csv)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the best checkpoint (.mlffm)")
     parser.add_argument("--split", default="train", help="split to train on (default: train; 'all' for every case)")
     parser.add_argument("--val-split", default="val", help="split for model selection (default: val)")
-    parser.add_argument("--size", type=int, default=128, help="working resolution in pixels (default: 128)")
+    parser.add_argument(
+        "--size", type=int, default=None,
+        help="working resolution in pixels (default: 128; with --init, the warm start's own size unless given)",
+    )
     parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated")
     parser.add_argument("--mask-widths", help="channels per level of the per-step mask path and decoder (default: same as --widths)")
     parser.add_argument("--image-blocks", type=int, default=2, help="residual blocks per level in the image path (default 2)")
@@ -137,7 +143,11 @@ def run_train(args: argparse.Namespace) -> int:
         segmenter = Segmenter.load(args.resume, args.device)
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
-        reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture and size are kept")
+        reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture is kept")
+        if args.size is not None and args.size != segmenter.config.size:
+            # The network is fully convolutional: the same weights train at another working size.
+            reporter.message(f"working size changed from {segmenter.config.size} to {args.size} px")
+            segmenter = segmenter.at_working_size(args.size)
         fitted = segmenter.config.probability_temperature, segmenter.config.decision_threshold
         if fitted != (1.0, 0.5):
             # The fitted temperature and threshold belong to the old weights; training changes them.
@@ -150,7 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
         widths = _parse_widths(args.widths, "--widths")
         mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
         config = SegmenterConfig(
-            size=args.size,
+            size=args.size if args.size is not None else DEFAULT_SIZE,
             network=NetworkConfig(
                 widths=widths, mask_widths=mask_widths, image_blocks=args.image_blocks,
                 fusion=args.fusion, mask_path=not args.no_mask_path,
