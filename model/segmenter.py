@@ -128,10 +128,7 @@ class Segmenter:
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} without retraining; allowed: {sorted(allowed)}")
-        other = copy.copy(self)
-        other.config = dataclasses.replace(self.config, **changes)
-        other.provenance = dict(self.provenance)
-        return other
+        return self._sharing_network(**changes)
 
     def at_working_size(self, size: int) -> Segmenter:
         """A segmenter sharing this one's network, run at another working size.
@@ -142,8 +139,12 @@ class Segmenter:
         at the size it was trained at. Raises ``ValueError`` for a size the
         network cannot take.
         """
+        return self._sharing_network(size=int(size))
+
+    def _sharing_network(self, **config_changes: Any) -> Segmenter:
+        """A shallow copy with the same network and these config fields changed (validated by the config)."""
         other = copy.copy(self)
-        other.config = dataclasses.replace(self.config, size=int(size))
+        other.config = dataclasses.replace(self.config, **config_changes)
         other.provenance = dict(self.provenance)
         return other
 
