@@ -198,6 +198,14 @@ def test_train_init_with_size_trains_the_same_network_at_another_working_size(tm
     # a size the network cannot take (not a multiple of 2 for two levels) is a one-line error naming it
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--init", str(first), "--size", "33", "--device", "cpu"]) == 2
     assert "size 33" in capsys.readouterr().err
+    # a resumed run keeps its size: an explicit --size that differs is a one-line error, not silently ignored
+    resume = tmp_path / "second.resume.mlffm"
+    assert resume.exists()
+    resumed = ["train", str(SMALL_DATA), "-o", str(second), "--resume", str(resume), "--epochs", "1", "--device", "cpu"]
+    assert main([*resumed, "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--size 32" in err and "48 px" in err and "Traceback" not in err
+    assert main([*resumed, "--size", "48"]) == 0  # the same size is accepted
 
 
 def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_path, capsys):

@@ -141,6 +141,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
+        if args.size is not None and args.size != segmenter.config.size:
+            # A resumed run continues its own optimizer and schedule at its own size; changing it is a new run.
+            raise ValueError(
+                f"--size {args.size}: {args.resume} trains at {segmenter.config.size} px and a resumed run keeps its size "
+                f"(leave --size out, or start a new run with --init {args.output} --size {args.size})"
+            )
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
         reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture is kept")
