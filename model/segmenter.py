@@ -22,7 +22,7 @@ from .config import SegmenterConfig
 from .devices import resolve_device
 from .network import DualPathUNet
 from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples, untempered_threshold
-from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion
+from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
 DEFAULT_WEIGHTS = "default.mlffm"
 MODEL_PREFIX = "model."
@@ -241,7 +241,8 @@ class Segmenter:
         start = time.perf_counter()
         x, (height, width) = self.prepare(image)
         notes: list[str] = []
-        network, max_batch = self.network, n_samples
+        network = self.network
+        max_batch = trajectories_per_call(n_samples, next(network.parameters()).device)
         while True:
             try:
                 soft = yield from self._sample(network, x.to(next(network.parameters()).device), n_samples, steps, seed, eta, max_batch)
@@ -254,7 +255,7 @@ class Segmenter:
                     notes.append(f"out of GPU memory: retrying with {max_batch} samples per batch")
                 elif next(network.parameters()).device.type != "cpu":
                     network = copy.deepcopy(self.network).cpu()
-                    max_batch = n_samples
+                    max_batch = trajectories_per_call(n_samples, "cpu")
                     notes.append("out of GPU memory with 1 sample per batch: falling back to the CPU")
                 else:
                     raise

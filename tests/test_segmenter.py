@@ -52,6 +52,26 @@ def test_cached_batched_sampler_matches_naive(tiny_segmenter, rgb_image):
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
+def test_cpu_denoises_trajectories_in_small_batches_with_the_same_masks(tiny_segmenter, rgb_image, monkeypatch):
+    from model import sampler
+
+    assert sampler.trajectories_per_call(16, "cpu") == sampler.CPU_TRAJECTORIES_PER_CALL == 4
+    assert sampler.trajectories_per_call(3, "cpu") == 3 and sampler.trajectories_per_call(16, "cuda") == 16
+    with pytest.raises(ValueError, match="n_samples"):
+        sampler.trajectories_per_call(0, "cpu")
+    batches = []
+    original = tiny_segmenter.network.denoise
+    monkeypatch.setattr(tiny_segmenter.network, "denoise", lambda f, x, t: batches.append(x.shape[0]) or original(f, x, t))
+    chunked = tiny_segmenter.propose(rgb_image, n_samples=10, steps=2, seed=3)
+    assert batches == [4, 4, 2] * 2
+    batches.clear()
+    monkeypatch.setattr(sampler, "CPU_TRAJECTORIES_PER_CALL", 64)
+    whole = tiny_segmenter.propose(rgb_image, n_samples=10, steps=2, seed=3)
+    assert batches == [10, 10]
+    assert np.allclose(chunked.probability, whole.probability, atol=1e-4)
+    assert (chunked.samples != whole.samples).mean() < 1e-3
+
+
 def test_same_seed_same_masks_different_seed_different(tiny_segmenter, rgb_image):
     a = tiny_segmenter.propose(rgb_image, n_samples=3, steps=3, seed=1)
     b = tiny_segmenter.propose(rgb_image, n_samples=3, steps=3, seed=1)
