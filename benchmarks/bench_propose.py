@@ -2,11 +2,11 @@
 
 For N = 1, 8, 16 samples and 5, 10, 25 DDIM steps on a real 512 x 512
 dermoscopic image: the cached, batched sampler (image path once, the N
-trajectories batched: all at once on a GPU, four per call on a CPU) and the naive one (image re-encoded at every
-step, one sample at a time), with the ratio, and the share of mask pixels on
-which the two agree: 100 % on the CPU (tests/test_segmenter.py checks it); on
-a GPU, batched and single-sample kernels round differently and a few pixels
-at the 0.5 contour can flip.
+trajectories batched: all at once on a GPU, four per call on a CPU) and the
+naive one (image re-encoded at every step, one sample at a time), with the
+ratio, and the share of mask pixels on which the two agree: 100 % on the
+CPU (tests/test_segmenter.py checks it); on a GPU, batched and single-sample
+kernels round differently and a few pixels at the 0.5 contour can flip.
 
     python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick] [--design]
 

@@ -87,7 +87,8 @@ def iter_sample_soft_masks(
     Yields the number of completed steps after each step; returns the final
     soft masks, (n_samples, 1, size, size) in [0, 1]. Stopping the generator
     early cancels sampling. ``max_batch`` caps how many trajectories go
-    through the network at once (to fit GPU memory); the starting noise is
+    through the network at once (to fit GPU memory; by default
+    :func:`trajectories_per_call`, so a CPU takes a few at a time); the starting noise is
     drawn for all samples first, so with eta = 0 the masks do not depend on it.
     """
     device = features.levels[0].device
@@ -99,7 +100,7 @@ def iter_sample_soft_masks(
     schedule = NoiseSchedule(diffusion)
     scheduler = DDIMScheduler(schedule, steps, eta)
     generator, x = initial_noise(n_samples, size, seed, device)
-    chunk = max(1, min(max_batch or n_samples, n_samples))
+    chunk = max(1, min(max_batch or trajectories_per_call(n_samples, device), n_samples))
     soft = None
     for index, t in enumerate(scheduler.timesteps):
         t_batch = torch.full((n_samples,), t, device=device, dtype=torch.long)

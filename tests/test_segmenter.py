@@ -64,6 +64,11 @@ def test_cpu_denoises_trajectories_in_small_batches_with_the_same_masks(tiny_seg
     monkeypatch.setattr(tiny_segmenter.network, "denoise", lambda f, x, t: batches.append(x.shape[0]) or original(f, x, t))
     chunked = tiny_segmenter.propose(rgb_image, n_samples=10, steps=2, seed=3)
     assert batches == [4, 4, 2] * 2
+    batches.clear()  # the sampler's own default, which training's validation also uses
+    x = image_to_input(to_float_rgb(rgb_image), tiny_segmenter.config.size, torch.device("cpu"))
+    with torch.inference_mode():
+        sample_soft_masks(tiny_segmenter.network, x, tiny_segmenter.config.diffusion, n_samples=10, steps=2, seed=3)
+    assert batches == [4, 4, 2] * 2
     batches.clear()
     monkeypatch.setattr(sampler, "CPU_TRAJECTORIES_PER_CALL", 64)
     whole = tiny_segmenter.propose(rgb_image, n_samples=10, steps=2, seed=3)
