@@ -13,6 +13,9 @@ kernels round differently and a few pixels at the 0.5 contour can flip.
 ``--design`` adds the table the working size and widths were chosen from:
 untrained networks of several sizes and widths (and channels_last memory
 format) at 8 samples x 10 steps (the defaults when they were chosen).
+``--batching`` adds, on a CPU, the model's default proposal at 64, 96 and
+128 px with all trajectories in one network call against
+``CPU_TRAJECTORIES_PER_CALL`` per call, and how far their probabilities differ.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
+from model import sampler  # noqa: E402
 from model.sampler import sample_soft_masks_naive  # noqa: E402
 from training.imageio import read_image  # noqa: E402
 
@@ -53,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="only the model's default N and steps")
     parser.add_argument("--design", action="store_true", help="also time other working sizes and widths")
+    parser.add_argument("--batching", action="store_true", help="also time trajectories per network call on a CPU")
     args = parser.parse_args()
 
     if args.checkpoint or default_weights_path().is_file():
@@ -78,8 +83,33 @@ def main() -> None:
             slow = sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0)
             agree = float(np.mean(fast.samples == segmenter._to_proposal(slow, *image.shape[:2]).samples))
         print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {100 * agree:>12.4f}")
+    if args.batching:
+        batching_table(segmenter, image, args.repeats)
     if args.design:
         design_table(image, args.device, args.repeats)
+
+
+def batching_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> None:
+    """The default proposal with all trajectories per network call against the CPU's few."""
+    if segmenter.device.type != "cpu":
+        print("\nbatching table: CPU only (a GPU takes all trajectories at once)")
+        return
+    n, steps, few = segmenter.config.default_samples, segmenter.config.default_steps, sampler.CPU_TRAJECTORIES_PER_CALL
+    print(f"\ntrajectories per network call on the CPU ({n} samples x {steps} steps)")
+    print(f"{'size':>5} {f'{n} per call s':>14} {f'{few} per call s':>13} {'ratio':>6} {'max |dp|':>9}")
+    try:
+        for size in (64, 96, 128):
+            sized = segmenter.at_working_size(size)
+            results = {}
+            for per_call in (n, few):
+                sampler.CPU_TRAJECTORIES_PER_CALL = per_call
+                sized.propose(image, n_samples=2, steps=2)
+                seconds = timed(lambda: sized.propose(image, n_samples=n, steps=steps, seed=0), repeats, lambda: None)
+                results[per_call] = seconds, sized.propose(image, n_samples=n, steps=steps, seed=0).probability
+            (whole, p_whole), (chunked, p_chunked) = results[n], results[few]
+            print(f"{size:>5} {whole:>14.3f} {chunked:>13.3f} {whole / chunked:>5.1f}x {float(np.abs(p_whole - p_chunked).max()):>9.1e}")
+    finally:
+        sampler.CPU_TRAJECTORIES_PER_CALL = few
 
 
 def design_table(image: np.ndarray, device: str, repeats: int) -> None:

@@ -44,9 +44,10 @@ def output_to_x0(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, sched
 
 CPU_TRAJECTORIES_PER_CALL = 4
 """On a CPU, this many trajectories go through the network per call. Bigger
-batches of feature maps spill out of the caches: on 2 cores, 16 samples x 5
-steps at 96 px took 1.42 s as one batch and 1.02-1.07 s in batches of 4
-(64 px: 0.62 / 0.56 s; 128 px: 3.43 / 1.63 s), with the same masks."""
+batches of feature maps spill out of the caches: on 2 cores, a proposal of
+16 samples x 5 steps took 1.39 s with all 16 per call and 1.12 s with 4 at
+96 px (64 px: 0.61 / 0.59 s; 128 px: 2.86 / 1.89 s), with the same
+probabilities (``benchmarks/bench_propose.py --quick --batching``)."""
 
 
 def trajectories_per_call(n_samples: int, device: torch.device | str) -> int:
