@@ -3,8 +3,8 @@
 For N = 1, 8, 16 samples and 5, 10, 25 DDIM steps on a real 512 x 512
 dermoscopic image: the cached, batched sampler (image path once, the N
 trajectories batched: all at once on a GPU, four per call on a CPU) and the
-naive one (image re-encoded at every step, one sample at a time), with the
-ratio, and the share of mask pixels on which the two agree: 100 % on the
+naive one (image re-encoded at every step, one sample at a time; both draw
+sample i on the model's flip view i % B and undo the flip), with the ratio, and the share of mask pixels on which the two agree: 100 % on the
 CPU (tests/test_segmenter.py checks it); on a GPU, batched and single-sample
 kernels round differently and a few pixels at the 0.5 contour can flip.
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
 from model import sampler  # noqa: E402
+from model.preprocess import flip_views, unflip_samples  # noqa: E402
 from model.sampler import sample_soft_masks_naive  # noqa: E402
 from training.imageio import read_image  # noqa: E402
 
@@ -68,6 +69,7 @@ def main() -> None:
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     image = read_image(sorted((ROOT / "napari_mlffm" / "samples").glob("*.jpg"))[0])
     x, _ = segmenter.prepare(image)
+    views_of_x = flip_views(x, segmenter.config.flip_views)  # the naive sampler draws on the same views
     segmenter.propose(image, n_samples=2, steps=2)  # warm-up
 
     params = sum(p.numel() for p in segmenter.network.parameters())
@@ -78,15 +80,21 @@ def main() -> None:
     for n, steps in grid:
         cached = timed(lambda: segmenter.propose(image, n_samples=n, steps=steps, seed=0), args.repeats, sync)
         with torch.inference_mode():
-            naive = timed(lambda: sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0), 1, sync)
+            naive = timed(lambda: naive_soft_masks(segmenter, views_of_x, n, steps), 1, sync)
             fast = segmenter.propose(image, n_samples=n, steps=steps, seed=0)
-            slow = sample_soft_masks_naive(segmenter.network, x, segmenter.config.diffusion, n, steps, 0)
+            slow = naive_soft_masks(segmenter, views_of_x, n, steps)
             agree = float(np.mean(fast.samples == segmenter._to_proposal(slow, *image.shape[:2]).samples))
         print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {100 * agree:>12.4f}")
     if args.batching:
         batching_table(segmenter, image, args.repeats)
     if args.design:
         design_table(image, args.device, args.repeats)
+
+
+def naive_soft_masks(segmenter: Segmenter, views_of_x: torch.Tensor, n: int, steps: int) -> torch.Tensor:
+    """The naive sampler on the model's flip views (sample i on view i % B), flips undone: (n, 1, S, S)."""
+    soft = sample_soft_masks_naive(segmenter.network, views_of_x, segmenter.config.diffusion, n, steps, 0)
+    return unflip_samples(soft, views_of_x.shape[0])
 
 
 def batching_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> None:

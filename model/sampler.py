@@ -146,8 +146,11 @@ def sample_soft_masks_naive(
 ) -> torch.Tensor:
     """Reference sampler: re-encodes the image at every step, one sample at a time.
 
-    Deterministic DDIM (eta = 0) only, so it gives the same masks as
-    :func:`sample_soft_masks` from the same seed. Returns (n_samples, 1, S, S).
+    ``image`` is (1, C, S, S), or (B, C, S, S) views of one image (for example
+    its flipped copies) of which sample i uses view ``i % B``, as in
+    :func:`iter_sample_soft_masks`. Deterministic DDIM (eta = 0) only, so it
+    gives the same masks as the cached sampler from the same seed. Returns
+    (n_samples, 1, S, S).
     """
     schedule = NoiseSchedule(diffusion)
     scheduler = DDIMScheduler(schedule, steps, 0.0)
@@ -155,10 +158,11 @@ def sample_soft_masks_naive(
     results = []
     for i in range(n_samples):
         x = noise[i : i + 1]
+        view = image[i % image.shape[0]].unsqueeze(0)
         soft = None
         for index, t in enumerate(scheduler.timesteps):
             t_batch = torch.full((1,), t, device=image.device, dtype=torch.long)
-            output = network(image, x, t_batch)
+            output = network(view, x, t_batch)
             x0_hat, soft = output_to_x0(output, x, t_batch, schedule)
             x = scheduler.step(x0_hat, x, index)
         results.append(soft)

@@ -265,7 +265,8 @@ class Segmenter:
 
     def _sample(self, network, x, n_samples, steps, seed, eta, max_batch) -> Generator[tuple[int, int], None, torch.Tensor]:
         with torch.inference_mode():
-            views = self.config.flip_views
+            # Sample i uses view i % views, so fewer samples than views need only the first n views.
+            views = min(self.config.flip_views, n_samples)
             features = network.encode_image(flip_views(x, views) if views > 1 else x)
             self.encode_calls += 1
             loop = iter_sample_soft_masks(network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta, max_batch)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.preprocess import image_to_input, to_float_rgb
+from model.preprocess import flip_views, image_to_input, to_float_rgb
 from model import Segmenter
 from model.sampler import run_to_completion, sample_soft_masks, sample_soft_masks_naive
 
@@ -50,6 +50,14 @@ def test_cached_batched_sampler_matches_naive(tiny_segmenter, rgb_image):
         slow = sample_soft_masks_naive(net, x, diffusion, n_samples=3, steps=4, seed=7)
     assert fast.shape == slow.shape == (3, 1, 32, 32)
     assert torch.allclose(fast, slow, atol=1e-4)
+    # With flip views (the shipped weights' default) sample i is drawn on view i % B by both samplers.
+    views = flip_views(x, 2)
+    with torch.inference_mode():
+        fast = sample_soft_masks(net, views, diffusion, n_samples=3, steps=4, seed=7)
+        slow = sample_soft_masks_naive(net, views, diffusion, n_samples=3, steps=4, seed=7)
+        mirrored_only = sample_soft_masks_naive(net, views[1:], diffusion, n_samples=3, steps=4, seed=7)
+    assert torch.allclose(fast, slow, atol=1e-4)
+    assert torch.allclose(slow[1], mirrored_only[1], atol=1e-4) and not torch.allclose(slow[0], mirrored_only[0], atol=1e-3)
 
 
 def test_cpu_denoises_trajectories_in_small_batches_with_the_same_masks(tiny_segmenter, rgb_image, monkeypatch):
@@ -171,6 +179,12 @@ def test_flip_views_share_samples_over_mirrored_images_and_undo_the_flip(rgb_ima
         assert torch.allclose(with_views[i], expected, atol=1e-4), i
     p = mirrored.propose(rgb_image, n_samples=8, steps=3)
     assert p.samples.shape == (8, 40, 56) and mirrored.encode_calls == 2  # one encoding of the 4 views per call
+    # Fewer samples than views: only the views that a sample uses are encoded, with the same masks.
+    batches = []
+    original = mirrored.network.encode_image
+    mirrored.network.encode_image = lambda views: batches.append(views.shape[0]) or original(views)
+    assert torch.allclose(_soft(mirrored, x, 2), with_views[:2], atol=1e-5)
+    assert batches == [2]
 
 
 def test_temperature_softens_probability_but_keeps_masks(tiny_segmenter, rgb_image):
