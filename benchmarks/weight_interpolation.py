@@ -4,13 +4,14 @@
         [--alphas 0,0.5,0.7,0.85,1] [--split val] [--steps 2] [--seed 0]
 
 For each alpha it scores ``(1 - alpha) * START + alpha * END`` (every
-floating-point tensor of the network; counters from END) at END's working
+floating-point tensor of the network, by ``mlffm average``'s
+``average_weights``; counters from START) at END's working
 size with ``training.trainer.validation_dice``, the score ``mlffm train``
 selects epochs by, on one common seed (as ``benchmarks/quick_val.py``). When
 END was fine-tuned from START, this is the "WiSE-FT" interpolation of
 Wortsman et al. 2022 ("Robust fine-tuning of zero-shot models"), which can
 keep some of the starting weights' robustness to a shift of the data. The
-two files may differ in working size (the network's tensors must match);
+two files may differ in working size (their network settings must match);
 nothing is written.
 """
 
@@ -22,24 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
 from training.datasets import cache_dataset, list_cases  # noqa: E402
+from training.run_average import average_weights  # noqa: E402
 from training.trainer import validation_dice  # noqa: E402
-
-
-def interpolate(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    """(1 - alpha) * start + alpha * end for floating-point tensors (in float64, then cast); the rest from end."""
-    if start.keys() != end.keys() or any(start[k].shape != end[k].shape for k in end):
-        raise ValueError("the two networks' tensors differ in names or shapes; only one architecture can be interpolated")
-    return {
-        name: ((1 - alpha) * start[name].double() + alpha * tensor.double()).to(tensor.dtype) if tensor.is_floating_point() else tensor.clone()
-        for name, tensor in end.items()
-    }
 
 
 def main() -> int:
@@ -62,7 +52,7 @@ def main() -> int:
     print(f"{'alpha (weight of END)':>22} {'Dice':>7} {'seconds':>8}")
     for alpha in alphas:
         mixed = Segmenter(config, "cpu")
-        mixed.network.load_state_dict(interpolate(start.network.state_dict(), end.network.state_dict(), alpha))
+        mixed.network.load_state_dict(average_weights([start, end], weights=(1 - alpha, alpha)))
         began = time.perf_counter()
         dice = validation_dice(mixed, data, args.steps, seed=args.seed)
         print(f"{alpha:>22.2f} {dice:>7.4f} {time.perf_counter() - began:>8.1f}")

@@ -170,6 +170,16 @@ def test_average_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_
     assert soup.config == a.with_options(probability_temperature=1.0, decision_threshold=0.5).config
     assert soup.provenance["commands"] == ["mlffm train x -o a", "mlffm train x -o b", soup.provenance["command"]]
     assert [p["checkpoint_id"] for p in soup.provenance["average_of"]] == [a.checkpoint_id, b.checkpoint_id]
+    # weighted: a point on the line between two weights (benchmarks/weight_interpolation.py)
+    from training.run_average import average_weights
+
+    quarter = average_weights([a, b], weights=(0.25, 0.75))
+    for name, tensor in quarter.items():
+        pair = a.network.state_dict()[name], b.network.state_dict()[name]
+        expected = 0.25 * pair[0].double() + 0.75 * pair[1].double() if tensor.is_floating_point() else pair[0]
+        assert torch.allclose(tensor.double(), expected.double(), atol=1e-7), name
+    with pytest.raises(ValueError, match="one weight per model"):
+        average_weights([a, b], weights=(1.0,))
 
     Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 24), time_dim=16)), "cpu").save(other)
     capsys.readouterr()

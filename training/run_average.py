@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,13 +35,22 @@ def _architecture(segmenter: Segmenter) -> tuple:
     return config.size, config.network, config.diffusion
 
 
-def average_weights(models: list[Segmenter]) -> dict[str, torch.Tensor]:
-    """The mean of each floating-point tensor of the models' networks; other tensors (counters) from the first."""
+def average_weights(models: list[Segmenter], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """The mean of each floating-point tensor of the models' networks; other tensors (counters) from the first.
+
+    ``weights`` (one per model) makes it a weighted sum instead of the
+    uniform mean, for example ``(1 - a, a)`` for a point on the line between
+    two weights; the sums are taken in float64, then cast back.
+    """
+    if weights is not None and len(weights) != len(models):
+        raise ValueError(f"need one weight per model, got {len(weights)} for {len(models)} models")
     states = [m.network.state_dict() for m in models]
     averaged = {}
     for name, first in states[0].items():
         if first.is_floating_point():
-            averaged[name] = torch.stack([state[name].double() for state in states]).mean(dim=0).to(first.dtype)
+            stacked = torch.stack([state[name].double() for state in states])
+            combined = stacked.mean(dim=0) if weights is None else torch.tensordot(torch.tensor(weights, dtype=torch.float64), stacked, dims=1)
+            averaged[name] = combined.to(first.dtype)
         else:
             averaged[name] = first.clone()
     return averaged
