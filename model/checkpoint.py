@@ -20,12 +20,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from .checkpoint_check import FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, CheckpointError, check_finite, _checked_meta, _open_checkpoint, _read_header
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -35,13 +38,6 @@ def _current_umask() -> int:
 
 # Files are created with the permissions a plain open() would give, not mkstemp's private 0600.
 FILE_MODE = 0o666 & ~_current_umask()
-
-FORMAT_NAME = "mlffm-checkpoint"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, damaged, foreign or of an unsupported version."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -91,27 +87,37 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     atomic_write_bytes(path, save_safetensors(contiguous, metadata=header))
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+def load_checkpoint(
+    path: str | os.PathLike, check_meta: Callable[[dict[str, Any]], Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Returns ``(tensors, meta, checkpoint_id)``, where the id is the first 12
     hex digits of the file's SHA-256. Raises :class:`CheckpointError` with a
-    one-line message naming the file when it is missing, truncated, foreign
-    or of another format version.
+    one-line message naming the file when it is not a regular file (a FIFO,
+    a device, a folder), is missing, too large, truncated, foreign, of
+    another format version, malformed in any part of its header (see
+    :mod:`model.checkpoint_check`), or holds a NaN or infinite value.
+    ``check_meta`` (e.g. a config validation) runs on the checked ``meta``
+    before any tensor is decoded; its ``CheckpointError`` passes through.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+    with _open_checkpoint(path) as (file, size):
+        try:
+            data = file.read(size + 1)
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+    if len(data) != size:
+        raise CheckpointError(f"{path}: the file changed size while it was read")
     header = _read_header(path, data)
     meta = _checked_meta(path, header)
+    if check_meta is not None:
+        check_meta(meta)
     try:
         tensors = load_safetensors(data)
     except SafetensorError as err:
         raise CheckpointError(f"{path}: damaged checkpoint ({err})") from None
+    check_finite(path, tensors)
     return tensors, meta, hashlib.sha256(data).hexdigest()[:12]
 
 
@@ -119,54 +125,17 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta`` of a checkpoint (config, provenance) from its header alone, without reading the tensors.
 
     Raises :class:`CheckpointError` as :func:`load_checkpoint` does for a
-    missing, truncated, foreign or other-version file.
+    file that is not a regular file, is missing, truncated, foreign, of
+    another version or has a malformed header.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
+    with _open_checkpoint(path) as (file, size):
+        try:
             head = file.read(8)
             if len(head) == 8:
-                head += file.read(min(int.from_bytes(head, "little"), size))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+                length = int.from_bytes(head, "little")
+                if 0 < length <= min(MAX_HEADER_BYTES, size - 8):
+                    head += file.read(length)
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
     return _checked_meta(path, _read_header(path, head, size))
-
-
-def _checked_meta(path: Path, header: dict[str, Any]) -> dict[str, Any]:
-    """The parsed ``meta`` of a header of this format and version."""
-    fmt = header.get("__metadata__", {}).get("format")
-    if fmt != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not an napari-mlffm checkpoint (safetensors file without the {FORMAT_NAME} header)")
-    version = header["__metadata__"].get("version")
-    if version != str(FORMAT_VERSION):
-        raise CheckpointError(f"{path}: checkpoint format version {version} is not supported (this program reads version {FORMAT_VERSION})")
-    try:
-        return json.loads(header["__metadata__"].get("meta", "{}"))
-    except ValueError as err:
-        raise CheckpointError(f"{path}: damaged checkpoint ({err})") from None
-
-
-def _read_header(path: Path, data: bytes, file_size: int | None = None) -> dict[str, Any]:
-    """Parse the safetensors header: 8-byte little-endian length, then JSON.
-
-    ``data`` is the whole file, or (with ``file_size``) at least its header.
-    """
-    size = len(data) if file_size is None else file_size
-    if size < 8:
-        raise CheckpointError(f"{path}: not a checkpoint (file is {size} bytes, truncated or empty)")
-    length = int.from_bytes(data[:8], "little")
-    if length <= 0 or 8 + length > size:
-        raise CheckpointError(f"{path}: not a checkpoint, or truncated (header length {length} does not fit a {size}-byte file)")
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: not a checkpoint (header is not safetensors JSON)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a checkpoint (unexpected header)")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
-    if ends and 8 + length + max(ends) > size:
-        raise CheckpointError(f"{path}: truncated checkpoint (expected {8 + length + max(ends)} bytes, found {size})")
-    return header

@@ -159,7 +159,10 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmenterConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise ValueError."""
+        """Rebuild from :meth:`to_dict` output; unknown keys, wrong types and out-of-range values raise ValueError."""
+        from .config_schema import check_config_values
+
+        check_config_values(cls, data)
         data = dict(data)
         network = _build(NetworkConfig, data.pop("network", {}))
         diffusion = _build(DiffusionConfig, data.pop("diffusion", {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import time
 import warnings
@@ -19,6 +20,8 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import SegmenterConfig
+from .config_schema import check_config
+from .limits import MAX_SAMPLES, MAX_STEPS, check_float, check_int, check_proposal_size, check_seed, is_out_of_memory, out_of_memory
 from .devices import resolve_device
 from .network import DualPathUNet
 from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples, untempered_threshold
@@ -26,6 +29,8 @@ from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completio
 
 DEFAULT_WEIGHTS = "default.mlffm"
 MODEL_PREFIX = "model."
+MAX_NETWORK_PARAMETERS = 1_000_000_000
+"""Largest network built (4 GB of float32 weights); counted on the meta device before anything is allocated."""
 
 
 class NoDefaultWeightsError(FileNotFoundError):
@@ -94,9 +99,44 @@ class Proposal:
 
 def _config_of(path: str | os.PathLike, meta: dict[str, Any]) -> SegmenterConfig:
     try:
-        return SegmenterConfig.from_dict(meta["config"])
+        config = SegmenterConfig.from_dict(meta["config"])
+        _check_network_size(config)
+        return config
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: checkpoint config is not usable ({err})") from None
+
+
+def _meta_state_shapes(config: SegmenterConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the network's state for ``config``, built on the meta device (nothing allocated)."""
+    return dict(_network_state_shapes(config.network))
+
+
+@functools.lru_cache(maxsize=16)
+def _network_state_shapes(network_config) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    with torch.device("meta"):
+        network = DualPathUNet(network_config)
+    return tuple((name, tuple(t.shape)) for name, t in network.state_dict().items())
+
+
+def _check_network_size(config: SegmenterConfig) -> None:
+    count = sum(int(np.prod(shape)) for shape in _meta_state_shapes(config).values())
+    if count > MAX_NETWORK_PARAMETERS:
+        raise ValueError(f"the network of this config has {count / 1e9:.1f} billion parameters, above the limit of {MAX_NETWORK_PARAMETERS / 1e9:.0f} billion")
+
+
+def _check_weight_shapes(path: str | os.PathLike, config: SegmenterConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse, before the network is built, weights whose names or shapes differ from the config's architecture."""
+    expected = _meta_state_shapes(config)
+    stored = {k[len(MODEL_PREFIX):]: tuple(v.shape) for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if missing or extra or wrong:
+        first = (
+            f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
+            else f"{wrong[0]} is {list(stored[wrong[0]])}, the config needs {list(expected[wrong[0]])}"
+        )
+        raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})")
 
 
 class Segmenter:
@@ -111,6 +151,8 @@ class Segmenter:
         checkpoint_id: str = "untrained",
     ) -> None:
         self.config = config or SegmenterConfig()
+        check_config(self.config)
+        _check_network_size(self.config)
         self.device = resolve_device(device)
         self.network = DualPathUNet(self.config.network).to(self.device).eval()
         self.provenance = dict(provenance or {})
@@ -193,8 +235,10 @@ class Segmenter:
                 raise NoDefaultWeightsError(
                     "no default weights are installed in this package; pass a checkpoint file (--checkpoint FILE)"
                 )
-        tensors, meta, checkpoint_id = load_checkpoint(path)
-        config = _config_of(path, meta)
+        configs: list[SegmenterConfig] = []  # the config, checked before any tensor is decoded
+        tensors, meta, checkpoint_id = load_checkpoint(path, check_meta=lambda meta: configs.append(_config_of(path, meta)))
+        config = configs[0]
+        _check_weight_shapes(path, config, tensors)
         segmenter = cls(config, device, provenance=meta.get("provenance", {}), checkpoint_id=checkpoint_id)
         weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
         try:
@@ -216,12 +260,8 @@ class Segmenter:
 
     def sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
         """(N, DDIM steps) to use: the config's defaults where None; ValueError below 1."""
-        n_samples = self.config.default_samples if n_samples is None else int(n_samples)
-        steps = self.config.default_steps if steps is None else int(steps)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        n_samples = check_int("n_samples", self.config.default_samples if n_samples is None else n_samples, 1, MAX_SAMPLES)
+        steps = check_int("steps", self.config.default_steps if steps is None else steps, 1, min(MAX_STEPS, self.config.diffusion.timesteps))
         return n_samples, steps
 
     def propose_iter(
@@ -238,7 +278,19 @@ class Segmenter:
         the :class:`Proposal`. Closing the generator cancels the work.
         """
         n_samples, steps = self.sampling_settings(n_samples, steps)
+        seed, eta = check_seed(seed), check_float("eta", eta, 0.0, 1.0)
+        if isinstance(image, np.ndarray) and image.ndim >= 2:
+            check_proposal_size(n_samples, image.shape[0], image.shape[1])
         start = time.perf_counter()
+        try:
+            return (yield from self._propose_iter(image, n_samples, steps, seed, eta, start))
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err) or isinstance(err, torch.cuda.OutOfMemoryError):
+                raise
+            shape = image.shape if isinstance(image, np.ndarray) else ()
+            raise out_of_memory(err, f"{n_samples} samples of a {' x '.join(map(str, shape[1::-1]))} image on {self.device}") from None
+
+    def _propose_iter(self, image, n_samples, steps, seed, eta, start) -> Generator[tuple[int, int], None, Proposal]:
         x, (height, width) = self.prepare(image)
         notes: list[str] = []
         network = self.network
@@ -308,13 +360,19 @@ class Segmenter:
         :func:`model.sampler.direct_soft_masks`).
         """
         start = time.perf_counter()
+        seed = check_seed(seed)
         x, (height, width) = self.prepare(image)
         views = self.config.flip_views
-        with torch.inference_mode():
-            features = self.network.encode_image(flip_views(x, views) if views > 1 else x)
-            self.encode_calls += 1
-            soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size, seed), views)
-        proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
+        try:
+            with torch.inference_mode():
+                features = self.network.encode_image(flip_views(x, views) if views > 1 else x)
+                self.encode_calls += 1
+                soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size, seed), views)
+            proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err) or isinstance(err, torch.cuda.OutOfMemoryError):
+                raise
+            raise out_of_memory(err, f"one pass over a {width} x {height} image on {self.device}") from None
         return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:

@@ -1,0 +1,88 @@
+"""Bounds on every number a user or a file supplies, checked before anything is allocated.
+
+The command line, the plugin and the Python API share these limits, so a
+value that one of them refuses, all of them refuse with the same one-line
+``ValueError``. Out of memory during a proposal becomes
+:class:`InsufficientMemoryError`, one line saying what was asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+MAX_IMAGE_PIXELS = 120_000_000
+"""Largest image (width x height) read from a file: big dermoscopy photos pass, decompression bombs do not."""
+
+MAX_DECODED_IMAGE_BYTES = MAX_IMAGE_PIXELS * 4 * 4
+"""Largest decoded first page (all its channels and bytes per sample): 120 Mpx of four float32 channels."""
+
+MAX_SAMPLES = 256
+"""Most proposals (diffusion samples) per image."""
+
+MAX_STEPS = 1000
+"""Most DDIM steps per proposal (a model also allows no more than its training timesteps)."""
+
+MAX_SEED = 2**63 - 1
+"""Seeds are integers in 0..MAX_SEED (what a torch generator takes)."""
+
+MAX_PROPOSAL_MASK_BYTES = 2**32
+"""Most bytes of the (N, H, W) boolean masks of one proposal (N samples of an H x W image):
+16 samples of a 120-Mpx image would need 1.9 GB, 256 samples of it 31 GB."""
+
+
+class InsufficientMemoryError(MemoryError):
+    """The machine ran out of memory for a proposal; the message says what was asked for, in one line."""
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    """``value`` as an int in ``low..high``; ValueError otherwise (floats and bools are not ints)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def check_float(name: str, value: object, low: float, high: float) -> float:
+    """``value`` as a finite float in [low, high]; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
+    return value
+
+
+def check_seed(seed: object) -> int:
+    return check_int("seed", seed, 0, MAX_SEED)
+
+
+def check_proposal_size(n_samples: int, height: int, width: int) -> None:
+    """Refuse a proposal whose N full-resolution masks alone would exceed :data:`MAX_PROPOSAL_MASK_BYTES`."""
+    need = int(n_samples) * int(height) * int(width)
+    if need > MAX_PROPOSAL_MASK_BYTES:
+        most = max(MAX_PROPOSAL_MASK_BYTES // max(int(height) * int(width), 1), 0)
+        raise ValueError(
+            f"{n_samples} samples of a {width} x {height} image need {need / 1e9:.1f} GB of masks "
+            f"(limit {MAX_PROPOSAL_MASK_BYTES / 1e9:.1f} GB): use at most {most} samples or a smaller image"
+        )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a MemoryError, or a torch RuntimeError from a failed CPU allocation."""
+    if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, RuntimeError):
+        text = str(error)
+        return any(mark in text for mark in ("not enough memory", "DefaultCPUAllocator", "can't allocate memory", "Cannot allocate memory"))
+    return False
+
+
+def out_of_memory(error: BaseException, what: str) -> InsufficientMemoryError:
+    """An :class:`InsufficientMemoryError` for ``what`` (e.g. "16 samples of a 640 x 480 image"), in one line."""
+    detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    if "you tried to allocate" in detail:
+        detail = "tried to allocate" + detail.split("you tried to allocate", 1)[1]
+    return InsufficientMemoryError(f"out of memory proposing {what} ({detail[:160]}): use fewer samples, a smaller image or a machine with more memory")
