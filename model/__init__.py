@@ -6,11 +6,13 @@ Pure PyTorch and numpy; never imports napari, Qt or magicgui.
 from .checkpoint import CheckpointError
 from .config import DiffusionConfig, NetworkConfig, SegmenterConfig
 from .devices import resolve_device
+from .limits import InsufficientMemoryError
 from .segmenter import NoDefaultWeightsError, Proposal, Segmenter, default_weights_path
 
 __all__ = [
     "CheckpointError",
     "DiffusionConfig",
+    "InsufficientMemoryError",
     "NetworkConfig",
     "NoDefaultWeightsError",
     "Proposal",

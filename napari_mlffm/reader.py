@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from training.image_header import ImageTooLargeError, read_image_header
 from training.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
 LayerData = list[tuple[Any, dict, str]]
@@ -21,19 +22,18 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], LayerData] 
 
 
 def _looks_readable(path: Path) -> bool:
-    """A cheap header check, so napari can offer other readers for files this one cannot read."""
+    """A cheap header check, so napari can offer other readers for files this one cannot read.
+
+    An image whose header declares too many pixels is still claimed: reading
+    it then fails with a one-line ImageTooLargeError (so no other reader
+    tries to decode the bomb).
+    """
     if path.stat().st_size == 0:
         return False
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path):
-                return True
-        from PIL import Image
-
-        with Image.open(path):
-            return True
+        return read_image_header(path) is not None
+    except ImageTooLargeError:
+        return True
     except Exception:
         return False
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from .run_evaluate import run_evaluate
 
         return run_evaluate(args)
-    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError) as err:
+    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError, MemoryError) as err:
         print(f"mlffm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

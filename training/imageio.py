@@ -17,13 +17,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.checkpoint import atomic_write_bytes
+from model.limits import MAX_IMAGE_PIXELS
+
+from .image_header import ImageReadError, ImageTooLargeError, check_image_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-Image.MAX_IMAGE_PIXELS = 120_000_000  # allow big dermoscopy photos, refuse decompression bombs
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # allow big dermoscopy photos; check_image_header refuses larger ones first
 
-
-class ImageReadError(ValueError):
-    """An image or mask file cannot be used; the message names the file."""
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "ImageTooLargeError", "check_image_header", "read_image", "read_mask"]
 
 
 def is_image_file(path: Path) -> bool:
@@ -31,22 +32,31 @@ def is_image_file(path: Path) -> bool:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as (H, W, 3) RGB, uint8 or uint16, upright per its EXIF orientation.
+    """Read an image as (H, W, 3) RGB, uint8 or uint16, upright per its EXIF or TIFF orientation.
 
     Grayscale is replicated to three channels, RGBA and palette images are
     converted to RGB, CMYK is converted to RGB, and the first page of a
-    multi-page TIFF is used.
+    multi-page TIFF is used. Float images (TIFF) must hold values in [0, 1],
+    as in the Python API; integer images values in 0..65535 (those with
+    values up to 255 are read as 8-bit). An image above
+    :data:`model.limits.MAX_IMAGE_PIXELS` pixels is refused from its header,
+    before decoding (:class:`ImageTooLargeError`). Every failure is an
+    :class:`ImageReadError` naming the file in one line.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        array = _read_tiff(path)
-    else:
-        array = _read_pillow(path)
-    return _as_rgb(array, path)
+    check_image_header(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            array = _read_tiff(path)
+        else:
+            array = _read_pillow(path)
+        return _as_rgb(array, path)
+    except MemoryError:
+        raise ImageReadError(f"{path}: not enough memory to decode this image") from None
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -57,6 +67,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             page = tif.pages[0]
             array = page.asarray()
             photometric = getattr(page, "photometric", None)
+            orientation = _tiff_orientation(page)
     except Exception as err:  # tifffile raises many types for damaged files
         try:
             return _read_pillow(path)
@@ -67,6 +78,34 @@ def _read_tiff(path: Path) -> np.ndarray:
     if photometric is not None and int(photometric) == 5 and array.ndim == 3 and array.shape[-1] == 4:  # separated / CMYK
         array = Image.fromarray(array.astype(np.uint8), "CMYK").convert("RGB")
         array = np.asarray(array)
+    return orient(array, orientation)
+
+
+def _tiff_orientation(page: Any) -> int:
+    tag = page.tags.get(274)  # Orientation, as in EXIF
+    try:
+        value = int(tag.value) if tag is not None else 1
+    except (TypeError, ValueError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn (H, W, ...) stored pixels upright per an EXIF/TIFF Orientation value 1..8 (as Pillow's exif_transpose)."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, -1)
+    if orientation == 7:
+        return array[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(array, 1)
     return array
 
 
@@ -77,9 +116,8 @@ def _read_pillow(path: Path) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 return np.asarray(img, dtype=np.uint16)
-            if img.mode == "I":
-                array = np.asarray(img)
-                return array.clip(0, 65535).astype(np.uint16)
+            if img.mode in ("I", "F"):
+                return np.asarray(img)  # 32-bit integer or float pixels: _as_rgb applies the value rule
             if img.mode not in ("RGB", "L"):
                 img = img.convert("RGB")
             return np.asarray(img)
@@ -99,13 +137,34 @@ def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype not in (np.uint8, np.uint16):
-        if np.issubdtype(array.dtype, np.floating):
-            array = (np.clip(np.nan_to_num(array), 0, 1) * 255).round().astype(np.uint8)
-        else:
-            array = np.clip(array, 0, 65535).astype(np.uint16)
+        array = _to_integer_pixels(array, path)
     if min(array.shape[:2]) < 1:
         raise ImageReadError(f"{path}: image has no pixels")
     return np.ascontiguousarray(array)
+
+
+def _to_integer_pixels(array: np.ndarray, path: Path) -> np.ndarray:
+    """Float and other integer pixels by the Python API's rule (model.preprocess): refuse what it refuses."""
+    if array.size == 0:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        if np.iscomplexobj(array):
+            raise ImageReadError(f"{path}: complex-valued pixels are not an image this program reads")
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{path}: float image holds NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageReadError(
+                f"{path}: float image values must lie in [0, 1], found {low:.3g}..{high:.3g} "
+                "(save it as 8- or 16-bit integers, or scale it to [0, 1])"
+            )
+        return (array.astype(np.float64) * 255).round().astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 65535:
+            raise ImageReadError(f"{path}: integer image values must lie in 0..65535, found {low}..{high}")
+        return array.astype(np.uint8 if high <= 255 else np.uint16)
+    raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}")
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -113,6 +172,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such mask file")
+    check_image_header(path)
     try:
         with Image.open(path) as img:
             img.load()

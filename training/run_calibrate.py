@@ -18,6 +18,7 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 from model.preprocess import apply_temperature, untempered_threshold
 
+from .cli_types import samples_arg, seed_arg, steps_arg
 from .calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable
@@ -36,9 +37,9 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold", default="fit", metavar="fit|P",
         help="decision threshold on the calibrated probability: 'fit' (default) picks the one with the best mean Dice on the cases; a number in (0, 1) sets it",
     )
-    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's); stored as the model's default, like the fitted options")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's); stored as the model's default")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's); stored as the model's default, like the fitted options")
+    parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's); stored as the model's default")
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
+from .cli_types import samples_arg, seed_arg, steps_arg
 from .datasets import list_cases, load_case
 from .imageio import ImageReadError, check_writable, write_json
 from .metrics import METRIC_NAMES, MetricAccumulator
@@ -23,9 +24,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--split", default="test", help="split to score (default: test; 'all' for every case)")
     parser.add_argument("--limit", type=int, help="score only the first N cases")
-    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's; 16 for the shipped weights)")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's; 5 for the shipped weights)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's; 16 for the shipped weights)")
+    parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--direct", action="store_true", help="one forward pass per image, no sampling (the single-step ablation)")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
     parser.add_argument("--device", default="auto")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from model import Segmenter
 
+from .cli_types import samples_arg, seed_arg, steps_arg
 from .imageio import IMAGE_SUFFIXES, ImageReadError, check_writable, is_image_file, read_image
 from .store import export_case
 
@@ -21,9 +22,9 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
-    parser.add_argument("--samples", type=int, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's; 5 for the shipped weights)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=samples_arg, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
+    parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -100,7 +101,7 @@ def run_segment(args: argparse.Namespace) -> int:
         try:
             segment_one(segmenter, path, args.output, args)
             done += 1
-        except (ImageReadError, FileExistsError, ValueError, OSError) as err:
+        except (ImageReadError, FileExistsError, ValueError, OSError, MemoryError) as err:  # MemoryError: model.limits.InsufficientMemoryError
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             problems.append(message)
             tqdm.write(f"mlffm segment: {message}", file=sys.stderr)
