@@ -1,0 +1,199 @@
+"""Resource bombs: images too large are refused from their header, numbers are bounded before allocation,
+and running out of memory is one line that a batch survives."""
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import InsufficientMemoryError, Segmenter
+from model.limits import MAX_IMAGE_PIXELS, MAX_SAMPLES, MAX_SEED
+from napari_mlffm.reader import get_reader
+from training.cli import main
+from training.image_header import ImageTooLargeError, check_image_header
+from training.imageio import ImageReadError, read_image, read_mask
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height RGB pixels, with one tiny (wrong) IDAT: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+
+
+def tiff_header_only(width: int, height: int, samples: int = 3, bits: int = 8) -> bytes:
+    """A little-endian TIFF whose first IFD claims width x height pixels in one deflate strip of a few bytes."""
+    payload = zlib.compress(bytes(64))
+    entries = [
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 2 if samples == 3 else 1), (273, 4, 1, 0), (277, 3, 1, samples), (278, 4, 1, height), (279, 4, 1, len(payload)),
+    ]  # fmt: skip
+    ifd_offset = 8
+    data_offset = ifd_offset + 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = data_offset if tag == 273 else value
+        packed = struct.pack("<H", value) + b"\x00\x00" if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, count) + packed
+    return out + struct.pack("<I", 0) + payload
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("bomb.tif", tiff_header_only(20000, 20000)),  # TIFF: no pixel limit in tifffile
+        ("between.png", png_header_only(12000, 12000)),  # 144 Mpx: above ours, below Pillow's 240 Mpx error
+        ("huge.png", png_header_only(30000, 30000)),  # above Pillow's own error limit
+        ("wide.tif", tiff_header_only(200_000, 700, samples=1)),  # 140 Mpx in one row band
+    ],
+)
+def test_oversized_images_are_refused_from_the_header_before_decoding(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    for reader in (read_image, read_mask, check_image_header):
+        started = time.perf_counter()
+        with pytest.raises(ImageTooLargeError, match="limit") as info:
+            reader(path)
+        assert time.perf_counter() - started < 5  # nothing was decoded
+        assert name in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, ImageReadError)
+
+
+def test_an_image_at_the_limit_passes_the_gate(tmp_path):
+    path = tmp_path / "edge.png"
+    side = int(MAX_IMAGE_PIXELS**0.5)
+    path.write_bytes(png_header_only(side, side))
+    header = check_image_header(path)
+    assert header.width == header.height == side
+
+
+def test_plugin_reader_claims_a_bomb_and_refuses_it_in_one_line(tmp_path):
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(tiff_header_only(20000, 20000))
+    reader = get_reader(str(path))
+    assert reader is not None  # claimed, so no other reader tries to decode it
+    with pytest.raises(ImageTooLargeError, match="bomb.tif"):
+        reader(str(path))
+
+
+def test_segment_refuses_a_bomb_in_one_line_and_segments_the_next_image(tmp_path, tiny_checkpoint, sample_images, capsys):
+    bomb = tmp_path / "in" / "a_bomb.tif"
+    bomb.parent.mkdir()
+    bomb.write_bytes(tiff_header_only(20000, 20000))
+    good = bomb.parent / "b_good.jpg"
+    good.write_bytes(sample_images[0].read_bytes())
+    out = tmp_path / "out"
+    code = main(["segment", str(bomb.parent), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (out / "b_good_segmentation.png").is_file() and not (out / "a_bomb_segmentation.png").exists()
+    lines = [line for line in err.splitlines() if "a_bomb.tif" in line]
+    assert lines and "Mpx" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--samples", "100000000"), ("--samples", "0"), ("--steps", "10000000"), ("--seed", "-1"), ("--seed", str(2**64)), ("--samples", "1.5")],
+)
+def test_cli_numbers_are_bounded_by_argparse_in_one_line(tmp_path, sample_images, capsys, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(sample_images[0]), "-o", str(tmp_path / "out"), flag, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and flag in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_samples": 100_000_000}, "n_samples must be in 1..256"),
+        ({"n_samples": 2.5}, "n_samples must be an integer"),
+        ({"n_samples": True}, "n_samples must be an integer"),
+        ({"steps": 10**12}, "steps must be in"),
+        ({"steps": 4}, "steps must be in 1..3"),  # more DDIM steps than the tiny model's 3 training timesteps
+        ({"seed": -1}, "seed must be in"),
+        ({"seed": 2**64}, "seed must be in"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"eta": float("nan")}, "eta must be in"),
+    ],
+)
+def test_api_numbers_are_bounded_before_allocation(kwargs, message, rgb_image):
+    from model import SegmenterConfig
+    from model.config import DiffusionConfig
+
+    from .conftest import tiny_config
+
+    segmenter = Segmenter(tiny_config(diffusion=DiffusionConfig(timesteps=3)), "cpu")
+    with pytest.raises(ValueError, match=message):
+        segmenter.propose(rgb_image, **kwargs)
+    assert MAX_SAMPLES == 256 and MAX_SEED == 2**63 - 1 and SegmenterConfig
+
+
+def test_proposal_masks_too_large_for_memory_are_refused_before_sampling(tiny_segmenter):
+    huge_view = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))  # no memory behind it
+    with pytest.raises(ValueError, match="use at most 10 samples"):
+        tiny_segmenter.propose(huge_view, n_samples=16, steps=1)
+    assert tiny_segmenter.encode_calls == 0
+
+
+def test_out_of_cpu_memory_during_a_proposal_is_one_line(tiny_segmenter, rgb_image, monkeypatch):
+    def exhausted(*args, **kwargs):
+        return torch.empty(2**45)  # a real allocator failure (128 TiB)
+
+    monkeypatch.setattr(tiny_segmenter.network, "denoise", exhausted)
+    with pytest.raises(InsufficientMemoryError, match="out of memory proposing 2 samples of a 56 x 40 image") as info:
+        tiny_segmenter.propose(rgb_image, n_samples=2, steps=1)
+    assert "\n" not in str(info.value) and isinstance(info.value, MemoryError)
+
+
+def test_segment_goes_on_after_running_out_of_memory_on_one_image(tmp_path, tiny_checkpoint, sample_images, capsys, monkeypatch):
+    from model import segmenter as segmenter_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first, second = folder / "a_first.jpg", folder / "b_second.jpg"
+    first.write_bytes(sample_images[0].read_bytes())
+    second.write_bytes(sample_images[1].read_bytes())
+    original = segmenter_module.Segmenter._to_proposal
+    calls = []
+
+    def first_one_exhausts(self, soft, height, width):
+        calls.append(height)
+        if len(calls) == 1:
+            np.empty(2**45)  # numpy's MemoryError, as a full-resolution allocation would raise
+        return original(self, soft, height, width)
+
+    monkeypatch.setattr(segmenter_module.Segmenter, "_to_proposal", first_one_exhausts)
+    out = tmp_path / "out"
+    code = main(["segment", str(folder), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "a_first.jpg" in line and "out of memory" in line]
+    assert (out / "b_second_segmentation.png").is_file() and not (out / "a_first_segmentation.png").exists()
+
+
+def test_realistic_compressed_tiff_bomb(tmp_path):
+    """A 20000 x 20000 deflate TIFF written by tifffile (tiles of zeros), about half a megabyte on disk."""
+    import tifffile
+
+    path = tmp_path / "zeros.tif"
+    tile = np.zeros((512, 512), np.uint8)
+    tiles = (tile for _ in range(40 * 40))
+    tifffile.imwrite(path, tiles, shape=(20480, 20480), dtype=np.uint8, tile=(512, 512), compression="zlib")
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(ImageTooLargeError, match="20480 x 20480"):
+        read_image(path)
+
+
+def test_pillow_large_but_allowed_png_reads_without_a_warning(tmp_path, recwarn):
+    path = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(path)
+    assert read_image(path).shape == (300, 200, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
