@@ -81,7 +81,7 @@ def _open_checkpoint(path: Path) -> Iterator[tuple[IO[bytes], int]]:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: not a checkpoint file ({_file_kind(info.st_mode)})")
+            raise CheckpointError(f"{path}: not a checkpoint file: it is {_file_kind(info.st_mode)}")
         if info.st_size > MAX_CHECKPOINT_BYTES:
             raise CheckpointError(f"{path}: not a checkpoint of this program ({info.st_size / 2**30:.1f} GiB, above the {MAX_CHECKPOINT_BYTES // 2**30} GiB limit)")
         if hasattr(os, "set_blocking"):

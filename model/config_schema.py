@@ -136,7 +136,8 @@ def _check_value(annotation: Any, value: Any, where: str, key: str) -> None:
 def _check_range(value: float, where: str, key: str) -> None:
     low, high = BOUNDS.get(key, (-DEFAULT_BOUND, DEFAULT_BOUND))
     if not low <= value <= high:
-        raise ValueError(f"{where} must be in {low:g}..{high:g}, got {value:g}")
+        shown = str(value) if isinstance(value, int) and abs(value) < 10**30 else f"{value:.6g}"
+        raise ValueError(f"{where} must be in {low:g}..{high:g}, got {shown}")
 
 
 def _kind(value: Any) -> str:

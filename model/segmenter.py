@@ -187,6 +187,7 @@ class Segmenter:
         """A shallow copy with the same network and these config fields changed (validated by the config)."""
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, **config_changes)
+        check_config(other.config)
         other.provenance = dict(self.provenance)
         return other
 

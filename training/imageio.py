@@ -45,7 +45,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: not an image file (a folder, a device or a pipe)" if path.exists() else f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     check_image_header(path)
