@@ -5,7 +5,8 @@ training state: optimizer moments, EMA weights, RNG state) and a metadata
 header with the format name, format version and a JSON document (the
 configs, provenance and training counters). safetensors stores raw tensor
 bytes and a JSON header, so loading never unpickles anything and cannot run
-code hidden in a file.
+code hidden in a file. Before anything in a file is trusted, its type,
+size, header and meta are validated (:mod:`model.checkpoint_check`).
 
 Writes are atomic: the bytes go to a temporary file in the destination
 folder, are flushed to disk, and the temporary file is renamed over the
@@ -19,8 +20,8 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .checkpoint_check import FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, CheckpointError, check_finite, _checked_meta, _open_checkpoint, _read_header
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "save_checkpoint"]
+
 
 def _current_umask() -> int:
     mask = os.umask(0)

@@ -5,11 +5,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from model import Segmenter
 from training.cli import main
 from training.imageio import ImageReadError, read_image
-
-from .conftest import tiny_config
 
 
 def _pattern() -> np.ndarray:
@@ -95,4 +92,3 @@ def test_segment_reports_a_float_tiff_in_one_line_and_goes_on(tmp_path, tiny_che
     assert code == 1 and "Traceback" not in err
     assert [line for line in err.splitlines() if "a_float.tif" in line and "[0, 1]" in line]
     assert (out / "b_good_segmentation.png").is_file()
-    assert Segmenter(tiny_config(), "cpu")  # the model layer is untouched by the reader's rule

@@ -125,7 +125,6 @@ def test_cli_numbers_are_bounded_by_argparse_in_one_line(tmp_path, sample_images
     ],
 )
 def test_api_numbers_are_bounded_before_allocation(kwargs, message, rgb_image):
-    from model import SegmenterConfig
     from model.config import DiffusionConfig
 
     from .conftest import tiny_config
@@ -133,7 +132,8 @@ def test_api_numbers_are_bounded_before_allocation(kwargs, message, rgb_image):
     segmenter = Segmenter(tiny_config(diffusion=DiffusionConfig(timesteps=3)), "cpu")
     with pytest.raises(ValueError, match=message):
         segmenter.propose(rgb_image, **kwargs)
-    assert MAX_SAMPLES == 256 and MAX_SEED == 2**63 - 1 and SegmenterConfig
+    assert segmenter.encode_calls == 0  # refused before the network ran
+    assert MAX_SAMPLES == 256 and MAX_SEED == 2**63 - 1  # the documented limits
 
 
 def test_proposal_masks_too_large_for_memory_are_refused_before_sampling(tiny_segmenter):
