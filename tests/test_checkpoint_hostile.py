@@ -228,3 +228,22 @@ def test_a_valid_checkpoint_still_loads_and_new_fields_with_defaults_are_optiona
     loaded = Segmenter.load(write_raw(tmp_path / "older.mlffm", older, data), "cpu")
     assert loaded.config.flip_views == 1 and loaded.config.decision_threshold == 0.5
     assert Segmenter.load(tiny_checkpoint, "cpu").config == Segmenter.read_config(tiny_checkpoint)
+
+
+def test_config_checks_follow_the_dataclass_fields_so_new_fields_just_work():
+    from dataclasses import dataclass
+
+    from model.config_schema import check_config_values
+
+    @dataclass(frozen=True)
+    class WithNewFields:  # as if a field were added to NetworkConfig with a default
+        prompt_channels: int = 0
+        prompt_kind: str = "box"
+        scale: float | None = None
+        levels: tuple[int, ...] = (8, 16)
+
+    check_config_values(WithNewFields, {})  # an older file without the new fields
+    check_config_values(WithNewFields, {"prompt_channels": 2, "prompt_kind": "points", "scale": None, "levels": [4, 8, 16]})
+    for bad in ({"prompt_channels": 2.0}, {"prompt_channels": True}, {"prompt_channels": 10**12}, {"scale": "x"}, {"levels": [4, "8"]}, {"other": 1}):
+        with pytest.raises(ValueError):
+            check_config_values(WithNewFields, bad)
