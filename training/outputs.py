@@ -84,7 +84,7 @@ def lock_path_for(output: Path) -> Path:
     return output.with_name(f".{output.name}.lock")
 
 
-class LockedError(RuntimeError):
+class LockedError(OSError):
     """Another live process holds the lock; the message names it and the file."""
 
 
