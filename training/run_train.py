@@ -18,7 +18,7 @@ from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from .interrupt import StopOnInterrupt
 from .lineage import resumed_base
-from .outputs import ExclusiveLock, check_run_outputs, display, lock_path_for, new_run_id
+from .outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from .progress import make_reporter
 from .store import CorrectionsStore
 from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
@@ -133,6 +133,7 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def _claim_output(args: argparse.Namespace) -> ExclusiveLock:
     """One process at a time per ``-o``: a second run on the same output fails at once, naming the first."""
+    check_output_file(args.output, overwrite=True)  # its folder first: the lock file goes there
     on_stale = lambda text: print(f"warning: {text}", file=sys.stderr)  # noqa: E731
     return ExclusiveLock(lock_path_for(args.output), display(args.output), on_stale=on_stale)
 
