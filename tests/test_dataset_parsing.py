@@ -65,6 +65,27 @@ def test_an_id_in_two_splits_is_refused_as_a_leak_naming_the_id_and_both_splits(
     assert [c.case_id for c in list_cases(data, "val").cases] == ["ISIC_0000015", "ISIC_0000016"]
 
 
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab,\n\r\" \ufeff#;\x00\u00e9")), max_size=60), header=st.booleans())
+def test_any_splits_csv_is_read_or_refused_with_a_dataset_error(text, header):
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "splits.csv").write_text(("id,split\n" if header else "") + text, encoding="utf-8")
+        try:
+            splits = read_splits(root)
+        except DatasetError as err:
+            assert "splits.csv" in str(err)
+            return
+        assert all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in splits.items())
+
+
+def test_an_exclude_list_with_a_bom_names_its_first_id(tmp_path):
+    from training.datasets import read_id_list
+
+    (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbfISIC_0000000\nISIC_0000001 # why\n")
+    assert read_id_list(tmp_path / "ids.txt") == ("ISIC_0000000", "ISIC_0000001")
+
+
 def _png(path, array, mode=None, palette=None):
     img = Image.fromarray(array, mode) if mode else Image.fromarray(array)
     if palette is not None:

@@ -95,7 +95,7 @@ def read_id_list(path: Path) -> tuple[str, ...]:
     Raises DatasetError when the file cannot be read or lists no id.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the id list ({err})") from None
     ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))
