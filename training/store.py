@@ -80,6 +80,21 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> SHA-256: a process re-checking its store hashes only what changed
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _sha256(path.read_bytes())
+        if len(_DIGESTS) > 100_000:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+    return digest
+
+
 class CorrectionsStore:
     """A folder of accepted corrections, readable by ``mlffm finetune``."""
 
@@ -211,14 +226,14 @@ class CorrectionsStore:
         hashes = record.get("files")
         for key, path in (("image", image_path), ("mask", mask_path)):
             try:
-                data = path.read_bytes()
+                digest = _file_sha256(path)
             except FileNotFoundError:
                 return f"its {key} {path.parent.name}/{path.name} is missing"
             except OSError as err:
                 return f"its {key} cannot be read ({err.strerror or err})"
             if hashes is None:
                 continue  # a record from before hashes were kept
-            if not isinstance(hashes, dict) or _sha256(data) != hashes.get(key):
+            if not isinstance(hashes, dict) or digest != hashes.get(key):
                 return f"its {key} {path.parent.name}/{path.name} does not match the record (SHA-256 differs)"
         return None
 
