@@ -130,6 +130,15 @@ def test_palette_and_colour_masks_resolve_their_colours(tmp_path):
     red = np.zeros((8, 8, 3), np.uint8)
     red[truth] = (255, 0, 0)
     assert np.array_equal(read_mask(_png(tmp_path / "red.png", red)), truth)
+    white_on_blue = np.zeros((8, 8, 3), np.uint8)
+    white_on_blue[...] = (0, 0, 255)
+    white_on_blue[truth] = (255, 255, 255)
+    assert np.array_equal(read_mask(_png(tmp_path / "blue.png", white_on_blue)), truth)
+    labels = np.zeros((8, 8, 3), np.uint8)
+    labels[truth] = (255, 0, 0)
+    labels[6:, 6:] = (0, 255, 0)
+    with pytest.raises(ImageReadError, match="colours .* ambiguous"):
+        read_mask(_png(tmp_path / "labels.png", labels))
     alpha = np.zeros((8, 8, 4), np.uint8)
     alpha[truth, 3] = 255
     assert np.array_equal(read_mask(_png(tmp_path / "alpha.png", alpha)), truth)

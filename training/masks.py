@@ -1,9 +1,13 @@
 """How a mask file's values become lesion / background: the one rule, stated once.
 
 1. Colour is resolved first: a palette image's indices become their
-   palette colours; a colour pixel's value is its brightest channel (so a
-   red lesion on black counts); alpha is used only where the colour
-   channels are all black and alpha varies (a lesion drawn in alpha).
+   palette colours. A mask of exactly two colours is lesion = the brighter
+   one (by luminance; a red lesion on black, white on blue). A mask of 3 to
+   16 colours in which different colours share a brightest channel (black,
+   red and green labels) is refused as ambiguous. Otherwise a pixel's value
+   is its brightest channel (so anti-aliased red on black counts). Alpha is
+   used only where the colour channels are all black and alpha varies (a
+   lesion drawn in alpha).
 2. On the resulting single-channel values:
 
    * all zero: an empty mask (a case with no lesion); one non-zero value
@@ -76,9 +80,32 @@ def mask_values_from_pil(img) -> np.ndarray:
         return np.asarray(img)
     has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
     rgba = np.asarray(img.convert("RGBA"))
-    colour = rgba[..., :3].max(axis=2)
+    rgb = rgba[..., :3]
+    colour = rgb.max(axis=2)
     if has_alpha and not colour.any():
         alpha = rgba[..., 3]
         if alpha.min() != alpha.max():
             return alpha
-    return colour
+    return _resolve_colours(rgb, colour)
+
+
+def _resolve_colours(rgb: np.ndarray, brightest: np.ndarray) -> np.ndarray:
+    """Bool lesion mask for two-colour masks, the brightest channel otherwise; refuses label-like colour maps."""
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    colours = np.unique(packed)
+    if len(colours) > 16 or len(colours) == 1:
+        return brightest
+    triples = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in colours]
+    if len(colours) == 2:
+        luminance = [0.299 * r + 0.587 * g + 0.114 * b for r, g, b in triples]
+        if luminance[0] == luminance[1]:
+            raise AmbiguousMaskError(f"mask colours {triples[0]} and {triples[1]} are equally bright, so which is the lesion is ambiguous")
+        lesion = colours[int(np.argmax(luminance))]
+        return packed == lesion
+    if len({max(t) for t in triples}) < len(triples):
+        shown = ", ".join(str(t) for t in triples[:6]) + (", ..." if len(triples) > 6 else "")
+        raise AmbiguousMaskError(
+            f"mask colours {shown} look like labels, not a binary mask, so which is the lesion is ambiguous "
+            "(write the lesion as 255 or 1 and everything else as 0)"
+        )
+    return brightest
