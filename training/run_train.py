@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -126,14 +128,26 @@ def _parse_widths(text: str, option: str) -> tuple[int, ...]:
 
 
 def _check_output(args: argparse.Namespace) -> None:
+    if _worker_rank() > 0:
+        return  # under torchrun only rank 0 writes, and it checks
     finetune_by_time = getattr(args, "command", "") == "finetune" and args.time_budget is not None
     epochs = 10_000 if finetune_by_time else args.epochs  # as the run will plan them
     check_run_outputs(args.output, resume_path_for(args.output), args.resume, args.overwrite, epochs)
 
 
-def _claim_output(args: argparse.Namespace) -> ExclusiveLock:
+def _worker_rank() -> int:
+    """This process's rank under torchrun (RANK), 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _claim_output(args: argparse.Namespace) -> ExclusiveLock | contextlib.nullcontext:
     """One process at a time per ``-o``: a second run on the same output fails at once, naming the first."""
     check_output_file(args.output, overwrite=True)  # its folder first: the lock file goes there
+    if _worker_rank() > 0:
+        return contextlib.nullcontext()  # under torchrun rank 0 holds the lock for the whole run
     on_stale = lambda text: print(f"warning: {text}", file=sys.stderr)  # noqa: E731
     return ExclusiveLock(lock_path_for(args.output), display(args.output), on_stale=on_stale)
 
