@@ -3,6 +3,12 @@
 Location: ``$NAPARI_MLFFM_CONFIG_DIR`` if set, else ``$XDG_CONFIG_HOME/napari-mlffm``
 (``~/.config/napari-mlffm``), file ``settings.json``. Default data folders
 live under ``$XDG_DATA_HOME/napari-mlffm`` (``~/.local/share/napari-mlffm``).
+
+The file is read field by field: a value of the wrong type or out of range
+(``device: "gpu"``, ``samples: 500``), a file that is not a JSON object, or
+one that is not JSON at all falls back to the default for that field (or
+for all), with one napari warning naming what was replaced, so the plugin
+always opens. The file is rewritten whole on the next change.
 """
 
 from __future__ import annotations
@@ -15,6 +21,14 @@ from pathlib import Path
 from psygnal import Signal
 
 from model.checkpoint import atomic_write_bytes
+from model.devices import DEVICE_CHOICES
+from model.limits import MAX_SAMPLES, MAX_STEPS
+
+# The sampling settings the plugin offers (the Propose dock's spin boxes and the settings file).
+# Defined here because the model layer has no such bounds of its own in this tree.
+SAMPLES_RANGE = (1, MAX_SAMPLES)  # proposals per image: the model layer's bounds
+STEPS_RANGE = (1, MAX_STEPS)  # DDIM steps; a model's training timesteps bound them further
+SEED_RANGE = (0, 2**31 - 1)
 
 
 def config_dir() -> Path:
@@ -50,6 +64,53 @@ class Settings:
         return Path(self.corrections_store) if self.corrections_store else data_dir() / "corrections"
 
 
+def _in_range(value, bounds: tuple[int, int]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+
+
+def _valid_field(name: str, value) -> bool:
+    if name in ("model_folder", "corrections_store", "annotator", "active_model"):
+        return isinstance(value, str) and "\x00" not in value and len(value) <= 4096
+    if name == "device":
+        return isinstance(value, str) and value in DEVICE_CHOICES
+    if name == "samples":
+        return value is None or _in_range(value, SAMPLES_RANGE)
+    if name == "steps":
+        return value is None or _in_range(value, STEPS_RANGE)
+    if name == "seed":
+        return _in_range(value, SEED_RANGE)
+    return False
+
+
+def settings_from_dict(data) -> tuple[Settings, list[str]]:
+    """Settings from parsed JSON, field by field: (settings, the fields replaced by their defaults, as 'name=value')."""
+    if not isinstance(data, dict):
+        return Settings(), [f"not a JSON object ({type(data).__name__})"]
+    clean, replaced = {}, []
+    for field in fields(Settings):
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if _valid_field(field.name, value):
+            clean[field.name] = value
+        else:
+            shown = repr(value)
+            replaced.append(f"{field.name}={shown if len(shown) <= 40 else shown[:37] + '...'}")
+    return Settings(**clean), replaced
+
+
+def _warn(message: str) -> None:
+    """One napari warning (a log line where napari is absent)."""
+    try:
+        from napari.utils.notifications import show_warning
+    except ImportError:  # headless use of the settings
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
+        return
+    show_warning(message)
+
+
 class _SettingsHub:
     """The one in-memory copy of the settings, saved on every change."""
 
@@ -57,6 +118,7 @@ class _SettingsHub:
 
     def __init__(self) -> None:
         self._settings: Settings | None = None
+        self.problems: list[str] = []  # what the last read replaced by defaults
 
     @property
     def path(self) -> Path:
@@ -69,8 +131,11 @@ class _SettingsHub:
 
     def update(self, **values) -> Settings:
         self._settings = replace(self.get(), **values)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, json.dumps(asdict(self._settings), indent=2).encode())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, json.dumps(asdict(self._settings), indent=2).encode())
+        except OSError as err:  # kept for this session; the plugin goes on
+            _warn(f"{self.path}: settings not saved ({err.strerror or err})")
         self.changed.emit(self._settings)
         return self._settings
 
@@ -79,16 +144,25 @@ class _SettingsHub:
         return self._settings
 
     def _read(self) -> Settings:
+        self.problems = []
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return Settings()
-        known = {f.name: f.type for f in fields(Settings)}
-        clean = {k: v for k, v in data.items() if k in known}
+        except (OSError, UnicodeDecodeError) as err:
+            self.problems = [f"unreadable ({getattr(err, 'strerror', None) or type(err).__name__})"]
+            _warn(f"{self.path}: {self.problems[0]}; using the default settings")
+            return Settings()
         try:
-            return Settings(**clean)
-        except TypeError:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            self.problems = [f"not valid JSON ({type(err).__name__})"]
+            _warn(f"{self.path}: {self.problems[0]}; using the default settings")
             return Settings()
+        settings, self.problems = settings_from_dict(data)
+        if self.problems:
+            _warn(f"{self.path}: invalid {', '.join(self.problems)}; using the defaults for these")
+        return settings
 
 
 SETTINGS = _SettingsHub()

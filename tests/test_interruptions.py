@@ -45,7 +45,7 @@ def test_sigkill_during_training_leaves_loadable_checkpoints_and_resume_continue
     _, _, meta = Segmenter.load_with_state(state, "cpu")
     Segmenter.load(output, "cpu")
     # The kill may land inside a write and leave its temporary file; plant one to be sure.
-    (tmp_path / ".m.resume.mlffm.killed.tmp").write_bytes(b"half")
+    (tmp_path / f".{state.name}.killed.tmp").write_bytes(b"half")
     epoch = meta["epoch"]
     resumed = _start(["train", str(SMALL_DATA), "-o", str(output), *TINY, "--epochs", str(epoch + 1), "--resume", str(state)])
     out, _ = resumed.communicate(timeout=300)

@@ -199,7 +199,7 @@ def test_train_init_with_size_trains_the_same_network_at_another_working_size(tm
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), "--init", str(first), "--size", "33", "--device", "cpu"]) == 2
     assert "size 33" in capsys.readouterr().err
     # a resumed run keeps its size: an explicit --size that differs is a one-line error, not silently ignored
-    resume = tmp_path / "second.resume.mlffm"
+    resume = resume_path_for(second)
     assert resume.exists()
     resumed = ["train", str(SMALL_DATA), "-o", str(second), "--resume", str(resume), "--epochs", "1", "--device", "cpu"]
     assert main([*resumed, "--size", "32"]) == 2

@@ -4,11 +4,17 @@
 
     DATA/images/<id>.{png,jpg,jpeg,bmp,tif,tiff}
     DATA/masks/<id>.png            (or the ISIC name <id>_segmentation.png)
-    DATA/splits.csv                optional, columns id,split
+    DATA/splits.csv                optional, columns id,split (a UTF-8 BOM, as Excel writes it, is fine)
 
 Problems (missing masks, unreadable files, size mismatches, duplicate or
-unsafe ids, unknown ids in splits.csv) are collected as one-line messages
-naming the file; the caller decides whether to skip or stop.
+unsafe ids, file names that are not UTF-8, unknown ids in splits.csv) are
+collected as one-line messages naming the file; the caller decides whether
+to skip or stop. The cases left out of a listing are also in its
+``skipped``, so a scoring command can report them. A ``splits.csv`` that
+cannot be parsed (a row without a comma, an empty id or split) or that
+lists one id in two splits (a train/test leak) is refused with a
+DatasetError naming the line or the id. How mask values become lesion
+pixels is stated in :mod:`training.masks`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from model.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+from .outputs import display
 
 MASK_SUFFIXES = (".png",)
 
@@ -34,7 +41,9 @@ class DatasetError(ValueError):
 
 
 def safe_id(case_id: str) -> bool:
-    """True if ``case_id`` can name a file inside a folder without escaping it."""
+    """True if ``case_id`` can name a file inside a folder without escaping it (and is valid UTF-8)."""
+    if not _is_utf8(case_id):
+        return False
     return (
         bool(case_id)
         and case_id not in (".", "..")
@@ -45,6 +54,15 @@ def safe_id(case_id: str) -> bool:
         and ":" not in case_id
         and len(case_id.encode("utf-8")) <= 200
     )
+
+
+def _is_utf8(text: str) -> bool:
+    """False for names holding bytes that are not UTF-8 (Python keeps them as surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class DatasetListing:
     root: Path
     cases: tuple[Case, ...]
     problems: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # one line per case of the split that was left out (a subset of problems)
 
     def ids_hash(self) -> str:
         """SHA-256 (12 hex digits) of the sorted id list: provenance for a checkpoint."""
@@ -76,7 +95,7 @@ def read_id_list(path: Path) -> tuple[str, ...]:
     Raises DatasetError when the file cannot be read or lists no id.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the id list ({err})") from None
     ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))
@@ -99,22 +118,50 @@ def without_cases(listing: DatasetListing, ids: tuple[str, ...], known: set[str]
         raise DatasetError(f"{listing.root}: no case named {shown}")
     dropped = set(ids)
     kept = tuple(c for c in listing.cases if c.case_id not in dropped)
-    return DatasetListing(listing.root, kept, listing.problems), len(listing.cases) - len(kept)
+    return DatasetListing(listing.root, kept, listing.problems, listing.skipped), len(listing.cases) - len(kept)
 
 
 def read_splits(root: Path) -> dict[str, str] | None:
-    """``splits.csv`` as {id: split}, or None when there is none."""
+    """``splits.csv`` as {id: split}, or None when there is none.
+
+    Columns ``id`` and ``split`` (others are ignored; a UTF-8 BOM is
+    accepted). Raises DatasetError naming the file and line for a row that
+    lacks either value, and naming the id and both splits for an id listed
+    in two splits. An id listed twice in the same split is accepted.
+    """
     path = root / "splits.csv"
     if not path.is_file():
         return None
+    shown = display(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"id", "split"} <= set(reader.fieldnames):
-                raise DatasetError(f"{path}: needs the columns id,split")
-            return {row["id"].strip(): row["split"].strip() for row in reader if row.get("id")}
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip().lower() for name in next(reader, [])]
+            if not {"id", "split"} <= set(header):
+                raise DatasetError(f"{shown}: needs the columns id,split (first line: {','.join(header)!r})")
+            at_id, at_split = header.index("id"), header.index("split")
+            splits: dict[str, str] = {}
+            first_line: dict[str, int] = {}
+            for row in reader:
+                line = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line
+                if len(row) <= max(at_id, at_split):
+                    raise DatasetError(f"{shown}, line {line}: expected id,split, found {','.join(row)!r}")
+                case_id, split = row[at_id].strip(), row[at_split].strip()
+                if not case_id or not split:
+                    raise DatasetError(f"{shown}, line {line}: empty id or split in {','.join(row)!r}")
+                earlier = splits.get(case_id)
+                if earlier is not None and earlier != split:
+                    raise DatasetError(
+                        f"{shown}: id {case_id!r} is listed in two splits, {earlier!r} (line {first_line[case_id]}) "
+                        f"and {split!r} (line {line}): a train/test leak; list each id in one split"
+                    )
+                splits[case_id] = split
+                first_line.setdefault(case_id, line)
+            return splits
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"{path}: cannot read ({err})") from None
+        raise DatasetError(f"{shown}: cannot read ({err})") from None
 
 
 def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
@@ -128,43 +175,54 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     if not images_dir.is_dir():
         raise DatasetError(f"{root}: no images/ folder (expected DATA/images/<id>.png and DATA/masks/<id>.png)")
     problems: list[str] = []
+    left_out: list[tuple[str | None, str]] = []  # (id or None when it has none, message): images that are not cases
     by_id: dict[str, Path] = {}
     for path in sorted(images_dir.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(f"{path}: skipped, not an image file")
+            problems.append(f"{display(path)}: skipped, not an image file")
             continue
         case_id = path.stem
+        if not _is_utf8(case_id):
+            left_out.append((None, f"{display(path)}: skipped, the file name is not valid UTF-8 (rename the file)"))
+            continue
         if not safe_id(case_id):
-            problems.append(f"{path}: skipped, unsafe id {case_id!r}")
+            left_out.append((case_id, f"{display(path)}: skipped, unsafe id {case_id!r}"))
             continue
         if case_id in by_id:
-            problems.append(f"{path}: skipped, duplicate id {case_id!r} (also {by_id[case_id].name})")
+            left_out.append((case_id, f"{display(path)}: skipped, duplicate id {case_id!r} (also {by_id[case_id].name})"))
             continue
         by_id[case_id] = path
 
     splits = read_splits(root)
+    in_split = lambda case_id: True  # noqa: E731
     if split is not None:
         if splits is None:
             if split in ("all", "*"):
                 splits = {}
             else:
                 raise DatasetError(f"{root}: no splits.csv, so split {split!r} cannot be selected (use --split all)")
+        named = {case_id for case_id, _ in left_out if case_id is not None}
         for case_id in splits:
-            if case_id not in by_id:
-                problems.append(f"{root / 'splits.csv'}: id {case_id!r} has no image")
+            if case_id not in by_id and case_id not in named:
+                problems.append(f"{display(root / 'splits.csv')}: id {case_id!r} has no image")
         if split not in ("all", "*"):
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
+            in_split = lambda case_id: case_id is None or splits.get(case_id) == split  # noqa: E731
+    skipped = [message for case_id, message in left_out if in_split(case_id)]
+    problems.extend(message for _, message in left_out)
 
     cases = []
     for case_id, image_path in by_id.items():
         mask_path = _find_mask(masks_dir, case_id)
         if mask_path is None:
-            problems.append(f"{image_path}: skipped, no mask masks/{case_id}.png")
+            message = f"{display(image_path)}: skipped, no mask masks/{case_id}.png"
+            problems.append(message)
+            skipped.append(message)
             continue
         cases.append(Case(case_id, image_path, mask_path))
-    return DatasetListing(root, tuple(cases), tuple(problems))
+    return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped))
 
 
 def _find_mask(masks_dir: Path, case_id: str) -> Path | None:

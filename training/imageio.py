@@ -168,7 +168,13 @@ def _to_integer_pixels(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask as (H, W) bool: 0/1 masks are taken as is, 0..255 masks are thresholded at 128."""
+    """Read a mask as (H, W) bool by the rule of :mod:`training.masks` (palette and colour resolved;
+    two values one of them 0: lesion = the non-zero one; grey levels: at or above half the range).
+
+    Raises ImageReadError naming the file, also for label-like masks (e.g. values 0/1/2) whose lesion is ambiguous.
+    """
+    from .masks import AmbiguousMaskError, binary_mask, mask_values_from_pil
+
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such mask file")
@@ -176,17 +182,15 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            array = np.asarray(img.convert("L") if img.mode not in ("L", "1", "I;16", "I") else img)
+            values = mask_values_from_pil(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: cannot read mask ({err or type(err).__name__})") from None
-    if array.dtype == np.bool_:
-        return array.copy()
-    top = int(array.max()) if array.size else 0
-    if top <= 1:
-        return array >= 1
-    if array.dtype == np.uint8 or top <= 255:
-        return array >= 128
-    return array >= 32768
+    if values.ndim != 2:
+        raise ImageReadError(f"{path}: unsupported mask layout {values.shape}")
+    try:
+        return binary_mask(values)
+    except AmbiguousMaskError as err:
+        raise ImageReadError(f"{path}: {err}") from None
 
 
 def encode_png(array: np.ndarray) -> bytes:

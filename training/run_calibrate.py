@@ -21,8 +21,9 @@ from model.preprocess import apply_temperature, untempered_threshold
 from .cli_types import samples_arg, seed_arg, steps_arg
 from .calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from .datasets import list_cases, load_case
-from .imageio import ImageReadError, check_writable
+from .imageio import ImageReadError
 from .metrics import dice
+from .outputs import check_output_file, display
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def _threshold(text: str) -> str | float:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     chosen_threshold = _threshold(args.threshold)
-    check_writable([args.output], args.overwrite)
+    check_output_file(args.output, args.overwrite)  # before any scoring
     if args.split == "test":
         print("warning: fitting on the test split makes its scores optimistic; use val", file=sys.stderr)
     listing = list_cases(args.data, args.split)
@@ -73,12 +74,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     segmenter = base.with_options(
         flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps
     )
-    histogram, sweep, scores, skipped = LogitHistogram(), ThresholdSweep(), [], 0
+    histogram, sweep, scores = LogitHistogram(), ThresholdSweep(), []
+    skipped = [display(line) for line in listing.skipped]  # cases of the split without a usable pair
+    for line in skipped:
+        print(f"warning: {line}", file=sys.stderr)
     for case in tqdm(cases, desc=f"calibrating on {args.split}", unit="image", dynamic_ncols=True):
         try:
             image, truth = load_case(case)
         except ImageReadError as err:
-            skipped += 1
+            skipped.append(display(str(err)))
             tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
             continue
         proposal = segmenter.propose(image, seed=args.seed)
@@ -114,9 +118,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "threshold_fitted": chosen_threshold == "fit",
         "dice_at_threshold": sweep.dice_at(raw),
         "base_checkpoint": base.checkpoint_id,
+        "skipped": skipped,
     }
     calibrated.save(args.output)
     record = calibrated.provenance["calibration"]
+    if skipped:
+        print(f"skipped {len(skipped)} cases of {args.split} (not used):")
+        for line in skipped:
+            print(f"  {line}")
     print(f"{args.split}: {len(scores)} images, {samples} samples x {steps} steps, flip views {views}, Dice {record['dice']:.4f} at threshold 0.5")
     print(f"temperature {temperature:.3f}: ECE {before:.4f} -> {after:.4f}, NLL {nll_before:.4f} -> {nll_after:.4f}")
     how = "fitted" if chosen_threshold == "fit" else "set"

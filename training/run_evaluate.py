@@ -14,8 +14,9 @@ from model.config import FLIP_VIEWS
 
 from .cli_types import samples_arg, seed_arg, steps_arg
 from .datasets import list_cases, load_case
-from .imageio import ImageReadError, check_writable, write_json
+from .imageio import ImageReadError, write_json
 from .metrics import METRIC_NAMES, MetricAccumulator
+from .outputs import check_output_file, display
 from .strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
 
 
@@ -54,8 +55,8 @@ def _sampling(args: argparse.Namespace) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    if args.json is not None:
-        check_writable([args.json], args.overwrite)
+    if args.json is not None:  # before any scoring: a missing folder or an existing file is found now
+        check_output_file(args.json, args.overwrite, "--json")
     listing = list_cases(args.data, args.split)
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
@@ -65,13 +66,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     accumulator = MetricAccumulator()
-    seconds, skipped = [], []
+    seconds, skipped = [], [display(line) for line in listing.skipped]  # cases of the split without a usable pair
+    for line in skipped:
+        print(f"warning: {line}", file=sys.stderr)
     bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)
     for case in bar:
         try:
             image, truth = load_case(case)
         except ImageReadError as err:
-            skipped.append(str(err))
+            skipped.append(display(str(err)))
             tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
             continue
         started = time.perf_counter()
@@ -97,6 +100,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, "
         f"threshold {segmenter.config.decision_threshold:.3g}, device {segmenter.device}"
     )
+    if skipped:
+        print(f"skipped {len(skipped)} cases of {args.split} (not scored):")
+        for line in skipped:
+            print(f"  {line}")
     print(f"{'metric':<12} {'value':>9}")
     for name in METRIC_NAMES:
         print(f"{name:<12} {summary[name]:>9.4f}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +19,10 @@ from model.config import DiffusionConfig
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from .interrupt import StopOnInterrupt
+from .lineage import resumed_base
+from .outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from .progress import make_reporter
+from .store import CorrectionsStore
 from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
@@ -123,10 +128,28 @@ def _parse_widths(text: str, option: str) -> tuple[int, ...]:
 
 
 def _check_output(args: argparse.Namespace) -> None:
-    if args.output.exists() and not args.overwrite and args.resume is None:
-        raise FileExistsError(f"{args.output}: already exists (use --overwrite to replace it, or --resume)")
-    if not args.output.parent.is_dir():
-        raise FileNotFoundError(f"{args.output.parent}: output folder does not exist")
+    if _worker_rank() > 0:
+        return  # under torchrun only rank 0 writes, and it checks
+    finetune_by_time = getattr(args, "command", "") == "finetune" and args.time_budget is not None
+    epochs = 10_000 if finetune_by_time else args.epochs  # as the run will plan them
+    check_run_outputs(args.output, resume_path_for(args.output), args.resume, args.overwrite, epochs)
+
+
+def _worker_rank() -> int:
+    """This process's rank under torchrun (RANK), 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _claim_output(args: argparse.Namespace) -> ExclusiveLock | contextlib.nullcontext:
+    """One process at a time per ``-o``: a second run on the same output fails at once, naming the first."""
+    check_output_file(args.output, overwrite=True)  # its folder first: the lock file goes there
+    if _worker_rank() > 0:
+        return contextlib.nullcontext()  # under torchrun rank 0 holds the lock for the whole run
+    on_stale = lambda text: print(f"warning: {text}", file=sys.stderr)  # noqa: E731
+    return ExclusiveLock(lock_path_for(args.output), display(args.output), on_stale=on_stale)
 
 
 def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict:
@@ -134,6 +157,11 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
 
 
 def run_train(args: argparse.Namespace) -> int:
+    with _claim_output(args):
+        return _run_train(args)
+
+
+def _run_train(args: argparse.Namespace) -> int:
     _check_output(args)
     reporter = make_reporter(args.progress)
     bars = args.progress == "bars"
@@ -212,6 +240,9 @@ def run_train(args: argparse.Namespace) -> int:
     provenance = {
         "command": command,
         "commands": [*earlier, command],
+        # one id for the run and all its resumes: --resume replaces only files that carry it
+        "run_id": (segmenter.provenance.get("run_id") if args.resume is not None else None) or new_run_id(),
+        "planned_epochs": args.epochs,
         "data": _data_provenance(train_listing, len(train_data), args.split),
         **({"excluded": {"file": Path(args.exclude).name, "ids": sorted(excluded)}} if excluded else {}),
         "val_data": {"split": args.val_split, "n_images": len(val_data)},
@@ -238,12 +269,24 @@ def _stop_reason(result: TrainResult, interrupted: StopOnInterrupt) -> str:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    with _claim_output(args):
+        return _run_finetune(args)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
     _check_output(args)
     reporter = make_reporter(args.progress)
     bars = args.progress == "bars"
-    base = args.resume if args.resume is not None else args.checkpoint
-    segmenter = Segmenter.load(base, args.device)
+    if args.resume is not None:
+        # the resume file's weights are partly trained: the parent and "Dice before" are the original base's
+        segmenter = Segmenter.load(args.resume, args.device)
+        base, base_model = resumed_base(segmenter.provenance, args.checkpoint, args.resume, args.device)
+    else:
+        base = args.checkpoint
+        segmenter = base_model = Segmenter.load(base, args.device)
     listing = list_cases(args.data, None)
+    if (args.data / "meta").is_dir():  # a corrections store: only complete cases whose files match their records
+        listing = CorrectionsStore(args.data).verified_listing(listing)
     _report_problems(listing)
     if not listing.cases:
         raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
@@ -268,13 +311,15 @@ def run_finetune(args: argparse.Namespace) -> int:
         # keep the timestep mix the base weights were trained with
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
     )
-    before = validation_dice(segmenter, held_out, config.val_steps, seed=args.seed)
+    before = validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
     reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
-    provenance = dict(segmenter.provenance)
+    provenance = dict(base_model.provenance)
     provenance.update(
         {
-            "parent": {"checkpoint_id": segmenter.checkpoint_id, "path": str(base) if base else "shipped default"},
+            "parent": {"checkpoint_id": base_model.checkpoint_id, "path": str(base) if base else "shipped default"},
+            "run_id": (segmenter.provenance.get("run_id") if args.resume is not None else None) or new_run_id(),
+            "planned_epochs": epochs,
             "command": args.command_line,
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,

@@ -5,24 +5,43 @@ module reads::
 
     STORE/images/<id>.png   the image, lossless
     STORE/masks/<id>.png    the accepted mask, 0/255
-    STORE/meta/<id>.json    the record: source, image hash, checkpoint, settings, edits, time, annotator
+    STORE/meta/<id>.json    the record: source, image hash, checkpoint, settings, edits, time, annotator,
+                            and ``files``: the SHA-256 of the two files above
 
-The record is written last, so a case with a record is complete. Every write
-is atomic and nothing is replaced unless the caller says ``overwrite=True``.
+A case is all or nothing. :meth:`CorrectionsStore.accept` holds the store's
+lock (``STORE/.store.lock``, so two processes accepting the same case take
+turns), writes the case's three files into ``STORE/.staging/<id>/``, then
+commits it by writing ``COMMIT`` there, and only then renames the files
+into place. A writer killed before the commit leaves the old case
+untouched (its staging folder is discarded); one killed after it is rolled
+forward by the next writer or reader. Readers (:meth:`check`, ``count``,
+``mlffm finetune``) verify the hashes: a case with a damaged record, a
+missing file or a file that does not match its record is reported and left
+out. Nothing is replaced unless the caller says ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .datasets import safe_id
-from .imageio import check_writable, write_json, write_png, write_tiff
+from model.checkpoint import atomic_write_bytes
+
+from .datasets import DatasetListing, safe_id
+from .imageio import check_writable, encode_png, write_json, write_png, write_tiff
+from .outputs import ExclusiveLock, display
+
+STAGING = ".staging"
+LOCK_WAIT_S = 60.0  # an accept takes well under a second; a longer wait means a stuck writer
 
 
 def case_id_for(source: str | Path) -> str:
@@ -49,6 +68,33 @@ def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
     return image.astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class StoreCheck:
+    """The verified cases of a store and one line for each case left out."""
+
+    ids: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> SHA-256: a process re-checking its store hashes only what changed
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _sha256(path.read_bytes())
+        if len(_DIGESTS) > 100_000:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+    return digest
+
+
 class CorrectionsStore:
     """A folder of accepted corrections, readable by ``mlffm finetune``."""
 
@@ -64,32 +110,147 @@ class CorrectionsStore:
         return safe_id(case_id) and self.paths(case_id)[2].is_file()
 
     def count(self) -> int:
-        meta = self.root / "meta"
-        return len(list(meta.glob("*.json"))) if meta.is_dir() else 0
+        """How many cases are complete and verified (see :meth:`check` for the ones left out)."""
+        return len(self.check().ids)
+
+    def _lock(self) -> ExclusiveLock:
+        return ExclusiveLock(self.root / ".store.lock", f"the corrections store {display(self.root)}", wait=LOCK_WAIT_S)
 
     def accept(self, case_id: str, image: np.ndarray, mask: np.ndarray, record: dict[str, Any], overwrite: bool = False) -> Path:
-        """Save image, mask and record; returns the record's path.
+        """Save image, mask and record as one unit; returns the record's path.
 
         ``image`` (H, W, 3) or (H, W); ``mask`` (H, W) bool. The record gets
-        the image hash, the mask's lesion pixels and the time added.
+        the image hash, the mask's lesion pixels, the time and the files'
+        hashes added. Raises FileExistsError (the case exists and not
+        ``overwrite``) before anything is written.
         """
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
         image_path, mask_path, meta_path = self.paths(case_id)
-        check_writable([image_path, mask_path, meta_path], overwrite)
-        for folder in (image_path.parent, mask_path.parent, meta_path.parent):
-            folder.mkdir(parents=True, exist_ok=True)
-        write_png(image_path, _to_uint8_rgb(image))
-        write_png(mask_path, mask.astype(np.uint8) * 255)
+        image_png = encode_png(_to_uint8_rgb(image))
+        mask_png = encode_png(mask.astype(np.uint8) * 255)
         full = {
             "id": case_id,
             **record,
             "image_sha256": image_sha256(image),
             "lesion_pixels": int(mask.sum()),
             "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": {"image": _sha256(image_png), "mask": _sha256(mask_png)},
         }
-        write_json(meta_path, full)
+        record_json = (json.dumps(full, indent=2, default=_json_default) + "\n").encode("utf-8")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            self._recover()
+            check_writable([image_path, mask_path, meta_path], overwrite)
+            staging = self.root / STAGING / case_id
+            staging.mkdir(parents=True, exist_ok=True)
+            for name, data in (("image.png", image_png), ("mask.png", mask_png), ("record.json", record_json)):
+                atomic_write_bytes(staging / name, data)
+            atomic_write_bytes(staging / "COMMIT", b"commit\n")  # from here on the new case wins
+            self._apply(case_id)
         return meta_path
+
+    def _apply(self, case_id: str) -> None:
+        """Move a committed staging folder's files into place (record last) and remove the folder; safe to repeat."""
+        staging = self.root / STAGING / case_id
+        image_path, mask_path, meta_path = self.paths(case_id)
+        for name, target in (("image.png", image_path), ("mask.png", mask_path), ("record.json", meta_path)):
+            source = staging / name
+            if source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _recover(self) -> list[str]:
+        """Finish committed writes and discard uncommitted ones that a killed writer left (lock held)."""
+        done = []
+        staging_root = self.root / STAGING
+        if not staging_root.is_dir():
+            return done
+        for folder in sorted(staging_root.iterdir()):
+            if folder.is_dir() and safe_id(folder.name) and (folder / "COMMIT").is_file():
+                self._apply(folder.name)
+                done.append(f"{display(folder)}: completed the write of case {folder.name!r} that a killed process had committed")
+            else:
+                shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
+        return done
+
+    def check(self) -> StoreCheck:
+        """Verify every case: a readable record naming it, both files present and matching the record's hashes.
+
+        Records written before hashes were kept (no ``files``) are checked
+        for presence only. Images without a record are left out too (an
+        unfinished or hand-copied case).
+        """
+        if not self.root.is_dir():
+            return StoreCheck((), ())
+        lock = self._lock()
+        try:
+            lock.acquire()
+        except OSError:  # a read-only store: nothing to recover, verify as it is
+            return self._verify()
+        try:
+            self._recover()
+            return self._verify()
+        finally:
+            lock.release()
+
+    def _verify(self) -> StoreCheck:
+        good, problems = [], []
+        meta_dir = self.root / "meta"
+        records = sorted(meta_dir.glob("*.json")) if meta_dir.is_dir() else []
+        for meta_path in records:
+            case_id = meta_path.stem
+            reason = self._problem(case_id, meta_path)
+            if reason is None:
+                good.append(case_id)
+            else:
+                problems.append(f"{display(meta_path)}: case {case_id!r} left out: {reason}")
+        recorded = {p.stem for p in records}
+        images_dir = self.root / "images"
+        for image_path in sorted(images_dir.glob("*.png")) if images_dir.is_dir() else []:
+            if image_path.stem not in recorded and not image_path.name.startswith("."):
+                problems.append(f"{display(image_path)}: left out: no record meta/{display(image_path.stem)}.json")
+        return StoreCheck(tuple(good), tuple(problems))
+
+    def _problem(self, case_id: str, meta_path: Path) -> str | None:
+        if not safe_id(case_id):
+            return "unsafe id"
+        try:
+            record = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            return f"the record cannot be read ({type(err).__name__})"
+        if not isinstance(record, dict) or record.get("id") != case_id:
+            return "the record is damaged (not a record of this case)"
+        image_path, mask_path, _ = self.paths(case_id)
+        hashes = record.get("files")
+        for key, path in (("image", image_path), ("mask", mask_path)):
+            try:
+                digest = _file_sha256(path)
+            except FileNotFoundError:
+                return f"its {key} {path.parent.name}/{path.name} is missing"
+            except OSError as err:
+                return f"its {key} cannot be read ({err.strerror or err})"
+            if hashes is None:
+                continue  # a record from before hashes were kept
+            if not isinstance(hashes, dict) or digest != hashes.get(key):
+                return f"its {key} {path.parent.name}/{path.name} does not match the record (SHA-256 differs)"
+        return None
+
+    def verified_listing(self, listing: DatasetListing) -> DatasetListing:
+        """``listing`` (of this store's folder) without the cases :meth:`check` leaves out, with its reasons added."""
+        report = self.check()
+        keep = set(report.ids)
+        cases = tuple(c for c in listing.cases if c.case_id in keep)
+        return DatasetListing(listing.root, cases, (*listing.problems, *report.problems))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")

@@ -4,7 +4,7 @@ One step: augment a batch, pick timesteps, noise the ground-truth mask
 (q(x_t | x_0)), predict the clean mask from (image, x_t, t), take the loss,
 step AdamW, update the EMA. After each epoch the EMA weights are scored on
 the validation set; the best are written to the output file and the full
-state to ``<output>.resume.mlffm``, both atomically.
+state to ``<output name>.resume.mlffm``, both atomically.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ class TrainResult:
 
 
 def resume_path_for(output: Path) -> Path:
-    return output.with_name(output.stem + ".resume.mlffm")
+    """``<full output name>.resume.mlffm``: two outputs (``run.mlffm``, ``run.ckpt``) never share one resume file."""
+    output = Path(output)
+    return output.with_name(output.name + ".resume.mlffm")
 
 
 def to_batch(data: CachedDataset, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ from napari.utils import progress
 
 from model.devices import DEVICE_CHOICES
 from training.model_store import list_versions, new_version_path, write_card
+from training.outputs import lock_path_for
 from training.trainer import resume_path_for
 
 from ..settings import SETTINGS
@@ -229,7 +230,7 @@ class FinetuneWidget(common.RunCancel, Container):
 
     def _on_finished(self):
         if self._cancelled and self.output is not None:
-            for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json")):
+            for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json"), lock_path_for(self.output)):
                 path.unlink(missing_ok=True)
             if not self._closed:
                 self.status.value = "cancelled; base model untouched"

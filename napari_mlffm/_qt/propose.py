@@ -8,11 +8,12 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, S
 from napari.qt.threading import create_worker
 from napari.utils import progress
 
+from model import Segmenter
 from model.config import SegmenterConfig
 from model.devices import DEVICE_CHOICES
 
 from .. import results
-from ..settings import SETTINGS
+from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
 from . import common
 
 
@@ -32,6 +33,15 @@ def propose_job(checkpoint: str | None, device: str, image, n_samples: int | Non
     return proposal, info
 
 
+def _bounded(spin: SpinBox, value: int, what: str) -> int:
+    """``value`` within the spin box's range; a model default outside it is shown at the nearest bound, with a warning."""
+    if spin.min <= value <= spin.max:
+        return value
+    shown = min(max(value, spin.min), spin.max)
+    common.notify(f"the model's default of {value} {what} is outside {spin.min}..{spin.max}; using {shown}", warning=True)
+    return shown
+
+
 class ProposeWidget(common.RunCancel, Container):
     """Inputs, a Run button that becomes Cancel, and a napari progress bar."""
 
@@ -44,8 +54,9 @@ class ProposeWidget(common.RunCancel, Container):
         self.model_file = FileEdit(label="model file", filter="*.mlffm", mode="r", visible=False)
         self.device = ComboBox(label="device", choices=list(DEVICE_CHOICES), value=settings.device)
         fallback = SegmenterConfig()  # until the chosen model's own defaults are read
-        self.samples = SpinBox(label="proposals", value=settings.samples or fallback.default_samples, min=1, max=64)
-        self.steps = SpinBox(label="DDIM steps", value=settings.steps or fallback.default_steps, min=1, max=250)
+        # bounded by what the plugin and the model allow (settings.SAMPLES_RANGE / STEPS_RANGE, the model's timesteps)
+        self.samples = SpinBox(label="proposals", value=settings.samples or fallback.default_samples, min=SAMPLES_RANGE[0], max=SAMPLES_RANGE[1])
+        self.steps = SpinBox(label="DDIM steps", value=settings.steps or fallback.default_steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1])
         self.seed = SpinBox(label="seed", value=settings.seed, min=0, max=2**31 - 1)
         self.run_button = PushButton(text="Run")
         self.status = Label(value="")
@@ -108,10 +119,19 @@ class ProposeWidget(common.RunCancel, Container):
         settings, defaults = SETTINGS.get(), self._model_defaults()
         if defaults is None:
             return
+        self.steps.max = self._step_limit()
         if settings.samples is None:
-            self.samples.value = defaults[0]
+            self.samples.value = _bounded(self.samples, defaults[0], "proposals")
         if settings.steps is None:
-            self.steps.value = defaults[1]
+            self.steps.value = _bounded(self.steps, defaults[1], "DDIM steps")
+
+    def _step_limit(self) -> int:
+        """DDIM steps the chosen model can take: at most its training timesteps (and the plugin's limit)."""
+        try:
+            timesteps = Segmenter.read_config(self.checkpoint()).diffusion.timesteps
+        except (ValueError, OSError):
+            return STEPS_RANGE[1]
+        return max(STEPS_RANGE[0], min(STEPS_RANGE[1], int(timesteps)))
 
     # ----- running -----------------------------------------------------
 

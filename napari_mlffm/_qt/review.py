@@ -177,7 +177,10 @@ class ReviewWidget(Container):
                 overwrite = True
             path = store.accept(case_id, common.image_data(layer), self._current_mask(found), self._record(layer, found), overwrite)
             found["mask"].metadata[results.KEY]["accepted"] = True
-            self.status.value = f"accepted {case_id} ({store.count()} in store)"
+            check = store.check()  # damaged cases (a bad record, a missing or mismatched file) are left out and named
+            self.status.value = f"accepted {case_id} ({len(check.ids)} in store)"
+            if check.problems:
+                common.notify(f"{len(check.problems)} damaged cases left out of the store: {check.problems[0]}", warning=True)
             return path
 
         return self._guard(run)

@@ -1,0 +1,208 @@
+"""Hostile dataset folders: splits.csv quirks, train/test leaks, label and palette masks, non-UTF-8 names, skipped cases reported."""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from model import Segmenter
+from training.cli import main
+from training.datasets import DatasetError, cache_dataset, list_cases, read_splits
+from training.imageio import ImageReadError, read_mask
+from training.masks import binary_mask
+
+from .conftest import SMALL_DATA
+
+TINY = ["--size", "32", "--widths", "8,16", "--batch-size", "2", "--device", "cpu"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(SMALL_DATA, root)
+    return root
+
+
+def _splits(root, text, bom=False):
+    (root / "splits.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+
+
+def test_a_utf8_bom_and_spaced_headers_are_accepted(data):
+    original = (data / "splits.csv").read_text()
+    _splits(data, original, bom=True)
+    assert len(list_cases(data, "train").cases) == 6 and len(list_cases(data, "val").cases) == 2
+    _splits(data, original.replace("id,split", " ID , Split "), bom=True)
+    assert len(list_cases(data, "val").cases) == 2
+
+
+def test_a_row_without_a_comma_is_a_one_line_error_naming_the_line(data, capsys):
+    _splits(data, (data / "splits.csv").read_text() + "ISIC_0000099\n")
+    with pytest.raises(DatasetError, match=r"splits.csv, line 10: expected id,split, found 'ISIC_0000099'"):
+        read_splits(data)
+    assert main(["train", str(data), "-o", str(data.parent / "m.mlffm"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "line 10" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    _splits(data, "id,split\nISIC_0000000,\n")
+    with pytest.raises(DatasetError, match="line 2: empty id or split"):
+        read_splits(data)
+
+
+def test_an_id_in_two_splits_is_refused_as_a_leak_naming_the_id_and_both_splits(data, capsys):
+    _splits(data, (data / "splits.csv").read_text() + "ISIC_0000015,train\n")
+    with pytest.raises(DatasetError, match=r"'ISIC_0000015' is listed in two splits, 'val' \(line 8\) and 'train' \(line 10\).*leak"):
+        list_cases(data, "val")
+    assert main(["evaluate", str(data), "--split", "val", "--device", "cpu"]) == 2
+    assert "train/test leak" in capsys.readouterr().err
+    # the same split twice is no leak
+    _splits(data, (data / "splits.csv").read_text().replace("ISIC_0000015,train\n", "ISIC_0000015,val\n"))
+    assert [c.case_id for c in list_cases(data, "val").cases] == ["ISIC_0000015", "ISIC_0000016"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab,\n\r\" \ufeff#;\x00\u00e9")), max_size=60), header=st.booleans())
+def test_any_splits_csv_is_read_or_refused_with_a_dataset_error(text, header):
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "splits.csv").write_text(("id,split\n" if header else "") + text, encoding="utf-8")
+        try:
+            splits = read_splits(root)
+        except DatasetError as err:
+            assert "splits.csv" in str(err)
+            return
+        assert all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in splits.items())
+
+
+def test_an_exclude_list_with_a_bom_names_its_first_id(tmp_path):
+    from training.datasets import read_id_list
+
+    (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbfISIC_0000000\nISIC_0000001 # why\n")
+    assert read_id_list(tmp_path / "ids.txt") == ("ISIC_0000000", "ISIC_0000001")
+
+
+def _png(path, array, mode=None, palette=None):
+    img = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    if palette is not None:
+        img = img.convert("P") if img.mode != "P" else img
+        img.putpalette(palette)
+    img.save(path)
+    return path
+
+
+def test_label_masks_0_1_2_are_refused_with_a_message_not_read_as_empty(tmp_path):
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5], labels[5:7, 5:7] = 1, 2
+    path = _png(tmp_path / "labels.png", labels)
+    with pytest.raises(ImageReadError, match=r"labels.png: mask values 0, 1, 2 .*ambiguous"):
+        read_mask(path)
+    # in a dataset the case is skipped with that line, never trained on as an empty mask
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(root / "images" / "a.png")
+    shutil.copy(path, root / "masks" / "a.png")
+    problems = []
+    cached = cache_dataset(list_cases(root).cases, 8, on_problem=problems.append)
+    assert cached.ids == [] and len(problems) == 1 and "ambiguous" in problems[0] and "a.png" in problems[0]
+
+
+def test_palette_and_colour_masks_resolve_their_colours(tmp_path):
+    truth = np.zeros((8, 8), bool)
+    truth[1:4, 2:6] = True
+    indices = truth.astype(np.uint8)  # index 1 = dark red (80, 0, 0): luminance 24, below any 0..255 threshold
+    palette = [0, 0, 0, 80, 0, 0] + [0] * (256 * 3 - 6)
+    img = Image.fromarray(indices, "L").convert("P")
+    img.putpalette(palette)
+    img.save(tmp_path / "palette.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert np.array_equal(read_mask(tmp_path / "palette.png"), truth)
+    # palette with the lesion at index 0 and background at index 1: colours decide, not indices
+    img = Image.fromarray((~truth).astype(np.uint8), "L").convert("P")
+    img.putpalette([200, 30, 30, 0, 0, 0] + [0] * (256 * 3 - 6))
+    img.save(tmp_path / "palette0.png")
+    assert np.array_equal(read_mask(tmp_path / "palette0.png"), truth)
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[truth] = (255, 0, 0)
+    assert np.array_equal(read_mask(_png(tmp_path / "red.png", red)), truth)
+    white_on_blue = np.zeros((8, 8, 3), np.uint8)
+    white_on_blue[...] = (0, 0, 255)
+    white_on_blue[truth] = (255, 255, 255)
+    assert np.array_equal(read_mask(_png(tmp_path / "blue.png", white_on_blue)), truth)
+    labels = np.zeros((8, 8, 3), np.uint8)
+    labels[truth] = (255, 0, 0)
+    labels[6:, 6:] = (0, 255, 0)
+    with pytest.raises(ImageReadError, match="colours .* ambiguous"):
+        read_mask(_png(tmp_path / "labels.png", labels))
+    alpha = np.zeros((8, 8, 4), np.uint8)
+    alpha[truth, 3] = 255
+    assert np.array_equal(read_mask(_png(tmp_path / "alpha.png", alpha)), truth)
+    # the documented rule: two values one of them 0 -> the other is the lesion; one value -> all or nothing
+    assert binary_mask(np.array([[0, 7]], np.uint8)).tolist() == [[False, True]]
+    assert binary_mask(np.array([[0, 40000]], np.uint16)).tolist() == [[False, True]]
+    assert binary_mask(np.ones((2, 2), np.uint8)).all() and not binary_mask(np.zeros((2, 2), np.uint8)).any()
+    assert binary_mask(np.array([[0, 100, 200, 255]], np.uint8)).tolist() == [[False, False, True, True]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(0, 255), min_size=1, max_size=12), mode=st.sampled_from(["L", "P", "RGB"]))
+def test_a_mask_with_lesion_values_is_never_read_as_empty(values, mode):
+    with tempfile.TemporaryDirectory() as folder:
+        _check_never_empty(Path(folder) / "m.png", values, mode)
+
+
+def _check_never_empty(path, values, mode):
+    array = np.array([values], np.uint8)
+    if mode == "P":
+        img = Image.fromarray(array, "L").convert("P")
+        img.putpalette([c for v in range(256) for c in (v, 0, 0)])  # index v -> colour (v, 0, 0)
+    elif mode == "RGB":
+        img = Image.fromarray(np.stack([np.zeros_like(array), array, np.zeros_like(array)], axis=2))
+    else:
+        img = Image.fromarray(array)
+    img.save(path)
+    try:
+        mask = read_mask(path)
+    except ImageReadError as err:
+        assert "ambiguous" in str(err) and "m.png" in str(err)
+        return
+    assert mask.shape == array.shape
+    assert mask.any() == bool(array.any())
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_training_goes_on(data, capsys):
+    bad = os.path.join(os.fsencode(data / "images"), b"caf\xe9.jpg")
+    shutil.copyfile(os.fsencode(data / "images" / "ISIC_0000000.jpg"), bad)
+    shutil.copyfile(os.fsencode(data / "masks" / "ISIC_0000000.png"), os.path.join(os.fsencode(data / "masks"), b"caf\xe9.png"))
+    listing = list_cases(data, "all")
+    assert len(listing.cases) == 8
+    named = [p for p in listing.problems if "not valid UTF-8" in p]
+    assert len(named) == 1 and "caf\\xe9.jpg" in named[0]
+    named[0].encode("utf-8")  # printable anywhere
+    output = data.parent / "m.mlffm"
+    assert main(["train", str(data), "-o", str(output), *TINY, "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "caf\\xe9.jpg" in captured.err and "Traceback" not in captured.err
+    assert Segmenter.load(output, "cpu").provenance["data"]["n_images"] == 6
+
+
+def test_evaluate_and_calibrate_list_the_cases_they_skip(data, tiny_checkpoint, capsys):
+    (data / "masks" / "ISIC_0000016.png").unlink()
+    report = data.parent / "r.json"
+    code = main(["evaluate", str(data), "--split", "val", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1  # fewer images than the split has: not a silent success
+    assert "skipped 1 cases of val" in out and "ISIC_0000016.jpg: skipped, no mask" in out
+    saved = json.loads(report.read_text())
+    assert saved["n_images"] == 1 and len(saved["skipped"]) == 1 and "ISIC_0000016" in saved["skipped"][0]
+    calibrated = data.parent / "c.mlffm"
+    code = main(["calibrate", str(data), "-o", str(calibrated), "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 1 and "skipped 1 cases of val" in out and "ISIC_0000016" in out
+    record = Segmenter.load(calibrated, "cpu").provenance["calibration"]
+    assert record["n_images"] == 1 and "ISIC_0000016" in record["skipped"][0]

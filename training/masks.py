@@ -1,0 +1,111 @@
+"""How a mask file's values become lesion / background: the one rule, stated once.
+
+1. Colour is resolved first: a palette image's indices become their
+   palette colours. A mask of exactly two colours is lesion = the brighter
+   one (by luminance; a red lesion on black, white on blue). A mask of 3 to
+   16 colours in which different colours share a brightest channel (black,
+   red and green labels) is refused as ambiguous. Otherwise a pixel's value
+   is its brightest channel (so anti-aliased red on black counts). Alpha is
+   used only where the colour channels are all black and alpha varies (a
+   lesion drawn in alpha).
+2. On the resulting single-channel values:
+
+   * all zero: an empty mask (a case with no lesion); one non-zero value
+     everywhere: all lesion;
+   * exactly two values, one of them 0 (0/1, 0/255, 0/38 from a palette,
+     0/65535, ...): lesion = the non-zero value;
+   * otherwise, values reaching half the range (128 for 8-bit values,
+     32768 for 16-bit ones): a grey-level or anti-aliased mask, lesion =
+     values at or above half the range;
+   * otherwise (several small values, e.g. the labels 0/1/2): refused as
+     ambiguous with a message naming the values; which label is the lesion
+     cannot be guessed. Write the lesion as 255 (or 1) and the rest as 0.
+
+A mask with any lesion value is therefore never read as empty.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class AmbiguousMaskError(ValueError):
+    """The values of a mask do not say which pixels are lesion; the message says why."""
+
+
+def binary_mask(values: np.ndarray) -> np.ndarray:
+    """(H, W) bool lesion mask from (H, W) integer or bool values, by the rule above.
+
+    Raises AmbiguousMaskError for label-like masks (several small non-zero values).
+    """
+    if values.dtype == np.bool_:
+        return values.copy()
+    if np.issubdtype(values.dtype, np.floating):
+        values = np.nan_to_num(values)
+        if values.size and values.max() <= 1.0 and values.min() >= 0.0:
+            return values >= 0.5
+        values = np.clip(values, 0, 65535).round().astype(np.uint16)
+    values = np.clip(values, 0, None) if np.issubdtype(values.dtype, np.signedinteger) else values
+    top = int(values.max()) if values.size else 0
+    if top == 0:
+        return np.zeros(values.shape, bool)
+    present = _distinct(values, top)
+    if len(present) == 1:  # one non-zero value everywhere: all lesion
+        return np.ones(values.shape, bool)
+    if len(present) == 2 and present[0] == 0:
+        return values == present[1]
+    half = 128 if top <= 255 else 32768
+    if top >= half:
+        return values >= half
+    shown = ", ".join(str(v) for v in present[:6]) + (", ..." if len(present) > 6 else "")
+    raise AmbiguousMaskError(
+        f"mask values {shown} look like labels, not a binary mask, so which is the lesion is ambiguous "
+        "(write the lesion as 255 or 1 and everything else as 0)"
+    )
+
+
+def _distinct(values: np.ndarray, top: int) -> list[int]:
+    if top <= 65535:
+        counts = np.bincount(values.ravel().astype(np.int64), minlength=top + 1)
+        return [int(v) for v in np.flatnonzero(counts)]
+    return [int(v) for v in np.unique(values)]
+
+
+def mask_values_from_pil(img) -> np.ndarray:
+    """Single-channel values of a PIL mask image, colour and palette resolved as the module says."""
+    mode = img.mode
+    if mode in ("1",):
+        return np.asarray(img, dtype=bool)
+    if mode in ("L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return np.asarray(img)
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
+    rgba = np.asarray(img.convert("RGBA"))
+    rgb = rgba[..., :3]
+    colour = rgb.max(axis=2)
+    if has_alpha and not colour.any():
+        alpha = rgba[..., 3]
+        if alpha.min() != alpha.max():
+            return alpha
+    return _resolve_colours(rgb, colour)
+
+
+def _resolve_colours(rgb: np.ndarray, brightest: np.ndarray) -> np.ndarray:
+    """Bool lesion mask for two-colour masks, the brightest channel otherwise; refuses label-like colour maps."""
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    colours = np.unique(packed)
+    if len(colours) > 16 or len(colours) == 1:
+        return brightest
+    triples = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in colours]
+    if len(colours) == 2:
+        luminance = [0.299 * r + 0.587 * g + 0.114 * b for r, g, b in triples]
+        if luminance[0] == luminance[1]:
+            raise AmbiguousMaskError(f"mask colours {triples[0]} and {triples[1]} are equally bright, so which is the lesion is ambiguous")
+        lesion = colours[int(np.argmax(luminance))]
+        return packed == lesion
+    if len({max(t) for t in triples}) < len(triples):
+        shown = ", ".join(str(t) for t in triples[:6]) + (", ..." if len(triples) > 6 else "")
+        raise AmbiguousMaskError(
+            f"mask colours {shown} look like labels, not a binary mask, so which is the lesion is ambiguous "
+            "(write the lesion as 255 or 1 and everything else as 0)"
+        )
+    return brightest
