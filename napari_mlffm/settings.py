@@ -25,7 +25,6 @@ from model.devices import DEVICE_CHOICES
 from model.limits import MAX_SAMPLES, MAX_STEPS
 
 # The sampling settings the plugin offers (the Propose dock's spin boxes and the settings file).
-# Defined here because the model layer has no such bounds of its own in this tree.
 SAMPLES_RANGE = (1, MAX_SAMPLES)  # proposals per image: the model layer's bounds
 STEPS_RANGE = (1, MAX_STEPS)  # DDIM steps; a model's training timesteps bound them further
 SEED_RANGE = (0, 2**31 - 1)
