@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -103,7 +104,7 @@ class Distributed:
     def agree_to_stop(
         self, cancel: Callable[[], bool], elapsed: Callable[[], float], budget: float | None
     ) -> tuple[str | None, float]:
-        """(None, "cancel" or "time budget"; share of the budget spent) for the next batch, the same on every rank.
+        """(None, "cancel"/"interrupt" or "time budget"; share of the budget spent) for the next batch, the same on every rank.
 
         ``cancel`` is asked on every rank (a signal may reach any of them);
         ``elapsed`` (seconds of training so far) only on rank 0.
@@ -123,7 +124,7 @@ class Distributed:
             votes[2] = seconds / budget if budget else 0.0
         self.all_reduce(votes)
         if votes[0] > 0:
-            return "cancel", 0.0
+            return "interrupt", 0.0  # under torchrun only a signal (SIGINT, SIGTERM) asks to stop
         if votes[1] > 0:
             return "time budget", 0.0
         return None, float(votes[2])
@@ -219,7 +220,8 @@ def peer_errors(ctx: Distributed) -> Iterator[None]:
     except Exception as err:
         if not peer_failure(err):
             raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0]) if str(err).strip() else ""
+        first = (first[:160] + "...") if len(first) > 160 else first or type(err).__name__
         raise PeerLostError(
             f"{ctx.label}: lost contact with the other processes ({first}); "
             "another rank was killed, failed or hung. Files written so far are complete; rerun (with --resume for training) to continue"
