@@ -12,7 +12,7 @@ import time
 import pytest
 
 from model import Segmenter
-from training import segment_case
+from training import imageio, segment_case
 from training.cli import main
 
 from .conftest import ROOT, SMALL_DATA
@@ -87,14 +87,14 @@ def test_outputs_not_written_by_this_command_are_never_replaced(tmp_path, tiny_c
 def test_a_write_failure_leaves_none_of_the_cases_files_and_the_batch_goes_on(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     folder, (a, b, c) = _images(tmp_path)
     out = tmp_path / "out"
-    real_write = segment_case.atomic_write_bytes
+    real_write = imageio.atomic_write_bytes
 
     def disk_full_on_b(path, data):
         if path.name == f"{b}_uncertainty.tif":  # the third file of case b
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(segment_case, "atomic_write_bytes", disk_full_on_b)
+    monkeypatch.setattr(imageio, "atomic_write_bytes", disk_full_on_b)
     code, stdout, stderr = _run([folder, "-o", out, "--checkpoint", tiny_checkpoint, *FAST], capsys)
     assert code == 1 and "No space left on device" in stderr and "Traceback" not in stderr
     assert "2 segmented, 1 skipped" in stdout

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import atomic_write_bytes
-
+from . import imageio
 from .imageio import encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
@@ -152,12 +151,12 @@ def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any]) -> list
     full = {**record, "outputs": [p.name for p in written], "output_bytes": {name: len(data) for name, data in case.files.items()}}
     text = (json.dumps(full, indent=2, default=_json_default) + "\n").encode("utf-8")
     try:
-        atomic_write_bytes(marker, b"")
+        imageio.atomic_write_bytes(marker, b"")
         if sidecar.exists():
             sidecar.unlink()  # an old commit record must not vouch for a half-replaced case
         for name, data in case.files.items():
-            atomic_write_bytes(out_dir / name, data)
-        atomic_write_bytes(sidecar, text)
+            imageio.atomic_write_bytes(out_dir / name, data)
+        imageio.atomic_write_bytes(sidecar, text)
     except BaseException:
         for path in [*written, marker]:
             try:
