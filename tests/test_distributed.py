@@ -184,6 +184,34 @@ def test_a_killed_rank_ends_the_run_with_a_clear_message_and_no_partial_checkpoi
     Segmenter.load_with_state(resume_path_for(output), "cpu")
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc")
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_batch_and_saves(tmp_path):
+    output = tmp_path / "m.mlffm"
+    process = subprocess.Popen(
+        _torchrun(["train", SMALL_DATA, "-o", output, *TINY, "--batch-size", "2", "--epochs", "500", "--progress", "json"]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not resume_path_for(output).exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the run never saved"
+            time.sleep(0.05)
+        rank1 = next(pid for pid in _children(process.pid) if _rank_of(pid) == 1)
+        os.kill(rank1, signal.SIGINT)  # rank 0 never sees a signal: it learns of it in the next all-reduce
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out
+    assert "rank 1 of 2: SIGINT received" in out and "Traceback" not in out
+    texts = [e["text"] for e in _events(out) if e["event"] == "message"]
+    assert any(t.startswith("all 2 processes hold identical weights") for t in texts)
+    assert any(t.startswith("stopped by interrupt") for t in texts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlffm", "m.resume.mlffm"]
+    Segmenter.load_with_state(resume_path_for(output), "cpu")
+
+
 def test_each_rank_takes_its_own_slice_of_the_global_batch():
     from training.distributed import SINGLE, Distributed
 
