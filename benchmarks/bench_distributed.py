@@ -1,7 +1,7 @@
 """1 against 2 gloo processes under torchrun: training images/s and segment images/s, with the ratio.
 
     python benchmarks/bench_distributed.py [--data DIR] [--train-images 64] [--epochs 3] [--size 64]
-                                           [--segment-images 16] [--gpu]
+                                           [--segment-images 16] [--gpu] [--no-default-threads]
 
 Training: ``mlffm train`` from scratch (default widths, ``--size``, global
 batch 16) on ``--train-images`` cases of the ISIC folder's train split;
@@ -15,7 +15,7 @@ out too. The segment outputs of the runs are compared byte for byte.
 
 Rows: one process with torch's default threads (all cores), one process with
 one thread, and torchrun with 2 processes of one thread each (torchrun's
-default). ``--gpu`` adds one process on CUDA. On a 2-core machine expect no
+default); ratios and the byte comparison are against the one-thread process. ``--gpu`` adds one process on CUDA. On a 2-core machine expect no
 speed-up: the point of the CPU rows is that the distributed path works; a
 multi-GPU machine is where the scaling shows.
 """
@@ -125,8 +125,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--segment-images", type=int, default=16)
     parser.add_argument("--gpu", action="store_true", help="add one process on CUDA")
+    parser.add_argument("--no-default-threads", action="store_true", help="leave out the row of one process with all cores' threads")
     args = parser.parse_args()
     rows = [("1 process, default threads", 1, None, "cpu"), ("1 process, 1 thread", 1, 1, "cpu"), ("torchrun 2 x 1 thread (gloo)", 2, 1, "cpu")]
+    if args.no_default_threads:
+        rows = rows[1:]
     if args.gpu:
         rows.append(("1 process, CUDA", 1, None, "cuda"))
     with tempfile.TemporaryDirectory(prefix="bench_distributed_") as tmp:
@@ -146,11 +149,12 @@ def main() -> None:
             segment = segment_rate(nproc, threads, device, seg_in, run_dir / "segment")
             results.append((label, train, segment, run_dir / "segment"))
             print(f"  measured {label}: train {train:.2f} images/s, segment {segment:.3f} images/s", flush=True)
-        base_train, base_segment = results[0][1], results[0][2]
+        # The base is one process with one thread: torchrun gives each rank one thread too.
+        base_label, base_train, base_segment, base_folder = next(r for r in results if r[0] == "1 process, 1 thread")
         print()
-        print(f"{'':32s} {'train img/s':>12s} {'ratio':>6s} {'segment img/s':>14s} {'ratio':>6s}  outputs equal to row 1 (all / masks+samples)")
+        print(f"{'':32s} {'train img/s':>12s} {'ratio':>6s} {'segment img/s':>14s} {'ratio':>6s}  outputs equal to '{base_label}' (all / masks+samples)")
         for label, train, segment, folder in results:
-            same, masks, total = same_files(results[0][3], folder)
+            same, masks, total = same_files(base_folder, folder)
             print(f"{label:32s} {train:12.2f} {train / base_train:6.2f} {segment:14.3f} {segment / base_segment:6.2f}  {same}/{total}  {masks}/{total // 2}")
         shutil.rmtree(tmp, ignore_errors=True)
 
