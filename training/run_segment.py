@@ -1,4 +1,14 @@
-"""``mlffm segment``: propose masks for images and folders, writing ISIC-style outputs."""
+"""``mlffm segment``: propose masks for images and folders, writing ISIC-style outputs.
+
+Each case is written all or nothing (:mod:`training.segment_case`), so a
+batch that was killed, ran out of disk or hit a bad image is resumed by
+running the same command again: finished cases are counted and kept,
+unfinished ones are written, temporaries of killed writes are swept. Folder
+scans ignore files named like this command's outputs, so ``-o`` may be the
+input folder itself. ``--shard i/n`` (independent jobs) and torchrun ranks
+split the sorted image list; the files written are the same as one
+process's.
+"""
 
 from __future__ import annotations
 
@@ -12,47 +22,64 @@ from tqdm import tqdm
 from model import Segmenter
 
 from .cli_types import samples_arg, seed_arg, steps_arg
-from .imageio import IMAGE_SUFFIXES, ImageReadError, check_writable, is_image_file, read_image
-from .store import export_case
+from .distributed import Distributed, parse_shard, rank_device, session
+from .imageio import IMAGE_SUFFIXES, is_image_file, read_image
+from .segment_case import (
+    OUTPUT_SUFFIXES,
+    CaseState,
+    case_state,
+    clear_marker,
+    encode_case,
+    is_output_name,
+    matches_existing,
+    output_paths,
+    sweep_temporaries,
+    write_case,
+)
 
-OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
+__all__ = ["OUTPUT_SUFFIXES", "add_segment_arguments", "collect_images", "output_paths", "run_segment"]
 
 
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing; may be the input folder)")
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--samples", type=samples_arg, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (without it, finished cases are kept and unfinished ones completed)")
+    parser.add_argument(
+        "--shard", metavar="I/N",
+        help="segment only images I, I+N, I+2N, ... of the sorted list (0 <= I < N): one of N independent jobs "
+        "(Slurm array, Kubernetes job) writing to one output folder",
+    )
 
 
-def collect_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Image files named directly or found (non-recursively) in folders, and problems found."""
+def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
+    """Image files named directly or found (non-recursively) in folders, problems found, and how many
+    files in the folders were passed over because they are named like this command's outputs."""
     images: list[Path] = []
     problems: list[str] = []
+    ignored = 0
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if is_image_file(p))
+            outputs = [p for p in found if is_output_name(p.name)]
+            found = [p for p in found if not is_output_name(p.name)]
+            ignored += len(outputs)
             if not found:
-                problems.append(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+                problems.append(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder" + (" other than segment outputs" if outputs else ""))
             images.extend(found)
         elif path.is_file():
             images.append(path)
         else:
             problems.append(f"{path}: no such file or folder")
-    return images, problems
+    return images, problems, ignored
 
 
-def output_paths(out_dir: Path, stem: str) -> list[Path]:
-    return [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
-
-
-def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace) -> None:
-    targets = output_paths(out_dir, path.stem)
-    check_writable(targets, args.overwrite)
+def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace, state: CaseState, shard: str | None) -> None:
+    """Propose masks for one image and write its five files, all or nothing."""
     started = time.perf_counter()
     image = read_image(path)
     read_seconds = time.perf_counter() - started
@@ -66,48 +93,110 @@ def segment_one(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.
         "steps": args.steps,
         "seed": args.seed,
         "device": str(segmenter.device),
+        **({"shard": shard} if shard else {}),
         "working_size": segmenter.config.size,
         "threshold": proposal.threshold,
         "lesion_fraction": float(proposal.consensus.mean()),
         "mean_uncertainty": float(proposal.uncertainty.mean()),
         "timings": {"read_seconds": round(read_seconds, 4), "propose_seconds": round(proposal.seconds, 4), "total_seconds": round(time.perf_counter() - started, 4)},
     }
-    export_case(out_dir, path.stem, proposal.consensus, proposal.probability, proposal.uncertainty, record, proposal.samples, args.overwrite)
+    case = encode_case(path.stem, proposal.consensus, proposal.probability, proposal.uncertainty, proposal.samples)
+    if state is CaseState.FOREIGN and not args.overwrite and not matches_existing(out_dir, case):
+        existing = next(p for p in output_paths(out_dir, path.stem) if p.exists())
+        raise FileExistsError(f"{existing}: already exists and was not written by this run (use --overwrite to replace it)")
+    write_case(out_dir, case, record)
+
+
+def describe_error(path: Path, err: BaseException) -> str:
+    """One line for a failed image, naming it."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, MemoryError) or "out of memory" in text.lower() or "can't allocate" in text.lower():
+        reason = f"out of memory ({text})" if text else "out of memory"
+    elif isinstance(err, (ValueError, OSError)):
+        reason = text or type(err).__name__
+    else:
+        reason = f"failed ({type(err).__name__}: {text})" if text else f"failed ({type(err).__name__})"
+    return reason if str(path) in reason else f"{path}: {reason}"
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    """``mlffm segment``; under torchrun each rank takes every world_size-th image (gloo gathers the summary)."""
+    with session(args.device, gpu_collectives=False) as ctx:
+        return _run_segment(args, ctx)
+
+
+def _say(ctx: Distributed, line: str) -> None:
+    if ctx.is_main:
+        tqdm.write(f"mlffm segment: {line}", file=sys.stderr)
+
+
+def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     if any(value is not None and value < 1 for value in (args.samples, args.steps)):
         raise ValueError("--samples and --steps must be >= 1")
-    images, problems = collect_images(args.paths)
+    shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
+    images, problems, ignored = collect_images(args.paths)
     for line in problems:
-        print(f"mlffm segment: {line}", file=sys.stderr)
+        _say(ctx, line)
+    if ignored:
+        _say(ctx, f"passed over {ignored} files named like segment outputs (*{', *'.join(OUTPUT_SUFFIXES[:-1])})")
     stems: dict[str, Path] = {}
     unique = []
     for path in images:
         if path.stem in stems:
             problems.append(f"{path}: skipped, its outputs would clash with {stems[path.stem]}")
-            print(f"mlffm segment: {problems[-1]}", file=sys.stderr)
+            _say(ctx, problems[-1])
             continue
         stems[path.stem] = path
         unique.append(path)
     if not unique:
-        print("mlffm segment: nothing to do", file=sys.stderr)
+        _say(ctx, "nothing to do")
         return 1
+    job = unique[shard_index::shard_count]
+    mine = job[ctx.rank :: ctx.world_size]
+    n_ranks = shard_count * ctx.world_size
+    shard = f"{shard_index * ctx.world_size + ctx.rank}/{n_ranks}" if n_ranks > 1 else None
     args.output.mkdir(parents=True, exist_ok=True)
+    swept = sweep_temporaries(args.output, {p.stem for p in mine})
+    own_problems: list[str] = []
+    todo: list[tuple[Path, CaseState]] = []
+    already = 0
+    for path in mine:
+        state = CaseState.NEW if args.overwrite else case_state(args.output, path.stem)
+        if state is CaseState.FINISHED:
+            already += 1
+            clear_marker(args.output, path.stem)
+        elif state is CaseState.CHANGED:
+            own_problems.append(
+                f"{args.output / (path.stem + '.json')}: already exists and its outputs changed since they were written "
+                "(edited?); kept (use --overwrite to replace them)"
+            )
+            tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
+        else:
+            todo.append((path, state))
+    args.device = rank_device(args.device, ctx)
     segmenter = Segmenter.load(args.checkpoint, args.device)
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     done = 0
-    for path in tqdm(unique, desc="segmenting", unit="image", dynamic_ncols=True):
+    for path, state in tqdm(todo, desc="segmenting", unit="image", dynamic_ncols=True, disable=not ctx.is_main):
         try:
-            segment_one(segmenter, path, args.output, args)
+            segment_case(segmenter, path, args.output, args, state, shard)
             done += 1
-        except (ImageReadError, FileExistsError, ValueError, OSError, MemoryError) as err:  # MemoryError: model.limits.InsufficientMemoryError
-            message = str(err) if str(path) in str(err) else f"{path}: {err}"
-            problems.append(message)
-            tqdm.write(f"mlffm segment: {message}", file=sys.stderr)
-    print(f"{done} segmented, {len(problems)} skipped -> {args.output}")
-    if problems:
-        print("skipped:", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - one bad image must not end an archive's batch
+            own_problems.append(describe_error(path, err))
+            tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
+    counts = ctx.all_gather((done, already, len(swept), own_problems))
+    done = sum(c[0] for c in counts)
+    already = sum(c[1] for c in counts)
+    swept_total = sum(c[2] for c in counts)
+    problems += [line for c in counts for line in c[3]]
+    if ctx.is_main:
+        if swept_total:
+            print(f"mlffm segment: removed {swept_total} temporary files left by an earlier run that was stopped", file=sys.stderr)
+        kept = f", {already} already segmented (kept)" if already else ""
+        where = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
+        print(f"{done} segmented, {len(problems)} skipped{kept} -> {args.output}{where}")
+        if problems:
+            print("skipped:", file=sys.stderr)
+            for line in problems:
+                print(f"  {line}", file=sys.stderr)
     return 0 if not problems else 1

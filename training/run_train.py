@@ -18,12 +18,13 @@ from model.config import DiffusionConfig
 
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
+from .distributed import Distributed, rank_device, session, stop_signals
 from .interrupt import StopOnInterrupt
 from .lineage import resumed_base
 from .outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from .progress import make_reporter
 from .store import CorrectionsStore
-from .trainer import TrainConfig, TrainResult, resume_path_for, train, validation_dice
+from .trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
 DEFAULT_SIZE = 128  # working size of a run trained from scratch, in pixels
@@ -157,14 +158,16 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
 
 
 def run_train(args: argparse.Namespace) -> int:
-    with _claim_output(args):
-        return _run_train(args)
+    """``mlffm train``; under torchrun, one rank of a DistributedDataParallel run (training/distributed.py)."""
+    with _claim_output(args), session(args.device) as ctx:
+        return _run_train(args, ctx)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     _check_output(args)
-    reporter = make_reporter(args.progress)
-    bars = args.progress == "bars"
+    args.device = rank_device(args.device, ctx)
+    reporter = make_reporter(args.progress) if ctx.is_main else SilentReporter()
+    bars = args.progress == "bars" and ctx.is_main
     if args.resume is not None and args.init is not None:
         raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
     if args.resume is not None:
@@ -247,14 +250,15 @@ def _run_train(args: argparse.Namespace) -> int:
         **({"excluded": {"file": Path(args.exclude).name, "ids": sorted(excluded)}} if excluded else {}),
         "val_data": {"split": args.val_split, "n_images": len(val_data)},
         "torch": torch.__version__,
+        "distributed": ctx.provenance(config.batch_size),
         **({"init": {"checkpoint_id": segmenter.checkpoint_id, "path": str(args.init)}} if args.init is not None else {}),
         "licence": "trained on ISIC 2018 data (CC BY-NC 4.0) when data is the ISIC folder; non-commercial use",
     }
     reporter.message(f"training on {len(train_data)} cases, validating on {len(val_data)}, size {size}, device {segmenter.device}")
-    with StopOnInterrupt() as interrupted:
+    with stop_signals(ctx) as interrupted:
         result = train(
             segmenter, train_data, val_data, config, args.output,
-            provenance=provenance, resume=args.resume, reporter=reporter, should_stop=interrupted,
+            provenance=provenance, resume=args.resume, reporter=reporter, should_stop=interrupted, distributed=ctx,
         )
     reporter.message(
         f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
@@ -269,14 +273,16 @@ def _stop_reason(result: TrainResult, interrupted: StopOnInterrupt) -> str:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    with _claim_output(args):
-        return _run_finetune(args)
+    """``mlffm finetune``; under torchrun, one rank of a DistributedDataParallel run."""
+    with _claim_output(args), session(args.device) as ctx:
+        return _run_finetune(args, ctx)
 
 
-def _run_finetune(args: argparse.Namespace) -> int:
+def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     _check_output(args)
-    reporter = make_reporter(args.progress)
-    bars = args.progress == "bars"
+    args.device = rank_device(args.device, ctx)
+    reporter = make_reporter(args.progress) if ctx.is_main else SilentReporter()
+    bars = args.progress == "bars" and ctx.is_main
     if args.resume is not None:
         # the resume file's weights are partly trained: the parent and "Dice before" are the original base's
         segmenter = Segmenter.load(args.resume, args.device)
@@ -301,7 +307,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.time_budget is None else 10_000
     config = TrainConfig(
         epochs=epochs,
-        batch_size=min(args.batch_size, max(len(train_data), 1)),
+        # the global batch; under torchrun a multiple of the ranks (at least one case each)
+        batch_size=max(min(args.batch_size, max(len(train_data), 1)) // ctx.world_size, 1) * ctx.world_size,
         lr=args.lr,
         warmup_steps=0,
         min_lr_ratio=1.0,
@@ -324,15 +331,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
             "val_dice_before": before,
+            "distributed": ctx.provenance(config.batch_size),
         }
     )
-    with StopOnInterrupt() as interrupted:
+    with stop_signals(ctx) as interrupted:
         result = train(
             segmenter, train_data, held_out, config, args.output,
             provenance=provenance, resume=args.resume, reporter=reporter, replay_data=replay,
-            initial_val_dice=before, should_stop=interrupted,
+            initial_val_dice=before, should_stop=interrupted, distributed=ctx,
         )
-    if result.best_epoch == 0 and not args.output.exists():
+    if result.best_epoch == 0 and not args.output.exists() and ctx.is_main:
         # No epoch beat the starting weights: the result is the base, recorded as such.
         Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
     reporter.message(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")

@@ -28,6 +28,7 @@ from model.schedule import NoiseSchedule
 
 from .augment import AugmentConfig, augment_batch
 from .datasets import CachedDataset
+from .distributed import SINGLE, Distributed
 from .losses import SegmentationDiffusionLoss, dice_loss
 from .state import EMA, pack_training_state, unpack_training_state
 
@@ -112,14 +113,25 @@ def to_batch(data: CachedDataset, index: np.ndarray) -> tuple[torch.Tensor, torc
     return images, masks
 
 
-@torch.inference_mode()
 def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch_size: int = 32, seed: int = 0) -> float:
     """Mean Dice of one DDIM sample per image at the working size (model selection only)."""
     if len(data) == 0:
         return float("nan")
+    return float(np.mean([s for _, chunk in validation_scores(segmenter, data, steps, batch_size, seed) for s in chunk]))
+
+
+@torch.inference_mode()
+def validation_scores(
+    segmenter: Segmenter, data: CachedDataset, steps: int, batch_size: int = 32, seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> list[tuple[int, list[float]]]:
+    """Per-image Dice as (first index, scores) per batch, for the batches ``shard = (i, n)`` owns (every n-th from i).
+
+    Batch ``start`` is sampled with seed ``seed + start`` whichever process runs it.
+    """
     network = segmenter.network.eval()
-    scores = []
-    for start in range(0, len(data), batch_size):
+    out = []
+    for start in range(0, len(data), batch_size)[shard[0] :: shard[1]]:
+        scores: list[float] = []
         index = np.arange(start, min(start + batch_size, len(data)))
         images, masks = to_batch(data, index)
         features = network.encode_image(standardize(images).to(segmenter.device))
@@ -129,7 +141,8 @@ def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch
         inter = (pred & truth).sum(dim=(1, 2)).float()
         total = pred.sum(dim=(1, 2)) + truth.sum(dim=(1, 2))
         scores.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(inter)).tolist())
-    return float(np.mean(scores))
+        out.append((start, scores))
+    return out
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
@@ -159,6 +172,7 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
     replay_data: CachedDataset | None = None,
     initial_val_dice: float | None = None,
+    distributed: Distributed = SINGLE,
 ) -> TrainResult:
     """Train ``segmenter.network`` in place and write the best EMA weights to ``output``.
 
@@ -166,11 +180,16 @@ def train(
     ``train_data`` has (fine-tuning's guard against drift). With
     ``initial_val_dice`` (fine-tuning), the starting weights count as epoch 0
     and are kept if no epoch beats them.
+
+    Under torchrun (``distributed``, see :mod:`training.distributed`) the
+    ranks train slices of each global batch; only rank 0 writes.
     """
     reporter = reporter or SilentReporter()
     if len(train_data) == 0:
         raise ValueError("no training images could be loaded")
-    for target in (output, resume_path_for(output)):
+    ctx = distributed
+    ctx.check_batch(config.batch_size)
+    for target in (output, resume_path_for(output)) if ctx.is_main else ():
         for stale in remove_stale_temporaries(target):
             reporter.message(f"removed {stale.name}, left half-written by an earlier run that was killed")
     device = segmenter.device
@@ -179,6 +198,8 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     network = segmenter.network.train()
+    stepped = ctx.wrap(network)  # DistributedDataParallel under torchrun: averages the gradients of the ranks
+    part = ctx.batch_part(config.batch_size)
     schedule = NoiseSchedule(segmenter.config.diffusion)
     loss_fn = SegmentationDiffusionLoss(config.bce_weight, config.dice_weight, config.boundary_weight)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -187,6 +208,8 @@ def train(
     eval_segmenter = copy.deepcopy(segmenter)
 
     n_train = len(train_data) + (min(len(replay_data), len(train_data)) if replay_data is not None else 0)
+    if ctx.enabled and n_train < config.batch_size:
+        raise ValueError(f"{n_train} training cases cannot fill the global batch of {config.batch_size} over {ctx.world_size} processes: use fewer processes")
     batches = max(n_train // config.batch_size, 1)
     total_steps = batches * config.epochs
     start_epoch, step, history, spent = 0, 0, [], 0.0
@@ -210,18 +233,16 @@ def train(
         completed, batches_done, loss_sum = True, 0, 0.0
         try:
             for b in range(batches):
-                if should_stop():
-                    stopped_by, completed = "cancel", False
-                    break
-                if budget is not None and spent + time.monotonic() - started > budget:
-                    stopped_by, completed = "time budget", False
+                # One decision for all ranks: a stop request on any, the time budget as rank 0 measures it.
+                halt, time_fraction = ctx.agree_to_stop(should_stop, lambda: spent + time.monotonic() - started, budget)
+                if halt is not None:
+                    stopped_by, completed = halt, False
                     break
                 picks = order[b * config.batch_size : (b + 1) * config.batch_size]
                 images, masks = _gather(train_data, replay_data, picks)
-                time_fraction = (spent + time.monotonic() - started) / budget if budget else 0.0
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, total_steps, time_fraction)
-                losses = _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device)
+                losses = _train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part)
                 ema.update(network)
                 step += 1
                 batches_done += 1
@@ -234,7 +255,8 @@ def train(
         elif batches_done == 0 and epoch > start_epoch:
             break  # stopped before this epoch's first batch: the last epoch is already scored and saved
         ema.copy_to(eval_segmenter.network)
-        val_dice = validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+        val_dice = ctx.validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+        loss_sum = ctx.mean(loss_sum)  # every rank's share of the batches, averaged
         train_loss = loss_sum / batches_done if batches_done else None  # None: stopped before this epoch's first batch
         record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
@@ -243,18 +265,25 @@ def train(
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
         if val_dice > best_dice or len(val_data) == 0:
             best_dice, best_epoch = val_dice, epoch
-            eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
+            if ctx.is_main:
+                eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
             reporter.message(f"{summary} (best), saved {output}")
         else:
             reporter.message(f"{summary} (best {best_dice:.4f} at epoch {best_epoch})")
         reporter.epoch_end(epoch, record)
         seconds = spent + time.monotonic() - started
         counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch}
+        if ctx.enabled:
+            counters["world_size"] = ctx.world_size
         tensors, meta = pack_training_state(ema, optimizer, generator, counters)
-        segmenter.save(resume_path_for(output), provenance=dict(provenance), extra_tensors=tensors, extra_meta=meta)
+        if ctx.is_main:
+            segmenter.save(resume_path_for(output), provenance=dict(provenance), extra_tensors=tensors, extra_meta=meta)
         if not completed:
             break
     network.eval()
+    same = ctx.check_same_weights(network)
+    if same:
+        reporter.message(same)
     return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
 
 
@@ -300,14 +329,16 @@ def draw_timesteps(batch: int, timesteps: int, high_t_fraction: float, generator
     return t
 
 
-def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device) -> dict[str, float]:
+def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device, part=slice(None)) -> dict[str, float]:
     # Augment where the network runs; every random draw still comes from the CPU generator.
     images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
+    t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
+    noise = torch.randn((images.shape[0], *masks.shape[1:]), generator=generator)
+    # Under torchrun every rank draws the global batch's random numbers (its generator stays in step
+    # with the others and with a single process's) and trains on its own slice ``part``.
+    images, masks, t, noise = images[part], masks[part], t[part].to(device), noise[part].to(device)
     target = (masks >= 0.5).float()
     x0 = 2 * target - 1
-    t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    t, noise = t.to(device), noise.to(device)
     x_t = schedule.q_sample(x0, t, noise)
     if schedule.config.prediction == "direct":
         # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).

@@ -1,0 +1,212 @@
+"""One case of ``mlffm segment`` as a unit: all of its files, or none.
+
+A case ``<stem>`` is five files in the output folder::
+
+    <stem>_segmentation.png  <stem>_probability.tif  <stem>_uncertainty.tif  <stem>_samples.tif  <stem>.json
+
+Writing one: the outputs are encoded in memory first (so a failure while
+encoding writes nothing), a hidden marker ``.<stem>.segmenting`` is created,
+each output is written atomically (temporary file, rename), then the JSON
+sidecar, which lists every output with its size in bytes, and last the
+marker is removed. The sidecar is the commit record: a case is *finished*
+when its sidecar parses and every output it lists exists with that size.
+
+If writing fails (a full disk, an I/O error, Ctrl-C), every file of the case
+is removed again. If the process is killed, the marker stays, and the next
+run (without ``--overwrite``) takes the case as *unfinished* and writes it
+again. Outputs without a sidecar and without a marker (copied in, or left by
+an older version) are completed only if they are byte-identical to what this
+run computes; otherwise they are someone else's and are never replaced
+without ``--overwrite``; nor is a finished case whose files have changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import imageio
+from .imageio import encode_png, encode_tiff
+
+OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
+IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]
+MARKER_SUFFIX = ".segmenting"
+
+
+class CaseState(Enum):
+    NEW = "new"  # none of its files exist
+    FINISHED = "finished"  # sidecar and every output it lists, at the recorded sizes
+    UNFINISHED = "unfinished"  # a run writing it was killed (marker present)
+    CHANGED = "changed"  # a finished case whose outputs were edited or removed since
+    FOREIGN = "foreign"  # some of its file names exist, written by something else (or an older version)
+
+
+def output_paths(out_dir: Path, stem: str) -> list[Path]:
+    return [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+
+
+def marker_path(out_dir: Path, stem: str) -> Path:
+    return out_dir / f".{stem}{MARKER_SUFFIX}"
+
+
+def is_output_name(name: str) -> bool:
+    """Whether a file name looks like one of the image outputs this command writes."""
+    return name.lower().endswith(IMAGE_OUTPUT_SUFFIXES)
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's record if it is one this command wrote (a JSON object listing its outputs), else None."""
+    try:
+        if path.stat().st_size > 10_000_000:
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("outputs"), list):
+        return None
+    if not all(isinstance(name, str) and "/" not in name and "\\" not in name for name in record["outputs"]):
+        return None
+    sizes = record.get("output_bytes")
+    if sizes is not None and not (isinstance(sizes, dict) and all(isinstance(v, int) for v in sizes.values())):
+        return None
+    return record
+
+
+def case_state(out_dir: Path, stem: str) -> CaseState:
+    """Where case ``stem`` stands in ``out_dir`` (see :class:`CaseState`)."""
+    sidecar = out_dir / f"{stem}.json"
+    unfinished = marker_path(out_dir, stem).exists()
+    present = [p for p in output_paths(out_dir, stem) if p.exists()]
+    if not present:
+        return CaseState.UNFINISHED if unfinished else CaseState.NEW
+    record = read_sidecar(sidecar) if sidecar in present else None
+    if record is None:
+        return CaseState.UNFINISHED if unfinished else CaseState.FOREIGN
+    sizes = record.get("output_bytes") or {}
+    for name in record["outputs"]:
+        path = out_dir / name
+        if name == sidecar.name:
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return CaseState.UNFINISHED if unfinished else CaseState.CHANGED
+        if name in sizes and sizes[name] != size:
+            return CaseState.UNFINISHED if unfinished else CaseState.CHANGED
+    return CaseState.FINISHED  # a marker left beside a written sidecar (killed just before removing it) is stale
+
+
+@dataclass(frozen=True)
+class EncodedCase:
+    """A case's image outputs as bytes, by file name, in writing order."""
+
+    stem: str
+    files: dict[str, bytes]
+
+
+def encode_case(stem: str, mask: np.ndarray, probability: np.ndarray, uncertainty: np.ndarray, samples: np.ndarray) -> EncodedCase:
+    """Encode ``mask`` (H, W) bool as 0/255 PNG, ``probability`` and ``uncertainty`` (H, W) as float32
+    TIFFs and ``samples`` (N, H, W) bool as a uint8 0/1 TIFF stack."""
+    return EncodedCase(
+        stem,
+        {
+            f"{stem}_segmentation.png": encode_png(mask.astype(np.uint8) * 255),
+            f"{stem}_probability.tif": encode_tiff(probability.astype(np.float32)),
+            f"{stem}_uncertainty.tif": encode_tiff(uncertainty.astype(np.float32)),
+            f"{stem}_samples.tif": encode_tiff(samples.astype(np.uint8)),
+        },
+    )
+
+
+def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
+    """Whether every existing image output of ``case`` holds exactly these bytes (and no sidecar exists)."""
+    if (out_dir / f"{case.stem}.json").exists():
+        return False
+    for name, data in case.files.items():
+        path = out_dir / name
+        if path.exists():
+            try:
+                if path.stat().st_size != len(data) or path.read_bytes() != data:
+                    return False
+            except OSError:
+                return False
+    return True
+
+
+def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any]) -> list[Path]:
+    """Write a case all or nothing (see the module docstring); returns the paths written.
+
+    On any failure (OSError such as a full disk, KeyboardInterrupt) every file
+    of the case is removed before the error propagates.
+    """
+    marker = marker_path(out_dir, case.stem)
+    sidecar = out_dir / f"{case.stem}.json"
+    written = [out_dir / name for name in case.files] + [sidecar]
+    full = {**record, "outputs": [p.name for p in written], "output_bytes": {name: len(data) for name, data in case.files.items()}}
+    text = (json.dumps(full, indent=2, default=_json_default) + "\n").encode("utf-8")
+    try:
+        imageio.atomic_write_bytes(marker, b"")
+        if sidecar.exists():
+            sidecar.unlink()  # an old commit record must not vouch for a half-replaced case
+        for name, data in case.files.items():
+            imageio.atomic_write_bytes(out_dir / name, data)
+        imageio.atomic_write_bytes(sidecar, text)
+    except BaseException:
+        for path in [*written, marker]:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise
+    try:
+        marker.unlink()
+    except OSError:
+        pass  # the sidecar is written: the case is finished, the marker is swept next time
+    return written
+
+
+def clear_marker(out_dir: Path, stem: str) -> None:
+    try:
+        marker_path(out_dir, stem).unlink()
+    except OSError:
+        pass
+
+
+def sweep_temporaries(out_dir: Path, stems: set[str]) -> list[Path]:
+    """Remove temporary files that killed writes of these cases left (``.<output name>.<random>.tmp``).
+
+    One listing of the folder; other cases' temporaries (another rank's, another job's) are left alone.
+    """
+    names = {f"{stem}{suffix}" for stem in stems for suffix in OUTPUT_SUFFIXES}
+    names |= {f".{stem}{MARKER_SUFFIX}" for stem in stems}
+    removed = []
+    try:
+        entries = list(os.scandir(out_dir))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        target = name[1:-4].rsplit(".", 1)[0]
+        if target in names:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
