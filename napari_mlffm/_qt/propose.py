@@ -92,6 +92,12 @@ class ProposeWidget(common.RunCancel, Container):
         self.model.reset_choices()
         wanted = SETTINGS.get().active_model
         values = [c for c in self.model.choices]
+        if wanted and wanted in values:
+            try:
+                Segmenter.read_config(wanted)
+            except (ValueError, OSError) as err:  # CheckpointError is a ValueError: the dock still opens
+                common.notify(f"the active model cannot be used ({err}); using the shipped default", warning=True)
+                wanted = ""
         if wanted in values:
             self.model.value = wanted
         elif "" in values:
