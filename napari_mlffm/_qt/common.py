@@ -155,6 +155,9 @@ def insert_native_after(container, anchor, widget) -> None:
     layout.addWidget(widget)
 
 
+ROW_LABEL_MAX_PX = 110  # a longer row label wraps onto a second line
+
+
 def fit_width(container, *status_labels) -> None:
     """Keep a dock narrow: every label wraps, combo boxes and status lines never widen it.
 
@@ -162,10 +165,12 @@ def fit_width(container, *status_labels) -> None:
     also ignore their text's width, so a long line wraps or is cut instead
     of pushing the canvas aside.
     """
-    from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy
+    from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea, QSizePolicy
 
     for label in container.native.findChildren(QLabel):
         label.setWordWrap(True)
+        if label.minimumWidth() > ROW_LABEL_MAX_PX:  # magicgui gives every row label the widest one's width
+            label.setMinimumWidth(ROW_LABEL_MAX_PX)
     for combo in container.native.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(12)
@@ -174,3 +179,6 @@ def fit_width(container, *status_labels) -> None:
         native.setWordWrap(True)
         native.setMinimumWidth(1)
         native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    scroll = container.root_native_widget
+    if isinstance(scroll, QScrollArea):  # its minimum width was fixed from the unwrapped rows
+        scroll.setMinimumWidth(container.native.layout().totalMinimumSize().width() + 20)
