@@ -22,6 +22,7 @@ from .sample_data import SAMPLES
 
 PLUGIN = "napari-mlffm"
 WIDGETS = ("Propose masks", "Review and export", "Cases", "Fine-tune")
+TAB_TITLES = {"Propose masks": "Propose", "Review and export": "Review", "Cases": "Cases", "Fine-tune": "Fine-tune"}  # short, so the tabs are not elided
 DOCK_WIDTH_FRACTION = 0.23  # of the window: the tabbed dock's width (napari's layer controls take 320 px on the left)
 DOCK_WIDTH_PX = (310, 440)  # ... kept within these bounds
 
@@ -40,6 +41,7 @@ def build_viewer(images: list[str], window: tuple[int, int] | None = None):
     docked, docks = {}, []
     for index, name in enumerate(WIDGETS):
         dock, docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=index > 0)
+        dock.setWindowTitle(TAB_TITLES[name])
         docks.append(dock)
     fit_window(viewer, docks, window)
     return viewer, docked
@@ -114,7 +116,7 @@ def _raise(viewer, name: str) -> None:
     from qtpy.QtWidgets import QApplication, QDockWidget
 
     for dock in viewer.window._qt_window.findChildren(QDockWidget):
-        if dock.windowTitle().startswith(name):
+        if dock.windowTitle().startswith(TAB_TITLES.get(name, name)):
             dock.raise_()
     QApplication.processEvents()
 

@@ -201,3 +201,36 @@ def test_fine_tune_curve_autoscales_and_says_how_many_were_held_out(qtbot):
     from napari_mlffm._qt.finetune import HELD_OUT
 
     assert HELD_OUT.search("fine-tuning on 12 cases (+0 replay), held out 3; val Dice before: 0.9").group(1) == "3"
+
+
+def test_long_paths_show_their_tail():
+    from napari_mlffm._qt.common import path_tail
+
+    tail = path_tail("/home/someone/very/long/folder/names/for/exports/of/the/day/2026-12-01", 40)
+    assert tail.startswith("…/") and tail.endswith("/day/2026-12-01") and len(tail) <= 40
+    assert path_tail("/short") == "/short"
+
+
+def test_the_fine_tune_child_runs_at_the_main_threads_priority_not_the_worker_threads():
+    import os
+    import sys
+    import threading
+
+    from napari_mlffm._qt.finetune import finetune_job
+
+    main_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    printed = []
+
+    def worker() -> None:  # a worker thread niced further, as a thread pool may be
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(main_nice + 5, 19))
+        job = finetune_job([sys.executable, "-c", "import os; print(os.nice(0))"], {})
+        try:
+            while True:
+                printed.append(next(job))
+        except StopIteration as stop:
+            printed.append(stop.value)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    assert printed[0] == ("line", str(main_nice)) and printed[-1][0] == 0

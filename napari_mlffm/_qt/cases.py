@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
 from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
 
 from training.imageio import ImageReadError, read_image
@@ -55,12 +56,15 @@ def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_sa
 
 class CasesWidget(common.RunCancel, Container):
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         self.model = cases_model.for_viewer(napari_viewer)
         self.folder = FileEdit(label="case folder", mode="d")
         self.open_button = PushButton(text="Open folder")
         self.list = QListWidget()
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setToolTip("state, disagreement of the proposals (1 - mean pairwise Dice), file; double-click to open")
         self.previous_button = PushButton(text="Previous (Shift-P)")
         self.next_button = PushButton(text="Next (Shift-N)")
         self.propose_button = PushButton(text="Propose all")
@@ -121,9 +125,11 @@ class CasesWidget(common.RunCancel, Container):
         current = self.current
         self.list.clear()
         for index, entry in enumerate(self.cases):
-            doubt = f"  disagreement {entry.disagreement:.3f}" if entry.disagreement is not None else ""
+            doubt = f"{entry.disagreement:.3f}  " if entry.disagreement is not None else ""
             marker = "▶ " if index == current else "  "
-            self.list.addItem(f"{marker}{entry.path.name}  [{self.state(entry)}]{doubt}")
+            state = self.state(entry)
+            self.list.addItem(f"{marker}[{state}] {doubt}{entry.path.name}")  # state and score first: a long name is elided, not they
+            self.list.item(index).setToolTip(f"{entry.path}\nstate: {state}" + (f"\ndisagreement (1 - mean pairwise Dice): {entry.disagreement:.3f}" if doubt else ""))
         if current is not None:
             self.list.setCurrentRow(current)
 

@@ -139,6 +139,20 @@ def case_source(layer) -> str:
     return str(layer.metadata.get("source") or layer.name)
 
 
+def path_tail(path, max_chars: int = 40) -> str:
+    """A path for a status line: whole if short, else '…/' and as many of its last parts as fit."""
+    text = str(path)
+    if len(text) <= max_chars:
+        return text
+    parts, tail = Path(text).parts, ""
+    for part in reversed(parts):
+        candidate = part if not tail else f"{part}/{tail}"
+        if len(candidate) + 2 > max_chars:
+            break
+        tail = candidate
+    return "…/" + (tail or Path(text).name[-(max_chars - 2):])
+
+
 def image_data(layer: Image) -> np.ndarray:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return np.asarray(data)
@@ -165,7 +179,7 @@ def fit_width(container, *status_labels) -> None:
     also ignore their text's width, so a long line wraps or is cut instead
     of pushing the canvas aside.
     """
-    from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea, QSizePolicy
+    from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy
 
     for label in container.native.findChildren(QLabel):
         label.setWordWrap(True)
@@ -173,12 +187,9 @@ def fit_width(container, *status_labels) -> None:
             label.setMinimumWidth(ROW_LABEL_MAX_PX)
     for combo in container.native.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(12)
+        combo.setMinimumContentsLength(8)
     for label in status_labels:
         native = label.native
         native.setWordWrap(True)
         native.setMinimumWidth(1)
         native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    scroll = container.root_native_widget
-    if isinstance(scroll, QScrollArea):  # its minimum width was fixed from the unwrapped rows
-        scroll.setMinimumWidth(container.native.layout().totalMinimumSize().width() + 20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -77,9 +78,28 @@ def widget_event(line: str) -> tuple:
     return ("line", line)
 
 
+def _cli_priority():
+    """A ``preexec_fn`` giving the child the niceness of napari's main thread, i.e. of ``mlffm finetune`` run from the same shell.
+
+    On Linux niceness is per thread and a child inherits its parent
+    *thread's*; the worker thread that starts the child may run at another.
+    """
+    if not hasattr(os, "getpriority"):
+        return None
+    wanted = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the process's main thread
+
+    def apply() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
+        except OSError:  # raising priority may need privileges: keep the inherited one
+            pass
+
+    return apply
+
+
 def finetune_job(command: list[str], handle: dict):
     """Worker body: runs the command and yields :func:`widget_event` tuples; returns (exit code, last text lines)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=_cli_priority())
     handle["process"] = process
     tail: list[str] = []
     try:
@@ -100,7 +120,7 @@ def finetune_job(command: list[str], handle: dict):
 
 class FinetuneWidget(common.RunCancel, Container):
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         settings = SETTINGS.get()
         self.store = FileEdit(label="corrections store", mode="d", value=str(settings.store_path))

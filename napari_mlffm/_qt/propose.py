@@ -36,7 +36,7 @@ class ProposeWidget(common.RunCancel, Container):
     """Inputs, a Run button that becomes Cancel, and a progress bar inside the widget."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         settings = SETTINGS.get()
         self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)

@@ -27,7 +27,7 @@ class ReviewWidget(Container):
     """Works on the result layers of the chosen image (see :mod:`napari_mlffm.results`)."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         settings = SETTINGS.get()
         self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
@@ -273,7 +273,7 @@ class ReviewWidget(Container):
                     return None
                 overwrite = True
             written = export_case(*args, overwrite=overwrite)
-            self.status.value = f"exported {len(written)} files to {folder}"
+            self.status.value = f"exported {len(written)} files to {common.path_tail(folder)}"
             return written
 
         return self._guard(run)
