@@ -111,6 +111,8 @@ class CasesWidget(common.RunCancel, Container):
         except ValueError as err:
             common.notify_error(err)
             return 0
+        if str(self.folder.value) != str(folder):
+            self.folder.value = str(folder)  # the field shows the open folder (its tail, where it is long)
         self.status.value = f"{len(listed)} cases in {Path(folder).name}"
         return len(listed)
 
