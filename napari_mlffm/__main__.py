@@ -2,11 +2,18 @@
 
     python -m napari_mlffm [IMAGE ...]          # default: the first bundled sample
     python -m napari_mlffm --screenshot DIR     # propose on the sample, save screenshots, quit (for docs)
+    python -m napari_mlffm --screenshot DIR --window 1920x1080   # the same at another window size
+
+The four widgets share one dock on the right, as tabs (Propose masks,
+Review and export, Cases, Fine-tune): one step of the review at a time, and
+the canvas keeps most of the window. The window opens at most as large as
+the screen's free area.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,18 +21,66 @@ from pathlib import Path
 from .sample_data import SAMPLES
 
 PLUGIN = "napari-mlffm"
+WIDGETS = ("Propose masks", "Review and export", "Cases", "Fine-tune")
+TAB_TITLES = {"Propose masks": "Propose", "Review and export": "Review", "Cases": "Cases", "Fine-tune": "Fine-tune"}  # short, so the tabs are not elided
+DOCK_WIDTH_FRACTION = 0.23  # of the window: the tabbed dock's width (napari's layer controls take 320 px on the left)
+DOCK_WIDTH_PX = (310, 440)  # ... kept within these bounds
 
 
-def build_viewer(images: list[str]):
+def build_viewer(images: list[str], window: tuple[int, int] | None = None):
+    """napari with the images open and the four widgets as tabs of one right-hand dock.
+
+    ``window`` (width, height) in px; None fits the window to the screen's
+    free area (at most 1600 x 1000).
+    """
     import napari
 
     viewer = napari.Viewer(title="napari-mlffm")
     for image in images or [str(sorted(SAMPLES.glob("*.jpg"))[0])]:
         viewer.open(image, plugin=PLUGIN)
-    docked = {}
-    for name in ("Propose masks", "Review and export", "Cases", "Fine-tune"):
-        _, docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=name == "Fine-tune")
+    docked, docks = {}, []
+    for index, name in enumerate(WIDGETS):
+        dock, docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=index > 0)
+        dock.setWindowTitle(TAB_TITLES[name])
+        docks.append(dock)
+    fit_window(viewer, docks, window)
     return viewer, docked
+
+
+def fit_window(viewer, docks, window: tuple[int, int] | None = None) -> None:
+    """Size the window (to ``window`` or to the screen) and give the tabbed dock a fixed share of its width."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    main = viewer.window._qt_window
+    if window is None:
+        screen = QApplication.primaryScreen()
+        free = screen.availableGeometry() if screen is not None else None
+        width = min(1600, free.width() - 20) if free is not None else 1366
+        height = min(1000, free.height() - 40) if free is not None else 768
+        window = (width, height)
+    from qtpy.QtCore import QTimer
+
+    main.resize(*window)
+    width = int(min(max(window[0] * DOCK_WIDTH_FRACTION, DOCK_WIDTH_PX[0]), DOCK_WIDTH_PX[1]))
+
+    def arrange() -> None:
+        docks[0].raise_()  # the Propose tab in front
+        main.resizeDocks(docks[:1], [width], Qt.Orientation.Horizontal)
+
+    arrange()
+    QTimer.singleShot(0, arrange)  # again once the window is shown and laid out
+
+
+def layout_report(viewer) -> dict:
+    """Window, canvas and dock sizes in px (what the screenshot test checks)."""
+    from qtpy.QtWidgets import QDockWidget
+
+    main = viewer.window._qt_window
+    canvas = viewer.window._qt_viewer.canvas.native
+    shown = [d for d in main.findChildren(QDockWidget) if d.isVisible() and not d.visibleRegion().isEmpty()]  # tabs behind others excluded
+    docks = {d.windowTitle(): [d.width(), d.height()] for d in shown}
+    return {"window": [main.width(), main.height()], "canvas": [canvas.width(), canvas.height()], "docks": docks}
 
 
 def _wait(widget) -> None:
@@ -61,12 +116,12 @@ def _raise(viewer, name: str) -> None:
     from qtpy.QtWidgets import QApplication, QDockWidget
 
     for dock in viewer.window._qt_window.findChildren(QDockWidget):
-        if dock.windowTitle().startswith(name):
+        if dock.windowTitle().startswith(TAB_TITLES.get(name, name)):
             dock.raise_()
     QApplication.processEvents()
 
 
-def screenshots(folder: Path) -> None:
+def screenshots(folder: Path, window: tuple[int, int] = (1366, 768)) -> None:
     """Propose on the first sample, review it, triage the sample folder; save window screenshots into ``folder``.
 
     Runs with a fresh install's settings (a temporary settings folder), so
@@ -79,7 +134,7 @@ def screenshots(folder: Path) -> None:
         os.environ["NAPARI_MLFFM_CONFIG_DIR"] = config
         SETTINGS._settings = None
         try:
-            _screenshots(folder)
+            _screenshots(folder, window)
         finally:
             if saved is None:
                 os.environ.pop("NAPARI_MLFFM_CONFIG_DIR", None)
@@ -88,11 +143,11 @@ def screenshots(folder: Path) -> None:
             SETTINGS._settings = None
 
 
-def _screenshots(folder: Path) -> None:
-    viewer, docked = build_viewer([])
-    viewer.window._qt_window.resize(1500, 950)
+def _screenshots(folder: Path, window: tuple[int, int]) -> None:
+    viewer, docked = build_viewer([], window)
     folder.mkdir(parents=True, exist_ok=True)
     propose = docked["Propose masks"]
+    _raise(viewer, "Propose masks")
     propose.start()
     _wait(propose)
     name = propose.image.value.name
@@ -119,21 +174,33 @@ def _screenshots(folder: Path) -> None:
     _raise(viewer, "Cases")
     _settle()
     viewer.window.screenshot(str(folder / "cases.png"), canvas_only=False)
+    (folder / "layout.json").write_text(json.dumps(layout_report(viewer), indent=2))
     viewer.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m napari_mlffm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="*")
-    parser.add_argument("--screenshot", type=Path, metavar="DIR", help="save screenshots of the widgets in use, then quit")
+    parser.add_argument("--screenshot", type=Path, metavar="DIR", help="save screenshots of the widgets in use (and layout.json), then quit")
+    parser.add_argument("--window", type=_window_size, metavar="WxH", help="window size in px (default: fit the screen; 1366x768 for --screenshot)")
     args = parser.parse_args()
     if args.screenshot:
-        screenshots(args.screenshot)
+        screenshots(args.screenshot, args.window or (1366, 768))
         return
     import napari
 
-    build_viewer(args.images)
+    build_viewer(args.images, args.window)
     napari.run()
+
+
+def _window_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the window size as WIDTHxHEIGHT, e.g. 1366x768") from None
+    if not (320 <= width <= 10000 and 240 <= height <= 10000):
+        raise argparse.ArgumentTypeError(f"{text!r}: width 320-10000 and height 240-10000 px")
+    return width, height
 
 
 if __name__ == "__main__":

@@ -21,6 +21,23 @@ from napari.layers import Image, Labels
 from model import Proposal
 
 KEY = "mlffm"
+OUTLINE_COLOUR = (0.0, 1.0, 1.0, 1.0)  # cyan: high contrast on skin and on dark, pigmented lesions
+OUTLINE_PX = 2
+_style = {"outline": True}  # how new mask layers are shown; the Review widget's "outline" box sets it
+
+
+def set_outline_default(outline: bool) -> None:
+    _style["outline"] = bool(outline)
+
+
+def style_mask(layer: Labels, outline: bool | None = None) -> None:
+    """Show a mask as a high-contrast outline (cyan, ``OUTLINE_PX`` wide, opaque) or as a filled overlay (50 %)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    outline = _style["outline"] if outline is None else outline
+    layer.colormap = DirectLabelColormap(color_dict={None: (0.0, 0.0, 0.0, 0.0), 1: OUTLINE_COLOUR})
+    layer.contour = OUTLINE_PX if outline else 0
+    layer.opacity = 1.0 if outline else 0.5
 
 
 def layer_names(image_name: str) -> dict[str, str]:
@@ -72,7 +89,8 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     consensus = proposal.consensus
     mask_state = {**info, "start": "consensus", "start_mask": consensus.copy()}
     if mask is None:
-        mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], opacity=0.5, metadata={KEY: mask_state})
+        mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], metadata={KEY: mask_state})
+        style_mask(mask)
     elif not kept:
         mask.data = consensus.astype(np.uint8)
         mask.metadata[KEY] = mask_state
@@ -90,3 +108,25 @@ def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
     state = mask_layer.metadata.setdefault(KEY, {})
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()
+
+
+def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any]) -> Labels:
+    """Put a known mask (one restored from the case model or the corrections store) on the image.
+
+    ``mask`` (H, W) bool; ``state`` becomes the layer's ``metadata["mlffm"]``
+    (with ``start`` and ``start_mask``, so edits are counted from there).
+    Creates the mask layer if the image has none, else replaces its data.
+    """
+    name = layer_names(image_layer.name)["mask"]
+    layer = find(viewer, name)
+    data = np.asarray(mask).astype(np.uint8)
+    if layer is None:
+        layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)})
+        style_mask(layer)
+    else:
+        layer.data = data
+        layer.metadata[KEY] = dict(state)
+    viewer.layers.selection.active = layer
+    layer.selected_label = 1
+    layer.mode = "paint"
+    return layer

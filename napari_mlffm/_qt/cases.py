@@ -1,77 +1,84 @@
-"""The "Cases" dock widget: a folder as a case list with states, stepping, background proposals, triage."""
+"""The "Cases" dock widget: a folder as a case list with states, stepping, background proposals, triage.
+
+The cases themselves (state, proposal, mask under review) live in the
+viewer's :class:`napari_mlffm.cases_model.CaseModel`, shared with the
+Propose and Review widgets; this widget shows the list and moves through it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from magicgui.widgets import Container, FileEdit, Label, PushButton
+import numpy as np
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
 from napari.qt.threading import create_worker
-from napari.utils import progress
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
 
-from model import Proposal
-from training.imageio import ImageReadError, is_image_file, read_image
-from training.store import CorrectionsStore, case_id_for
+from training.imageio import ImageReadError, read_image
 
-from .. import results
+from .. import cases_model, results
 from ..settings import SETTINGS
 from . import common
-
-
-@dataclass
-class CaseEntry:
-    path: Path
-    proposal: Proposal | None = None
-    info: dict | None = None
-    error: str = ""
-
-    @property
-    def disagreement(self) -> float | None:
-        """1 - mean pairwise Dice of the proposals (the triage score), None before proposing."""
-        return self.proposal.disagreement if self.proposal is not None else None
+from .progress import InlineProgress, progress_text
 
 
 def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int | None, steps: int | None, seed: int):
-    """Worker body: yields (index, proposal or None, info or error text) for each case; index -1: the model failed to load.
+    """Worker body for Propose all; yields, in order:
+
+    * ``("step", done, total, index, count)`` after every DDIM step (so a cancel stops within one step);
+    * ``("case", index, proposal, info)`` when a case is done, or ``("case", index, None, error text)``;
+    * ``("failed", error text)`` if the model cannot be loaded (nothing else follows).
 
     ``n_samples`` or ``steps`` None: the model's defaults.
     """
     try:
         segmenter = common.get_segmenter(checkpoint, device)
     except (ValueError, OSError, RuntimeError) as err:
-        yield -1, None, common.one_line(err)
+        yield ("failed", common.one_line(err))
         return
     for index, path in enumerate(paths):
         try:
             image = read_image(path)
-        except ImageReadError as err:
-            yield index, None, str(err)
+            loop = segmenter.propose_iter(image, n_samples, steps, seed)
+            while True:
+                try:
+                    done, total = next(loop)
+                except StopIteration as stop:
+                    proposal = stop.value
+                    break
+                yield ("step", done, total, index, len(paths))
+        except (ImageReadError, ValueError) as err:
+            yield ("case", index, None, common.one_line(err))
             continue
-        proposal = segmenter.propose(image, n_samples=n_samples, steps=steps, seed=seed)
-        yield index, proposal, {"source": str(path), **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed)}
+        yield ("case", index, proposal, {"source": str(path), **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed)})
 
 
 class CasesWidget(common.RunCancel, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        self.model = cases_model.for_viewer(napari_viewer)
         self.folder = FileEdit(label="case folder", mode="d")
         self.open_button = PushButton(text="Open folder")
         self.list = QListWidget()
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setToolTip("state, disagreement of the proposals (1 - mean pairwise Dice), file; double-click to open")
         self.previous_button = PushButton(text="Previous (Shift-P)")
         self.next_button = PushButton(text="Next (Shift-N)")
         self.propose_button = PushButton(text="Propose all")
+        self.redo = CheckBox(text="also redo proposed and accepted cases", value=False)
         self.sort_button = PushButton(text="Sort: most doubtful first")
         self.status = Label(value="")
         self.extend([self.folder, self.open_button])
         self.native.layout().addWidget(self.list)
-        self.extend([self.previous_button, self.next_button, self.propose_button, self.sort_button, self.status])
-        self.cases: list[CaseEntry] = []
-        self.current: int | None = None
+        self.extend([self.previous_button, self.next_button, self.propose_button, self.redo, self.sort_button, self.status])
+        self._progress = InlineProgress()
+        common.insert_native_after(self, self.status, self._progress)
+        common.fit_width(self, self.status)
         self._layer_name: str | None = None
         self.worker = None
-        self._progress = None
         self.confirm = lambda title, question: common.confirm(self.native, title, question)
         self.open_button.changed.connect(lambda *_: self.open_folder(self.folder.value))
         self.previous_button.changed.connect(lambda *_: self.step(-1))
@@ -79,130 +86,180 @@ class CasesWidget(common.RunCancel, Container):
         self.propose_button.changed.connect(self.propose_or_cancel)
         self.sort_button.changed.connect(self.sort_most_doubtful_first)
         self.list.itemDoubleClicked.connect(lambda item: self.show_case(self.list.row(item)))
+        self.model.changed.connect(self._on_model_changed)
         napari_viewer.bind_key("Shift-N", lambda v: self.step(1), overwrite=True)
         napari_viewer.bind_key("Shift-P", lambda v: self.step(-1), overwrite=True)
         self.native.destroyed.connect(self._on_destroyed)
 
-    # ----- list --------------------------------------------------------
-    def open_folder(self, folder) -> int:
-        folder = Path(folder)
-        if not folder.is_dir():
-            common.notify_error(f"{folder}: not a folder")
-            return 0
-        self.cases = [CaseEntry(p) for p in sorted(folder.iterdir()) if is_image_file(p)]
-        self.current = None
-        self.refresh_list()
-        self.status.value = f"{len(self.cases)} cases in {folder.name}"
-        return len(self.cases)
+    def _on_destroyed(self, *_):
+        self.model.changed.disconnect(self._on_model_changed)
+        super()._on_destroyed()
 
-    def state(self, entry: CaseEntry) -> str:
-        if entry.error:
-            return "unreadable"
-        if CorrectionsStore(SETTINGS.get().store_path).has(case_id_for(entry.path)):
-            return "accepted"
-        return "proposed" if entry.proposal is not None else "new"
+    # ----- list --------------------------------------------------------
+    @property
+    def cases(self) -> list[cases_model.Case]:
+        """The listed cases, in display order."""
+        return self.model.listed()
+
+    @property
+    def current(self) -> int | None:
+        return self.model.index_of(self.model.current)
+
+    def open_folder(self, folder) -> int:
+        try:
+            listed = self.model.open_folder(folder)
+        except ValueError as err:
+            common.notify_error(err)
+            return 0
+        if str(self.folder.value) != str(folder):
+            self.folder.value = str(folder)  # the field shows the open folder (its tail, where it is long)
+        self.status.value = f"{len(listed)} cases in {Path(folder).name}"
+        return len(listed)
+
+    def state(self, entry: cases_model.Case) -> str:
+        return self.model.state(entry)
+
+    def _on_model_changed(self, case_id: str) -> None:
+        if not self._closed and (not case_id or case_id in self.model.order):
+            self.refresh_list()
 
     def refresh_list(self) -> None:
+        current = self.current
         self.list.clear()
         for index, entry in enumerate(self.cases):
-            doubt = f"  disagreement {entry.disagreement:.3f}" if entry.disagreement is not None else ""
-            marker = "▶ " if index == self.current else "  "
-            self.list.addItem(f"{marker}{entry.path.name}  [{self.state(entry)}]{doubt}")
+            doubt = f"{entry.disagreement:.3f}  " if entry.disagreement is not None else ""
+            marker = "▶ " if index == current else "  "
+            state = self.state(entry)
+            self.list.addItem(f"{marker}[{state}] {doubt}{entry.path.name}")  # state and score first: a long name is elided, not they
+            self.list.item(index).setToolTip(f"{entry.path}\nstate: {state}" + (f"\ndisagreement (1 - mean pairwise Dice): {entry.disagreement:.3f}" if doubt else ""))
+        if current is not None:
+            self.list.setCurrentRow(current)
 
     def sort_most_doubtful_first(self, *_):
         """Most doubtful first: by the proposals' disagreement (1 - mean pairwise Dice)."""
-        current = self.cases[self.current] if self.current is not None else None
-        self.cases.sort(key=lambda e: -(e.disagreement if e.disagreement is not None else -1.0))
-        self.current = self.cases.index(current) if current is not None else None
-        self.refresh_list()
+        self.model.sort_most_doubtful_first()
 
     # ----- stepping ----------------------------------------------------
     def step(self, delta: int) -> None:
         if not self.cases:
             return
-        target = 0 if self.current is None else min(max(self.current + delta, 0), len(self.cases) - 1)
-        if target != self.current:
+        current = self.current
+        target = 0 if current is None else min(max(current + delta, 0), len(self.cases) - 1)
+        if target != current:
             self.show_case(target)
 
     def _close_current(self) -> bool:
-        if self.current is None:
+        """Keep the shown case's mask in the case model (edits included), then remove its layers."""
+        if self.model.current is None:
             return True
-        name = self._layer_name or self.cases[self.current].path.stem
+        case = self.model.get(self.model.current)
+        name = self._layer_name or case.path.stem
         layers = results.case_layers(self.viewer, name)
         mask = layers["mask"]
-        if mask is not None and results.mask_edited(mask) and not mask.metadata.get(results.KEY, {}).get("accepted"):
-            if not self.confirm("Unsaved edits", f"{name} has edits that were not accepted. Discard them?"):
-                return False
+        if mask is not None and case is not None:
+            state = mask.metadata.get(results.KEY, {})
+            self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"))
         for layer in [*layers.values(), results.find(self.viewer, name)]:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+        self._layer_name = None
         return True
 
     def show_case(self, index: int) -> None:
+        """Show a case with all that is known of it: its proposals, its mask as left, or its accepted mask."""
         if not self._close_current():
             return
         entry = self.cases[index]
         try:
             image = read_image(entry.path)
         except ImageReadError as err:
-            entry.error = str(err)
+            self.model.set_error(entry.source, str(err))
             common.notify_error(err)
-            self.current = index
-            self.refresh_list()
+            self.model.set_current(entry.case_id)
             return
         layer = self.viewer.add_image(image, name=entry.path.stem, rgb=image.ndim == 3, metadata={"source": str(entry.path)})
         self._layer_name = layer.name
         if entry.proposal is not None:
-            results.add_proposal_layers(self.viewer, layer, entry.proposal, entry.info or {})
-        self.current = index
-        self.refresh_list()
-        self.status.value = f"case {index + 1}/{len(self.cases)}: {entry.path.name}"
+            results.add_proposal_layers(self.viewer, layer, entry.proposal, entry.info or {"source": str(entry.path)})
+        self._restore_mask(layer, entry)
+        self.model.set_current(entry.case_id)
+        self.status.value = f"case {index + 1}/{len(self.cases)}: {entry.path.name} [{self.state(entry)}]"
+
+    def _restore_mask(self, layer, entry: cases_model.Case) -> None:
+        base = {**(entry.info or {}), "source": str(entry.path)}
+        if entry.mask is not None and entry.mask.shape == image_shape(layer):
+            start_mask = entry.start_mask if entry.start_mask is not None else entry.mask
+            state = {**base, "start": entry.start or "restored", "start_mask": start_mask.copy()}
+            if self.model.is_accepted(entry):
+                state["accepted"] = True
+            results.show_mask(self.viewer, layer, entry.mask, state)
+            return
+        stored = self.model.stored(entry)
+        if stored is not None and stored[0].shape == image_shape(layer):
+            mask, record = stored
+            keep = {k: record.get(k) for k in ("checkpoint", "checkpoint_id", "seed", "steps", "samples", "device") if k in record}
+            state = {**base, **keep, "start": "accepted", "start_mask": mask.copy(), "accepted": True, "record": record}
+            results.show_mask(self.viewer, layer, mask, state)
 
     # ----- background proposals ----------------------------------------
     def propose_or_cancel(self, *_):
         return self.run_or_cancel()
 
     def start(self):
-        todo = [i for i, e in enumerate(self.cases) if e.proposal is None and not e.error]
+        todo = self.model.to_propose(redo=self.redo.value)
         if not todo:
-            self.status.value = "nothing to propose"
-            return
+            self.status.value = "nothing to propose (tick 'also redo' to propose again)"
+            return None
+        shown = self.model.current
+        todo.sort(key=lambda c: c.case_id != shown)  # the case on screen first: its layers come soonest
         s = SETTINGS.get()
-        paths = [self.cases[i].path for i in todo]
-        bar = progress(total=len(todo), desc="Proposing for all cases")
-        self._progress = bar
+        paths = [c.path for c in todo]
+        self._progress.begin(f"loading the model for {len(todo)} cases...", len(todo))
         worker = create_worker(propose_all_job, paths, s.active_model or None, s.device, s.samples, s.steps, s.seed, _start_thread=False)
-        entries = [self.cases[i] for i in todo]
-        worker.yielded.connect(lambda item: self._on_case(entries, item, bar))
+        worker.yielded.connect(lambda item: self._on_item(todo, item))
         worker.errored.connect(lambda err: common.notify_error(err))
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.propose_button.text = "Cancel"
+        self.status.value = f"proposing {len(todo)} cases"
         worker.start()
         return worker
 
     def cancel(self, *_):
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.quit()  # stops at the next DDIM step
+            self._show_cancelling(self.propose_button)
 
-    def _on_case(self, entries: list[CaseEntry], item, bar) -> None:
-        k, proposal, info = item
-        if k < 0:
-            self.status.value = "failed: " + info
-            common.notify_error(info)
+    def _on_item(self, todo: list[cases_model.Case], item) -> None:
+        if self._closed:
             return
-        entry = entries[k]
+        if item[0] == "step":
+            _, done, total, index, count = item
+            if not self._cancelling:
+                self._progress.set(index * total + done, count * total, progress_text(done, total, index + 1, count))
+            return
+        if item[0] == "failed":
+            self.status.value = "failed: " + item[1]
+            common.notify_error(item[1])
+            return
+        _, k, proposal, info = item
+        entry = todo[k]
         if proposal is None:
-            entry.error = info
-        else:
-            entry.proposal, entry.info = proposal, info
-        bar.update(1)
-        if not self._closed:
-            self.refresh_list()
+            self.model.set_error(entry.source, info)
+            return
+        self.model.set_proposal(entry.source, proposal, info)
+        if entry.case_id == self.model.current and self._layer_name in self.viewer.layers:
+            layer = self.viewer.layers[self._layer_name]  # the shown case gets its layers now; an edited mask is kept
+            results.add_proposal_layers(self.viewer, layer, proposal, info)
 
     def _on_finished(self):
         self._end_run(self.propose_button, "Propose all")
         if self._closed:
             return
-        done = sum(e.proposal is not None for e in self.cases)
-        self.status.value = f"{done}/{len(self.cases)} cases proposed"
+        done = sum(self.state(e) != "new" and not e.error for e in self.cases)
+        self.status.value = f"{done}/{len(self.cases)} cases proposed or reviewed"
+
+
+def image_shape(layer) -> tuple[int, int]:
+    data = common.image_data(layer)
+    return tuple(data.shape[:2])

@@ -55,21 +55,33 @@ class RunCancel:
     def running(self) -> bool:
         return self.worker is not None
 
+    _cancelling = False
+
     def run_or_cancel(self, *_):
+        if self._cancelling:
+            return  # a click while a cancel is under way neither cancels again nor starts a run
         if self.running:
             self.cancel()
         else:
             self.start()
 
+    def _show_cancelling(self, button) -> None:
+        """The button says at once that the cancel was heard, and takes no clicks until the run has ended."""
+        self._cancelling = True
+        if not self._closed:
+            button.text = "Cancelling..."
+            button.enabled = False
+
     def _end_run(self, button, idle_text: str) -> None:
-        """After a run: close its progress bar, forget the worker, restore the button (if the widget still exists)."""
+        """After a run: finish its progress read-out, forget the worker, restore the button (if the widget still exists)."""
         progress_bar = getattr(self, "_progress", None)
-        if progress_bar is not None:
-            progress_bar.close()
-            self._progress = None
+        if progress_bar is not None and not self._closed:
+            progress_bar.finish()
         self.worker = None
+        self._cancelling = False
         if not self._closed:
             button.text = idle_text
+            button.enabled = True
 
 
 def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
@@ -122,6 +134,25 @@ def confirm(parent, title: str, question: str) -> bool:
     return answer == QMessageBox.Yes
 
 
+def case_source(layer) -> str:
+    """The source a layer's case is keyed by: its file (the reader and the Cases widget record it), else its name."""
+    return str(layer.metadata.get("source") or layer.name)
+
+
+def path_tail(path, max_chars: int = 40) -> str:
+    """A path for a status line: whole if short, else '…/' and as many of its last parts as fit."""
+    text = str(path)
+    if len(text) <= max_chars:
+        return text
+    parts, tail = Path(text).parts, ""
+    for part in reversed(parts):
+        candidate = part if not tail else f"{part}/{tail}"
+        if len(candidate) + 2 > max_chars:
+            break
+        tail = candidate
+    return "…/" + (tail or Path(text).name[-(max_chars - 2):])
+
+
 def image_data(layer: Image) -> np.ndarray:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return np.asarray(data)
@@ -136,3 +167,29 @@ def insert_native_after(container, anchor, widget) -> None:
             layout.insertWidget(index + 1, widget)
             return
     layout.addWidget(widget)
+
+
+ROW_LABEL_MAX_PX = 110  # a longer row label wraps onto a second line
+
+
+def fit_width(container, *status_labels) -> None:
+    """Keep a dock narrow: every label wraps, combo boxes and status lines never widen it.
+
+    ``status_labels`` (magicgui Labels whose text changes: status, read-out)
+    also ignore their text's width, so a long line wraps or is cut instead
+    of pushing the canvas aside.
+    """
+    from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy
+
+    for label in container.native.findChildren(QLabel):
+        label.setWordWrap(True)
+        if label.minimumWidth() > ROW_LABEL_MAX_PX:  # magicgui gives every row label the widest one's width
+            label.setMinimumWidth(ROW_LABEL_MAX_PX)
+    for combo in container.native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+    for label in status_labels:
+        native = label.native
+        native.setWordWrap(True)
+        native.setMinimumWidth(1)
+        native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
-from napari.utils import progress
 
 from model.devices import DEVICE_CHOICES
 from training.model_store import list_versions, new_version_path, write_card
@@ -26,6 +27,9 @@ from training.trainer import resume_path_for
 from ..settings import SETTINGS
 from . import common
 from .curves import TrainingCurves
+from .progress import InlineProgress
+
+HELD_OUT = re.compile(r"held out (\d+)")  # in the CLI's "fine-tuning on N cases (+R replay), held out K; ..." message
 
 
 def dice_change(card: dict) -> str:
@@ -75,9 +79,28 @@ def widget_event(line: str) -> tuple:
     return ("line", line)
 
 
+def _cli_priority():
+    """A ``preexec_fn`` giving the child the niceness of napari's main thread, i.e. of ``mlffm finetune`` run from the same shell.
+
+    On Linux niceness is per thread and a child inherits its parent
+    *thread's*; the worker thread that starts the child may run at another.
+    """
+    if not hasattr(os, "getpriority"):
+        return None
+    wanted = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the process's main thread
+
+    def apply() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
+        except OSError:  # raising priority may need privileges: keep the inherited one
+            pass
+
+    return apply
+
+
 def finetune_job(command: list[str], handle: dict):
     """Worker body: runs the command and yields :func:`widget_event` tuples; returns (exit code, last text lines)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=_cli_priority())
     handle["process"] = process
     tail: list[str] = []
     try:
@@ -115,10 +138,12 @@ class FinetuneWidget(common.RunCancel, Container):
         self.extend([self.store, self.model_folder, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
         self.curves = TrainingCurves()
         common.insert_native_after(self, self.status, self.curves)
+        self._progress = InlineProgress()  # in the widget, not napari's activity bar: the child process keeps the CPU
+        common.insert_native_after(self, self.status, self._progress)
+        common.fit_width(self, self.status)
         self.worker = None
         self.output: Path | None = None
         self._handle: dict = {}
-        self._progress = None
         self._cancelled = False
         self.base.changed.connect(lambda v: setattr(self.base_file, "visible", v == common.OTHER_FILE))
         self.run_button.changed.connect(self.run_or_cancel)
@@ -165,9 +190,8 @@ class FinetuneWidget(common.RunCancel, Container):
         self._handle = {}
         self._cancelled = False
         self.curves.clear()
-        total = None if self.minutes.value > 0 else self.epochs.value
-        bar = progress(total=total, desc="Fine-tuning")
-        self._progress = bar
+        bar = self._progress
+        bar.begin("starting the fine-tuning process...", 0 if self.minutes.value > 0 else self.epochs.value)
         worker = create_worker(finetune_job, command, self._handle, _start_thread=False)
         worker.yielded.connect(lambda event: self._on_event(bar, event))
         worker.returned.connect(self._on_done)
@@ -187,24 +211,28 @@ class FinetuneWidget(common.RunCancel, Container):
         if process is not None and process.poll() is None:
             process.terminate()
         self.worker.quit()
+        self._show_cancelling(self.run_button)
 
     def _on_event(self, bar, event):
         if self._cancelled or self.worker is None or self._closed:
             return  # a late message from a run that has ended, or a closed widget
         if event[0] == "epoch":
             _, k, n = event
-            if self.minutes.value == 0:
-                bar.total = n
-            bar.n = k - 1
-            bar.set_description(f"Fine-tuning: epoch {k}/{n}")
-            bar.refresh()
+            self._epochs = n
+            bar.set(k - 1, n, f"epoch {k}/{n}", force=True)
             self.status.value = f"epoch {k}"
         elif event[0] == "batch":
             _, k, b, batches, loss = event
-            self.status.value = f"epoch {k}: batch {b}/{batches}" + ("" if math.isnan(loss) else f", loss {loss:.4f}")
+            text = f"epoch {k}: batch {b}/{batches}" + ("" if math.isnan(loss) else f", loss {loss:.4f}")
+            n = getattr(self, "_epochs", k)
+            if bar.set((k - 1) * batches + b, n * batches, text):  # throttled: a batch may take milliseconds
+                self.status.value = text
         elif event[0] == "curve":
             self.curves.add_point(*event[1:])
         else:
+            held_out = HELD_OUT.search(event[1])
+            if held_out:
+                self.curves.set_held_out(int(held_out.group(1)))
             self.status.value = event[1][:120]
 
     def _on_done(self, result):

@@ -6,15 +6,15 @@ import time
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
-from napari.utils import progress
 
 from model import Segmenter
 from model.config import SegmenterConfig
 from model.devices import DEVICE_CHOICES
 
-from .. import results
+from .. import cases_model, results
 from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
 from . import common
+from .progress import InlineProgress, progress_text
 
 
 def propose_job(checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int):
@@ -43,7 +43,7 @@ def _bounded(spin: SpinBox, value: int, what: str) -> int:
 
 
 class ProposeWidget(common.RunCancel, Container):
-    """Inputs, a Run button that becomes Cancel, and a napari progress bar."""
+    """Inputs, a Run button that becomes Cancel, and a progress bar inside the widget."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
@@ -62,7 +62,10 @@ class ProposeWidget(common.RunCancel, Container):
         self.status = Label(value="")
         self.extend([self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.run_button, self.status])
         self.worker = None
-        self._progress = None
+        self._progress = InlineProgress()
+        common.insert_native_after(self, self.status, self._progress)
+        common.fit_width(self, self.status)
+        self.cases = cases_model.for_viewer(napari_viewer)
         self._select_active_model()
         self._show_model_defaults()
         self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == common.OTHER_FILE))
@@ -157,9 +160,9 @@ class ProposeWidget(common.RunCancel, Container):
         steps = None if self.steps.value == defaults[1] else self.steps.value
         SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value)
         image = common.image_data(layer)
-        info = {"source": layer.metadata.get("source", layer.name), "image_layer": layer.name}
-        bar = progress(total=self.steps.value, desc=f"Proposing masks for {layer.name}")
-        self._progress = bar
+        info = {"source": common.case_source(layer), "image_layer": layer.name}
+        bar = self._progress
+        bar.begin(f"loading the model for {layer.name}...", self.steps.value)
         worker = create_worker(
             propose_job, checkpoint, self.device.value, image, self.samples.value, self.steps.value, self.seed.value,
             _start_thread=False,
@@ -170,22 +173,22 @@ class ProposeWidget(common.RunCancel, Container):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.text = "Cancel"
-        self.status.value = "running..."
+        self.status.value = f"proposing masks for {layer.name}"
         self._started = time.perf_counter()
         worker.start()
         return worker
 
     def cancel(self, *_):
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.quit()  # the sampler stops at its next DDIM step
+            self._show_cancelling(self.run_button)
             if not self._closed:
                 self.status.value = "cancelled"
 
-    @staticmethod
-    def _on_step(bar, done_total):
+    def _on_step(self, bar, done_total):
         done, total = done_total
-        bar.update(1)
-        bar.set_description(f"Proposing masks: step {done}/{total}")
+        if not self._closed and not self._cancelling:
+            bar.set(done, total, progress_text(done, total))
 
     def _on_done(self, layer, info, result):
         proposal, extra = result
@@ -198,6 +201,7 @@ class ProposeWidget(common.RunCancel, Container):
             self.status.value = "image layer was closed; results dropped"
             return
         info = {**info, **extra}
+        self.cases.set_proposal(info["source"], proposal, info)  # the proposal belongs to the image's case, whichever widget shows it
         _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
         message = f"{proposal.samples.shape[0]} proposals in {proposal.seconds:.1f} s on {extra['device']}"
         if kept:

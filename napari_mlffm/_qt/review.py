@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox)
 
 from training.postprocess import case_readout, clean_mask, combine
-from training.store import CorrectionsStore, case_id_for, export_case
+from training.store import EXPORT_SUFFIXES, CorrectionsStore, case_id_for, export_case
 
-from .. import results
+from .. import cases_model, results
 from ..settings import SETTINGS
 from . import common
 
 STARTS = ("shown proposal", "majority", "union", "intersection", "consensus")
+READOUT_DELAY_MS = 120  # paint strokes and erasures within this interval refresh the read-out once
+
+
+def file_list(paths) -> str:
+    """A dialog's list of files, one per line, by name (the folder is said once, above)."""
+    return "\n".join(f"  {Path(p).name}" for p in paths)
 
 
 class ReviewWidget(Container):
@@ -32,6 +40,7 @@ class ReviewWidget(Container):
         self.clean = PushButton(text="Clean up")
         self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0, max=10.0, step=0.001)
         self.readout = Label(value="")
+        self.outline = CheckBox(text="show the mask as an outline", value=True)
         self.annotator = LineEdit(label="annotator", value=settings.annotator)
         self.accept_button = PushButton(text="Accept (Shift-A)")
         self.export_folder = FileEdit(label="export to", mode="d")
@@ -39,9 +48,24 @@ class ReviewWidget(Container):
         self.status = Label(value="")
         self.extend([
             self.image, self.start, self.make_mask, self.fill_holes, self.largest, self.min_size, self.smooth, self.clean,
-            self.pixel_size, self.readout, self.annotator, self.accept_button, self.export_folder, self.export_button, self.status,
+            self.pixel_size, self.readout, self.outline, self.annotator, self.accept_button, self.export_folder, self.export_button, self.status,
         ])
         self.confirm = lambda title, question: common.confirm(self.native, title, question)
+        self.cases = cases_model.for_viewer(napari_viewer)
+        common.fit_width(self, self.status, self.readout)
+        from qtpy.QtCore import QTimer
+
+        self._closed = False
+        self._readout_timer = QTimer(self.native)
+        self._readout_timer.setSingleShot(True)
+        self._readout_timer.setInterval(READOUT_DELAY_MS)
+        self._readout_timer.timeout.connect(self._on_mask_painted)
+        self.outline.changed.connect(self._on_outline)
+        napari_viewer.layers.events.inserted.connect(self._watch_mask)
+        for layer in list(napari_viewer.layers):
+            self._watch_mask(layer=layer)
+        self.image.changed.connect(self.update_readout)
+        self.native.destroyed.connect(self._on_destroyed)
         self.make_mask.changed.connect(self.apply_start)
         self.clean.changed.connect(self.apply_clean)
         self.accept_button.changed.connect(self.accept)
@@ -53,6 +77,44 @@ class ReviewWidget(Container):
         napari_viewer.bind_key("Shift-A", lambda v: self.accept(), overwrite=True)
         self.image.value = self._default_image()
 
+    def _on_destroyed(self, *_):
+        self._closed = True
+        try:
+            self.viewer.layers.events.inserted.disconnect(self._watch_mask)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+
+    # ----- live read-out and outline ------------------------------------
+    def _watch_mask(self, event=None, layer=None) -> None:
+        """Every mask layer refreshes the read-out (and its case's state) after a stroke, an erasure or a new mask."""
+        layer = layer if layer is not None else event.value
+        if not layer.name.endswith(" mask") or not hasattr(layer.events, "paint"):
+            return
+        layer.events.paint.connect(self._schedule_readout)
+        layer.events.data.connect(self._schedule_readout)
+
+    def _schedule_readout(self, *_):
+        if not self._closed:
+            self._readout_timer.start()  # restarts: a burst of events costs one refresh
+
+    def _on_mask_painted(self) -> None:
+        if self._closed:
+            return
+        try:
+            layer, found = self._layers(create=False)
+        except ValueError:
+            self.readout.value = ""
+            return
+        state = found["mask"].metadata.get(results.KEY, {})
+        self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"))
+        self.update_readout()
+
+    def _on_outline(self, outline: bool) -> None:
+        results.set_outline_default(outline)
+        for layer in self.viewer.layers:
+            if layer.name.endswith(" mask") and hasattr(layer, "contour"):
+                results.style_mask(layer, outline)
+
     def _default_image(self):
         choices = [c for c in self.image.choices if c is not None]
         return choices[-1] if choices else None
@@ -63,11 +125,15 @@ class ReviewWidget(Container):
             self.image.value = self._default_image()
 
     # ----- helpers -----------------------------------------------------
-    def _layers(self):
+    def _layers(self, create: bool = True):
         layer = self.image.value
         if layer is None:
             raise ValueError("choose an image first")
         found = results.case_layers(self.viewer, layer.name)
+        case = self.cases.get(cases_model.CaseModel.id_for(common.case_source(layer)))
+        if create and found["mask"] is None and case is not None and case.proposal is not None:
+            results.add_proposal_layers(self.viewer, layer, case.proposal, case.info or {})  # proposed from elsewhere
+            found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
         return layer, found
@@ -124,7 +190,7 @@ class ReviewWidget(Container):
         self._guard(run)
 
     def readout_values(self) -> dict:
-        _, found = self._layers()
+        _, found = self._layers(create=False)
         proposals, uncertainty = found["proposals"], found["uncertainty"]
         return case_readout(
             self._current_mask(found),
@@ -168,15 +234,20 @@ class ReviewWidget(Container):
         def run():
             layer, found = self._layers()
             store = CorrectionsStore(SETTINGS.get().store_path)
-            case_id = case_id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or layer.name)
+            source = found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer)
+            case_id = case_id_for(source)
             overwrite = False
             if store.has(case_id):
-                if not self.confirm("Replace accepted case", f"{case_id} is already in the corrections store. Replace it?"):
+                question = (f"{case_id} was accepted before. Accept this mask in its place?\n"
+                            f"These files in {store.root} will be replaced:\n{file_list(store.paths(case_id))}")
+                if not self.confirm("Accept again", question):
                     self.status.value = "not accepted (kept the stored version)"
                     return None
                 overwrite = True
-            path = store.accept(case_id, common.image_data(layer), self._current_mask(found), self._record(layer, found), overwrite)
-            found["mask"].metadata[results.KEY]["accepted"] = True
+            record = self._record(layer, found)
+            path = store.accept(case_id, common.image_data(layer), self._current_mask(found), record, overwrite)
+            found["mask"].metadata.setdefault(results.KEY, {})["accepted"] = True
+            self.cases.mark_accepted(source, self._current_mask(found), record)
             check = store.check()  # damaged cases (a bad record, a missing or mismatched file) are left out and named
             self.status.value = f"accepted {case_id} ({len(check.ids)} in store)"
             if check.problems:
@@ -196,14 +267,16 @@ class ReviewWidget(Container):
             uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
             stem = case_id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or layer.name)
             args = (folder, stem, self._current_mask(found), probability, uncertainty, self._record(layer, found))
-            try:
-                written = export_case(*args)
-            except FileExistsError as err:
-                if not self.confirm("Overwrite export", f"{common.one_line(err)}. Overwrite?"):
-                    self.status.value = "export cancelled: files exist"
+            existing = [Path(folder) / f"{stem}{suffix}" for suffix in EXPORT_SUFFIXES if (Path(folder) / f"{stem}{suffix}").exists()]
+            overwrite = False
+            if existing:
+                question = f"{len(existing)} files of {stem} are already in {folder}. Replace them?\n{file_list(existing)}"
+                if not self.confirm("Replace exported files", question):
+                    self.status.value = "export cancelled: the files already there were kept"
                     return None
-                written = export_case(*args, overwrite=True)
-            self.status.value = f"exported {len(written)} files to {folder}"
+                overwrite = True
+            written = export_case(*args, overwrite=overwrite)
+            self.status.value = f"exported {len(written)} files to {common.path_tail(folder)}"
             return written
 
         return self._guard(run)

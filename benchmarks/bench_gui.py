@@ -1,0 +1,147 @@
+"""Click-to-mask latency in the GUI against the same work headless, in one run (under Xvfb).
+
+    xvfb-run -a .venv/bin/python benchmarks/bench_gui.py --quick
+
+Opens the launcher's napari window (``python -m napari_mlffm``'s layout, at
+1366 x 768), then for each task times, with the shipped weights on the CPU
+and the model's default sampling (16 proposals x 5 DDIM steps):
+
+* **Run**: a click on Propose masks' Run button until the mask layer holds
+  the new proposal, against ``Segmenter.propose_iter`` on the same image
+  driven to its end in this process (what the widget's worker runs);
+* **Propose all**: a click on Cases' Propose all (with "redo", over the
+  bundled samples) until the last case is in the list, against reading and
+  proposing the same files in a loop;
+* **Refine**: the Refine section's click-to-mask, when this tree has one
+  (``napari_mlffm/_qt/refine.py``); otherwise ``n/a``.
+
+Each figure is the median of the repeats, after one warm-up of each. "CPU s"
+is the process's CPU time over the same interval (threads included): the
+GUI's extra is what its event loop and redraws cost. The last line is
+``GUI/headless: R.RRx`` for the Run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _wait_until(condition, timeout_s: float = 600.0) -> None:
+    """Run Qt's event loop (blocking, with a 10 ms poll) until ``condition()`` holds."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop, timer = QEventLoop(), QTimer()
+    deadline = time.monotonic() + timeout_s
+    timer.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
+    timer.start(10)
+    if not condition():
+        loop.exec()
+    timer.stop()
+    if not condition():
+        raise TimeoutError("the GUI did not finish in time")
+
+
+def _timed(action) -> tuple[float, float]:
+    """(wall s, process CPU s) of ``action()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 repeats of Run, 1 of Propose all (default 5 and 2)")
+    parser.add_argument("--window", default="1366x768", help="window size (default 1366x768)")
+    args = parser.parse_args()
+    repeats_run, repeats_all = (2, 1) if args.quick else (5, 2)
+    window = tuple(int(v) for v in args.window.split("x"))
+
+    config = tempfile.mkdtemp(prefix="bench_gui_config_")
+    os.environ["NAPARI_MLFFM_CONFIG_DIR"] = config  # a fresh install's settings: the model's own sampling defaults
+    os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="bench_gui_data_"))
+
+    import numpy as np
+
+    from napari_mlffm import __main__ as launcher
+    from napari_mlffm import results
+    from napari_mlffm._qt import common
+    from napari_mlffm.sample_data import SAMPLES
+    from napari_mlffm.settings import SETTINGS
+    from training.imageio import read_image
+
+    SETTINGS._settings = None
+    SETTINGS.update(device="cpu")
+    samples = sorted(SAMPLES.glob("*.jpg"))
+    image = read_image(samples[0])
+    segmenter = common.get_segmenter(None, "cpu")  # loaded once, shared by the GUI's workers (same cache)
+
+    def headless_run() -> None:
+        loop = segmenter.propose_iter(image, None, None, 0)
+        for _ in loop:
+            pass
+
+    def headless_all() -> None:
+        for path in samples:
+            segmenter.propose(read_image(path), seed=0)
+
+    viewer, docked = launcher.build_viewer([str(samples[0])], window)
+    propose, cases = docked["Propose masks"], docked["Cases"]
+    propose.device.value = "cpu"
+    cases.open_folder(SAMPLES)
+    cases.redo.value = True
+    launcher._settle(1.0)
+    name = viewer.layers[0].name
+
+    def gui_run() -> None:
+        launcher._raise(viewer, "Propose masks")
+        propose.run_button.native.click()
+        _wait_until(lambda: propose.worker is None and results.case_layers(viewer, name)["mask"] is not None)
+
+    def gui_all() -> None:
+        launcher._raise(viewer, "Cases")
+        cases.propose_button.native.click()
+        _wait_until(lambda: cases.worker is None)
+
+    rows = []
+    for label, headless, gui, repeats in (("Run", headless_run, gui_run, repeats_run), ("Propose all", headless_all, gui_all, repeats_all)):
+        headless(), gui()  # warm-up
+        timings_h, timings_g = [], []
+        for _ in range(repeats):  # interleaved, so a change of load on shared cores hits both
+            timings_h.append(_timed(headless))
+            timings_g.append(_timed(gui))
+        rows.append((label, _median(timings_h), _median(timings_g), repeats))
+    mask = results.case_layers(viewer, name)["mask"]
+    assert mask is not None and np.asarray(mask.data).any()
+    refine = "present" if importlib.util.find_spec("napari_mlffm._qt.refine") is not None else None
+    viewer.close()
+
+    cores = os.cpu_count()
+    print(f"click-to-mask, shipped weights on the CPU ({cores} cores, torch threads {__import__('torch').get_num_threads()}), "
+          f"{segmenter.sampling_settings()[0]} proposals x {segmenter.sampling_settings()[1]} DDIM steps, window {window[0]}x{window[1]}")
+    print(f"{'task':<12} {'repeats':>7} {'headless s':>11} {'GUI s':>8} {'GUI/headless':>13} {'CPU s headless':>15} {'CPU s GUI':>10}")
+    for label, (h_wall, h_cpu), (g_wall, g_cpu), repeats in rows:
+        print(f"{label:<12} {repeats:>7} {h_wall:>11.2f} {g_wall:>8.2f} {g_wall / h_wall:>12.2f}x {h_cpu:>15.2f} {g_cpu:>10.2f}")
+    if refine is None:
+        print(f"{'Refine':<12} {'n/a':>7} {'n/a':>11} {'n/a':>8} {'n/a':>13} {'n/a':>15} {'n/a':>10}   (no napari_mlffm/_qt/refine.py in this tree)")
+    else:
+        print(f"{'Refine':<12} {'n/a':>7} {'n/a':>11} {'n/a':>8} {'n/a':>13} {'n/a':>15} {'n/a':>10}   (refine.py present; its click is not wired into this benchmark yet)")
+    (_, (h_wall, h_cpu), (g_wall, g_cpu), _) = rows[0]
+    print(f"GUI/headless CPU time for the Run: {g_cpu / h_cpu:.2f}x (less sensitive than wall time to other work on shared cores)")
+    print(f"GUI/headless: {g_wall / h_wall:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

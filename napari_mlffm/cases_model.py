@@ -1,0 +1,225 @@
+"""One case model shared by the Propose, Review and Cases widgets (Qt-free, testable without a viewer).
+
+A *case* is one image, keyed by its store id (:func:`training.store.case_id_for`
+of its source file, or of the layer name when there is no file). The model
+keeps, per case:
+
+* the latest proposal and the record of what made it (model, seed, steps);
+* the mask under review when the case is not on screen (bool (H, W)), with
+  its starting point, so stepping back restores it;
+* whether it is in the corrections store (read from the store, so a case
+  accepted in an earlier session is "accepted" too) and the mask it was
+  accepted with.
+
+States, in the order a review moves through them (:data:`STATES`):
+``new`` (nothing yet) -> ``proposed`` (a proposal, mask untouched) ->
+``edited`` (the mask differs from its start, or from the accepted mask) ->
+``accepted`` (in the store, no edits since); ``unreadable`` when the file
+could not be read.
+
+Every change emits :attr:`CaseModel.changed` with the case id, so each widget
+can refresh what it shows. Nothing here touches napari or Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from psygnal import Signal
+
+from training.imageio import ImageReadError, is_image_file, read_image
+from training.store import CorrectionsStore, case_id_for
+
+STATES = ("new", "proposed", "edited", "accepted", "unreadable")
+
+
+@dataclass
+class Case:
+    """One image under review. ``mask`` and ``start_mask`` are (H, W) bool or None."""
+
+    case_id: str
+    source: str
+    proposal: Any = None  # model.Proposal
+    info: dict | None = None
+    mask: np.ndarray | None = None
+    start: str | None = None
+    start_mask: np.ndarray | None = None
+    accepted_mask: np.ndarray | None = None
+    record: dict | None = None
+    error: str = ""
+    extra: dict = field(default_factory=dict)  # room for other sections (refine clicks, ...)
+
+    @property
+    def disagreement(self) -> float | None:
+        """1 - mean pairwise Dice of the proposals (the triage score), None before proposing."""
+        return float(self.proposal.disagreement) if self.proposal is not None else None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.source)
+
+
+class CaseModel:
+    """The cases of one viewer: an ordered list (a folder) plus any case proposed from a layer.
+
+    ``store_root`` is called whenever the store is needed, so a change of the
+    corrections-store setting takes effect at once.
+    """
+
+    changed = Signal(str)  # case id ("" = the list itself changed)
+
+    def __init__(self, store_root: Callable[[], Path | str]) -> None:
+        self._store_root = store_root
+        self.cases: dict[str, Case] = {}
+        self.order: list[str] = []  # the case list (a folder), in display order
+        self.current: str | None = None  # the case on screen, if any
+
+    # ----- lookup ------------------------------------------------------
+    @property
+    def store(self) -> CorrectionsStore:
+        return CorrectionsStore(self._store_root())
+
+    @staticmethod
+    def id_for(source: str | Path) -> str:
+        return case_id_for(source)
+
+    def case(self, source: str | Path) -> Case:
+        """The case of a source file (or layer name), created as 'new' the first time."""
+        case_id = case_id_for(source)
+        if case_id not in self.cases:
+            self.cases[case_id] = Case(case_id, str(source))
+        return self.cases[case_id]
+
+    def get(self, case_id: str) -> Case | None:
+        return self.cases.get(case_id)
+
+    def listed(self) -> list[Case]:
+        return [self.cases[i] for i in self.order]
+
+    # ----- the list ----------------------------------------------------
+    def open_folder(self, folder: str | Path) -> list[Case]:
+        """Make the folder's images the case list (sorted by name); keeps what is known about each case."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: not a folder")
+        paths = sorted(p for p in folder.iterdir() if is_image_file(p))
+        self.order = []
+        for path in paths:
+            case = self.case(path)
+            case.source = str(path)
+            if case.case_id not in self.order:
+                self.order.append(case.case_id)
+        self.changed.emit("")
+        return self.listed()
+
+    def sort_most_doubtful_first(self) -> None:
+        """Order the list by the proposals' disagreement, highest first; cases without a proposal last."""
+        self.order.sort(key=lambda i: -(self.cases[i].disagreement if self.cases[i].disagreement is not None else -1.0))
+        self.changed.emit("")
+
+    def index_of(self, case_id: str | None) -> int | None:
+        return self.order.index(case_id) if case_id in self.order else None
+
+    # ----- state -------------------------------------------------------
+    def is_accepted(self, case: Case) -> bool:
+        try:
+            return self.store.has(case.case_id)
+        except ValueError:
+            return False
+
+    def state(self, case: Case | str) -> str:
+        """One of :data:`STATES`."""
+        case = self.cases[case] if isinstance(case, str) else case
+        if case.error:
+            return "unreadable"
+        accepted = self.is_accepted(case)
+        if case.mask is not None:
+            reference = case.accepted_mask if accepted and case.accepted_mask is not None else case.start_mask
+            if accepted and reference is None:
+                return "accepted"
+            if reference is None or reference.shape != case.mask.shape or not np.array_equal(case.mask, reference):
+                return "edited"
+        if accepted:
+            return "accepted"
+        return "proposed" if case.proposal is not None else "new"
+
+    def to_propose(self, redo: bool = False) -> list[Case]:
+        """The listed cases Propose all should work on: the new ones, or (``redo``) every readable one."""
+        if redo:
+            return [c for c in self.listed() if not c.error]
+        return [c for c in self.listed() if self.state(c) == "new"]
+
+    # ----- changes -----------------------------------------------------
+    def set_proposal(self, source: str | Path, proposal, info: dict | None = None) -> Case:
+        """A proposal made for a case (from any widget); the case's own mask, if edited, is kept."""
+        case = self.case(source)
+        case.proposal, case.info, case.error = proposal, dict(info or {}), ""
+        self.changed.emit(case.case_id)
+        return case
+
+    def set_error(self, source: str | Path, error: str) -> Case:
+        case = self.case(source)
+        case.error = error
+        self.changed.emit(case.case_id)
+        return case
+
+    def set_mask(self, source: str | Path, mask: np.ndarray | None, start: str | None = None, start_mask: np.ndarray | None = None) -> Case:
+        """Remember the mask under review (e.g. as its case leaves the screen, or after a stroke)."""
+        case = self.case(source)
+        case.mask = None if mask is None else np.asarray(mask).astype(bool)
+        if start is not None:
+            case.start = start
+        if start_mask is not None:
+            case.start_mask = np.asarray(start_mask).astype(bool)
+        self.changed.emit(case.case_id)
+        return case
+
+    def mark_accepted(self, source: str | Path, mask: np.ndarray, record: dict | None = None) -> Case:
+        """The case went into the store with this mask (call after the store write)."""
+        case = self.case(source)
+        case.accepted_mask = np.asarray(mask).astype(bool).copy()
+        case.mask = case.accepted_mask.copy()
+        case.record = dict(record or {})
+        self.changed.emit(case.case_id)
+        return case
+
+    def stored(self, case: Case | str) -> tuple[np.ndarray, dict] | None:
+        """(accepted mask (H, W) bool, record) from the corrections store, or None if the case is not there."""
+        case = self.cases[case] if isinstance(case, str) else case
+        if not self.is_accepted(case):
+            return None
+        _, mask_path, meta_path = self.store.paths(case.case_id)
+        try:
+            mask = read_image(mask_path)
+            record = json.loads(meta_path.read_text())
+        except (ImageReadError, OSError, ValueError):
+            return None
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        case.accepted_mask = mask > 0
+        case.record = record if isinstance(record, dict) else {}
+        return case.accepted_mask.copy(), case.record
+
+    def set_current(self, case_id: str | None) -> None:
+        self.current = case_id
+        self.changed.emit("")
+
+
+_MODELS: "weakref.WeakKeyDictionary[Any, CaseModel]" = weakref.WeakKeyDictionary()
+
+
+def for_viewer(viewer, store_root: Callable[[], Path | str] | None = None) -> CaseModel:
+    """The one case model of a viewer, created on first use (every widget of the viewer shares it)."""
+    model = _MODELS.get(viewer)
+    if model is None:
+        if store_root is None:
+            from .settings import SETTINGS
+
+            store_root = lambda: SETTINGS.get().store_path  # noqa: E731
+        model = CaseModel(store_root)
+        _MODELS[viewer] = model
+    return model

@@ -1,0 +1,92 @@
+"""The case model shared by the widgets, without Qt or napari: states, Propose-all's to-do list, stepping, accepted cases."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_mlffm.cases_model import STATES, CaseModel
+from training.store import CorrectionsStore
+
+from .conftest import SMALL_DATA
+
+
+@pytest.fixture
+def folder(tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for path in sorted((SMALL_DATA / "images").glob("*.jpg"))[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_states_follow_a_review_and_propose_all_skips_done_cases(folder, tmp_path, tiny_segmenter, rgb_image):
+    store = tmp_path / "store"
+    model = CaseModel(lambda: store)
+    events = []
+    model.changed.connect(events.append)
+    cases = model.open_folder(folder)
+    assert [c.path.name for c in cases] == sorted(p.name for p in folder.glob("*.jpg"))
+    assert [model.state(c) for c in cases] == ["new"] * 3 and events == [""]
+    assert model.to_propose() == cases
+
+    first, second, third = cases
+    proposal = tiny_segmenter.propose(rgb_image, seed=0)
+    # A proposal made for a case from anywhere (e.g. the Propose widget, keyed by the source path) is that case's.
+    model.set_proposal(str(first.path.resolve()), proposal, {"seed": 0})
+    assert model.state(first) == "proposed" and first.case_id in events
+    assert model.to_propose() == [second, third]
+
+    # Edits make it 'edited'; undoing them back to the start makes it 'proposed' again.
+    start = proposal.consensus
+    edited = start.copy()
+    edited[:4, :4] = ~edited[:4, :4]
+    model.set_mask(first.source, edited, "consensus", start)
+    assert model.state(first) == "edited"
+    model.set_mask(first.source, start)
+    assert model.state(first) == "proposed"
+
+    # Accepted: in the store, with the mask it was accepted with; the state is read from the store.
+    model.set_mask(first.source, edited)
+    CorrectionsStore(store).accept(first.case_id, rgb_image, edited, {"start": "consensus"})
+    model.mark_accepted(first.source, edited, {"start": "consensus"})
+    assert model.state(first) == "accepted"
+    assert model.to_propose() == [second, third]  # accepted cases are not proposed again
+    assert model.to_propose(redo=True) == cases
+    # An edit after accepting is 'edited' until accepted again.
+    again = edited.copy()
+    again[10, 10] = ~again[10, 10]
+    model.set_mask(first.source, again)
+    assert model.state(first) == "edited"
+
+    # A new session (a fresh model) sees the accepted case and gets its stored mask and record back.
+    fresh = CaseModel(lambda: store)
+    reopened = fresh.open_folder(folder)[0]
+    assert fresh.state(reopened) == "accepted"
+    mask, record = fresh.stored(reopened)
+    assert np.array_equal(mask, edited) and record["start"] == "consensus" and record["id"] == first.case_id
+    assert fresh.stored(fresh.listed()[1]) is None
+
+    model.set_error(third.source, "broken")
+    assert model.state(third) == "unreadable" and third not in model.to_propose(redo=True)
+    assert set(model.state(c) for c in model.listed()) <= set(STATES)
+
+
+def test_sorting_keeps_cases_and_puts_unproposed_last(folder, tmp_path, tiny_segmenter, rgb_image):
+    model = CaseModel(lambda: tmp_path / "store")
+    cases = model.open_folder(folder)
+    for seed, case in enumerate(cases[:2]):
+        model.set_proposal(case.source, tiny_segmenter.propose(rgb_image, n_samples=3, seed=seed + 3))
+    model.sort_most_doubtful_first()
+    listed = model.listed()
+    assert listed[-1] is cases[2]
+    values = [c.disagreement for c in listed[:2]]
+    assert values == sorted(values, reverse=True)
+    # Reopening the folder keeps what is known about each case.
+    model.open_folder(folder)
+    assert model.case(cases[0].source).proposal is not None
+    with pytest.raises(ValueError, match="not a folder"):
+        model.open_folder(folder / "notes.txt")
