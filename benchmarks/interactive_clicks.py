@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tqdm import tqdm  # noqa: E402
+
 from model import Segmenter  # noqa: E402
 from training.datasets import list_cases, load_case  # noqa: E402
 from training.interactive import click_session, summarize_sessions  # noqa: E402
@@ -41,7 +43,7 @@ from training.interactive import click_session, summarize_sessions  # noqa: E402
 
 def run_row(segmenter: Segmenter, cases, mode: str, args) -> dict:
     sessions = []
-    for case in cases:
+    for case in tqdm(cases, desc=mode, unit="image", dynamic_ncols=True):
         image, truth = load_case(case)
         sessions.append(click_session(segmenter, image, truth, args.clicks, mode, n_samples=args.samples, steps=args.steps, seed=args.seed))
     return summarize_sessions(sessions, args.clicks, mode)
