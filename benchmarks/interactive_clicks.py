@@ -46,7 +46,9 @@ def run_row(segmenter: Segmenter, cases, mode: str, args) -> dict:
     for case in tqdm(cases, desc=mode, unit="image", dynamic_ncols=True):
         image, truth = load_case(case)
         sessions.append(click_session(segmenter, image, truth, args.clicks, mode, n_samples=args.samples, steps=args.steps, seed=args.seed))
-    return summarize_sessions(sessions, args.clicks, mode)
+    report = summarize_sessions(sessions, args.clicks, mode)
+    report["per_image"] = [{"id": c.case_id, "dice_after": s.dice, "clicks": s.clicks} for c, s in zip(cases, sessions)]
+    return report
 
 
 def main() -> int:
