@@ -64,16 +64,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rows", default="kept,prompts,both", help="which rows to run, comma-separated (default: all three)")
     args = parser.parse_args()
+    wanted = set(args.rows.split(","))
     cases = list_cases(args.data, args.split).cases
     cases = cases[: args.limit] if args.limit else cases
     rows = []
-    baseline = Segmenter.load(args.baseline, args.device)
-    rows.append((f"{baseline.checkpoint_id} kept-pixel clicks", baseline, "kept"))
+    if "kept" in wanted:
+        baseline = Segmenter.load(args.baseline, args.device)
+        rows.append((f"{baseline.checkpoint_id} kept-pixel clicks", baseline, "kept"))
     if args.prompted is not None:
         prompted = Segmenter.load(args.prompted, args.device)
-        rows.append((f"{prompted.checkpoint_id} prompts", prompted, "prompts"))
-        rows.append((f"{prompted.checkpoint_id} prompts + kept", prompted, "both"))
+        if "prompts" in wanted:
+            rows.append((f"{prompted.checkpoint_id} prompts", prompted, "prompts"))
+        if "both" in wanted:
+            rows.append((f"{prompted.checkpoint_id} prompts + kept", prompted, "both"))
+    if not rows:
+        parser.error("no rows to run (--rows, and --prompted for the prompts rows)")
     results = []
     for name, segmenter, mode in rows:
         started = time.perf_counter()
