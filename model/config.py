@@ -16,6 +16,7 @@ PREDICTIONS = ("x0", "eps", "direct")
 FUSIONS = ("mlffm", "plain")
 
 FLIP_VIEWS = (1, 2, 4)
+PROMPT_CHANNELS = (0, 3)  # none, or positive clicks, negative clicks and the current mask (model/prompts.py)
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -41,6 +42,11 @@ class NetworkConfig:
             image encoder feeds the decoder directly, a plain U-Net (with
             ``fusion="plain"``) for the feed-forward baseline. Needs
             ``prediction="direct"``.
+        prompt_channels: extra input channels of the image path for the
+            clinician's prompts (:mod:`model.prompts`): 0 (none; every
+            checkpoint written before prompts existed) or 3 (positive clicks,
+            negative clicks, the current mask as a prior). Their input
+            weights start at zero, so an untrained widening changes nothing.
     """
 
     in_channels: int = 3
@@ -52,6 +58,7 @@ class NetworkConfig:
     bottleneck_attention: bool = True
     time_dim: int = 128
     mask_path: bool = True
+    prompt_channels: int = 0
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
@@ -67,6 +74,8 @@ class NetworkConfig:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.in_channels < 1 or self.time_dim < 4:
             raise ValueError("in_channels must be >= 1 and time_dim >= 4")
+        if self.prompt_channels not in PROMPT_CHANNELS:
+            raise ValueError(f"prompt_channels must be one of {PROMPT_CHANNELS}, got {self.prompt_channels!r}")
 
     @property
     def denoiser_widths(self) -> tuple[int, ...]:

@@ -81,6 +81,12 @@ class DualPathUNet(nn.Module):
 
         # Image path.
         self.image_stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
+        # Prompt channels enter through their own zero-initialised, bias-free convolution added to the
+        # stem's output, so zero prompts (or none) leave the image path exactly as it was.
+        self.prompt_stem = None
+        if config.prompt_channels:
+            self.prompt_stem = nn.Conv2d(config.prompt_channels, widths[0], 3, padding=1, bias=False)
+            nn.init.zeros_(self.prompt_stem.weight)
         self.image_blocks = nn.ModuleList()
         self.image_down = nn.ModuleList()
         for k, w in enumerate(widths):
@@ -117,13 +123,22 @@ class DualPathUNet(nn.Module):
             self.decoder_blocks.append(ResBlock(inner[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
         self.head = nn.Sequential(group_norm(inner[0]), nn.SiLU(), nn.Conv2d(inner[0], 1, 1))
 
-    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+    def encode_image(self, image: torch.Tensor, prompts: torch.Tensor | None = None) -> ImageFeatures:
         """Run the image path once.
 
-        Input: (B, in_channels, S, S) normalised image.
+        Input: (B, in_channels, S, S) normalised image; optionally ``prompts``,
+        (B, prompt_channels, S, S) encoded by :func:`model.prompts.encode_prompts`
+        (None: no prompts, the same as all zeros). A network without prompt
+        channels raises ValueError when given prompts.
         Output: :class:`ImageFeatures` for the batch.
         """
         h = self.image_stem(image)
+        if prompts is not None:
+            if self.prompt_stem is None:
+                raise ValueError("this network has no prompt channels (prompt_channels=0); it cannot take prompts")
+            if prompts.shape[1] != self.config.prompt_channels or prompts.shape[-2:] != image.shape[-2:]:
+                raise ValueError(f"prompts must be (B, {self.config.prompt_channels}, {image.shape[-2]}, {image.shape[-1]}), got {tuple(prompts.shape)}")
+            h = h + self.prompt_stem(prompts)
         levels = []
         for k, blocks in enumerate(self.image_blocks):
             for block in blocks:
@@ -173,5 +188,5 @@ class DualPathUNet(nn.Module):
             h = self.decoder_blocks[i](torch.cat([h, skip], dim=1))
         return self.head(h)
 
-    def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.denoise(self.encode_image(image), x_t, t)
+    def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        return self.denoise(self.encode_image(image, prompts), x_t, t)

@@ -13,6 +13,7 @@ import torch
 
 from .config import DiffusionConfig
 from .ddim import DDIMScheduler
+from .kept import repaint
 from .network import DualPathUNet, ImageFeatures
 from .schedule import NoiseSchedule
 
@@ -80,6 +81,7 @@ def iter_sample_soft_masks(
     seed: int,
     eta: float = 0.0,
     max_batch: int | None = None,
+    kept: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Generator[int, None, torch.Tensor]:
     """Run DDIM for ``n_samples`` trajectories sharing one image's ``features``.
 
@@ -91,6 +93,12 @@ def iter_sample_soft_masks(
     through the network at once (to fit GPU memory; by default
     :func:`trajectories_per_call`, so a CPU takes a few at a time); the starting noise is
     drawn for all samples first, so with eta = 0 the masks do not depend on it.
+    ``kept`` = (weight, x0), each (V, 1, size, size) for V views (trajectory i
+    uses view ``i % V``, like the features): the kept share of each pixel and
+    its known clean mask in [-1, 1] (:meth:`model.kept.KeptPixels.at_working_size`).
+    Those pixels of x_t are replaced by the known mask noised to the step's
+    level with the trajectory's own x_T (:func:`model.kept.repaint`), and the
+    returned soft masks take the known values there.
     """
     device = features.levels[0].device
     if diffusion.prediction == "direct":
@@ -103,6 +111,11 @@ def iter_sample_soft_masks(
     generator, x = initial_noise(n_samples, size, seed, device)
     chunk = max(1, min(max_batch or trajectories_per_call(n_samples, device), n_samples))
     soft = None
+    if kept is not None:
+        views = torch.arange(n_samples) % kept[0].shape[0]
+        kept_weight, kept_x0 = kept[0][views].to(device), kept[1][views].to(device)
+        start_noise = x
+        x = repaint(x, kept_weight, kept_x0, float(schedule.alphas_cumprod[scheduler.timesteps[0]]), start_noise)
     for index, t in enumerate(scheduler.timesteps):
         t_batch = torch.full((n_samples,), t, device=device, dtype=torch.long)
         output = torch.cat(
@@ -116,6 +129,12 @@ def iter_sample_soft_masks(
         if scheduler.sigma(t, scheduler.previous_timestep(index)) > 0:
             noise = torch.randn(x.shape, generator=generator).to(device)
         x = scheduler.step(x0_hat, x, index, noise)
+        if kept is not None:
+            previous = scheduler.previous_timestep(index)
+            if previous >= 0:
+                x = repaint(x, kept_weight, kept_x0, float(schedule.alphas_cumprod[previous]), start_noise)
+            else:
+                soft = kept_weight * (kept_x0 + 1) / 2 + (1 - kept_weight) * soft
         yield index + 1
     return soft
 

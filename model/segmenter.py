@@ -23,7 +23,9 @@ from .config import SegmenterConfig
 from .config_schema import check_config
 from .limits import MAX_SAMPLES, MAX_STEPS, check_float, check_int, check_proposal_size, check_seed, is_out_of_memory, out_of_memory
 from .devices import resolve_device
+from .kept import KeptPixels
 from .network import DualPathUNet
+from .prompts import Prompts, encode_prompts
 from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples, untempered_threshold
 from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
@@ -272,6 +274,9 @@ class Segmenter:
         steps: int | None = None,
         seed: int = 0,
         eta: float = 0.0,
+        *,
+        prompts: Prompts | None = None,
+        kept: KeptPixels | None = None,
     ) -> Generator[tuple[int, int], None, Proposal]:
         """Generator form of :meth:`propose` for GUIs.
 
@@ -293,12 +298,13 @@ class Segmenter:
 
     def _propose_iter(self, image, n_samples, steps, seed, eta, start) -> Generator[tuple[int, int], None, Proposal]:
         x, (height, width) = self.prepare(image)
+        guidance = self._guidance(prompts, kept, height, width)
         notes: list[str] = []
         network = self.network
         max_batch = trajectories_per_call(n_samples, next(network.parameters()).device)
         while True:
             try:
-                soft = yield from self._sample(network, x.to(next(network.parameters()).device), n_samples, steps, seed, eta, max_batch)
+                soft = yield from self._sample(network, x.to(next(network.parameters()).device), n_samples, steps, seed, eta, max_batch, guidance)
                 break
             except torch.cuda.OutOfMemoryError:
                 if torch.cuda.is_available():
@@ -313,16 +319,42 @@ class Segmenter:
                 else:
                     raise
                 warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
-        proposal = self._to_proposal(soft, height, width)
+        proposal = self._to_proposal(soft, height, width, kept)
         return dataclasses.replace(proposal, seconds=time.perf_counter() - start, notes=tuple(notes))
 
-    def _sample(self, network, x, n_samples, steps, seed, eta, max_batch) -> Generator[tuple[int, int], None, torch.Tensor]:
+    def _guidance(self, prompts: Prompts | None, kept: KeptPixels | None, height: int, width: int):
+        """(prompt channels (1, P, S, S) or None, kept (weight, x0) at the working size or None), validated."""
+        encoded = None
+        if prompts is not None and not prompts.empty:
+            if not self.config.network.prompt_channels:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint_id} has no prompt channels: it cannot take clicks as input "
+                    "(use kept pixels, model.kept.click_disks, or weights trained with --prompts)"
+                )
+            encoded = encode_prompts(prompts, height, width, self.config.size)
+        working_kept = None
+        if kept is not None:
+            kept.check(height, width)
+            if kept.any:
+                working_kept = kept.at_working_size(self.config.size)
+        return encoded, working_kept
+
+    def _sample(self, network, x, n_samples, steps, seed, eta, max_batch, guidance=(None, None)) -> Generator[tuple[int, int], None, torch.Tensor]:
+        prompts, kept = guidance
         with torch.inference_mode():
             # Sample i uses view i % views, so fewer samples than views need only the first n views.
             views = min(self.config.flip_views, n_samples)
-            features = network.encode_image(flip_views(x, views) if views > 1 else x)
+            if prompts is not None:
+                prompts = prompts.to(x.device)
+                prompts = flip_views(prompts, views) if views > 1 else prompts
+            if kept is not None:
+                kept = tuple(flip_views(k, views) if views > 1 else k for k in kept)
+            image = flip_views(x, views) if views > 1 else x
+            features = network.encode_image(image) if prompts is None else network.encode_image(image, prompts)
             self.encode_calls += 1
-            loop = iter_sample_soft_masks(network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta, max_batch)
+            loop = iter_sample_soft_masks(
+                network, features, self.config.diffusion, n_samples, self.config.size, steps, seed, eta, max_batch, kept=kept
+            )
             while True:
                 try:
                     done = next(loop)
@@ -338,6 +370,9 @@ class Segmenter:
         seed: int = 0,
         eta: float = 0.0,
         on_step: Callable[[int, int], None] | None = None,
+        *,
+        prompts: Prompts | None = None,
+        kept: KeptPixels | None = None,
     ) -> Proposal:
         """Draw ``n_samples`` masks for ``image`` in one batched pass per DDIM step.
 
@@ -349,8 +384,14 @@ class Segmenter:
             eta: DDIM stochasticity (0 = deterministic given the seed's x_T).
             on_step: called as ``on_step(done, total)`` after each step; raise
                 from it to cancel.
+            prompts: the clinician's clicks and current mask
+                (:class:`model.prompts.Prompts`), for a model with prompt
+                channels; ValueError for one without. None or empty: no prompts.
+            kept: pixels held fixed (:class:`model.kept.KeptPixels`, (H, W)):
+                every sample's mask equals ``kept.values`` where ``kept.mask``,
+                and the rest is resampled around them; any model.
         """
-        loop = self.propose_iter(image, n_samples, steps, seed, eta)
+        loop = self.propose_iter(image, n_samples, steps, seed, eta, prompts=prompts, kept=kept)
         return run_to_completion(loop, None if on_step is None else lambda item: on_step(*item))
 
     def predict_direct(self, image: np.ndarray, seed: int = 0) -> Proposal:
@@ -376,7 +417,7 @@ class Segmenter:
             raise out_of_memory(err, f"one pass over a {width} x {height} image on {self.device}") from None
         return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
-    def _to_proposal(self, soft: torch.Tensor, height: int, width: int) -> Proposal:
+    def _to_proposal(self, soft: torch.Tensor, height: int, width: int, kept: KeptPixels | None = None) -> Proposal:
         """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""
         n = soft.shape[0]
         temperature, threshold = self.config.probability_temperature, self.config.decision_threshold
@@ -394,4 +435,10 @@ class Segmenter:
         mean = apply_temperature(running_mean, temperature)
         variance = (squares / n).clamp_(min=0)
         uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
+        if kept is not None and kept.any:
+            # Kept pixels are exact at the image's resolution: every sample, the probability and no spread.
+            where, values = torch.from_numpy(np.asarray(kept.mask, bool)), torch.from_numpy(np.asarray(kept.values, bool))
+            samples[:, where.numpy()] = values.numpy()[where.numpy()]
+            mean = torch.where(where, values.float(), mean)
+            uncertainty = torch.where(where, torch.zeros_like(uncertainty), uncertainty)
         return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32), threshold=threshold)

@@ -21,7 +21,7 @@ from napari_mlffm.writer import write_labels  # noqa: E402
 from .conftest import SAMPLES, SMALL_DATA  # noqa: E402
 
 PLUGIN = "napari-mlffm"
-WIDGETS = ["Propose masks", "Review and export", "Cases", "Fine-tune"]
+WIDGETS = ["Propose masks", "Review and export", "Cases", "Fine-tune", "Refine with clicks"]
 
 
 @pytest.fixture

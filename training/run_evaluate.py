@@ -14,7 +14,8 @@ from model.config import FLIP_VIEWS
 
 from .cli_types import samples_arg, seed_arg, steps_arg
 from .datasets import list_cases, load_case
-from .imageio import ImageReadError, write_json
+from .imageio import ImageReadError, check_writable, write_json
+from .interactive import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from .metrics import METRIC_NAMES, MetricAccumulator
 from .outputs import check_output_file, display
 from .strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
@@ -33,6 +34,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    parser.add_argument(
+        "--clicks", type=int, default=0, metavar="K",
+        help="also run the click protocol: a simulated user refines each proposal with up to K clicks "
+        "(RITM rule: the deepest point of the largest error); adds a 'clicks' report (docs/interactive.md)",
+    )
+    parser.add_argument(
+        "--click-mode", choices=CLICK_MODES, default="auto",
+        help="how clicks reach the model: prompts (input channels), kept (kept-pixel disks, any weights), both; "
+        "auto = prompts for weights trained with them, else kept",
+    )
 
 
 def uncertainty_error_spearman(per_image: list[dict], score: str = "mean_uncertainty") -> float:
@@ -65,6 +76,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
+    if args.clicks < 0 or args.clicks > 100:
+        raise ValueError(f"--clicks {args.clicks}: must lie in 0..100")
+    if args.clicks and args.direct:
+        raise ValueError("--clicks needs sampling: leave out --direct")
+    click_mode = resolve_mode(segmenter, args.click_mode) if args.clicks else None
+    sessions = []
     accumulator = MetricAccumulator()
     seconds, skipped = [], [display(line) for line in listing.skipped]  # cases of the split without a usable pair
     for line in skipped:
@@ -83,6 +100,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
         seconds.append(time.perf_counter() - started)
+        if args.clicks:
+            session = click_session(
+                segmenter, image, truth, args.clicks, click_mode, first=proposal, n_samples=args.samples, steps=args.steps, seed=args.seed
+            )
+            sessions.append(session)
         samples = None if args.direct else proposal.samples
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
         record.update(truth_traits(truth))
@@ -115,6 +137,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     triage = triage_recall(accumulator.per_image)
     if triage:
         print("\ntriage (cases sorted most doubtful first, as in the plugin):\n" + format_triage(triage))
+    clicks = summarize_sessions(sessions, args.clicks, click_mode) if args.clicks else None
+    if clicks is not None:
+        print("\n" + format_clicks(clicks))
+        for record, session in zip(accumulator.per_image, sessions):
+            record["dice_after_clicks"] = session.dice
     if args.json is not None:
         write_json(
             args.json,
@@ -140,6 +167,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     "rows": accumulator.calibration_table.tolist() if accumulator.calibration_table is not None else [],
                 },
                 "skipped": skipped,
+                **({"clicks": clicks} if clicks is not None else {}),
             },
         )
     return 1 if skipped else 0

@@ -23,6 +23,7 @@ from .interrupt import StopOnInterrupt
 from .lineage import resumed_base
 from .outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from .progress import make_reporter
+from .prompt_training import prompt_validation
 from .store import CorrectionsStore
 from .trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
@@ -53,6 +54,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "0 = uniform timesteps (default 0.6)",
     )
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    _add_click_argument(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -88,7 +90,28 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
+    _add_click_argument(parser)
     _add_progress_argument(parser)
+
+
+def _add_click_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--click-prob", type=float, default=0.0, metavar="P",
+        help="learn prompts: this share of samples (0-1) is trained with simulated clicks and a current mask, the rest "
+        "with none; a network without prompt channels is widened first (zero weights, so no prompts = unchanged). "
+        "Default 0: no prompt training",
+    )
+
+
+def _with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, reporter) -> Segmenter:
+    if not 0.0 <= args.click_prob <= 1.0:
+        raise ValueError(f"--click-prob {args.click_prob}: must lie in [0, 1]")
+    if args.click_prob > 0 and not segmenter.config.network.prompt_channels:
+        from model.prompts import with_prompt_channels  # noqa: PLC0415
+
+        reporter.message("widened the image path with 3 prompt channels (zero weights) to learn clicks")
+        return with_prompt_channels(segmenter)
+    return segmenter
 
 
 def _add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +228,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
             diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
         )
         segmenter = Segmenter(config, args.device)
+    segmenter = _with_prompts_if_asked(segmenter, args, reporter)
     size = segmenter.config.size
     train_listing = list_cases(args.data, args.split)
     _report_problems(train_listing)
@@ -231,6 +255,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         time_budget_minutes=args.time_budget,
         boundary_weight=args.boundary_weight,
         high_t_fraction=args.high_t_fraction,
+        click_prob=args.click_prob,
         augment=AugmentConfig(enabled=not args.no_augment),
     )
     command = args.command_line
@@ -290,6 +315,10 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     else:
         base = args.checkpoint
         segmenter = base_model = Segmenter.load(base, args.device)
+    loaded = segmenter
+    segmenter = _with_prompts_if_asked(segmenter, args, reporter)
+    # "Dice before" is scored as train() selects: with prompt channels when clicks are learnt (zero weights: same no-click masks)
+    base_model = segmenter if base_model is loaded else _with_prompts_if_asked(base_model, args, SilentReporter())
     listing = list_cases(args.data, None)
     if (args.data / "meta").is_dir():  # a corrections store: only complete cases whose files match their records
         listing = CorrectionsStore(args.data).verified_listing(listing)
@@ -317,8 +346,12 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         time_budget_minutes=args.time_budget,
         # keep the timestep mix the base weights were trained with
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
+        click_prob=args.click_prob,
     )
-    before = validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
+    if args.click_prob > 0:  # the score train() selects on: the mean of no-click and one-click Dice
+        before = sum(prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2
+    else:
+        before = validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
     reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(base_model.provenance)

@@ -30,6 +30,7 @@ from .augment import AugmentConfig, augment_batch
 from .datasets import CachedDataset
 from .distributed import SINGLE, Distributed
 from .losses import SegmentationDiffusionLoss, dice_loss
+from .prompt_training import prompt_validation, simulated_prompts
 from .state import EMA, pack_training_state, unpack_training_state
 
 
@@ -52,6 +53,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     boundary_weight: float = 1.0
     high_t_fraction: float = 0.0
+    click_prob: float = 0.0  # share of samples trained with simulated clicks (training/prompt_training.py); 0 = none
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,8 @@ class TrainConfig:
             raise ValueError("time budget must be > 0 minutes")
         if not 0.0 <= self.high_t_fraction <= 1.0:
             raise ValueError(f"high_t_fraction (--high-t-fraction) must lie in [0, 1], got {self.high_t_fraction}")
+        if not 0.0 <= self.click_prob <= 1.0:
+            raise ValueError(f"click_prob (--click-prob) must lie in [0, 1], got {self.click_prob}")
 
 
 class Reporter(Protocol):
@@ -255,13 +259,22 @@ def train(
         elif batches_done == 0 and epoch > start_epoch:
             break  # stopped before this epoch's first batch: the last epoch is already scored and saved
         ema.copy_to(eval_segmenter.network)
-        val_dice = ctx.validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+        clicks = {}
+        if config.click_prob > 0:
+            # Prompt training selects on the mean of the no-click Dice and the Dice after one click
+            # (every rank scores the whole val set: the same numbers on each, as the seed is shared).
+            no_click, one_click = prompt_validation(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+            val_dice, clicks = (no_click + one_click) / 2, {"val_dice_0_clicks": no_click, "val_dice_1_click": one_click}
+        else:
+            val_dice = ctx.validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
         loss_sum = ctx.mean(loss_sum)  # every rank's share of the batches, averaged
         train_loss = loss_sum / batches_done if batches_done else None  # None: stopped before this epoch's first batch
-        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"], **clicks}
         history.append(record)
         shown_loss = "n/a" if train_loss is None else f"{train_loss:.4f}"
         summary = f"epoch {epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
+        if clicks:
+            summary += f" (mean of {clicks['val_dice_0_clicks']:.4f} with no click and {clicks['val_dice_1_click']:.4f} after 1)"
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
         if val_dice > best_dice or len(val_data) == 0:
             best_dice, best_epoch = val_dice, epoch
@@ -334,6 +347,8 @@ def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, ge
     images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
     t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
     noise = torch.randn((images.shape[0], *masks.shape[1:]), generator=generator)
+    # Simulated clicks too are drawn for the whole global batch, then sliced like the noise.
+    prompts = simulated_prompts(masks, config.click_prob, generator)[part].to(device) if config.click_prob > 0 else None
     # Under torchrun every rank draws the global batch's random numbers (its generator stays in step
     # with the others and with a single process's) and trains on its own slice ``part``.
     images, masks, t, noise = images[part], masks[part], t[part].to(device), noise[part].to(device)
@@ -344,7 +359,10 @@ def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, ge
         # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
         t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
     images = standardize(images)
-    output = network(images, x_t, t)
+    if prompts is not None:
+        output = network(images, x_t, t, prompts)
+    else:
+        output = network(images, x_t, t)
     if schedule.config.prediction in ("x0", "direct"):
         loss, terms = loss_fn(output, target)
     else:

@@ -220,7 +220,7 @@ class ReviewWidget(Container):
         mask = self._current_mask(found)
         start = state.get("start_mask")
         edited = int((mask != start).sum()) if start is not None and start.shape == mask.shape else None
-        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device")
+        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "clicks")  # clicks: _qt/refine.py
         return {
             **{k: state.get(k) for k in keep},
             "image_layer": layer.name,

@@ -1,0 +1,105 @@
+"""Kept pixels: parts of the mask the clinician has accepted, held fixed while the rest is resampled.
+
+RePaint-style inpainting (Lugmayr et al. 2022) on the DDIM trajectory: at
+every step the kept pixels of x_t are replaced by the forward-noised known
+mask, ``sqrt(a_t) x0_known + sqrt(1 - a_t) eps``, so the network denoises
+the free pixels in the context of the known ones; the final soft masks take
+the known values there, and :class:`model.Proposal` masks are set to them
+exactly at the image's resolution. ``eps`` is each trajectory's own starting
+noise x_T: a pixel whose clean value is known then follows exactly the path
+deterministic DDIM gives it, with no extra random numbers. It needs no
+training and works for any checkpoint.
+
+:func:`click_disks` is the training-free use of clicks: a small disk of kept
+lesion pixels around each positive click and of kept skin around each
+negative one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .preprocess import resize_to_working
+
+CLICK_DISK_FRACTION = 1 / 48
+"""Radius of a click's disk of kept pixels as a share of the image's short side (about 10.7 px at 512)."""
+
+
+@dataclass(frozen=True)
+class KeptPixels:
+    """Pixels held fixed, at the image's resolution.
+
+    Attributes:
+        mask: (H, W) bool, True where the pixel is kept.
+        values: (H, W) bool, the kept value (lesion or skin); read where ``mask``.
+    """
+
+    mask: np.ndarray
+    values: np.ndarray
+
+    def check(self, height: int, width: int) -> None:
+        for name, array in (("kept mask", self.mask), ("kept values", self.values)):
+            if np.shape(array) != (height, width):
+                raise ValueError(f"{name} must be {height} x {width} like the image, got shape {np.shape(array)}")
+
+    @property
+    def any(self) -> bool:
+        return bool(np.any(self.mask))
+
+    def merged(self, other: "KeptPixels | None") -> "KeptPixels":
+        """These kept pixels and ``other``'s; where both keep a pixel, ``other`` wins."""
+        if other is None:
+            return self
+        mask = np.asarray(self.mask, bool) | np.asarray(other.mask, bool)
+        values = np.where(np.asarray(other.mask, bool), other.values, self.values).astype(bool) & mask
+        return KeptPixels(mask, values)
+
+    def at_working_size(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, x0), both (1, 1, S, S) float32: the kept share of each working pixel, in [0, 1],
+        and the known clean mask in [-1, 1] (the kept pixels' mean value, -1 where none is kept)."""
+        mask = torch.from_numpy(np.asarray(self.mask, dtype=np.float32))[None, None]
+        lesion = torch.from_numpy((np.asarray(self.mask, bool) & np.asarray(self.values, bool)).astype(np.float32))[None, None]
+        weight = resize_to_working(mask, size).clamp(0, 1)
+        known = resize_to_working(lesion, size).clamp(min=0) / weight.clamp(min=1e-6)
+        # Working pixels with only a sliver kept are left free: the sampler's result there is better than a blur.
+        weight = torch.where(weight >= 0.25, weight, torch.zeros_like(weight))
+        return weight, (2 * known.clamp(0, 1) - 1)
+
+
+def click_disks(
+    positive: Sequence[tuple[float, float]],
+    negative: Sequence[tuple[float, float]],
+    height: int,
+    width: int,
+    radius: float | None = None,
+) -> KeptPixels | None:
+    """Kept pixels from clicks: a disk of lesion around each positive (row, col), of skin around each negative.
+
+    ``radius`` in image pixels (default ``CLICK_DISK_FRACTION`` of the short
+    side, at least 2). Where disks of both kinds overlap, skin wins. None without clicks.
+    """
+    if not positive and not negative:
+        return None
+    radius = max(2.0, min(height, width) * CLICK_DISK_FRACTION) if radius is None else float(radius)
+    rows, cols = np.ogrid[:height, :width]
+    mask = np.zeros((height, width), bool)
+    values = np.zeros((height, width), bool)
+    for points, value in ((positive, True), (negative, False)):
+        for r, c in points:
+            disk = (rows - float(r)) ** 2 + (cols - float(c)) ** 2 <= radius**2
+            mask |= disk
+            values[disk] = value
+    return KeptPixels(mask, values)
+
+
+def repaint(x: torch.Tensor, weight: torch.Tensor, x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torch.Tensor:
+    """Replace the kept share ``weight`` of x_t by the known mask ``x0`` noised to level ``alpha_bar`` with ``noise``.
+
+    Shapes: ``x`` and ``noise`` (B, 1, S, S); ``weight`` and ``x0`` broadcast to it.
+    """
+    known_t = alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * noise
+    return weight * known_t + (1 - weight) * x

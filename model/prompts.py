@@ -1,0 +1,145 @@
+"""The clinician's prompts as input channels of the image path.
+
+A :class:`Prompts` holds positive clicks (on the lesion), negative clicks (on
+skin) and, optionally, the current mask as a prior, all in the *image's*
+pixel coordinates. :func:`encode_prompts` turns them into a
+(1, 3, S, S) tensor at the working size S:
+
+* channel 0, positive clicks: a clipped distance map, ``max(0, 1 - d / R)``
+  with d the distance (working pixels) to the nearest positive click and
+  ``R = click_radius(S)`` (4 px at 96);
+* channel 1, negative clicks: the same for the negative clicks;
+* channel 2, the prior: ``2 * coverage - 1`` of the current mask resized to
+  S (1 lesion, -1 skin), or 0 everywhere when there is no prior.
+
+No prompts at all encode to zeros, and the network's prompt weights start at
+zero (:func:`with_prompt_channels`), so a widened network with no prompts
+gives exactly the proposals of the network it was widened from.
+
+The image path runs once per (image, prompts): prompts cost nothing per
+DDIM step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .preprocess import resize_to_working
+
+PROMPT_CHANNELS = 3
+CLICK_RADIUS_FRACTION = 1 / 24  # of the working size: 4 px at 96, 5.3 at 128
+
+
+def click_radius(size: int) -> float:
+    """R, the radius in working pixels over which a click's channel falls from 1 to 0."""
+    return max(2.0, size * CLICK_RADIUS_FRACTION)
+
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Clicks and an optional prior for one image, in the image's pixels.
+
+    Attributes:
+        positive: (row, col) points on the lesion.
+        negative: (row, col) points on skin (background).
+        prior: (H, W) bool, the current mask, or None.
+    """
+
+    positive: tuple[Point, ...] = ()
+    negative: tuple[Point, ...] = ()
+    prior: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def clicks(self) -> int:
+        return len(self.positive) + len(self.negative)
+
+    @property
+    def empty(self) -> bool:
+        return not self.clicks and self.prior is None
+
+    def with_click(self, point: Point, positive: bool) -> "Prompts":
+        """These prompts and one more click."""
+        point = (float(point[0]), float(point[1]))
+        if positive:
+            return Prompts(self.positive + (point,), self.negative, self.prior)
+        return Prompts(self.positive, self.negative + (point,), self.prior)
+
+    def with_prior(self, prior: np.ndarray | None) -> "Prompts":
+        return Prompts(self.positive, self.negative, prior)
+
+    def check(self, height: int, width: int) -> None:
+        """ValueError naming the problem if a click lies outside the (H, W) image or the prior has another shape."""
+        for name, points in (("positive", self.positive), ("negative", self.negative)):
+            for r, c in points:
+                if not (np.isfinite(r) and np.isfinite(c) and -0.5 <= r < height + 0.5 and -0.5 <= c < width + 0.5):
+                    raise ValueError(f"{name} click ({r:g}, {c:g}) lies outside the {height} x {width} image")
+        if self.prior is not None:
+            prior = np.asarray(self.prior)
+            if prior.shape != (height, width):
+                raise ValueError(f"prior mask must be {height} x {width} like the image, got shape {prior.shape}")
+
+    def to_record(self) -> dict:
+        """JSON-ready provenance: the clicks (rounded to 0.1 px) and whether a prior was given."""
+        pick = lambda pts: [[round(float(r), 1), round(float(c), 1)] for r, c in pts]  # noqa: E731
+        return {"positive": pick(self.positive), "negative": pick(self.negative), "prior": self.prior is not None}
+
+
+def _points_map(points: Sequence[Point], height: int, width: int, size: int) -> torch.Tensor:
+    """(S, S) float32 clipped distance map of ``points`` (image pixels) at the working size."""
+    out = torch.zeros((size, size))
+    if not points:
+        return out
+    axis = torch.arange(size, dtype=torch.float32)
+    radius = click_radius(size)
+    for r, c in points:
+        # Pixel centres map to pixel centres: y = (r + 0.5) * S / H - 0.5.
+        y = (float(r) + 0.5) * size / height - 0.5
+        x = (float(c) + 0.5) * size / width - 0.5
+        d = torch.sqrt((axis[:, None] - y) ** 2 + (axis[None, :] - x) ** 2)
+        out = torch.maximum(out, (1 - d / radius).clamp_(min=0))
+    return out
+
+
+def encode_prompts(prompts: Prompts, height: int, width: int, size: int) -> torch.Tensor:
+    """(1, 3, size, size) float32 prompt channels for an (H, W) image (see the module docstring)."""
+    prompts.check(height, width)
+    prior = torch.zeros((size, size))
+    if prompts.prior is not None:
+        coverage = torch.from_numpy(np.asarray(prompts.prior, dtype=np.float32))[None, None]
+        prior = 2 * resize_to_working(coverage, size)[0, 0].clamp(0, 1) - 1
+    channels = [
+        _points_map(prompts.positive, height, width, size),
+        _points_map(prompts.negative, height, width, size),
+        prior,
+    ]
+    return torch.stack(channels)[None]
+
+
+def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS):
+    """A copy of ``segmenter`` whose network also takes prompts, with every old weight unchanged.
+
+    The new prompt input weights are zero, so with no prompts (or all-zero
+    prompts) it gives bit for bit the same proposals. A segmenter that
+    already has prompt channels is returned as it is.
+    """
+    from .segmenter import Segmenter  # noqa: PLC0415 (segmenter imports this module)
+
+    if segmenter.config.network.prompt_channels == channels:
+        return segmenter
+    if segmenter.config.network.prompt_channels:
+        raise ValueError(f"the network already has {segmenter.config.network.prompt_channels} prompt channels")
+    network = dataclasses.replace(segmenter.config.network, prompt_channels=channels)
+    config = dataclasses.replace(segmenter.config, network=network)
+    widened = Segmenter(config, segmenter.device, provenance=segmenter.provenance, checkpoint_id=segmenter.checkpoint_id)
+    missing, unexpected = widened.network.load_state_dict(segmenter.network.state_dict(), strict=False)
+    if unexpected or set(missing) != {"prompt_stem.weight"}:
+        raise RuntimeError(f"widening changed more than the prompt stem: missing {missing}, unexpected {unexpected}")
+    return widened

@@ -1,0 +1,264 @@
+"""The "Refine with clicks" dock widget: the clinician's clicks and painted edits steer the proposals.
+
+For an image with proposals (``<image> mask`` exists), it adds a Points layer
+``<image> prompts``. Each point is a click: positive (lesion, green) or
+negative (skin, magenta); **T** toggles the polarity of the next click, as
+in micro-sam. Each added click (with "refine on each click" on), the Refine
+button or **Shift-R** re-runs the proposals with:
+
+* the clicks, and the current mask as the prior, as input, for weights
+  trained with prompts (``mlffm train --click-prob``); for other weights,
+  each click becomes a small disk of kept lesion / skin pixels;
+* the pixels painted since the model last wrote the mask as *kept pixels*:
+  they are held fixed while the rest is resampled, and stay in every
+  proposal (:mod:`model.kept`).
+
+The proposals, uncertainty and mask layers update in place (the proposals
+slider keeps working); "Undo last click" removes the newest click and
+re-runs. The clicks and the number of kept pixels go into the mask's
+provenance, so Accept records them. The model, device, samples, steps and
+seed are those that made the image's proposal.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from napari.qt.threading import create_worker
+
+from model.kept import KeptPixels, click_disks
+from model.prompts import Prompts
+from training.interactive import resolve_mode
+
+from .. import results
+from . import common
+
+POSITIVE_COLOR = "lime"
+NEGATIVE_COLOR = "magenta"
+
+
+def prompts_layer_name(image_name: str) -> str:
+    return f"{image_name} prompts"
+
+
+def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed):
+    """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line})."""
+    try:
+        segmenter = common.get_segmenter(checkpoint, device)
+        mode = resolve_mode(segmenter, "auto")
+        height, width = image.shape[:2]
+        kept = painted
+        if mode == "kept":
+            disks = click_disks(prompts.positive, prompts.negative, height, width)
+            kept = disks.merged(painted) if disks is not None else painted  # painted edits win over click disks
+        given = prompts if mode == "prompts" else None
+        proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
+    except (ValueError, OSError, RuntimeError) as err:
+        return None, {"error": common.one_line(err)}
+    info = {**common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed), "refine_mode": mode}
+    return proposal, info
+
+
+class RefineWidget(common.RunCancel, Container):
+    """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
+        self.positive = CheckBox(text="next click is lesion (T toggles)", value=True)
+        self.auto = CheckBox(text="refine on each click", value=True)
+        self.prompts_button = PushButton(text="Add clicks layer")
+        self.refine_button = PushButton(text="Refine (Shift-R)")
+        self.undo_button = PushButton(text="Undo last click")
+        self.status = Label(value="")
+        self.extend([self.image, self.prompts_button, self.positive, self.auto, self.refine_button, self.undo_button, self.status])
+        self._pending = False
+        self._counts: dict[str, int] = {}
+        self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
+        self.refine_button.changed.connect(self.run_or_cancel)
+        self.undo_button.changed.connect(lambda *_: self._guard(self.undo_click))
+        self.positive.changed.connect(self._show_polarity)
+        napari_viewer.layers.events.inserted.connect(self.reset_choices)
+        napari_viewer.layers.events.removed.connect(self.reset_choices)
+        napari_viewer.bind_key("Shift-R", lambda v: self.refine(), overwrite=True)
+        self.native.destroyed.connect(self._on_destroyed)
+        choices = [c for c in self.image.choices if c is not None]
+        self.image.value = choices[-1] if choices else None
+
+    def _guard(self, action):
+        try:
+            return action()
+        except ValueError as err:
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            return None
+
+    # ----- the clicks layer ----------------------------------------------
+    def _case(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image first")
+        found = results.case_layers(self.viewer, layer.name)
+        if found["mask"] is None:
+            raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
+        return layer, found
+
+    def prompts_layer(self):
+        """The image's ``<image> prompts`` Points layer, made (in add mode) if missing."""
+        image_layer, _ = self._case()
+        name = prompts_layer_name(image_layer.name)
+        if name in self.viewer.layers:
+            return self.viewer.layers[name]
+        size = max(6.0, min(image_layer.data.shape[:2]) / 60)
+        layer = self.viewer.add_points(
+            np.empty((0, 2)), ndim=2, name=name, size=size, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
+            features={"positive": np.zeros(0, bool)}, border_color="white",
+        )
+        layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
+        layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_clicks_changed(image_name, event))
+        self._counts[name] = 0
+        self._show_polarity()
+        layer.mode = "add"
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def toggle_polarity(self) -> None:
+        self.positive.value = not self.positive.value
+
+    def _show_polarity(self, *_):
+        layer = self._current_points()
+        if layer is not None:
+            layer.feature_defaults = {"positive": bool(self.positive.value)}
+            layer.current_face_color = POSITIVE_COLOR if self.positive.value else NEGATIVE_COLOR
+        if not self._closed:
+            self.status.value = "next click: " + ("lesion (positive)" if self.positive.value else "skin (negative)")
+
+    def _current_points(self):
+        layer = self.image.value
+        name = prompts_layer_name(layer.name) if layer is not None else None
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _on_clicks_changed(self, image_name: str, event=None) -> None:
+        action = getattr(event, "action", None)
+        if action is not None and str(getattr(action, "value", action)) not in ("added", "removed"):
+            return  # "adding"/"removing" come first, and moves change nothing until the next refine
+        layer = self.viewer.layers[prompts_layer_name(image_name)]
+        positive = np.asarray(layer.features["positive"], bool) if len(layer.data) else np.zeros(0, bool)
+        layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
+        count = len(layer.data)
+        changed = count != self._counts.get(layer.name, 0)
+        self._counts[layer.name] = count
+        if changed and self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+            self.refine()
+
+    def clicks(self) -> Prompts:
+        """The current clicks (positive, negative) in the image's pixels, without a prior."""
+        layer = self._current_points()
+        if layer is None or not len(layer.data):
+            return Prompts()
+        positive = np.asarray(layer.features["positive"], bool)
+        points = [tuple(map(float, p)) for p in np.asarray(layer.data)[:, -2:]]
+        return Prompts(
+            tuple(p for p, pos in zip(points, positive) if pos), tuple(p for p, pos in zip(points, positive) if not pos)
+        )
+
+    def undo_click(self) -> None:
+        layer = self._current_points()
+        if layer is None or not len(layer.data):
+            raise ValueError("no click to undo")
+        layer.selected_data = {len(layer.data) - 1}
+        layer.remove_selected()
+
+    # ----- running -------------------------------------------------------
+    def refine(self):
+        """Start a refine (or, if one runs, re-run it when it ends)."""
+        if self.running:
+            self._pending = True
+            return None
+        return self.start()
+
+    def start(self):
+        try:
+            image_layer, found = self._case()
+        except ValueError as err:
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            return None
+        mask_layer = found["mask"]
+        state = mask_layer.metadata.setdefault(results.KEY, {})
+        current = np.asarray(mask_layer.data) > 0
+        written = state.get("refined_mask", state.get("start_mask"))
+        kept_mask = np.asarray(state.get("kept_mask", np.zeros_like(current)), bool)
+        if written is not None and np.shape(written) == current.shape:
+            kept_mask = kept_mask | (current != written)  # painted since the model last wrote the mask
+        painted = KeptPixels(kept_mask, current) if kept_mask.any() else None
+        prompts = self.clicks().with_prior(current)
+        checkpoint = state.get("checkpoint")
+        checkpoint = None if checkpoint in (None, "shipped default") else checkpoint
+        args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
+        sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
+        worker = create_worker(refine_job, *args, *sampling, _start_thread=False)
+        worker.returned.connect(lambda result: self._on_done(image_layer, prompts, kept_mask, result))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._pending = False
+        self.refine_button.text = "Cancel"
+        self.status.value = f"refining with {prompts.clicks} clicks..."
+        self._started = time.perf_counter()
+        worker.start()
+        return worker
+
+    def cancel(self, *_):
+        self._pending = False
+        if self.worker is not None:
+            self.worker.quit()
+            if not self._closed:
+                self.status.value = "refine cancelled"
+
+    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result):
+        proposal, info = result
+        if self._closed:
+            return
+        if proposal is None:
+            self._on_error(info["error"])
+            return
+        found = results.case_layers(self.viewer, image_layer.name)
+        if found["mask"] is None:
+            self.status.value = "mask layer was closed; refine dropped"
+            return
+        samples = proposal.samples.astype(np.uint8)
+        if found["proposals"] is not None:
+            found["proposals"].data = samples
+            found["proposals"].metadata[results.KEY] = {
+                **found["proposals"].metadata.get(results.KEY, {}), "probability": proposal.probability, "threshold": proposal.threshold,
+            }
+        if found["uncertainty"] is not None:
+            found["uncertainty"].data = proposal.uncertainty
+        consensus = proposal.consensus
+        mask = found["mask"]
+        record = {**prompts.to_record(), "prior": True, "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode")}
+        state = mask.metadata.setdefault(results.KEY, {})
+        state.update(
+            start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
+            kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
+        )
+        mask.data = consensus.astype(np.uint8)
+        self.status.value = (
+            f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks, "
+            f"{record['kept_pixels']} kept px, in {proposal.seconds:.2f} s ({record['mode']})"
+        )
+
+    def _on_error(self, error):
+        if self._closed:
+            return
+        self.status.value = "refine failed: " + (error if isinstance(error, str) else common.one_line(error))
+        common.notify_error(error)
+
+    def _on_finished(self):
+        self._end_run(self.refine_button, "Refine (Shift-R)")
+        if self._pending and not self._closed:
+            self.start()

@@ -1,0 +1,60 @@
+"""The click protocol: sessions, the summary contract, and mlffm evaluate --clicks on a folder without splits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from model import Segmenter
+from model.config import NetworkConfig
+from training.cli import main
+from training.datasets import list_cases, load_case
+from training.interactive import ClickSession, click_session, resolve_mode, summarize_sessions
+
+from .conftest import SMALL_DATA, tiny_config
+
+
+def test_summary_follows_the_contract():
+    sessions = [ClickSession([0.80, 0.86, 0.91, 0.95], seconds=[0.1, 0.2, 0.3]), ClickSession([0.5, 0.6, 0.7, 0.8], seconds=[0.2, 0.2, 0.2])]
+    report = summarize_sessions(sessions, 3, "kept")
+    assert report["dice_after"] == pytest.approx([0.65, 0.73, 0.805, 0.875])
+    assert report["noc85"] == pytest.approx((1 + 3) / 2)  # never reached counts as K
+    assert report["noc90"] == pytest.approx((2 + 3) / 2)
+    assert report["share_90_within_3"] == pytest.approx(0.5)
+    assert report["seconds_per_refine"] == pytest.approx(0.2)
+    assert ClickSession([0.95, 0.95]).clicks_to(0.9) == 0
+
+
+def test_kept_pixel_clicks_hold_their_disks_in_the_next_mask(tiny_segmenter):
+    image, truth = load_case(list_cases(SMALL_DATA, "all").cases[0])
+    image, truth = image[::8, ::8], truth[::8, ::8]
+    session = click_session(tiny_segmenter, image, truth, 3, "kept", n_samples=2, steps=2, seed=0)
+    assert len(session.dice) == 4 and len(session.clicks) == len(session.seconds) <= 3
+    assert session.clicks  # an untrained model is wrong somewhere
+    with pytest.raises(ValueError, match="prompt channels"):
+        resolve_mode(tiny_segmenter, "prompts")
+    prompted = Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 32), time_dim=16, prompt_channels=3)), "cpu")
+    assert resolve_mode(prompted, "auto") == "prompts" and resolve_mode(tiny_segmenter, "auto") == "kept"
+
+
+def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "clinic"
+    shutil.copytree(SMALL_DATA, folder)
+    (folder / "splits.csv").unlink()
+    report = tmp_path / "r.json"
+    args = ["evaluate", str(folder), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "3", "--samples", "2", "--steps", "2"]
+    assert main([*args, "--clicks", "3", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "click protocol (kept" in out and "NoC@90" in out
+    clicks = json.loads(report.read_text())["clicks"]
+    assert len(clicks["dice_after"]) == 4 and clicks["n_images"] == 3
+    assert 0 <= clicks["noc85"] <= 3 and 0 <= clicks["noc90"] <= 3 and 0 <= clicks["share_90_within_3"] <= 1
+    assert clicks["seconds_per_refine"] >= 0
+    per_image = json.loads(report.read_text())["per_image"]
+    assert all(len(r["dice_after_clicks"]) == 4 for r in per_image)
+    assert np.isclose(np.mean([r["dice_after_clicks"][0] for r in per_image]), clicks["dice_after"][0])
+    assert main([*args, "--clicks", "2", "--click-mode", "prompts"]) == 2
+    assert "prompt" in capsys.readouterr().err

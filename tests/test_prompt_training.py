@@ -1,0 +1,74 @@
+"""Training with simulated clicks: the batch prompts, and short real runs of train and finetune with --click-prob."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from model import Segmenter
+from model.prompts import Prompts
+from training.cli import main
+from training.prompt_training import perturb_mask, simulate_session, simulated_prompts
+
+from .conftest import SMALL_DATA
+
+TINY = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--device", "cpu"]
+
+
+def _disk(size, centre, radius):
+    rows, cols = np.ogrid[:size, :size]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def test_simulated_sessions_click_on_the_errors_of_a_perturbed_mask():
+    truth = _disk(48, (24, 20), 10)
+    rng = np.random.default_rng(0)
+    sessions = [simulate_session(truth, rng) for _ in range(40)]
+    assert all(s is None or isinstance(s, Prompts) for s in sessions)
+    real = [s for s in sessions if s is not None]
+    assert len(real) > 30
+    for s in real:
+        assert s.prior is not None and s.prior.shape == truth.shape and 1 <= s.clicks <= 5
+        for r, c in s.positive:
+            assert truth[int(r), int(c)]  # a positive click is always on the lesion
+        for r, c in s.negative:
+            assert not truth[int(r), int(c)]
+    assert any(s.negative for s in real) and any(s.positive for s in real)
+    assert any(not perturb_mask(truth, np.random.default_rng(k)).any() for k in range(40))  # sometimes the lesion is missed
+
+
+def test_batch_prompts_mix_in_unprompted_samples_and_replay_from_the_seed():
+    masks = torch.stack([torch.from_numpy(_disk(32, (16, 10 + i), 6)).float()[None] for i in range(16)])
+    a = simulated_prompts(masks, 0.5, torch.Generator().manual_seed(3))
+    b = simulated_prompts(masks, 0.5, torch.Generator().manual_seed(3))
+    assert a.shape == (16, 3, 32, 32) and torch.equal(a, b)
+    prompted = a.flatten(1).abs().sum(1) > 0
+    assert 0 < int(prompted.sum()) < 16
+    assert torch.count_nonzero(simulated_prompts(masks, 0.0, torch.Generator().manual_seed(3))) == 0
+
+
+def test_train_and_finetune_with_clicks_write_loadable_prompted_checkpoints(tmp_path, capsys):
+    out = tmp_path / "prompted.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--click-prob", "0.7"]) == 0
+    model = Segmenter.load(out, "cpu")
+    assert model.config.network.prompt_channels == 3
+    assert model.network.prompt_stem.weight.abs().sum() > 0  # the prompt weights were trained
+    history = model.provenance["history"][-1]
+    assert {"val_dice_0_clicks", "val_dice_1_click"} <= set(history)
+    assert model.provenance["train_config"]["click_prob"] == 0.7
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    with_click = model.propose(image, n_samples=2, steps=2, prompts=Prompts(((20.0, 20.0),)))
+    assert with_click.samples.shape == (2, 40, 40)
+    # finetune widens a plain checkpoint the same way.
+    plain = tmp_path / "plain.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(plain), *TINY, "--epochs", "1"]) == 0
+    assert Segmenter.load(plain, "cpu").config.network.prompt_channels == 0
+    tuned = tmp_path / "tuned.mlffm"
+    assert main(["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(plain), "--epochs", "1", "--batch-size", "4", "--click-prob", "0.5", "--device", "cpu"]) == 0
+    tuned_model = Segmenter.load(tuned, "cpu")
+    assert tuned_model.config.network.prompt_channels in (0, 3)  # 0 only if no epoch beat the base
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *TINY, "--epochs", "1", "--click-prob", "1.5"]) == 2
+    assert "--click-prob" in capsys.readouterr().err
+    json.dumps(model.provenance)

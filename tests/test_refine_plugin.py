@@ -1,0 +1,68 @@
+"""The "Refine with clicks" widget in real napari under Xvfb: clicks re-run the proposals, undo re-runs, Accept records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_mlffm import results  # noqa: E402
+from napari_mlffm.settings import SETTINGS  # noqa: E402
+from training.clicks import farthest_point  # noqa: E402
+
+from .conftest import SAMPLES  # noqa: E402
+from .test_plugin import PLUGIN, _dock, _propose, plugin_env  # noqa: E402, F401
+
+
+def _wait_refined(qtbot, widget, text):
+    qtbot.waitUntil(lambda: widget.worker is None and text in widget.status.value, timeout=120_000)
+
+
+def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    SETTINGS.update(active_model="", samples=2, steps=2)  # the shipped weights: a real lesion, clicks as kept pixels
+    viewer = make_napari_viewer()
+    propose, review, refine = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Refine with clicks"))
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    first = np.asarray(found["mask"].data).copy()
+    assert 0 < first.sum() < first.size
+
+    refine.image.value = layer
+    points = refine.prompts_layer()
+    assert points.name == f"{layer.name} prompts" and points.mode == "add"
+    # A positive click in the middle of the largest stretch of skin: the lesion must grow there.
+    row, col, _ = farthest_point(first == 0)
+    assert refine.positive.value
+    points.add([row, col])
+    _wait_refined(qtbot, refine, "refined with 1 lesion / 0 skin")
+    refined = np.asarray(found["mask"].data)
+    assert refined[row, col] == 1 and not np.array_equal(refined, first)
+    assert found["proposals"].data.shape == (2, 512, 512) and all(s[row, col] == 1 for s in found["proposals"].data)
+    assert " s (kept)" in refine.status.value  # the refine time, and how the clicks reached the model
+
+    # T toggles the polarity; undo removes the newest click and re-runs.
+    refine.toggle_polarity()
+    assert not refine.positive.value and "skin" in refine.status.value
+    refine.positive.value = True
+    refine.undo_click()
+    _wait_refined(qtbot, refine, "refined with 0 lesion / 0 skin")
+    assert np.array_equal(np.asarray(found["mask"].data), first)  # same seed, no clicks, nothing painted: the first proposal
+
+    # A painted edit is kept through the next refine; the click goes into the accepted record.
+    points.add([row, col])
+    _wait_refined(qtbot, refine, "refined with 1 lesion")
+    painted = np.asarray(found["mask"].data).copy()
+    painted[:12, :12] = 1 - painted[:12, :12]
+    found["mask"].data = painted
+    refine.refine()
+    _wait_refined(qtbot, refine, "144 kept px")
+    assert np.array_equal(np.asarray(found["mask"].data)[:12, :12], painted[:12, :12])
+    review.image.value = layer
+    assert review.accept() is not None
+    record = json.loads((plugin_env["store"] / "meta" / f"{sorted(SAMPLES.glob('*.jpg'))[0].stem}.json").read_text())
+    assert record["clicks"]["positive"] == [[float(row), float(col)]] and record["clicks"]["negative"] == []
+    assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == "kept"

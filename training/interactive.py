@@ -1,0 +1,143 @@
+"""The measured click protocol: a simulated user refines each proposal with up to K clicks.
+
+For one image (:func:`click_session`): the 0-click proposal is the ordinary
+one; then, K times, the simulated user of :mod:`training.clicks` clicks on
+the largest error of the current mask (its consensus, at the image's
+resolution) against the reference, and the model re-proposes with all the
+clicks so far. How a click reaches the model is the *mode*:
+
+* ``"prompts"``: as input: the clicks and the current mask as the prior
+  (:class:`model.prompts.Prompts`); needs weights with prompt channels;
+* ``"kept"``: as kept pixels: a small disk of lesion or skin around each
+  click is held fixed while the rest is resampled (:func:`model.kept.click_disks`);
+  any weights, no training (the kept-pixel sampler alone);
+* ``"both"``: prompts and kept disks together;
+* ``"auto"``: ``"prompts"`` for weights with prompt channels, else ``"kept"``.
+
+A session whose mask already equals the reference needs no click; its Dice
+is carried on. :func:`summarize_sessions` gives the contract of
+``mlffm evaluate --clicks K``: ``dice_after`` (K + 1 means, for 0..K
+clicks), ``noc85`` / ``noc90`` (mean clicks to reach that Dice, counting 0
+when the first proposal does and K when it is never reached),
+``share_90_within_3`` and ``seconds_per_refine``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model import Proposal, Segmenter
+from model.kept import click_disks
+from model.prompts import Prompts
+
+from .clicks import dice, next_click
+
+CLICK_MODES = ("auto", "prompts", "kept", "both")
+
+
+def resolve_mode(segmenter: Segmenter, mode: str) -> str:
+    """The concrete mode for these weights; ValueError for prompts on weights without prompt channels."""
+    if mode not in CLICK_MODES:
+        raise ValueError(f"click mode must be one of {CLICK_MODES}, got {mode!r}")
+    has_prompts = bool(segmenter.config.network.prompt_channels)
+    if mode == "auto":
+        return "prompts" if has_prompts else "kept"
+    if mode in ("prompts", "both") and not has_prompts:
+        raise ValueError(f"click mode {mode!r} needs weights trained with prompts (checkpoint {segmenter.checkpoint_id} has no prompt channels)")
+    return mode
+
+
+@dataclass
+class ClickSession:
+    """One image's session: ``dice`` (K + 1 values, after 0..K clicks), the clicks and the refine times (s)."""
+
+    dice: list[float]
+    clicks: list[tuple[int, int, bool]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def clicks_to(self, level: float) -> int:
+        """Clicks needed to reach Dice >= ``level`` (0 if the first proposal does; K if never)."""
+        for k, value in enumerate(self.dice):
+            if value >= level:
+                return k
+        return len(self.dice) - 1
+
+
+def refine(segmenter: Segmenter, image: np.ndarray, prompts: Prompts, mode: str, **sampling) -> Proposal:
+    """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts``, by ``mode``."""
+    height, width = image.shape[:2]
+    kept = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
+    given = prompts if mode in ("prompts", "both") else None
+    return segmenter.propose(image, prompts=given, kept=kept, **sampling)
+
+
+def click_session(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    truth: np.ndarray,
+    clicks: int,
+    mode: str = "auto",
+    first: Proposal | None = None,
+    **sampling,
+) -> ClickSession:
+    """Run the protocol for one image with up to ``clicks`` clicks (``first``: the 0-click proposal, if made already).
+
+    ``sampling``: ``n_samples``, ``steps``, ``seed`` for :meth:`Segmenter.propose`.
+    """
+    mode = resolve_mode(segmenter, mode)
+    truth = np.asarray(truth, bool)
+    proposal = first if first is not None else segmenter.propose(image, **sampling)
+    mask = proposal.consensus
+    session = ClickSession([dice(mask, truth)])
+    prompts = Prompts()
+    for _ in range(clicks):
+        click = next_click(mask, truth)
+        if click is None:
+            session.dice.append(session.dice[-1])
+            continue
+        prompts = prompts.with_click(click.point, click.positive).with_prior(mask)
+        session.clicks.append((click.row, click.col, click.positive))
+        started = time.perf_counter()
+        proposal = refine(segmenter, image, prompts, mode, **sampling)
+        session.seconds.append(time.perf_counter() - started)
+        mask = proposal.consensus
+        session.dice.append(dice(mask, truth))
+    return session
+
+
+def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str) -> dict:
+    """The ``clicks`` report of ``mlffm evaluate --clicks K`` (see the module docstring)."""
+    if not sessions:
+        return {"k": clicks, "mode": mode, "n_images": 0}
+    table = np.array([s.dice for s in sessions])
+    seconds = [t for s in sessions for t in s.seconds]
+    within = min(3, clicks)
+    return {
+        "k": clicks,
+        "mode": mode,
+        "n_images": len(sessions),
+        "dice_after": [float(v) for v in table.mean(axis=0)],
+        "noc85": float(np.mean([s.clicks_to(0.85) for s in sessions])),
+        "noc90": float(np.mean([s.clicks_to(0.90) for s in sessions])),
+        "share_90_within_3": float(np.mean([s.clicks_to(0.90) <= within and s.dice[s.clicks_to(0.90)] >= 0.90 for s in sessions])),
+        "seconds_per_refine": float(np.mean(seconds)) if seconds else 0.0,
+        "refines": len(seconds),
+    }
+
+
+def format_clicks(report: dict) -> str:
+    """The printed table of a ``clicks`` report."""
+    if not report.get("n_images"):
+        return "clicks: no images"
+    shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k < len(report["dice_after"])]
+    lines = [f"click protocol ({report['mode']}, up to {report['k']} clicks, {report['n_images']} images):"]
+    lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
+    lines.append("  " + "  ".join(f"{report['dice_after'][k]:7.4f}" for k in shown))
+    lines.append(
+        f"  NoC@85 {report['noc85']:.2f}  NoC@90 {report['noc90']:.2f}  "
+        f"Dice >= 0.90 within 3 clicks {100 * report['share_90_within_3']:.1f} %  {report['seconds_per_refine']:.3f} s / refine"
+    )
+    return "\n".join(lines)
