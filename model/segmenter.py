@@ -289,14 +289,14 @@ class Segmenter:
             check_proposal_size(n_samples, image.shape[0], image.shape[1])
         start = time.perf_counter()
         try:
-            return (yield from self._propose_iter(image, n_samples, steps, seed, eta, start))
+            return (yield from self._propose_iter(image, n_samples, steps, seed, eta, start, prompts, kept))
         except (MemoryError, RuntimeError) as err:
             if not is_out_of_memory(err) or isinstance(err, torch.cuda.OutOfMemoryError):
                 raise
             shape = image.shape if isinstance(image, np.ndarray) else ()
             raise out_of_memory(err, f"{n_samples} samples of a {' x '.join(map(str, shape[1::-1]))} image on {self.device}") from None
 
-    def _propose_iter(self, image, n_samples, steps, seed, eta, start) -> Generator[tuple[int, int], None, Proposal]:
+    def _propose_iter(self, image, n_samples, steps, seed, eta, start, prompts=None, kept=None) -> Generator[tuple[int, int], None, Proposal]:
         x, (height, width) = self.prepare(image)
         guidance = self._guidance(prompts, kept, height, width)
         notes: list[str] = []

@@ -60,8 +60,9 @@ def test_two_process_training_agrees_writes_one_checkpoint_and_resumes(tmp_path)
     assert model.provenance["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch": 2, "per_rank_batch": 1}
     _, _, meta = Segmenter.load_with_state(resume_path_for(output), "cpu")
     assert meta["epoch"] == 4 and meta["world_size"] == 2
-    # Resuming that run continues from the saved epoch.
-    code, stdout, stderr = _run([*args, "--epochs", "5", "--resume", resume_path_for(output)])
+    # Resuming that run continues from the saved epoch (it reached its planned 4, so training it
+    # further in place takes --overwrite: --resume alone never replaces a finished model).
+    code, stdout, stderr = _run([*args, "--epochs", "5", "--resume", resume_path_for(output), "--overwrite"])
     assert code == 0, stderr
     texts = [e["text"] for e in _events(stdout) if e["event"] == "message"]
     assert any("at epoch 4, step 12" in t for t in texts) and any(t.startswith("epoch 5: ") for t in texts)
