@@ -118,3 +118,38 @@ def test_adapt_chooses_calibration_where_references_are_tighter(tmp_path, capsys
     # no silent overwrite
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_finetune_keeps_the_base_calibration_scores_with_it_and_its_cases_are_never_calibrated_on(tmp_path, tiny_segmenter, capsys):
+    from training.datasets import list_cases, load_case
+    from training.metrics import dice
+    from training.model_store import write_card
+
+    base = tmp_path / "base.mlffm"
+    tiny_segmenter.with_options(probability_temperature=1.7, decision_threshold=0.4).save(base)
+    store = make_store(tmp_path / "store", 10, erode=0)
+    out = tmp_path / "tuned.mlffm"
+    assert main(["finetune", str(store), "-o", str(out), "--checkpoint", str(base), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]) == 0
+    tuned = Segmenter.load(out, "cpu")
+    provenance = tuned.provenance
+    # the calibration is the base's, fitted on none of the cases it trained on
+    assert (tuned.config.probability_temperature, tuned.config.decision_threshold) == pytest.approx((1.7, 0.4))
+    trained, held = set(provenance["finetune_train_ids"]), set(provenance["holdout_ids"])
+    assert trained and held and not trained & held and len(trained | held) == 10
+    # "Dice after" is the model's own masks (its threshold, samples, views) on the held-out cases
+    cases = [c for c in list_cases(store).cases if c.case_id in held]
+    expected = np.mean([dice(tuned.propose(load_case(c)[0]).consensus, load_case(c)[1]) for c in cases])
+    card = write_card(out)
+    assert card["val_dice_after"] == pytest.approx(expected) == pytest.approx(provenance["held_out_dice_after"])
+    assert card["selection_dice_after"] == provenance["best_val_dice"]
+    capsys.readouterr()
+    # calibrate leaves the trained cases out of its fit
+    calibrated = tmp_path / "calibrated.mlffm"
+    assert main(["calibrate", str(store), "-o", str(calibrated), "--checkpoint", str(out), "--split", "all", "--device", "cpu"]) == 0
+    assert f"left out {len(trained)} cases this model was fine-tuned on" in capsys.readouterr().err
+    assert Segmenter.load(calibrated, "cpu").provenance["calibration"]["n_images"] == len(held)
+    # and so does adapt, counting them against the minimum
+    big = make_store(tmp_path / "big", MIN_CASES + 2, erode=0)
+    assert main(["adapt", str(big), "-o", str(tmp_path / "a.mlffm"), "--checkpoint", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{len(trained)} more were left out: the base model was fine-tuned on them" in err and "nothing written" in err

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
+from .adapt import calibrated_dice
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from .interrupt import StopOnInterrupt
@@ -269,6 +270,9 @@ def run_finetune(args: argparse.Namespace) -> int:
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
     )
     before = validation_dice(segmenter, held_out, config.val_steps, seed=args.seed)
+    # The card's Dice before/after use the calibration the model keeps (the base's; never fitted on these cases).
+    held_cases = [c for c in listing.cases if c.case_id in set(held_out.ids)]
+    calibrated_before = calibrated_dice(segmenter, held_cases, args.seed)
     reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(segmenter.provenance)
@@ -278,6 +282,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             "command": args.command_line,
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
+            "finetune_train_ids": sorted(train_data.ids),  # mlffm calibrate and adapt never fit on these
             "val_dice_before": before,
         }
     )
@@ -290,5 +295,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     if result.best_epoch == 0 and not args.output.exists():
         # No epoch beat the starting weights: the result is the base, recorded as such.
         Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
+    tuned = Segmenter.load(args.output, args.device)
+    held = {"held_out_dice_before": calibrated_before, "held_out_dice_after": calibrated_dice(tuned, held_cases, args.seed)}
+    tuned.save(args.output, provenance={**tuned.provenance, **held})
     reporter.message(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")
+    reporter.message(
+        f"held-out Dice with the model's calibration (temperature {tuned.config.probability_temperature:.3f}, threshold "
+        f"{tuned.config.decision_threshold:.3f}, kept from the base): {held['held_out_dice_before']:.4f} -> {held['held_out_dice_after']:.4f}"
+    )
     return 0
