@@ -71,3 +71,17 @@ def test_adapt_to_my_corrections_then_use_and_roll_back(make_napari_viewer, qtbo
     finetune.versions.value = str(base)
     finetune.use_selected()
     assert SETTINGS.get().active_model == str(base) and propose.model.value == str(base)
+
+
+def test_cancel_adapt_leaves_no_version_and_no_work_files(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer = make_napari_viewer()
+    finetune = _dock(viewer, "Fine-tune")
+    finetune.base.value = str(plugin_env["base"])
+    make_store(plugin_env["store"], MIN_CASES + 4, erode=0)
+    finetune.minutes.value = 30.0  # a long fine-tune candidate, cancelled while it trains
+    finetune.start("adapt")
+    qtbot.waitUntil(lambda: finetune.status.value.startswith("fine-tune candidate"), timeout=240_000)
+    finetune.adapt_or_cancel()
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=60_000)
+    assert "cancelled" in finetune.status.value
+    assert sorted(p.name for p in plugin_env["models"].iterdir()) == ["tiny-base.mlffm"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from napari.utils import progress
 
 from model.devices import DEVICE_CHOICES
 from training.model_store import list_versions, new_version_path, write_card
+from training.run_adapt import work_folder_for
 from training.trainer import resume_path_for
 
 from ..settings import SETTINGS
@@ -235,7 +237,7 @@ class FinetuneWidget(common.RunCancel, Container):
             return  # a late message from a run that has ended, or a closed widget
         if event[0] == "stage":
             _, name, total = event
-            bar.total, bar.n = total, 0
+            bar.total, bar.n = total or 0, 0  # 0: a busy bar (fine-tuning runs for a time, not a count)
             bar.set_description(f"Adapting: {name}")
             bar.refresh()
             self.status.value = name
@@ -290,6 +292,7 @@ class FinetuneWidget(common.RunCancel, Container):
         if self._cancelled and self.output is not None:
             for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json")):
                 path.unlink(missing_ok=True)
+            shutil.rmtree(work_folder_for(self.output), ignore_errors=True)  # an adapt child's fine-tune candidate
             if not self._closed:
                 self.status.value = "cancelled; base model untouched"
         elif self.output is not None:
