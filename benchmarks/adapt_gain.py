@@ -106,7 +106,7 @@ def _variant(args, pool, stats, base_cal, finetune_seeds: int, label: str) -> No
             held = plan.after.mean_dice - plan.before.mean_dice
             add(f"leave-one-out estimate on {n} cases minus the eval gain", held - (fitted.mean_dice - before.mean_dice), fitted.ece, before.ece)
         print(f"seed {seed}: base Dice {before.mean_dice:.4f}, adapt chose {result.method}: "
-              + ", ".join(f"{k} {v.mean_dice:+.4f}" for k, v in scored.items()), file=sys.stderr, flush=True)
+              + ", ".join(f"{k} {v.mean_dice:.4f} (ECE {before.ece:.4f} -> {v.ece:.4f})" for k, v in scored.items()), file=sys.stderr, flush=True)
     print(f"\n{label}\n\n| method | seeds | mean Dice gain | spread (sd) | worst | ECE base -> after |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, entry in table.items():
