@@ -223,7 +223,7 @@ def adapt_model(
         ft_plan = plan_calibration(tuned_stats, base_cal, prior_cases)
         win = fine_tune_wins(cal_plan.after.dice[held_index], ft_plan.after.dice, FINETUNE_MARGIN)
         ft_model = _calibrated(tuned, ft_plan.calibration, samples, steps)
-        ft_model.provenance["finetune_train_ids"] = sorted(c.case_id for c in train_part)
+        ft_model.provenance["finetune_train_ids"] = sorted(excluded | {c.case_id for c in train_part})
         candidates["fine-tune + calibration"] = ft_model
         record["fine-tune + calibration"] = {
             **_summary(ft_plan), "temperature_fitted": ft_plan.temperature_fitted, "trained_on": len(train_part),

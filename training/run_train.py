@@ -276,13 +276,15 @@ def run_finetune(args: argparse.Namespace) -> int:
     reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(segmenter.provenance)
+    provenance.pop("adaptation", None)  # the parent's card, not this model's
     provenance.update(
         {
             "parent": {"checkpoint_id": segmenter.checkpoint_id, "path": str(base) if base else "shipped default"},
             "command": args.command_line,
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
-            "finetune_train_ids": sorted(train_data.ids),  # mlffm calibrate and adapt never fit on these
+            # mlffm calibrate and adapt never fit on these (the parent's training cases included)
+            "finetune_train_ids": sorted(set(segmenter.provenance.get("finetune_train_ids", [])) | set(train_data.ids)),
             "val_dice_before": before,
         }
     )
