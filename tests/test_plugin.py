@@ -158,7 +158,7 @@ def test_full_review_flow(make_napari_viewer, qtbot, plugin_env):
     assert card["n_images"] == 4 and "val_dice_after" in card
     # The live plot got the Dice before (epoch 0) and the epoch's loss and Dice, as the subprocess printed them.
     assert sorted(finetune.curves.points) == [0, 1]
-    assert finetune.curves.points[0][1] == pytest.approx(card["val_dice_before"], abs=1e-4)
+    assert finetune.curves.points[0][1] == pytest.approx(card["selection_dice_before"], abs=1e-4)
     loss, dice_after_epoch = finetune.curves.points[1]
     assert 0 < loss < 10 and 0 <= dice_after_epoch <= 1
     assert finetune.curves.grab().width() > 0  # paints without error

@@ -1,4 +1,4 @@
-"""The ``mlffm`` command line: segment, train, finetune, evaluate, calibrate, average."""
+"""The ``mlffm`` command line: segment, train, finetune, evaluate, calibrate, adapt, average."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from model import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .run_adapt import add_adapt_arguments
     from .run_average import add_average_arguments
     from .run_calibrate import add_calibrate_arguments
     from .run_evaluate import add_evaluate_arguments
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_arguments(sub.add_parser("finetune", help="fine-tune a model on corrected masks"))
     add_evaluate_arguments(sub.add_parser("evaluate", help="score a model on a dataset split"))
     add_calibrate_arguments(sub.add_parser("calibrate", help="fit the probability temperature and decision threshold on validation cases"))
+    add_adapt_arguments(sub.add_parser("adapt", help="adapt a model to corrected cases: calibration or fine-tune + calibration, chosen by held-out Dice"))
     add_average_arguments(sub.add_parser("average", help="average the weights of models of one architecture (a model soup)"))
     return parser
 
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             from .run_calibrate import run_calibrate
 
             return run_calibrate(args)
+        if args.command == "adapt":
+            from .run_adapt import run_adapt
+
+            return run_adapt(args)
         if args.command == "average":
             from .run_average import run_average
 

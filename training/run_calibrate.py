@@ -68,6 +68,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not cases:
         raise ValueError(f"{args.data}: no cases in split {args.split!r}")
     base = Segmenter.load(args.checkpoint, args.device)
+    trained = set(base.provenance.get("finetune_train_ids", []))
+    if trained & {c.case_id for c in cases}:
+        # a threshold fitted on the cases the weights were just trained on overfits (docs/adapt.md)
+        kept = [c for c in cases if c.case_id not in trained]
+        print(f"warning: left out {len(cases) - len(kept)} cases this model was fine-tuned on", file=sys.stderr)
+        if not kept:
+            raise ValueError(f"{args.data}: every case of split {args.split!r} was used to fine-tune {args.checkpoint}; calibrate on others")
+        cases = kept
     views = base.config.flip_views if args.flip_views is None else args.flip_views
     samples, steps = base.sampling_settings(args.samples, args.steps)
     # the temperature and threshold are fitted for these settings, so they become the model's defaults

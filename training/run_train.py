@@ -16,6 +16,7 @@ from tqdm import tqdm
 from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
+from .adapt import calibrated_dice
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from .distributed import Distributed, rank_device, session, stop_signals
@@ -352,9 +353,13 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         before = sum(prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2
     else:
         before = validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
+    # The card's Dice before/after use the calibration the model keeps (the base's; never fitted on these cases).
+    held_cases = [c for c in listing.cases if c.case_id in set(held_out.ids)]
+    calibrated_before = calibrated_dice(base_model, held_cases, args.seed)
     reporter.message(f"fine-tuning on {len(train_data)} cases (+{len(replay) if replay else 0} replay), held out {len(held_out)}; val Dice before: {before:.4f}")
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(base_model.provenance)
+    provenance.pop("adaptation", None)  # the parent's card, not this model's
     provenance.update(
         {
             "parent": {"checkpoint_id": base_model.checkpoint_id, "path": str(base) if base else "shipped default"},
@@ -363,6 +368,8 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
             "command": args.command_line,
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
+            # mlffm calibrate and adapt never fit on these (the parent's training cases included)
+            "finetune_train_ids": sorted(set(base_model.provenance.get("finetune_train_ids", [])) | set(train_data.ids)),
             "val_dice_before": before,
             "distributed": ctx.provenance(config.batch_size),
         }
@@ -376,5 +383,14 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     if result.best_epoch == 0 and not args.output.exists() and ctx.is_main:
         # No epoch beat the starting weights: the result is the base, recorded as such.
         Segmenter.load(base, args.device).save(args.output, provenance={**provenance, "best_val_dice": before, "best_epoch": 0})
+    if not ctx.is_main:
+        return 0  # rank 0 alone scores the result and writes its card
+    tuned = Segmenter.load(args.output, args.device)
+    held = {"held_out_dice_before": calibrated_before, "held_out_dice_after": calibrated_dice(tuned, held_cases, args.seed)}
+    tuned.save(args.output, provenance={**tuned.provenance, **held})
     reporter.message(f"val Dice before {before:.4f}, after {result.best_val_dice:.4f} (best epoch {result.best_epoch}); stopped by {_stop_reason(result, interrupted)} -> {args.output}")
+    reporter.message(
+        f"held-out Dice with the model's calibration (temperature {tuned.config.probability_temperature:.3f}, threshold "
+        f"{tuned.config.decision_threshold:.3f}, kept from the base): {held['held_out_dice_before']:.4f} -> {held['held_out_dice_after']:.4f}"
+    )
     return 0

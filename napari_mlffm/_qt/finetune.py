@@ -1,6 +1,10 @@
 """The "Fine-tune" dock widget: train on the corrections store in a subprocess, manage model versions.
 
-The work runs as ``python -m training.cli finetune`` in a child process, so
+"Adapt to my corrections" runs ``mlffm adapt`` the same way: it picks
+calibration alone or fine-tune + calibration by held-out Dice and writes an
+``adapted-*`` version whose card shows the Dice and ECE before and after.
+
+The work runs as ``python -m training.cli finetune`` (or ``adapt``) in a child process, so
 GPU memory is freed when it ends and a crash cannot take napari down. Cancel
 terminates the child and removes its partial outputs; the base model is
 only ever read.
@@ -12,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +27,7 @@ from napari.qt.threading import create_worker
 from model.devices import DEVICE_CHOICES
 from training.model_store import list_versions, new_version_path, write_card
 from training.outputs import lock_path_for
+from training.run_adapt import work_folder_for
 from training.trainer import resume_path_for
 
 from ..settings import SETTINGS
@@ -46,6 +52,25 @@ def finetune_command(store: Path, base: str | None, output: Path, epochs: int, m
         command += ["--checkpoint", base]
     command += ["--time-budget", str(minutes)] if minutes > 0 else ["--epochs", str(epochs)]
     return command
+
+
+def adapt_command(store: Path, base: str | None, output: Path, minutes: float, device: str) -> list[str]:
+    """``mlffm adapt`` with JSON progress; ``minutes`` 0 keeps adapt's default budget."""
+    command = [sys.executable, "-m", "training.cli", "adapt", str(store), "-o", str(output), "--device", device, "--progress", "json"]
+    if base:
+        command += ["--checkpoint", base]
+    return command + (["--time-budget", str(minutes)] if minutes > 0 else [])
+
+
+def adapt_change(card: dict) -> str:
+    """'calibration: held-out Dice 0.918 -> 0.938, ECE 0.031 -> 0.024' from an adapted model's card, or ''."""
+    if "method" not in card:
+        return ""
+    text = f"{card['method']}: held-out {dice_change(card)}"
+    before, after = card.get("ece_before"), card.get("ece_after")
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        text += f", ECE {before:.3f} -> {after:.3f}"
+    return text
 
 
 def _number(value) -> float:
@@ -74,6 +99,11 @@ def widget_event(line: str) -> tuple:
             return ("curve", int(event["epoch"]), _number(event.get("train_loss")), _number(event.get("val_dice")))
         if kind == "message":
             return ("line", str(event["text"]))
+        if kind == "stage":  # mlffm adapt: a stage starts (total: its items, or null)
+            total = event.get("total")
+            return ("stage", str(event["name"]), None if total is None else int(total))
+        if kind == "item":
+            return ("item", int(event["done"]), int(event["total"]))
     except (KeyError, TypeError, ValueError):
         pass
     return ("line", line)
@@ -134,8 +164,10 @@ class FinetuneWidget(common.RunCancel, Container):
         self.run_button = PushButton(text="Fine-tune")
         self.status = Label(value="")
         self.versions = ComboBox(label="model versions", choices=self._version_choices)
+        self.adapt_button = PushButton(text="Adapt to my corrections")
         self.use_button = PushButton(text="Use in Propose masks")
-        self.extend([self.store, self.model_folder, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.status, self.versions, self.use_button])
+        self.extend([self.store, self.model_folder, self.base, self.base_file, self.epochs, self.minutes, self.device, self.run_button, self.adapt_button, self.status, self.versions, self.use_button])
+        self.kind = "finetune"  # or "adapt": what the running (or last) job is
         self.curves = TrainingCurves()
         common.insert_native_after(self, self.status, self.curves)
         self._progress = InlineProgress()  # in the widget, not napari's activity bar: the child process keeps the CPU
@@ -147,6 +179,7 @@ class FinetuneWidget(common.RunCancel, Container):
         self._cancelled = False
         self.base.changed.connect(lambda v: setattr(self.base_file, "visible", v == common.OTHER_FILE))
         self.run_button.changed.connect(self.run_or_cancel)
+        self.adapt_button.changed.connect(self.adapt_or_cancel)
         self.use_button.changed.connect(self.use_selected)
         self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
         self.model_folder.changed.connect(self._on_model_folder)
@@ -173,7 +206,13 @@ class FinetuneWidget(common.RunCancel, Container):
         SETTINGS.update(active_model=value or "")
         self.status.value = f"Propose masks now uses {Path(value).stem if value else 'the shipped default'}"
 
-    def start(self):
+    def adapt_or_cancel(self, *_):
+        if self.running:
+            self.cancel()
+        else:
+            self.start("adapt")
+
+    def start(self, kind: str = "finetune"):
         store = Path(self.store.value)
         if not (store / "images").is_dir():
             common.notify_error(f"{store}: not a corrections store (accept some cases first)")
@@ -185,20 +224,27 @@ class FinetuneWidget(common.RunCancel, Container):
             return None
         folder = SETTINGS.get().model_folder_path
         folder.mkdir(parents=True, exist_ok=True)
-        self.output = new_version_path(folder)
-        command = finetune_command(store, base, self.output, self.epochs.value, self.minutes.value, self.device.value)
+        self.kind = kind
+        if kind == "adapt":
+            self.output = new_version_path(folder, "adapted")
+            command = adapt_command(store, base, self.output, self.minutes.value, self.device.value)
+        else:
+            self.output = new_version_path(folder)
+            command = finetune_command(store, base, self.output, self.epochs.value, self.minutes.value, self.device.value)
         self._handle = {}
         self._cancelled = False
         self.curves.clear()
         bar = self._progress
-        bar.begin("starting the fine-tuning process...", 0 if self.minutes.value > 0 else self.epochs.value)
+        what = "adapting" if kind == "adapt" else "fine-tuning"
+        bar.begin(f"starting the {what} process...", 0 if self.minutes.value > 0 or kind == "adapt" else self.epochs.value)
         worker = create_worker(finetune_job, command, self._handle, _start_thread=False)
         worker.yielded.connect(lambda event: self._on_event(bar, event))
         worker.returned.connect(self._on_done)
         worker.errored.connect(lambda err: self._fail(common.one_line(err)))
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        self.run_button.text = "Cancel"
+        (self.adapt_button if kind == "adapt" else self.run_button).text = "Cancel"
+        (self.run_button if kind == "adapt" else self.adapt_button).enabled = False
         self.status.value = "starting..."
         worker.start()
         return worker
@@ -216,7 +262,19 @@ class FinetuneWidget(common.RunCancel, Container):
     def _on_event(self, bar, event):
         if self._cancelled or self.worker is None or self._closed:
             return  # a late message from a run that has ended, or a closed widget
-        if event[0] == "epoch":
+        if event[0] == "stage":
+            _, name, total = event
+            self._stage = name
+            bar.begin(f"adapting: {name}", total or 0)  # 0: a busy bar (fine-tuning runs for a time, not a count)
+            self.status.value = name
+        elif event[0] == "item":
+            _, done, total = event
+            text = f"{getattr(self, '_stage', 'adapting')}: {done}/{total}"
+            if bar.set(done, total, text):  # throttled
+                self.status.value = text
+        elif event[0] == "epoch" and self.kind == "adapt":
+            self.status.value = f"fine-tune candidate: epoch {event[1]}"
+        elif event[0] == "epoch":
             _, k, n = event
             self._epochs = n
             bar.set(k - 1, n, f"epoch {k}/{n}", force=True)
@@ -247,8 +305,11 @@ class FinetuneWidget(common.RunCancel, Container):
             return
         self.versions.reset_choices()
         self.versions.value = str(self.output)
-        change = dice_change(card)
-        self.status.value = f"saved {self.output.name}" + (f": held-out {change}" if change else "")
+        change = adapt_change(card) if self.kind == "adapt" else dice_change(card)
+        if self.kind == "adapt":
+            self.status.value = f"saved {self.output.name}" + (f": {change}" if change else "")
+        else:
+            self.status.value = f"saved {self.output.name}" + (f": held-out {change}" if change else "")
 
     def _fail(self, message: str):
         if self._closed:
@@ -260,8 +321,13 @@ class FinetuneWidget(common.RunCancel, Container):
         if self._cancelled and self.output is not None:
             for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json"), lock_path_for(self.output)):
                 path.unlink(missing_ok=True)
+            shutil.rmtree(work_folder_for(self.output), ignore_errors=True)  # an adapt child's fine-tune candidate
             if not self._closed:
                 self.status.value = "cancelled; base model untouched"
         elif self.output is not None:
             resume_path_for(self.output).unlink(missing_ok=True)  # only --resume needs it; the version list stays clean
+        if not self._closed:
+            self.run_button.enabled = self.adapt_button.enabled = True
+            if self.kind == "adapt":
+                self.adapt_button.text = "Adapt to my corrections"
         self._end_run(self.run_button, "Fine-tune")
