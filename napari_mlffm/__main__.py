@@ -4,8 +4,8 @@
     python -m napari_mlffm --screenshot DIR     # propose on the sample, save screenshots, quit (for docs)
     python -m napari_mlffm --screenshot DIR --window 1920x1080   # the same at another window size
 
-The four widgets share one dock on the right, as tabs (Propose masks,
-Review and export, Cases, Fine-tune): one step of the review at a time, and
+The five widgets share one dock on the right, as tabs (Propose masks,
+Review and export, Refine with clicks, Cases, Fine-tune): one step of the review at a time, and
 the canvas keeps most of the window. The window opens at most as large as
 the screen's free area.
 """
@@ -21,14 +21,14 @@ from pathlib import Path
 from .sample_data import SAMPLES
 
 PLUGIN = "napari-mlffm"
-WIDGETS = ("Propose masks", "Review and export", "Cases", "Fine-tune")
-TAB_TITLES = {"Propose masks": "Propose", "Review and export": "Review", "Cases": "Cases", "Fine-tune": "Fine-tune"}  # short, so the tabs are not elided
+WIDGETS = ("Propose masks", "Review and export", "Refine with clicks", "Cases", "Fine-tune")
+TAB_TITLES = {"Propose masks": "Propose", "Review and export": "Review", "Refine with clicks": "Refine", "Cases": "Cases", "Fine-tune": "Fine-tune"}  # short, so the tabs are not elided
 DOCK_WIDTH_FRACTION = 0.23  # of the window: the tabbed dock's width (napari's layer controls take 320 px on the left)
 DOCK_WIDTH_PX = (310, 440)  # ... kept within these bounds
 
 
 def build_viewer(images: list[str], window: tuple[int, int] | None = None):
-    """napari with the images open and the four widgets as tabs of one right-hand dock.
+    """napari with the images open and the five widgets as tabs of one right-hand dock.
 
     ``window`` (width, height) in px; None fits the window to the screen's
     free area (at most 1600 x 1000).
@@ -166,6 +166,7 @@ def _screenshots(folder: Path, window: tuple[int, int]) -> None:
     _raise(viewer, "Review and export")
     _settle()
     viewer.window.screenshot(str(folder / "review.png"), canvas_only=False)
+    _refine_screenshot(viewer, docked["Refine with clicks"], propose.image.value, folder / "refine.png")
     cases = docked["Cases"]
     cases.open_folder(SAMPLES)
     cases.start()
@@ -176,6 +177,26 @@ def _screenshots(folder: Path, window: tuple[int, int]) -> None:
     viewer.window.screenshot(str(folder / "cases.png"), canvas_only=False)
     (folder / "layout.json").write_text(json.dumps(layout_report(viewer), indent=2))
     viewer.close()
+
+
+def _refine_screenshot(viewer, refine, image_layer, path: Path) -> None:
+    """One skin click just inside the mask's edge, refined, as the annotator would do it."""
+    import numpy as np
+    from scipy import ndimage
+
+    mask = np.asarray(viewer.layers[f"{image_layer.name} mask"].data) > 0
+    depth = ndimage.distance_transform_edt(mask)
+    rows, cols = np.nonzero((depth >= 10) & (depth < 12))
+    refine.image.value = image_layer
+    points = refine.prompts_layer()
+    _raise(viewer, "Refine with clicks")
+    if rows.size:
+        refine.positive.value = False
+        points.add([rows[0], cols[0]])  # the click itself starts the refine
+        _wait(refine)
+        points.selected_data = set()
+    _settle()
+    viewer.window.screenshot(str(path), canvas_only=False)
 
 
 def main() -> None:

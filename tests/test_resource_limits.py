@@ -111,6 +111,22 @@ def test_cli_numbers_are_bounded_by_argparse_in_one_line(tmp_path, sample_images
 
 
 @pytest.mark.parametrize(
+    "command, flag, value",
+    [
+        ("train", "--batch-size", "100000000"), ("train", "--epochs", "0"), ("train", "--lr", "nan"), ("train", "--lr", "-1"),
+        ("train", "--time-budget", "inf"), ("train", "--limit", "0"), ("finetune", "--batch-size", "0"),
+        ("finetune", "--time-budget", "-5"), ("finetune", "--seed", "-1"),
+    ],
+)
+def test_training_numbers_are_bounded_before_any_data_is_read(tmp_path, capsys, command, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main([command, str(tmp_path / "no-such-data"), "-o", str(tmp_path / "m.mlffm"), flag, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {flag}" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"n_samples": 100_000_000}, "n_samples must be in 1..256"),
@@ -164,11 +180,11 @@ def test_segment_goes_on_after_running_out_of_memory_on_one_image(tmp_path, tiny
     original = segmenter_module.Segmenter._to_proposal
     calls = []
 
-    def first_one_exhausts(self, soft, height, width):
+    def first_one_exhausts(self, soft, height, width, *args, **kwargs):
         calls.append(height)
         if len(calls) == 1:
             np.empty(2**45)  # numpy's MemoryError, as a full-resolution allocation would raise
-        return original(self, soft, height, width)
+        return original(self, soft, height, width, *args, **kwargs)
 
     monkeypatch.setattr(segmenter_module.Segmenter, "_to_proposal", first_one_exhausts)
     out = tmp_path / "out"

@@ -33,3 +33,28 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
 samples_arg = bounded_int(1, MAX_SAMPLES)
 steps_arg = bounded_int(1, MAX_STEPS)
 seed_arg = bounded_int(0, MAX_SEED)
+
+
+def bounded_float(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` accepting finite floats in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+        inside = (low < value if low_open else low <= value) and value <= high
+        if not inside:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text[:40]}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# Training numbers: bounded before any data is read or memory allocated.
+epochs_arg = bounded_int(1, 1_000_000)
+batch_size_arg = bounded_int(1, 4096)
+limit_arg = bounded_int(1, 10_000_000)
+lr_arg = bounded_float(0.0, 10.0, low_open=True)
+minutes_arg = bounded_float(0.0, 60 * 24 * 365, low_open=True)

@@ -291,6 +291,9 @@ def session(device: str = "auto", gpu_collectives: bool = True) -> Iterator[Dist
     try:
         with peer_errors(ctx):
             yield ctx
+            # Leave together: a rank that tears the group down while another still talks to it
+            # can abort the other in gloo ("terminate called without an active exception").
+            dist.barrier()
     except PeerLostError:
         lost = True  # the group is broken: tearing it down could wait on the dead rank
         raise

@@ -19,6 +19,7 @@ from model.config import DiffusionConfig
 from .adapt import calibrated_dice
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
+from .cli_types import batch_size_arg, epochs_arg, limit_arg, lr_arg, minutes_arg, seed_arg
 from .distributed import Distributed, rank_device, session, stop_signals
 from .interrupt import StopOnInterrupt
 from .lineage import resumed_base
@@ -56,18 +57,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     _add_click_argument(parser)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=epochs_arg, default=30)
+    parser.add_argument("--batch-size", type=batch_size_arg, default=16)
+    parser.add_argument("--lr", type=lr_arg, default=1e-3)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error)")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument(
         "--init", type=Path, metavar="CHECKPOINT",
         help="start from these weights and their architecture, with a fresh optimizer and schedule (a warm start)",
     )
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop after this many minutes, keeping the best")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="use at most N training and N validation cases (quick runs)")
+    parser.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES", help="stop after this many minutes, keeping the best")
+    parser.add_argument("--seed", type=seed_arg, default=0)
+    parser.add_argument("--limit", type=limit_arg, help="use at most N training and N validation cases (quick runs)")
     parser.add_argument(
         "--exclude", type=Path, metavar="IDS_FILE",
         help="leave these cases out of training (one id per line, '#' comments), e.g. suspected label errors; recorded in the provenance",
@@ -81,15 +82,15 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the fine-tuned checkpoint")
     parser.add_argument("--checkpoint", type=Path, help="base checkpoint (default: the shipped weights)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=10)
-    budget.add_argument("--time-budget", type=float, metavar="MINUTES")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    budget.add_argument("--epochs", type=epochs_arg, default=10)
+    budget.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES")
+    parser.add_argument("--lr", type=lr_arg, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
+    parser.add_argument("--batch-size", type=batch_size_arg, default=8)
     parser.add_argument("--replay", type=Path, help="reference dataset mixed in to guard against drift (its train split if it has one)")
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of DATA held out to score before/after (default 0.2)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--overwrite", action="store_true")
     _add_click_argument(parser)
     _add_progress_argument(parser)

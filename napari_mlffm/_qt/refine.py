@@ -85,6 +85,7 @@ class RefineWidget(common.RunCancel, Container):
         napari_viewer.layers.events.removed.connect(self.reset_choices)
         napari_viewer.bind_key("Shift-R", lambda v: self.refine(), overwrite=True)
         self.native.destroyed.connect(self._on_destroyed)
+        common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
         choices = [c for c in self.image.choices if c is not None]
         self.image.value = choices[-1] if choices else None
 
