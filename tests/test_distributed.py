@@ -157,21 +157,27 @@ def _rank_of(pid):
     return next((int(v.split(b"=")[1]) for v in environ if v.startswith(b"RANK=")), None)
 
 
+def _train_until_saved(output, *extra):
+    """A 2-rank training started under torchrun, once it has saved: (the torchrun process, rank 1's pid)."""
+    process = subprocess.Popen(
+        _torchrun(["train", SMALL_DATA, "-o", output, *TINY, "--batch-size", "2", "--epochs", "500", *extra]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT,
+    )
+    deadline = time.monotonic() + 180
+    while not resume_path_for(output).exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run never saved: {process.communicate()[0]}")
+        time.sleep(0.05)
+    return process, next(pid for pid in _children(process.pid) if _rank_of(pid) == 1)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc")
 def test_a_killed_rank_ends_the_run_with_a_clear_message_and_no_partial_checkpoint(tmp_path):
     output = tmp_path / "m.mlffm"
-    process = subprocess.Popen(
-        _torchrun(["train", SMALL_DATA, "-o", output, *TINY, "--batch-size", "2", "--epochs", "500"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT,
-    )
+    process, rank1 = _train_until_saved(output)
     try:
-        deadline = time.monotonic() + 180
-        while not resume_path_for(output).exists():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "the run never saved"
-            time.sleep(0.05)
         time.sleep(0.3)
-        rank1 = next(pid for pid in _children(process.pid) if _rank_of(pid) == 1)
         os.kill(rank1, signal.SIGKILL)
         out, _ = process.communicate(timeout=120)  # the others exit, they do not hang
     finally:
@@ -188,17 +194,8 @@ def test_a_killed_rank_ends_the_run_with_a_clear_message_and_no_partial_checkpoi
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc")
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_batch_and_saves(tmp_path):
     output = tmp_path / "m.mlffm"
-    process = subprocess.Popen(
-        _torchrun(["train", SMALL_DATA, "-o", output, *TINY, "--batch-size", "2", "--epochs", "500", "--progress", "json"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT,
-    )
+    process, rank1 = _train_until_saved(output, "--progress", "json")
     try:
-        deadline = time.monotonic() + 180
-        while not resume_path_for(output).exists():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "the run never saved"
-            time.sleep(0.05)
-        rank1 = next(pid for pid in _children(process.pid) if _rank_of(pid) == 1)
         os.kill(rank1, signal.SIGINT)  # rank 0 never sees a signal: it learns of it in the next all-reduce
         out, _ = process.communicate(timeout=120)
     finally:

@@ -225,8 +225,13 @@ def write_tiff(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, encode_tiff(array))
 
 
+def encode_json(data: dict[str, Any]) -> bytes:
+    """The UTF-8 bytes every JSON record of this project is written as (indented; numpy scalars and paths allowed)."""
+    return (json.dumps(data, indent=2, default=_json_default) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, encode_json(data))
 
 
 def _json_default(value: Any) -> Any:

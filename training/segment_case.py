@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import imageio
-from .imageio import encode_png, encode_tiff
+from .imageio import encode_json, encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]
@@ -149,7 +149,7 @@ def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any]) -> list
     sidecar = out_dir / f"{case.stem}.json"
     written = [out_dir / name for name in case.files] + [sidecar]
     full = {**record, "outputs": [p.name for p in written], "output_bytes": {name: len(data) for name, data in case.files.items()}}
-    text = (json.dumps(full, indent=2, default=_json_default) + "\n").encode("utf-8")
+    text = encode_json(full)
     try:
         imageio.atomic_write_bytes(marker, b"")
         if sidecar.exists():
@@ -202,11 +202,3 @@ def sweep_temporaries(out_dir: Path, stems: set[str]) -> list[Path]:
             except OSError:
                 pass
     return removed
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -37,7 +37,7 @@ import numpy as np
 from model.checkpoint import atomic_write_bytes
 
 from .datasets import DatasetListing, safe_id
-from .imageio import check_writable, encode_png, write_json, write_png, write_tiff
+from .imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
 from .outputs import ExclusiveLock, display
 
 STAGING = ".staging"
@@ -137,7 +137,7 @@ class CorrectionsStore:
             "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": {"image": _sha256(image_png), "mask": _sha256(mask_png)},
         }
-        record_json = (json.dumps(full, indent=2, default=_json_default) + "\n").encode("utf-8")
+        record_json = encode_json(full)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
             self._recover()
@@ -243,14 +243,6 @@ class CorrectionsStore:
         keep = set(report.ids)
         cases = tuple(c for c in listing.cases if c.case_id in keep)
         return DatasetListing(listing.root, cases, (*listing.problems, *report.problems))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
