@@ -47,6 +47,10 @@ class NetworkConfig:
             checkpoint written before prompts existed) or 3 (positive clicks,
             negative clicks, the current mask as a prior). Their input
             weights start at zero, so an untrained widening changes nothing.
+        prompt_control: with prompt channels, also a prompt branch
+            (:mod:`model.prompt_control`): a copy of the image path that reads
+            the prompts and adds zero-initialised residuals to the image
+            features at every level. False: the prompts enter at the stem only.
     """
 
     in_channels: int = 3
@@ -59,6 +63,7 @@ class NetworkConfig:
     time_dim: int = 128
     mask_path: bool = True
     prompt_channels: int = 0
+    prompt_control: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
@@ -76,6 +81,8 @@ class NetworkConfig:
             raise ValueError("in_channels must be >= 1 and time_dim >= 4")
         if self.prompt_channels not in PROMPT_CHANNELS:
             raise ValueError(f"prompt_channels must be one of {PROMPT_CHANNELS}, got {self.prompt_channels!r}")
+        if self.prompt_control and not self.prompt_channels:
+            raise ValueError("prompt_control needs prompt channels (prompt_channels=3)")
 
     @property
     def denoiser_widths(self) -> tuple[int, ...]:

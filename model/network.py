@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from .blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding, group_norm
 from .config import NetworkConfig
 from .mlffm import MultiLevelFusion, PlainSkip
+from .prompt_control import PromptControl
 
 
 @dataclass
@@ -87,6 +88,8 @@ class DualPathUNet(nn.Module):
         if config.prompt_channels:
             self.prompt_stem = nn.Conv2d(config.prompt_channels, widths[0], 3, padding=1, bias=False)
             nn.init.zeros_(self.prompt_stem.weight)
+        # The prompt branch (model/prompt_control.py): residuals at every level, zero until trained.
+        self.prompt_control = PromptControl(config) if config.prompt_control else None
         self.image_blocks = nn.ModuleList()
         self.image_down = nn.ModuleList()
         for k, w in enumerate(widths):
@@ -146,6 +149,8 @@ class DualPathUNet(nn.Module):
             levels.append(h)
             if k < len(self.image_down):
                 h = self.image_down[k](h)
+        if prompts is not None and self.prompt_control is not None:
+            levels = [level + residual for level, residual in zip(levels, self.prompt_control(image, prompts))]
         skips = [fusion(levels) for fusion in self.skip_fusion]
         return ImageFeatures(levels, skips)
 

@@ -123,23 +123,52 @@ def encode_prompts(prompts: Prompts, height: int, width: int, size: int) -> torc
     return torch.stack(channels)[None]
 
 
-def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS):
+def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS, control: bool = True):
     """A copy of ``segmenter`` whose network also takes prompts, with every old weight unchanged.
 
-    The new prompt input weights are zero, so with no prompts (or all-zero
-    prompts) it gives bit for bit the same proposals. A segmenter that
-    already has prompt channels is returned as it is.
+    It gains the stem's prompt input weights and, with ``control`` (the
+    default), the prompt branch of :mod:`model.prompt_control`, started from
+    the image path's weights. Every new weight that touches the image
+    features is zero, so with no prompts (or all-zero prompts) it gives bit
+    for bit the same proposals. A segmenter that already has what is asked
+    for is returned as it is; one with prompt channels but no branch gains
+    the branch.
     """
     from .segmenter import Segmenter  # noqa: PLC0415 (segmenter imports this module)
 
-    if segmenter.config.network.prompt_channels == channels:
+    old = segmenter.config.network
+    if old.prompt_channels not in (0, channels):
+        raise ValueError(f"the network already has {old.prompt_channels} prompt channels, not {channels}")
+    if old.prompt_channels == channels and (old.prompt_control or not control):
         return segmenter
-    if segmenter.config.network.prompt_channels:
-        raise ValueError(f"the network already has {segmenter.config.network.prompt_channels} prompt channels")
-    network = dataclasses.replace(segmenter.config.network, prompt_channels=channels)
+    network = dataclasses.replace(old, prompt_channels=channels, prompt_control=control or old.prompt_control)
     config = dataclasses.replace(segmenter.config, network=network)
     widened = Segmenter(config, segmenter.device, provenance=segmenter.provenance, checkpoint_id=segmenter.checkpoint_id)
     missing, unexpected = widened.network.load_state_dict(segmenter.network.state_dict(), strict=False)
-    if unexpected or set(missing) != {"prompt_stem.weight"}:
-        raise RuntimeError(f"widening changed more than the prompt stem: missing {missing}, unexpected {unexpected}")
+    from .prompt_control import is_prompt_parameter  # noqa: PLC0415
+
+    if unexpected or not all(is_prompt_parameter(name) for name in missing):
+        raise RuntimeError(f"widening changed more than the prompt weights: missing {missing}, unexpected {unexpected}")
+    if network.prompt_control and not old.prompt_control:
+        widened.network.prompt_control.copy_image_path(widened.network)
     return widened
+
+
+def without_prompt_weights(segmenter):
+    """A copy of ``segmenter`` with its prompt weights removed: the base it was widened from.
+
+    With no prompts the two give bit for bit the same proposals (that is the
+    contract of the zero-initialised, per-sample gated prompt weights); this
+    is how to check it for any prompted checkpoint.
+    """
+    from .prompt_control import is_prompt_parameter  # noqa: PLC0415
+    from .segmenter import Segmenter  # noqa: PLC0415
+
+    if not segmenter.config.network.prompt_channels:
+        return segmenter
+    network = dataclasses.replace(segmenter.config.network, prompt_channels=0, prompt_control=False)
+    config = dataclasses.replace(segmenter.config, network=network)
+    base = Segmenter(config, segmenter.device, provenance=segmenter.provenance, checkpoint_id=segmenter.checkpoint_id)
+    state = {k: v for k, v in segmenter.network.state_dict().items() if not is_prompt_parameter(k)}
+    base.network.load_state_dict(state)
+    return base

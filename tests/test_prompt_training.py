@@ -72,3 +72,24 @@ def test_train_and_finetune_with_clicks_write_loadable_prompted_checkpoints(tmp_
     assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *TINY, "--epochs", "1", "--click-prob", "1.5"]) == 2
     assert "--click-prob" in capsys.readouterr().err
     json.dumps(model.provenance)
+
+
+def test_freeze_base_trains_only_the_prompt_weights_and_keeps_the_calibration(tmp_path, capsys):
+    plain = tmp_path / "plain.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(plain), *TINY, "--epochs", "1"]) == 0
+    calibrated = tmp_path / "calibrated.mlffm"
+    Segmenter.load(plain, "cpu").with_options(probability_temperature=1.7, decision_threshold=0.45).save(calibrated)
+    frozen = tmp_path / "frozen.mlffm"
+    args = ["train", str(SMALL_DATA), "-o", str(frozen), "--init", str(calibrated), "--batch-size", "4", "--device", "cpu", "--epochs", "2"]
+    assert main([*args, "--click-prob", "1", "--freeze-base"]) == 0
+    base, tuned = Segmenter.load(calibrated, "cpu"), Segmenter.load(frozen, "cpu")
+    assert tuned.config.network.prompt_control and tuned.provenance["train_config"]["freeze_base"]
+    assert (tuned.config.probability_temperature, tuned.config.decision_threshold) == (1.7, 0.45)
+    base_state, tuned_state = base.network.state_dict(), tuned.network.state_dict()
+    assert all(torch.equal(base_state[k], tuned_state[k]) for k in base_state)  # every base weight, bit for bit
+    assert sum(float(v.abs().sum()) for k, v in tuned_state.items() if k.startswith("prompt_control.zero_out")) > 0
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert np.array_equal(base.propose(image, n_samples=2, steps=2).probability, tuned.propose(image, n_samples=2, steps=2).probability)
+    capsys.readouterr()
+    assert main([*args[:3], str(tmp_path / "x.mlffm"), *args[4:], "--freeze-base"]) == 2
+    assert "--freeze-base" in capsys.readouterr().err

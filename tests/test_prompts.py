@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from model import Segmenter
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import NetworkConfig
 from model.kept import KeptPixels, click_disks
-from model.prompts import Prompts, encode_prompts, with_prompt_channels
-from model.segmenter import default_weights_path
+from model.prompts import Prompts, encode_prompts, with_prompt_channels, without_prompt_weights
 
 from .conftest import SAMPLES, tiny_config
 
@@ -25,32 +24,42 @@ def dermoscopy() -> np.ndarray:
     return read_image(sorted(SAMPLES.glob("*.jpg"))[0])
 
 
-def test_shipped_weights_widened_give_exactly_todays_proposals(dermoscopy):
+def test_shipped_weights_give_their_base_s_proposals_without_clicks(dermoscopy):
     shipped = Segmenter.load(None, "cpu")
-    widened = with_prompt_channels(shipped)
-    assert widened.config.network.prompt_channels == 3 and shipped.config.network.prompt_channels == 0
-    assert torch.count_nonzero(widened.network.prompt_stem.weight) == 0
+    if shipped.config.network.prompt_channels:  # prompt weights trained on a frozen base (--freeze-base)
+        prompted, base = shipped, without_prompt_weights(shipped)
+        assert shipped.config.network.prompt_control and base.config.network.prompt_channels == 0
+    else:  # a base without prompts: widened, its new weights are zero
+        prompted, base = with_prompt_channels(shipped), shipped
+        assert torch.count_nonzero(prompted.network.prompt_stem.weight) == 0
     image = dermoscopy[::2, ::2]
-    before = shipped.propose(image, n_samples=4, steps=3, seed=5)
-    after = widened.propose(image, n_samples=4, steps=3, seed=5)
-    # All-zero prompt weights: clicks and a prior change nothing either, until trained.
+    before = base.propose(image, n_samples=4, steps=3, seed=5)
+    after = prompted.propose(image, n_samples=4, steps=3, seed=5)
+    assert np.array_equal(before.samples, after.samples)
+    assert np.array_equal(before.probability, after.probability)
+    assert np.array_equal(before.uncertainty, after.uncertainty)
     h, w = image.shape[:2]
-    prompted = widened.propose(image, n_samples=4, steps=3, seed=5, prompts=Prompts(((h / 2, w / 2),), ((2.0, 2.0),), before.consensus))
-    for other in (after, prompted):
-        assert np.array_equal(before.samples, other.samples)
-        assert np.array_equal(before.probability, other.probability)
-        assert np.array_equal(before.uncertainty, other.uncertainty)
+    clicked = prompted.propose(image, n_samples=4, steps=3, seed=5, prompts=Prompts(((h / 2, w / 2),), ((2.0, 2.0),), before.consensus))
+    trained = bool(shipped.config.network.prompt_channels)
+    assert np.array_equal(before.probability, clicked.probability) != trained  # zero weights change nothing; trained ones steer
 
 
-def test_old_checkpoints_load_without_prompt_channels_and_refuse_clicks(rgb_image):
-    _, meta, _ = load_checkpoint(default_weights_path())
-    assert "prompt_channels" not in meta["config"]["network"]  # written before prompts existed
-    shipped = Segmenter.load(None, "cpu")
-    assert shipped.network.prompt_stem is None
+def test_old_checkpoints_load_without_prompt_channels_and_refuse_clicks(tmp_path, rgb_image, tiny_segmenter):
+    tensors, meta, _ = load_checkpoint(_saved(tiny_segmenter, tmp_path / "new.mlffm"))
+    for key in ("prompt_channels", "prompt_control"):  # as written before prompts existed
+        meta["config"]["network"].pop(key)
+    save_checkpoint(tmp_path / "old.mlffm", tensors, meta)
+    old = Segmenter.load(tmp_path / "old.mlffm", "cpu")
+    assert old.network.prompt_stem is None and old.network.prompt_control is None
     with pytest.raises(ValueError, match="no prompt channels"):
-        shipped.propose(rgb_image, n_samples=1, steps=1, prompts=Prompts(((3.0, 3.0),)))
+        old.propose(rgb_image, n_samples=1, steps=1, prompts=Prompts(((3.0, 3.0),)))
     with pytest.raises(ValueError, match="prompt_channels"):
         NetworkConfig(prompt_channels=2)
+
+
+def _saved(segmenter, path):
+    segmenter.save(path)
+    return path
 
 
 def test_prompted_checkpoint_round_trips(tmp_path, rgb_image):
@@ -132,7 +141,48 @@ def test_click_disks_are_kept_lesion_and_skin():
 
 def test_widening_is_refused_for_a_different_prompt_width():
     segmenter = Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 32), time_dim=16, prompt_channels=3)), "cpu")
-    assert with_prompt_channels(segmenter) is segmenter
+    assert with_prompt_channels(segmenter, control=False) is segmenter
+    with_branch = with_prompt_channels(segmenter)  # a stem-only prompted network gains the branch
+    assert with_branch.config.network.prompt_control and with_prompt_channels(with_branch) is with_branch
     plain = Segmenter(tiny_config(), "cpu")
     widened = with_prompt_channels(plain)
-    assert dataclasses.replace(widened.config.network, prompt_channels=0) == plain.config.network
+    assert dataclasses.replace(widened.config.network, prompt_channels=0, prompt_control=False) == plain.config.network
+    with pytest.raises(ValueError, match="already has 3 prompt channels"):
+        with_prompt_channels(segmenter, channels=5)
+
+
+def test_prompt_branch_is_gated_per_sample_and_needs_prompt_channels():
+    torch.manual_seed(0)
+    network_config = NetworkConfig(widths=(8, 16, 32), time_dim=16, prompt_channels=3, prompt_control=True)
+    segmenter = Segmenter(tiny_config(network=network_config), "cpu")
+    for parameter in segmenter.network.prompt_control.parameters():  # as if trained: nothing is zero any more
+        torch.nn.init.normal_(parameter, std=0.3)
+    network = segmenter.network.eval()
+    images = torch.rand(2, 3, 32, 32)
+    prompts = torch.zeros(2, 3, 32, 32)
+    prompts[0, 0, 10:14, 10:14] = 1.0  # sample 0 has a click, sample 1 none
+    with torch.no_grad():
+        plain = network.encode_image(images)
+        prompted = network.encode_image(images, prompts)
+    for a, b in zip(plain.levels + plain.skips, prompted.levels + prompted.skips):
+        assert torch.equal(a[1], b[1])  # the unprompted sample: exactly the image path alone
+        assert not torch.equal(a[0], b[0])  # the prompted one is steered at every level
+    with pytest.raises(ValueError, match="prompt_control needs prompt channels"):
+        NetworkConfig(prompt_control=True)
+
+
+def test_prompt_weights_can_be_stripped_to_the_base_with_the_same_proposals(rgb_image):
+    torch.manual_seed(1)
+    base = Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 32), time_dim=16)), "cpu")
+    widened = with_prompt_channels(base)
+    assert widened.config.network.prompt_control
+    for parameter in widened.network.prompt_control.zero_out.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    stripped = without_prompt_weights(widened)
+    assert stripped.config.network == base.config.network
+    a = base.propose(rgb_image, n_samples=2, steps=2, seed=3)
+    b = widened.propose(rgb_image, n_samples=2, steps=2, seed=3)
+    c = stripped.propose(rgb_image, n_samples=2, steps=2, seed=3)
+    assert np.array_equal(a.probability, b.probability) and np.array_equal(a.probability, c.probability)
+    clicked = widened.propose(rgb_image, n_samples=2, steps=2, seed=3, prompts=Prompts(((10.0, 10.0),)))
+    assert not np.array_equal(a.probability, clicked.probability)

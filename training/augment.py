@@ -4,7 +4,8 @@ Geometric transforms (flips, 90-degree and small rotations, scale and
 translation) are one affine warp per image, applied identically to image and
 mask. Photometric transforms (brightness, contrast, per-channel gain for
 device colour shift, saturation, gamma for skin tone and exposure, blur)
-touch the image only.
+touch the image only. Optionally (``acquisition_shifts``, off by default)
+vignetting, uneven illumination and hair of :mod:`training.acquisition_shifts`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from model.preprocess import gaussian_blur
+
+from .acquisition_shifts import random_shifts
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class AugmentConfig:
     gamma: float = 0.25
     blur_probability: float = 0.2
     max_blur_sigma: float = 1.2
+    acquisition_shifts: float = 0.0  # per-image chance of each of vignetting, uneven light, hair (training/acquisition_shifts.py)
 
     def __post_init__(self) -> None:
         low, high = self.scale_range
@@ -42,6 +46,8 @@ class AugmentConfig:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         if not 0 <= self.blur_probability <= 1:
             raise ValueError("blur_probability must lie in [0, 1]")
+        if not 0 <= self.acquisition_shifts <= 1:
+            raise ValueError(f"acquisition_shifts must lie in [0, 1], got {self.acquisition_shifts}")
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -117,4 +123,7 @@ def augment_batch(
         return images, masks
     theta = random_affine(images.shape[0], config, generator)
     images, masks = warp(images, masks, theta)
-    return photometric(images, config, generator), masks
+    images = photometric(images, config, generator)
+    if config.acquisition_shifts > 0:
+        images = random_shifts(images, config.acquisition_shifts, generator)
+    return images, masks

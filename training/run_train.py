@@ -19,7 +19,7 @@ from model.config import DiffusionConfig
 from .adapt import calibrated_dice
 from .augment import AugmentConfig
 from .datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
-from .cli_types import batch_size_arg, epochs_arg, limit_arg, lr_arg, minutes_arg, seed_arg
+from .cli_types import batch_size_arg, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from .distributed import Distributed, rank_device, session, stop_signals
 from .interrupt import StopOnInterrupt
 from .lineage import resumed_base
@@ -56,6 +56,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "0 = uniform timesteps (default 0.6)",
     )
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    parser.add_argument(
+        "--acquisition-shifts", type=probability_arg, default=0.0, metavar="P",
+        help="also augment with another clinic's camera: vignetting, uneven illumination and hair, each with "
+        "probability P per image (default 0: off)",
+    )
     _add_click_argument(parser)
     parser.add_argument("--epochs", type=epochs_arg, default=30)
     parser.add_argument("--batch-size", type=batch_size_arg, default=16)
@@ -103,15 +108,24 @@ def _add_click_argument(parser: argparse.ArgumentParser) -> None:
         "with none; a network without prompt channels is widened first (zero weights, so no prompts = unchanged). "
         "Default 0: no prompt training",
     )
+    parser.add_argument(
+        "--freeze-base", action="store_true",
+        help="train only the prompt weights (the prompt branch and the stem's prompt input); every other weight stays "
+        "as it is, so the proposals without clicks stay bit for bit those of the starting weights, and so does their "
+        "calibration. Needs --click-prob > 0",
+    )
 
 
 def _with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, reporter) -> Segmenter:
     if not 0.0 <= args.click_prob <= 1.0:
         raise ValueError(f"--click-prob {args.click_prob}: must lie in [0, 1]")
-    if args.click_prob > 0 and not segmenter.config.network.prompt_channels:
+    if args.freeze_base and args.click_prob <= 0:
+        raise ValueError("--freeze-base trains only the prompt weights: give --click-prob > 0 (1 is usual with it)")
+    network = segmenter.config.network
+    if args.click_prob > 0 and not (network.prompt_channels and network.prompt_control):
         from model.prompts import with_prompt_channels  # noqa: PLC0415
 
-        reporter.message("widened the image path with 3 prompt channels (zero weights) to learn clicks")
+        reporter.message("added the prompt branch (a copy of the image path, zero residuals) and 3 prompt channels to learn clicks")
         return with_prompt_channels(segmenter)
     return segmenter
 
@@ -211,7 +225,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
             reporter.message(f"working size changed from {segmenter.config.size} to {args.size} px")
             segmenter = segmenter.at_working_size(args.size)
         fitted = segmenter.config.probability_temperature, segmenter.config.decision_threshold
-        if fitted != (1.0, 0.5):
+        if fitted != (1.0, 0.5) and not args.freeze_base:
             # The fitted temperature and threshold belong to the old weights; training changes them.
             reporter.message(
                 f"its probability temperature {fitted[0]:.3f} and decision threshold {fitted[1]:.3f} are reset to 1 and 0.5: "
@@ -258,7 +272,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         boundary_weight=args.boundary_weight,
         high_t_fraction=args.high_t_fraction,
         click_prob=args.click_prob,
-        augment=AugmentConfig(enabled=not args.no_augment),
+        freeze_base=args.freeze_base,
+        augment=AugmentConfig(enabled=not args.no_augment, acquisition_shifts=args.acquisition_shifts),
     )
     command = args.command_line
     # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.
@@ -349,6 +364,7 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         # keep the timestep mix the base weights were trained with
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
         click_prob=args.click_prob,
+        freeze_base=args.freeze_base,
     )
     if args.click_prob > 0:  # the score train() selects on: the mean of no-click and one-click Dice
         before = sum(prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2

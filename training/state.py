@@ -8,6 +8,7 @@ and optimizer hyper-parameters in the JSON metadata.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,10 +25,12 @@ class EMA:
     are not dominated by the random initialisation.
     """
 
-    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+    def __init__(self, network: torch.nn.Module, decay: float, only: Callable[[str], bool] | None = None) -> None:
+        """``only``: a test on state-dict names; the others are copied, not averaged (frozen weights stay bit for bit)."""
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
+        self.only = only
         self.updates = 0
         self.shadow = {k: v.detach().clone().float() for k, v in network.state_dict().items()}
 
@@ -36,13 +39,14 @@ class EMA:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         state = network.state_dict()
-        floats = [name for name, value in state.items() if value.dtype.is_floating_point]
+        floats = [name for name, value in state.items() if value.dtype.is_floating_point and (self.only is None or self.only(name))]
         shadows = [self.shadow[name] for name in floats]
         # One fused update for all float tensors (hundreds of small kernels on a GPU otherwise).
         torch._foreach_mul_(shadows, decay)
         torch._foreach_add_(shadows, [state[name].detach().float() for name in floats], alpha=1 - decay)
+        averaged = set(floats)
         for name, value in state.items():
-            if not value.dtype.is_floating_point:
+            if name not in averaged:
                 self.shadow[name].copy_(value)
 
     def copy_to(self, network: torch.nn.Module) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from model import Segmenter
 from model.checkpoint import remove_stale_temporaries
+from model.prompt_control import is_prompt_parameter
 from model.preprocess import standardize
 from model.sampler import iter_sample_soft_masks, output_to_x0, run_to_completion
 from model.schedule import NoiseSchedule
@@ -54,6 +55,7 @@ class TrainConfig:
     boundary_weight: float = 1.0
     high_t_fraction: float = 0.0
     click_prob: float = 0.0  # share of samples trained with simulated clicks (training/prompt_training.py); 0 = none
+    freeze_base: bool = False  # train only the prompt weights (model/prompt_control.py): no-click proposals stay the base's
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"high_t_fraction (--high-t-fraction) must lie in [0, 1], got {self.high_t_fraction}")
         if not 0.0 <= self.click_prob <= 1.0:
             raise ValueError(f"click_prob (--click-prob) must lie in [0, 1], got {self.click_prob}")
+        if self.freeze_base and self.click_prob <= 0:
+            raise ValueError("freeze_base (--freeze-base) trains only the prompt weights: it needs click_prob > 0")
 
 
 class Reporter(Protocol):
@@ -202,12 +206,13 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     network = segmenter.network.train()
+    trainable = _trainable_parameters(network, config.freeze_base)
     stepped = ctx.wrap(network)  # DistributedDataParallel under torchrun: averages the gradients of the ranks
     part = ctx.batch_part(config.batch_size)
     schedule = NoiseSchedule(segmenter.config.diffusion)
     loss_fn = SegmentationDiffusionLoss(config.bce_weight, config.dice_weight, config.boundary_weight)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ema = EMA(network, config.ema_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    ema = EMA(network, config.ema_decay, only=is_prompt_parameter if config.freeze_base else None)
     generator = torch.Generator().manual_seed(config.seed)
     eval_segmenter = copy.deepcopy(segmenter)
 
@@ -300,6 +305,17 @@ def train(
     return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
 
 
+def _trainable_parameters(network: torch.nn.Module, freeze_base: bool) -> list[torch.nn.Parameter]:
+    """Every parameter, or with ``freeze_base`` only the prompt weights (the rest get requires_grad False)."""
+    if not freeze_base:
+        return list(network.parameters())
+    if network.config.prompt_channels == 0:
+        raise ValueError("freeze_base: this network has no prompt weights to train")
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(is_prompt_parameter(name))
+    return [p for p in network.parameters() if p.requires_grad]
+
+
 def _epoch_order(n_train: int, replay: CachedDataset | None, generator: torch.Generator) -> np.ndarray:
     """Indices for one epoch; replay cases are encoded as negative numbers -1 - i."""
     order = torch.randperm(n_train, generator=generator).numpy()
@@ -373,7 +389,7 @@ def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, ge
         terms = {"mse": float(mse)}
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    torch.nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], config.grad_clip)
     optimizer.step()
     terms["loss"] = float(loss.detach())
     return terms

@@ -53,7 +53,11 @@ def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels 
         if mode == "kept":
             disks = click_disks(prompts.positive, prompts.negative, height, width)
             kept = disks.merged(painted) if disks is not None else painted  # painted edits win over click disks
-        given = prompts if mode == "prompts" else None
+        # No clicks left (all undone): the first proposal again, not one steered by its own mask alone.
+        given = prompts if mode in ("prompts", "both") and prompts.clicks else None
+        if mode == "both" and prompts.clicks:
+            disks = click_disks(prompts.positive, prompts.negative, height, width)
+            kept = disks.merged(painted) if disks is not None else painted
         proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}
