@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One prepared GPU session for the accuracy and interactive issues: every run in parallel on one GPU,
+# each with a time budget, then every candidate scored on val, checkpoints and reports copied to OUT.
+#
+#   python scripts/make_compact_copy.py ../shared/data/isic2018_task1 runs/isic160 --size 160   # here, once (train + val only)
+#   bash scripts/gpu_session.sh runs/isic160 "$OUT"                       # on the GPU machine (carry runs/isic160)
+#   SMOKE=1 bash scripts/gpu_session.sh tests/fixtures/isic_small /tmp/smoke   # on the CPU first: same steps, tiny
+#
+# Runs (MINUTES each, default 7, all at once):
+#   prompt      the shipped weights + prompt branch, --freeze-base (no-click proposals stay the shipped ones)
+#   shifts      the shipped weights, warm start with --acquisition-shifts 0.3 (another clinic's camera)
+#   noshifts    the same warm start without them: the control for "shifts"
+#   ab_{mlffm,plain}_{0,1}  the equal-epoch ablation: the shipped architecture from scratch, MLFFM against
+#               plain skips, two seeds each, EPOCHS epochs each (default 12), the time budget only as a guard
+# Then: mlffm evaluate --split val on the compact copy for each (paired, one seed), and the robustness
+# benchmark on val for shifts against noshifts. Selection is on val; test is scored later, once, here.
+set -euo pipefail
+DATA=${1:?dataset folder (a compact copy of train + val)}
+OUT=${2:?output folder}
+MINUTES=${MINUTES:-7}
+EPOCHS=${EPOCHS:-12}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-32}
+PY=${PYTHON:-python}
+extra=()
+limit=()
+ab_size=(--size 96)
+robust_limit=200
+if [[ -n "${SMOKE:-}" ]]; then
+  MINUTES=0.5 EPOCHS=1 DEVICE=cpu BATCH=4
+  extra=(--size 32)
+  limit=(--limit 6)
+  ab_size=(--size 32 --widths 8,16)
+  robust_limit=2
+fi
+mkdir -p "$OUT"
+mlffm() { "$PY" -m training.cli "$@"; }
+common=(--batch-size "$BATCH" --device "$DEVICE" --progress json --time-budget "$MINUTES")
+warm=(--init model/weights/default.mlffm --epochs 3000 ${extra[@]+"${extra[@]}"} ${limit[@]+${limit[@]+"${limit[@]}"}})
+
+mlffm train "$DATA" -o "$OUT/prompt.mlffm" "${warm[@]}" "${common[@]}" --click-prob 1 --freeze-base --lr 5e-4 --seed 21 >"$OUT/prompt.log" 2>&1 &
+mlffm train "$DATA" -o "$OUT/shifts.mlffm" "${warm[@]}" "${common[@]}" --acquisition-shifts 0.3 --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/shifts.log" 2>&1 &
+mlffm train "$DATA" -o "$OUT/noshifts.mlffm" "${warm[@]}" "${common[@]}" --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/noshifts.log" 2>&1 &
+for fusion in mlffm plain; do
+  for seed in 0 1; do
+    mlffm train "$DATA" -o "$OUT/ab_${fusion}_${seed}.mlffm" --fusion "$fusion" --epochs "$EPOCHS" --lr 1e-3 --seed "$seed" \
+      "${ab_size[@]}" ${limit[@]+"${limit[@]}"} "${common[@]}" >"$OUT/ab_${fusion}_${seed}.log" 2>&1 &
+  done
+done
+wait
+for name in prompt shifts noshifts ab_mlffm_0 ab_mlffm_1 ab_plain_0 ab_plain_1; do
+  if [[ -f "$OUT/$name.mlffm" ]]; then
+    mlffm evaluate "$DATA" --split val --checkpoint "$OUT/$name.mlffm" --device "$DEVICE" ${limit[@]+"${limit[@]}"} --json "$OUT/$name.val.json" >"$OUT/$name.val.log" 2>&1 &
+  fi
+done
+wait
+"$PY" benchmarks/robustness_shifts.py "$DATA" --split val --checkpoint "$OUT/noshifts.mlffm" --checkpoint "$OUT/shifts.mlffm" \
+  --device "$DEVICE" --limit "$robust_limit" --samples 4 >"$OUT/robustness.txt" 2>"$OUT/robustness.log"
+"$PY" - "$OUT" <<'SUMMARY' | tee "$OUT/summary.txt"
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print(f"{'run':<12} {'epochs':>6} {'val Dice':>9} {'HD95':>7} {'ECE':>7}")
+for report in sorted(out.glob("*.val.json")):
+    name = report.name.removesuffix(".val.json")
+    metrics = json.loads(report.read_text())["metrics"]
+    log = [json.loads(l) for l in (out / f"{name}.log").read_text().splitlines() if l.startswith("{")]
+    epochs = max([e.get("epoch", 0) for e in log if e.get("event") == "epoch_end"], default=0)
+    print(f"{name:<12} {epochs:>6} {metrics['dice']:>9.4f} {metrics.get('hd95', float('nan')):>7.2f} {metrics.get('ece', float('nan')):>7.4f}")
+SUMMARY
+rm -f "$OUT"/*.resume.mlffm  # the resume states are several times the weights; the logs say how far each got
+ls -l "$OUT"
