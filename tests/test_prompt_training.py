@@ -93,3 +93,23 @@ def test_freeze_base_trains_only_the_prompt_weights_and_keeps_the_calibration(tm
     capsys.readouterr()
     assert main([*args[:3], str(tmp_path / "x.mlffm"), *args[4:], "--freeze-base"]) == 2
     assert "--freeze-base" in capsys.readouterr().err
+
+
+def test_prompt_weights_stay_exact_when_training_without_clicks_and_freeze_base_refuses_what_breaks_it(tmp_path, capsys):
+    prompted = tmp_path / "prompted.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(prompted), *TINY, "--epochs", "1", "--click-prob", "1"]) == 0
+    tuned = tmp_path / "tuned.mlffm"
+    assert main(["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(prompted), "--epochs", "2", "--batch-size", "4", "--device", "cpu"]) == 0
+    assert tuned.is_file()
+    before, after = Segmenter.load(prompted, "cpu").network.state_dict(), Segmenter.load(tuned, "cpu").network.state_dict()
+    prompt_keys = [k for k in before if k.startswith(("prompt_stem.", "prompt_control."))]
+    assert prompt_keys and all(torch.equal(before[k], after[k]) for k in prompt_keys)  # no clicks: no gradient, no EMA drift
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in prompt_keys)
+    out = str(tmp_path / "x.mlffm")
+    capsys.readouterr()
+    assert main(["train", str(SMALL_DATA), "-o", out, *TINY, "--epochs", "1", "--click-prob", "1", "--freeze-base"]) == 2
+    assert "--init" in capsys.readouterr().err  # a random base has nothing to keep
+    assert main(["train", str(SMALL_DATA), "-o", out, "--init", str(prompted), "--size", "64", "--device", "cpu", "--epochs", "1", "--click-prob", "1", "--freeze-base"]) == 2
+    assert "working size" in capsys.readouterr().err
+    assert main(["train", str(SMALL_DATA), "-o", out, *TINY, "--epochs", "1", "--no-augment", "--acquisition-shifts", "0.5"]) == 2
+    assert "--no-augment" in capsys.readouterr().err

@@ -65,39 +65,38 @@ def illumination(images: torch.Tensor, amount: torch.Tensor, angle: torch.Tensor
 def hair(images: torch.Tensor, strands: int, generator: torch.Generator, width: float | None = None) -> torch.Tensor:
     """Draw ``strands`` dark curved hairs on every image (quadratic Bezier curves, anti-aliased).
 
-    ``width``: the strand's half-width in working pixels (default S / 160,
-    at least 0.5: about 1.5 px wide at 512).
+    Curves are drawn in pixels, so strands keep their width on non-square
+    images. ``width``: the strand's half-width in pixels (default: the short
+    side / 160, at least 0.5: a strand about 6 px wide at 512, 1.2 at 96).
     """
     n, _, height, width_px = images.shape
-    if strands < 1:
+    if strands < 1 or n == 0:
         return images
-    size = min(height, width_px)
-    half = width if width is not None else max(0.5, size / 160)
-    rows, cols = _grid(images)
-    pixel = 2.0 / size
+    short = min(height, width_px)
+    half = width if width is not None else max(0.5, short / 160)
+    rows = torch.arange(height, device=images.device, dtype=torch.float32)[:, None] + 0.5
+    cols = torch.arange(width_px, device=images.device, dtype=torch.float32)[None, :] + 0.5
+    scale = torch.tensor([height / 2, width_px / 2])
     coverage = torch.zeros((n, height, width_px), device=images.device)
-    steps = 24
+    steps = 16
     t = torch.linspace(0, 1, steps)
     for _ in range(strands):
         p0 = _uniform(2 * n, -1.1, 1.1, generator).view(n, 2)
         direction = _uniform(n, 0, 2 * math.pi, generator)
         length = _uniform(n, 0.4, 1.6, generator)
         p2 = p0 + length[:, None] * torch.stack([torch.sin(direction), torch.cos(direction)], 1)
-        bend = _uniform(2 * n, -0.3, 0.3, generator).view(n, 2)
-        p1 = (p0 + p2) / 2 + bend
-        # Points along the curve, (B, steps, 2) as (row, col).
+        p1 = (p0 + p2) / 2 + _uniform(2 * n, -0.3, 0.3, generator).view(n, 2)
+        # Points along the curve in pixels (row, col), (B, steps, 2); [-1, 1] spans the short side's length on both axes.
         curve = (1 - t)[None, :, None] ** 2 * p0[:, None] + 2 * ((1 - t) * t)[None, :, None] * p1[:, None] + (t**2)[None, :, None] * p2[:, None]
-        curve = curve.to(images.device)
+        curve = (curve * (short / 2) + scale).to(images.device)
         d = torch.full((n, height, width_px), float("inf"), device=images.device)
         for k in range(steps - 1):
-            a, b = curve[:, k], curve[:, k + 1]
-            ab = b - a
+            a, ab = curve[:, k], curve[:, k + 1] - curve[:, k]
             ap_r, ap_c = rows[None] - a[:, 0, None, None], cols[None] - a[:, 1, None, None]
             denom = (ab**2).sum(1).clamp_min(1e-12)[:, None, None]
             u = ((ap_r * ab[:, 0, None, None] + ap_c * ab[:, 1, None, None]) / denom).clamp(0, 1)
-            dist = torch.sqrt((ap_r - u * ab[:, 0, None, None]) ** 2 + (ap_c - u * ab[:, 1, None, None]) ** 2)
-            d = torch.minimum(d, dist)
-        coverage = torch.maximum(coverage, (1 - (d / pixel - half)).clamp(0, 1))
+            d = torch.minimum(d, torch.hypot(ap_r - u * ab[:, 0, None, None], ap_c - u * ab[:, 1, None, None]))
+        coverage = torch.maximum(coverage, (1 - (d - half)).clamp(0, 1))
     shade = _uniform(n, 0.05, 0.25, generator).to(images.device)[:, None, None, None]  # near black to dark brown
     tint = torch.tensor([1.0, 0.8, 0.65], device=images.device)[None, :, None, None]
     return images * (1 - coverage[:, None]) + (shade * tint) * coverage[:, None]
@@ -143,10 +142,13 @@ def random_shifts(images: torch.Tensor, probability: float, generator: torch.Gen
     images = vignette(images, on * _uniform(n, 0.3, 1.0, generator), _uniform(n, 0.55, 1.1, generator), _uniform(2 * n, -0.15, 0.15, generator).view(n, 2))
     on = pick()
     images = illumination(images, on * _uniform(n, 0.05, 0.35, generator), _uniform(n, 0, 2 * math.pi, generator))
-    on = pick().to(images.device).bool()
+    on = pick().bool()
     strands = int(torch.randint(1, 13, (1,), generator=generator))
-    haired = hair(images, strands, generator)
-    return torch.where(on[:, None, None, None], haired, images)
+    if on.any():
+        images = images.clone()
+        chosen = on.to(images.device)
+        images[chosen] = hair(images[chosen], strands, generator)
+    return images
 
 
 def apply_shift(name: str, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

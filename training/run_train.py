@@ -122,6 +122,11 @@ def _with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, repor
     if args.freeze_base and args.click_prob <= 0:
         raise ValueError("--freeze-base trains only the prompt weights: give --click-prob > 0 (1 is usual with it)")
     network = segmenter.config.network
+    if getattr(args, "resume", None) is not None:
+        # A resumed run continues its own network, optimizer and EMA: its architecture cannot change.
+        if args.click_prob > 0 and not network.prompt_channels:
+            raise ValueError(f"--click-prob: {args.resume} was started without prompts; start a new run with --init to learn clicks")
+        return segmenter
     if args.click_prob > 0 and not (network.prompt_channels and network.prompt_control):
         from model.prompts import with_prompt_channels  # noqa: PLC0415
 
@@ -135,6 +140,12 @@ def _add_progress_argument(parser: argparse.ArgumentParser) -> None:
         "--progress", choices=("bars", "json"), default="bars",
         help="bars: progress bars for a terminal (default); json: one JSON event per line on stdout, for programs",
     )
+
+
+def _augment_config(args: argparse.Namespace) -> AugmentConfig:
+    if args.no_augment and args.acquisition_shifts > 0:
+        raise ValueError("--acquisition-shifts is an augmentation: it cannot be combined with --no-augment")
+    return AugmentConfig(enabled=not args.no_augment, acquisition_shifts=args.acquisition_shifts)
 
 
 def _report_problems(listing: DatasetListing, limit: int = 10) -> None:
@@ -220,6 +231,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     elif args.init is not None:
         segmenter = Segmenter.load(args.init, args.device)
         reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture is kept")
+        if args.size is not None and args.size != segmenter.config.size and args.freeze_base:
+            raise ValueError(f"--freeze-base keeps {args.init}'s proposals as they are: it cannot change the working size ({segmenter.config.size} px) to --size {args.size}")
         if args.size is not None and args.size != segmenter.config.size:
             # The network is fully convolutional: the same weights train at another working size.
             reporter.message(f"working size changed from {segmenter.config.size} to {args.size} px")
@@ -233,6 +246,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
             )
             segmenter = segmenter.with_options(probability_temperature=1.0, decision_threshold=0.5)
     else:
+        if args.freeze_base:
+            raise ValueError("--freeze-base trains prompt weights on a trained base: give it with --init")
         widths = _parse_widths(args.widths, "--widths")
         mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
         config = SegmenterConfig(
@@ -273,7 +288,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         high_t_fraction=args.high_t_fraction,
         click_prob=args.click_prob,
         freeze_base=args.freeze_base,
-        augment=AugmentConfig(enabled=not args.no_augment, acquisition_shifts=args.acquisition_shifts),
+        augment=_augment_config(args),
     )
     command = args.command_line
     # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.

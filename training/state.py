@@ -45,9 +45,9 @@ class EMA:
         torch._foreach_mul_(shadows, decay)
         torch._foreach_add_(shadows, [state[name].detach().float() for name in floats], alpha=1 - decay)
         averaged = set(floats)
-        for name, value in state.items():
-            if name not in averaged:
-                self.shadow[name].copy_(value)
+        copied = [name for name in state if name not in averaged]
+        if copied:  # frozen weights and integer buffers: copied exactly, in one fused call
+            torch._foreach_copy_([self.shadow[name] for name in copied], [state[name].detach().to(self.shadow[name].dtype) for name in copied])
 
     def copy_to(self, network: torch.nn.Module) -> None:
         network.load_state_dict({k: v.to(network.state_dict()[k].dtype) for k, v in self.shadow.items()})
@@ -71,7 +71,12 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
             continue
         index, key = name[len(OPTIM_PREFIX):].split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except ValueError:  # other parameters train now than when it was saved
+        raise ValueError(
+            "its optimizer state is for another set of trained parameters: resume with the --freeze-base and --click-prob the run started with"
+        ) from None
 
 
 def pack_training_state(

@@ -206,13 +206,13 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     network = segmenter.network.train()
-    trainable = _trainable_parameters(network, config.freeze_base)
+    trainable, averaged = _trainable_parameters(network, config)
     stepped = ctx.wrap(network)  # DistributedDataParallel under torchrun: averages the gradients of the ranks
     part = ctx.batch_part(config.batch_size)
     schedule = NoiseSchedule(segmenter.config.diffusion)
     loss_fn = SegmentationDiffusionLoss(config.bce_weight, config.dice_weight, config.boundary_weight)
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    ema = EMA(network, config.ema_decay, only=is_prompt_parameter if config.freeze_base else None)
+    ema = EMA(network, config.ema_decay, only=averaged)
     generator = torch.Generator().manual_seed(config.seed)
     eval_segmenter = copy.deepcopy(segmenter)
 
@@ -226,7 +226,10 @@ def train(
     if resume is not None:
         loaded, tensors, meta = Segmenter.load_with_state(resume, device)
         network.load_state_dict(loaded.network.state_dict())
-        unpack_training_state(tensors, meta, ema, optimizer, generator)
+        try:
+            unpack_training_state(tensors, meta, ema, optimizer, generator)
+        except ValueError as err:
+            raise ValueError(f"{resume}: {err}") from None
         start_epoch, step = int(meta["epoch"]), int(meta["step"])
         history, spent = list(meta.get("history", [])), float(meta.get("seconds", 0.0))
         best_dice, best_epoch = float(meta.get("best_val_dice", -1.0)), int(meta.get("best_epoch", -1))
@@ -305,15 +308,27 @@ def train(
     return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
 
 
-def _trainable_parameters(network: torch.nn.Module, freeze_base: bool) -> list[torch.nn.Parameter]:
-    """Every parameter, or with ``freeze_base`` only the prompt weights (the rest get requires_grad False)."""
-    if not freeze_base:
-        return list(network.parameters())
-    if network.config.prompt_channels == 0:
+def _trainable_parameters(network: torch.nn.Module, config: TrainConfig) -> tuple[list[torch.nn.Parameter], Callable[[str], bool] | None]:
+    """The parameters to optimise, and which state-dict names the EMA averages (None: all).
+
+    ``freeze_base``: only the prompt weights train. Without clicks
+    (``click_prob == 0``) the prompt weights of a prompted network get no
+    gradient: they are frozen, so they stay exactly as they are (and
+    DistributedDataParallel sees no unused parameter). Everything frozen
+    gets ``requires_grad`` False and is copied, not averaged, by the EMA.
+    """
+    prompted = network.config.prompt_channels > 0
+    if config.freeze_base and not prompted:
         raise ValueError("freeze_base: this network has no prompt weights to train")
+    if config.freeze_base:
+        trains = is_prompt_parameter
+    elif prompted and config.click_prob == 0:
+        trains = lambda name: not is_prompt_parameter(name)  # noqa: E731
+    else:
+        return list(network.parameters()), None
     for name, parameter in network.named_parameters():
-        parameter.requires_grad_(is_prompt_parameter(name))
-    return [p for p in network.parameters() if p.requires_grad]
+        parameter.requires_grad_(trains(name))
+    return [p for p in network.parameters() if p.requires_grad], trains
 
 
 def _epoch_order(n_train: int, replay: CachedDataset | None, generator: torch.Generator) -> np.ndarray:

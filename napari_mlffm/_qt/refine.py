@@ -61,6 +61,8 @@ def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels 
         proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}
+    if not prompts.clicks:  # nothing to steer with but what was painted
+        mode = "kept" if painted is not None else "none"
     info = {**common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed), "refine_mode": mode}
     return proposal, info
 
@@ -245,7 +247,7 @@ class RefineWidget(common.RunCancel, Container):
             found["uncertainty"].data = proposal.uncertainty
         consensus = proposal.consensus
         mask = found["mask"]
-        record = {**prompts.to_record(), "prior": True, "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode")}
+        record = {**prompts.to_record(), "prior": info.get("refine_mode") in ("prompts", "both"), "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode")}
         state = mask.metadata.setdefault(results.KEY, {})
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
