@@ -45,6 +45,23 @@ def shifted(image: np.ndarray, truth: np.ndarray, name: str, seed: int) -> tuple
     return x[0].permute(1, 2, 0).numpy(), m[0, 0].numpy() >= 0.5
 
 
+def write_montage(case, names: list[str], seed: int, path: Path, tile: int = 256) -> None:
+    """One row of tiles: the image under each shift, its reference outline in cyan."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+    from scipy.ndimage import binary_erosion  # noqa: PLC0415
+
+    image, truth = load_case(case)
+    row = Image.new("RGB", (tile * len(names), tile + 22), "white")
+    for k, name in enumerate(names):
+        rgb, reference = shifted(image, truth, name, seed)
+        pixels = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+        pixels[reference & ~binary_erosion(reference, iterations=3)] = (0, 255, 255)
+        row.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.BILINEAR), (k * tile, 22))
+        ImageDraw.Draw(row).text((k * tile + 6, 4), name, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row.save(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path)
@@ -56,9 +73,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--montage", type=Path, help="also write a PNG of the first image under every shift")
     args = parser.parse_args()
     names = ["clean", *[s for s in args.shifts.split(",") if s]]
     cases = list_cases(args.data, args.split).cases[: args.limit]
+    if args.montage is not None:
+        write_montage(cases[0], names, args.seed, args.montage)
     models = [Segmenter.load(path, args.device) for path in (args.checkpoint or [None])]
     scores = {(m.checkpoint_id, n): [] for m in models for n in names}
     worst_sog = 0.0

@@ -28,6 +28,8 @@ import math
 
 import torch
 
+from model.preprocess import gaussian_blur
+
 SHIFTS = ("vignette", "illumination", "hair", "colour_cast", "zoom_out")
 
 
@@ -67,13 +69,13 @@ def hair(images: torch.Tensor, strands: int, generator: torch.Generator, width: 
 
     Curves are drawn in pixels, so strands keep their width on non-square
     images. ``width``: the strand's half-width in pixels (default: the short
-    side / 160, at least 0.5: a strand about 6 px wide at 512, 1.2 at 96).
+    side / 256, at least 0.5: a strand about 4 px wide at 512, 1 at 96).
     """
     n, _, height, width_px = images.shape
     if strands < 1 or n == 0:
         return images
     short = min(height, width_px)
-    half = width if width is not None else max(0.5, short / 160)
+    half = width if width is not None else max(0.5, short / 256)
     rows = torch.arange(height, device=images.device, dtype=torch.float32)[:, None] + 0.5
     cols = torch.arange(width_px, device=images.device, dtype=torch.float32)[None, :] + 0.5
     scale = torch.tensor([height / 2, width_px / 2])
@@ -108,14 +110,23 @@ def colour_cast(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
 
 
 def zoom_out(images: torch.Tensor, masks: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shrink the field by ``factor`` (< 1) around the centre, skin (reflection) around it: a wider field of view."""
+    """Shrink the field by ``factor`` (< 1) around the centre: a wider field of view.
+
+    The new margin is skin: each image's mean colour along its own border
+    (mirroring would copy the lesion into the margin).
+    """
     from torch.nn import functional as F  # noqa: PLC0415
 
     n = images.shape[0]
     theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1).mean(-1)
+    skin = border[:, :, None, None]
+    shrunk = F.grid_sample(images - skin, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + skin
+    inside = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    soft = gaussian_blur(inside, max(1.0, 0.02 * min(images.shape[-2:])))  # a feathered edge, not a frame
+    images = skin + soft * (shrunk - skin)
     masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return images, masks
 
