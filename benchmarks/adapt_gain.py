@@ -6,7 +6,7 @@
 A pool of N + M cases is drawn from the split once (seed 0) and proposed
 once with the base model. Each seed then splits the pool into N cases to
 adapt on and M others to score. For every seed it runs the adaptation
-(`training.run_adapt.adapt_model`, the code behind `mlffm adapt`) on the N
+(`training.commands.adapt.adapt_model`, the code behind `mlffm adapt`) on the N
 and scores on the M: the base; calibration alone; fine-tune + calibration
 (only for the first K seeds: it trains for real, for --time-budget
 minutes); and the method adapt chose. It prints, per method, the mean and
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from model import Segmenter  # noqa: E402
 from training.adapt import Calibration, case_stats, fit_calibration, plan_calibration, score, stats_of  # noqa: E402
 from training.datasets import list_cases, load_case  # noqa: E402
-from training.run_adapt import MIN_CASES, adapt_model  # noqa: E402
+from training.commands.adapt import MIN_CASES, adapt_model  # noqa: E402
 
 
 def _erode(mask: np.ndarray, pixels: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from model import Segmenter, default_weights_path
 from training.adapt import Calibration, CaseStats, fit_calibration, leave_one_out, plan_calibration, stats_of
 from training.cli import main
 from training.model_store import list_versions
-from training.run_adapt import MIN_CASES
+from training.commands.adapt import MIN_CASES
 
 from .conftest import SMALL_DATA
 

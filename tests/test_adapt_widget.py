@@ -10,7 +10,7 @@ napari = pytest.importorskip("napari")
 
 from napari_mlffm._qt.finetune import adapt_command, adapt_change, widget_event  # noqa: E402
 from napari_mlffm.settings import SETTINGS  # noqa: E402
-from training.run_adapt import MIN_CASES  # noqa: E402
+from training.commands.adapt import MIN_CASES  # noqa: E402
 
 from .test_adapt import make_store  # noqa: E402
 from .test_plugin import _dock, plugin_env  # noqa: E402, F401

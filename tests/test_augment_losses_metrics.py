@@ -129,7 +129,7 @@ def test_accumulator_pools_ece_and_averages_the_rest():
 
 
 def test_uncertainty_error_spearman_ranks():
-    from training.run_evaluate import uncertainty_error_spearman
+    from training.commands.evaluate import uncertainty_error_spearman
 
     records = [{"mean_uncertainty": u, "dice": d} for u, d in [(0.1, 0.95), (0.2, 0.9), (0.3, 0.7), (0.4, 0.5)]]
     assert uncertainty_error_spearman(records) == pytest.approx(1.0)

@@ -171,7 +171,7 @@ def test_average_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_
     assert soup.provenance["commands"] == ["mlffm train x -o a", "mlffm train x -o b", soup.provenance["command"]]
     assert [p["checkpoint_id"] for p in soup.provenance["average_of"]] == [a.checkpoint_id, b.checkpoint_id]
     # weighted: a point on the line between two weights (benchmarks/weight_interpolation.py)
-    from training.run_average import average_weights
+    from training.commands.average import average_weights
 
     quarter = average_weights([a, b], weights=(0.25, 0.75))
     for name, tensor in quarter.items():

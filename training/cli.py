@@ -10,12 +10,12 @@ from model import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .run_adapt import add_adapt_arguments
-    from .run_average import add_average_arguments
-    from .run_calibrate import add_calibrate_arguments
-    from .run_evaluate import add_evaluate_arguments
-    from .run_segment import add_segment_arguments
-    from .run_train import add_finetune_arguments, add_train_arguments
+    from .commands.adapt import add_adapt_arguments
+    from .commands.average import add_average_arguments
+    from .commands.calibrate import add_calibrate_arguments
+    from .commands.evaluate import add_evaluate_arguments
+    from .commands.segment import add_segment_arguments
+    from .commands.train import add_finetune_arguments, add_train_arguments
 
     parser = argparse.ArgumentParser(prog="mlffm", description="Diffusion segmentation of skin lesions in dermoscopic images.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,30 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "mlffm " + shlex.join(argv)  # the command as given, for the provenance of what it writes
     try:
         if args.command == "segment":
-            from .run_segment import run_segment
+            from .commands.segment import run_segment
 
             return run_segment(args)
         if args.command == "train":
-            from .run_train import run_train
+            from .commands.train import run_train
 
             return run_train(args)
         if args.command == "finetune":
-            from .run_train import run_finetune
+            from .commands.train import run_finetune
 
             return run_finetune(args)
         if args.command == "calibrate":
-            from .run_calibrate import run_calibrate
+            from .commands.calibrate import run_calibrate
 
             return run_calibrate(args)
         if args.command == "adapt":
-            from .run_adapt import run_adapt
+            from .commands.adapt import run_adapt
 
             return run_adapt(args)
         if args.command == "average":
-            from .run_average import run_average
+            from .commands.average import run_average
 
             return run_average(args)
-        from .run_evaluate import run_evaluate
+        from .commands.evaluate import run_evaluate
 
         return run_evaluate(args)
     except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError, MemoryError) as err:

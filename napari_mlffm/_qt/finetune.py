@@ -27,7 +27,7 @@ from napari.qt.threading import create_worker
 from model.devices import DEVICE_CHOICES
 from training.model_store import list_versions, new_version_path, write_card
 from training.outputs import lock_path_for
-from training.run_adapt import work_folder_for
+from training.commands.adapt import work_folder_for
 from training.trainer import resume_path_for
 
 from ..settings import SETTINGS

@@ -38,13 +38,13 @@ from tqdm import tqdm
 
 from model import Segmenter
 
-from .adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
-from .datasets import Case, cache_dataset, list_cases
-from .imageio import check_writable
-from .interrupt import StopOnInterrupt
-from .model_store import write_card
-from .progress import make_reporter
-from .trainer import TrainConfig, train
+from ..adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
+from ..datasets import Case, cache_dataset, list_cases
+from ..imageio import check_writable
+from ..interrupt import StopOnInterrupt
+from ..model_store import write_card
+from ..progress import make_reporter
+from ..trainer import TrainConfig, train
 
 MIN_CASES = 20  # below this the leave-one-out gain's spread exceeds the gain sought (docs/results.md, "Adapting to a clinic")
 FINETUNE_MARGIN = 0.005  # held-out Dice fine-tuning must add over calibration alone
