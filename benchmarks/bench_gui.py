@@ -80,7 +80,7 @@ def main() -> None:
     from napari_mlffm._qt import common
     from napari_mlffm.sample_data import SAMPLES
     from napari_mlffm.settings import SETTINGS
-    from training.imageio import read_image
+    from training.data.imageio import read_image
 
     SETTINGS._settings = None
     SETTINGS.update(device="cpu")

@@ -37,7 +37,7 @@ from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_pat
 from model import sampler  # noqa: E402
 from model.preprocess import flip_views, unflip_samples  # noqa: E402
 from model.sampler import sample_soft_masks_naive  # noqa: E402
-from training.imageio import read_image  # noqa: E402
+from training.data.imageio import read_image  # noqa: E402
 
 
 def timed(fn, repeats: int, sync) -> float:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from model import Segmenter  # noqa: E402
 from model.kept import click_disks  # noqa: E402
 from model.prompts import Prompts  # noqa: E402
-from training.imageio import read_image  # noqa: E402
+from training.data.imageio import read_image  # noqa: E402
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ from model import Segmenter
 from model.preprocess import apply_temperature, resize_soft
 from model.sampler import run_to_completion
 from training.calibration import ThresholdSweep
-from training.datasets import list_cases, load_case
+from training.data.datasets import list_cases, load_case
 
 
 def _ints(text: str) -> list[int]:

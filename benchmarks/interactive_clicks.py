@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from model import Segmenter  # noqa: E402
-from training.datasets import list_cases, load_case  # noqa: E402
-from training.interactive import click_session, summarize_sessions  # noqa: E402
+from training.data.datasets import list_cases, load_case  # noqa: E402
+from training.interactive.protocol import click_session, summarize_sessions  # noqa: E402
 
 
 def run_row(segmenter: Segmenter, cases, mode: str, args) -> dict:

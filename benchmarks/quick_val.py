@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
-from training.datasets import cache_dataset, list_cases  # noqa: E402
+from training.data.datasets import cache_dataset, list_cases  # noqa: E402
 from training.trainer import validation_dice  # noqa: E402
 
 

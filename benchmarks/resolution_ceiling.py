@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.datasets import list_cases, load_case
+from training.data.datasets import list_cases, load_case
 from training.metrics import dice
 
 

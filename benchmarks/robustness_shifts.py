@@ -29,9 +29,9 @@ from tqdm import tqdm  # noqa: E402
 
 from model import Segmenter  # noqa: E402
 from model.preprocess import resize_to_working, standardize, to_float_rgb  # noqa: E402
-from training.acquisition_shifts import SHIFTS, apply_shift, shades_of_gray  # noqa: E402
-from training.clicks import dice  # noqa: E402
-from training.datasets import list_cases, load_case  # noqa: E402
+from training.data.acquisition_shifts import SHIFTS, apply_shift, shades_of_gray  # noqa: E402
+from training.interactive.clicks import dice  # noqa: E402
+from training.data.datasets import list_cases, load_case  # noqa: E402
 
 
 def shifted(image: np.ndarray, truth: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from model import Segmenter
-from training.datasets import list_cases, load_case
+from training.data.datasets import list_cases, load_case
 from training.metrics import dice
 
 

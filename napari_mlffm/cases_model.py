@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 from psygnal import Signal
 
-from training.imageio import ImageReadError, is_image_file, read_image
+from training.data.imageio import ImageReadError, is_image_file, read_image
 from training.store import CorrectionsStore, case_id_for
 
 STATES = ("new", "proposed", "edited", "accepted", "unreadable")

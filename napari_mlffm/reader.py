@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from training.image_header import ImageTooLargeError, read_image_header
-from training.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
+from training.data.image_header import ImageTooLargeError, read_image_header
+from training.data.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
 LayerData = list[tuple[Any, dict, str]]
 

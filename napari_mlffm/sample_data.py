@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.imageio import read_image
+from training.data.imageio import read_image
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from training.imageio import write_png, write_tiff
+from training.data.imageio import write_png, write_tiff
 
 
 def labels_to_png_array(data: np.ndarray) -> np.ndarray:

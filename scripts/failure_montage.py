@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
-from training.datasets import list_cases, load_case  # noqa: E402
-from training.imageio import check_writable, write_png  # noqa: E402
+from training.data.datasets import list_cases, load_case  # noqa: E402
+from training.data.imageio import check_writable, write_png  # noqa: E402
 
 REFERENCE, PROPOSAL = (0, 220, 0), (255, 0, 255)
 

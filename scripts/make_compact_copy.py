@@ -21,7 +21,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.datasets import list_cases, load_case  # noqa: E402
+from training.data.datasets import list_cases, load_case  # noqa: E402
 
 
 def main() -> int:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from model.preprocess import resize_to_working, standardize, to_float_rgb
-from training.acquisition_shifts import SHIFTS, apply_shift, hair, random_shifts, shades_of_gray, vignette
-from training.augment import AugmentConfig, augment_batch
+from training.data.acquisition_shifts import SHIFTS, apply_shift, hair, random_shifts, shades_of_gray, vignette
+from training.data.augment import AugmentConfig, augment_batch
 from training.cli import main
-from training.datasets import list_cases, load_case
+from training.data.datasets import list_cases, load_case
 
 from .conftest import SMALL_DATA
 

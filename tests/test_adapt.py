@@ -121,7 +121,7 @@ def test_adapt_chooses_calibration_where_references_are_tighter(tmp_path, capsys
 
 
 def test_finetune_keeps_the_base_calibration_scores_with_it_and_its_cases_are_never_calibrated_on(tmp_path, tiny_segmenter, capsys):
-    from training.datasets import list_cases, load_case
+    from training.data.datasets import list_cases, load_case
     from training.metrics import dice
     from training.model_store import write_card
 

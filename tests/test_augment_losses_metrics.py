@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from training.augment import AugmentConfig, augment_batch
+from training.data.augment import AugmentConfig, augment_batch
 from training.losses import SegmentationDiffusionLoss, boundary_weights, dice_loss, weighted_bce
 from training.metrics import MetricAccumulator, _surface, dice, ece, ged, hd95, jaccard, pixel_scores
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.clicks import boundary_distance, dice, farthest_point, first_click, next_click
+from training.interactive.clicks import boundary_distance, dice, farthest_point, first_click, next_click
 
 
 def _disk(shape, centre, radius):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.datasets import DatasetError, cache_dataset, list_cases, load_case, safe_id
-from training.imageio import ImageReadError, read_mask
+from training.data.datasets import DatasetError, cache_dataset, list_cases, load_case, safe_id
+from training.data.imageio import ImageReadError, read_mask
 
 from .conftest import SMALL_DATA
 

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from training.imageio import ImageReadError, read_image
+from training.data.imageio import ImageReadError, read_image
 
 from .conftest import SAMPLES
 

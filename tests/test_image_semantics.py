@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image
 
 from training.cli import main
-from training.imageio import ImageReadError, read_image
+from training.data.imageio import ImageReadError, read_image
 
 
 def _pattern() -> np.ndarray:

@@ -11,8 +11,8 @@ import pytest
 from model import Segmenter
 from model.config import NetworkConfig
 from training.cli import main
-from training.datasets import list_cases, load_case
-from training.interactive import ClickSession, click_session, resolve_mode, summarize_sessions
+from training.data.datasets import list_cases, load_case
+from training.interactive.protocol import ClickSession, click_session, resolve_mode, summarize_sessions
 
 from .conftest import SMALL_DATA, tiny_config
 

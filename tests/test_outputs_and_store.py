@@ -19,7 +19,7 @@ from PIL import Image
 
 from model import Segmenter
 from training.cli import main
-from training.datasets import list_cases
+from training.data.datasets import list_cases
 from training.outputs import ExclusiveLock, lock_path_for
 from training.store import CorrectionsStore
 from training.trainer import resume_path_for

@@ -33,6 +33,9 @@ def test_wheel_contains_manifest_samples_and_weights(wheel):
     for weights in (ROOT / "model" / "weights").glob("*.mlffm"):
         assert f"model/weights/{weights.name}" in names
     assert not any(n.startswith(("tests/", "runs/")) for n in names)
+    for package in ("model", "training", "napari_mlffm"):  # every module, subpackages (_qt, commands, ...) included
+        for module in (ROOT / package).rglob("*.py"):
+            assert module.relative_to(ROOT).as_posix() in names, module
 
 
 def test_npe2_validates_the_installed_wheel(wheel, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import imageio
+from training.data import imageio
 from training.cli import main
 from training.postprocess import border_pixels, case_readout, clean_mask, combine, max_diameter
 from training.store import CorrectionsStore, case_id_for, export_case

@@ -10,7 +10,7 @@ import torch
 from model import Segmenter
 from model.prompts import Prompts
 from training.cli import main
-from training.prompt_training import perturb_mask, simulate_session, simulated_prompts
+from training.interactive.prompt_training import perturb_mask, simulate_session, simulated_prompts
 
 from .conftest import SMALL_DATA
 

@@ -19,7 +19,7 @@ from .conftest import SAMPLES, tiny_config
 
 @pytest.fixture
 def dermoscopy() -> np.ndarray:
-    from training.imageio import read_image
+    from training.data.imageio import read_image
 
     return read_image(sorted(SAMPLES.glob("*.jpg"))[0])
 

@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 
 from napari_mlffm import results  # noqa: E402
 from napari_mlffm.settings import SETTINGS  # noqa: E402
-from training.clicks import farthest_point  # noqa: E402
+from training.interactive.clicks import farthest_point  # noqa: E402
 
 from .conftest import SAMPLES  # noqa: E402
 from .test_plugin import PLUGIN, _dock, _propose, plugin_env  # noqa: E402, F401

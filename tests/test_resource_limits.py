@@ -14,8 +14,8 @@ from model import InsufficientMemoryError, Segmenter
 from model.limits import MAX_IMAGE_PIXELS, MAX_SAMPLES, MAX_SEED
 from napari_mlffm.reader import get_reader
 from training.cli import main
-from training.image_header import ImageTooLargeError, check_image_header
-from training.imageio import ImageReadError, read_image, read_mask
+from training.data.image_header import ImageTooLargeError, check_image_header
+from training.data.imageio import ImageReadError, read_image, read_mask
 
 
 def png_header_only(width: int, height: int) -> bytes:

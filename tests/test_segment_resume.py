@@ -12,7 +12,8 @@ import time
 import pytest
 
 from model import Segmenter
-from training import imageio, segment_case
+from training import segment_case
+from training.data import imageio
 from training.cli import main
 
 from .conftest import ROOT, SMALL_DATA

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from . import imageio
-from .imageio import encode_json, encode_png, encode_tiff
+from .data import imageio
+from .data.imageio import encode_json, encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]

@@ -36,8 +36,8 @@ import numpy as np
 
 from model.checkpoint import atomic_write_bytes
 
-from .datasets import DatasetListing, safe_id
-from .imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
+from .data.datasets import DatasetListing, safe_id
+from .data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
 from .outputs import ExclusiveLock, display
 
 STAGING = ".staging"

@@ -27,11 +27,11 @@ from model.preprocess import standardize
 from model.sampler import iter_sample_soft_masks, output_to_x0, run_to_completion
 from model.schedule import NoiseSchedule
 
-from .augment import AugmentConfig, augment_batch
-from .datasets import CachedDataset
+from .data.augment import AugmentConfig, augment_batch
+from .data.datasets import CachedDataset
 from .distributed import SINGLE, Distributed
 from .losses import SegmentationDiffusionLoss, dice_loss
-from .prompt_training import prompt_validation, simulated_prompts
+from .interactive.prompt_training import prompt_validation, simulated_prompts
 from .state import EMA, pack_training_state, unpack_training_state
 
 

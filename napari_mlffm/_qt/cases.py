@@ -15,7 +15,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
 
-from training.imageio import ImageReadError, read_image
+from training.data.imageio import ImageReadError, read_image
 
 from .. import cases_model, results
 from ..settings import SETTINGS

@@ -30,7 +30,7 @@ from napari.qt.threading import create_worker
 
 from model.kept import KeptPixels, click_disks
 from model.prompts import Prompts
-from training.interactive import resolve_mode
+from training.interactive.protocol import resolve_mode
 
 from .. import results
 from . import common

@@ -39,8 +39,8 @@ from tqdm import tqdm
 from model import Segmenter
 
 from ..adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
-from ..datasets import Case, cache_dataset, list_cases
-from ..imageio import check_writable
+from ..data.datasets import Case, cache_dataset, list_cases
+from ..data.imageio import check_writable
 from ..interrupt import StopOnInterrupt
 from ..model_store import write_card
 from ..progress import make_reporter

@@ -21,7 +21,7 @@ import torch
 
 from model import Segmenter
 
-from ..imageio import check_writable
+from ..data.imageio import check_writable
 
 
 def add_average_arguments(parser: argparse.ArgumentParser) -> None:

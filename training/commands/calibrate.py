@@ -20,8 +20,8 @@ from model.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import samples_arg, seed_arg, steps_arg
 from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
-from ..datasets import list_cases, load_case
-from ..imageio import ImageReadError
+from ..data.datasets import list_cases, load_case
+from ..data.imageio import ImageReadError
 from ..metrics import dice
 from ..outputs import check_output_file, display
 

@@ -13,9 +13,9 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 
 from ..cli_types import samples_arg, seed_arg, steps_arg
-from ..datasets import list_cases, load_case
-from ..imageio import ImageReadError, check_writable, write_json
-from ..interactive import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
+from ..data.datasets import list_cases, load_case
+from ..data.imageio import ImageReadError, check_writable, write_json
+from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from ..metrics import METRIC_NAMES, MetricAccumulator
 from ..outputs import check_output_file, display
 from ..strata import format_strata, format_triage, strata_table, triage_recall, truth_traits

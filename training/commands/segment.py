@@ -23,7 +23,7 @@ from model import Segmenter
 
 from ..cli_types import samples_arg, seed_arg, steps_arg
 from ..distributed import Distributed, parse_shard, rank_device, session
-from ..imageio import IMAGE_SUFFIXES, is_image_file, read_image
+from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
 from ..segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,

@@ -17,15 +17,15 @@ from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
 from ..adapt import calibrated_dice
-from ..augment import AugmentConfig
-from ..datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
+from ..data.augment import AugmentConfig
+from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from ..cli_types import batch_size_arg, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..distributed import Distributed, rank_device, session, stop_signals
 from ..interrupt import StopOnInterrupt
 from ..lineage import resumed_base
 from ..outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from ..progress import make_reporter
-from ..prompt_training import prompt_validation
+from ..interactive.prompt_training import prompt_validation
 from ..store import CorrectionsStore
 from ..trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
 

@@ -1,7 +1,7 @@
 """What another clinic's dermatoscope does to an image, as random transforms.
 
 Images from other clinics differ from ISIC's in ways the global photometric
-augmentation of :mod:`training.augment` does not cover, because they vary
+augmentation of :mod:`training.data.augment` does not cover, because they vary
 *across* the image:
 
 * **vignetting**: the dark circular frame of a contact dermatoscope, from a
@@ -11,7 +11,7 @@ augmentation of :mod:`training.augment` does not cover, because they vary
 * **hair**: dark thin curved strands over skin and lesion (the mask is
   unchanged: hair on a lesion is still lesion);
 * **colour cast** and **scale** are global and already in
-  :mod:`training.augment` (channel gain; zoom 0.8-1.25). A global per-channel
+  :mod:`training.data.augment` (channel gain; zoom 0.8-1.25). A global per-channel
   gain is removed exactly by :func:`model.preprocess.standardize`, and so is
   any colour-constancy correction that is one (Shades of Gray, Gray World):
   see :func:`shades_of_gray`.

@@ -3,7 +3,7 @@
 **What a prompted training sample sees.** With probability ``click_prob``
 a sample gets prompts (the rest get none, so the no-click path keeps being
 trained: zero prompts are exactly the unprompted network). Its prompts
-imitate a refinement round of the protocol in :mod:`training.clicks`:
+imitate a refinement round of the protocol in :mod:`training.interactive.clicks`:
 
 1. a *current mask* is made from the reference by a random perturbation
    (dilated or eroded by up to 1/12 of the working size, a false blob added
@@ -123,7 +123,7 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
     The click is placed on the model's own no-click mask against the
     reference, and the prompts are that click and that mask as the prior.
     """
-    from .trainer import to_batch  # noqa: PLC0415 (trainer imports this module)
+    from ..trainer import to_batch  # noqa: PLC0415 (trainer imports this module)
 
     if len(data) == 0:
         return float("nan"), float("nan")

@@ -1,7 +1,7 @@
 """The measured click protocol: a simulated user refines each proposal with up to K clicks.
 
 For one image (:func:`click_session`): the 0-click proposal is the ordinary
-one; then, K times, the simulated user of :mod:`training.clicks` clicks on
+one; then, K times, the simulated user of :mod:`training.interactive.clicks` clicks on
 the largest error of the current mask (its consensus, at the image's
 resolution) against the reference, and the model re-proposes with all the
 clicks so far. How a click reaches the model is the *mode*:

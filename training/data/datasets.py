@@ -14,7 +14,7 @@ to skip or stop. The cases left out of a listing are also in its
 cannot be parsed (a row without a comma, an empty id or split) or that
 lists one id in two splits (a train/test leak) is refused with a
 DatasetError naming the line or the id. How mask values become lesion
-pixels is stated in :mod:`training.masks`.
+pixels is stated in :mod:`training.data.masks`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from model.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
-from .outputs import display
+from ..outputs import display
 
 MASK_SUFFIXES = (".png",)
 

@@ -168,7 +168,7 @@ def _to_integer_pixels(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask as (H, W) bool by the rule of :mod:`training.masks` (palette and colour resolved;
+    """Read a mask as (H, W) bool by the rule of :mod:`training.data.masks` (palette and colour resolved;
     two values one of them 0: lesion = the non-zero one; grey levels: at or above half the range).
 
     Raises ImageReadError naming the file, also for label-like masks (e.g. values 0/1/2) whose lesion is ambiguous.

@@ -5,7 +5,7 @@ translation) are one affine warp per image, applied identically to image and
 mask. Photometric transforms (brightness, contrast, per-channel gain for
 device colour shift, saturation, gamma for skin tone and exposure, blur)
 touch the image only. Optionally (``acquisition_shifts``, off by default)
-vignetting, uneven illumination and hair of :mod:`training.acquisition_shifts`.
+vignetting, uneven illumination and hair of :mod:`training.data.acquisition_shifts`.
 """
 
 from __future__ import annotations
