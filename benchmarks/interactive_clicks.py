@@ -2,8 +2,9 @@
 
     python benchmarks/interactive_clicks.py DATA --split test [--prompted FILE] [--baseline FILE]
         [--clicks 10] [--limit N] [--samples N] [--steps N] [--seed 0] [--json FILE]
+    python benchmarks/interactive_clicks.py --merge ROW1.json ROW2.json   # rows run as separate processes, one table
 
-A simulated user (``training/clicks.py``, the RITM / SimpleClick rule: the
+A simulated user (``training/interactive/clicks.py``, the RITM / SimpleClick rule: the
 deepest point of the largest error region, positive for a missed region,
 negative for a false one) refines each image's proposal with up to K clicks.
 Rows, all on the same images, seed and sampling settings:
@@ -51,9 +52,49 @@ def run_row(segmenter: Segmenter, cases, mode: str, args) -> dict:
     return report
 
 
+def print_table(results: list[dict], split: str, n_images: int, clicks: int, seed: int, device: str) -> None:
+    shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k <= clicks]
+    print(
+        f"\n{split}: {n_images} images, up to {clicks} clicks, seed {seed}, "
+        f"{results[0]['samples']} samples x {results[0]['steps']} steps, device {device}"
+    )
+    header = ["row".ljust(34), *[f"Dice@{k}" for k in shown], "NoC@85", "NoC@90", ">=0.90 in 3", "s/refine"]
+    print(" | ".join(header))
+    for r in results:
+        cells = [r["name"].ljust(34), *[f"{r['dice_after'][k]:.4f}" for k in shown]]
+        cells += [f"{r['noc85']:.2f}", f"{r['noc90']:.2f}", f"{100 * r['share_90_within_3']:.1f} %", f"{r['seconds_per_refine']:.3f}"]
+        print(" | ".join(cells))
+
+
+def merge_tables(paths: list[Path]) -> int:
+    """One table from several runs' JSON; refuses runs that differ in split, images, clicks, seed or sampling."""
+    records = [json.loads(path.read_text()) for path in paths]
+    for record in records:  # files written before these keys existed: seed 0, K from the Dice list
+        record.setdefault("clicks", len(record["rows"][0]["dice_after"]) - 1)
+        record.setdefault("seed", 0)
+    first = records[0]
+    for path, record in zip(paths, records):
+        for key in ("split", "n_images", "clicks", "seed"):
+            if record[key] != first[key]:
+                print(f"{path}: {key} {record.get(key)!r} differs from {paths[0]}'s {first.get(key)!r}", file=sys.stderr)
+                return 2
+        for row in record["rows"]:
+            if (row["samples"], row["steps"]) != (first["rows"][0]["samples"], first["rows"][0]["steps"]):
+                print(f"{path}: row {row['name']!r} was sampled differently", file=sys.stderr)
+                return 2
+    rows = [row for record in records for row in record["rows"]]
+    ids = [[image["id"] for image in row["per_image"]] for row in rows]
+    if any(other != ids[0] for other in ids[1:]):
+        print("the runs scored different images", file=sys.stderr)
+        return 2
+    print_table(rows, first["split"], first["n_images"], first["clicks"], first["seed"], first.get("device", "cpu"))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", type=Path)
+    parser.add_argument("data", type=Path, nargs="?")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="print one table from the --json files of runs of other rows (same split, images, clicks, seed)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--baseline", type=Path, help="weights without prompt channels (default: the shipped weights)")
     parser.add_argument("--prompted", type=Path, help="weights trained with prompts (--click-prob)")
@@ -66,6 +107,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rows", default="kept,prompts,both", help="which rows to run, comma-separated (default: all three)")
     args = parser.parse_args()
+    if args.merge:
+        return merge_tables(args.merge)
+    if args.data is None:
+        parser.error("give DATA (or --merge JSON files)")
     wanted = set(args.rows.split(","))
     cases = list_cases(args.data, args.split).cases
     cases = cases[: args.limit] if args.limit else cases
@@ -90,19 +135,10 @@ def main() -> int:
         report.update(samples=n, steps=steps, flip_views=segmenter.config.flip_views)
         results.append(report)
         print(f"done: {name} in {report['minutes']:.1f} min", file=sys.stderr)
-    shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k <= args.clicks]
-    print(
-        f"\n{args.split}: {len(cases)} images, up to {args.clicks} clicks, seed {args.seed}, "
-        f"{results[0]['samples']} samples x {results[0]['steps']} steps, device {args.device}"
-    )
-    header = ["row".ljust(34), *[f"Dice@{k}" for k in shown], "NoC@85", "NoC@90", ">=0.90 in 3", "s/refine"]
-    print(" | ".join(header))
-    for r in results:
-        cells = [r["name"].ljust(34), *[f"{r['dice_after'][k]:.4f}" for k in shown]]
-        cells += [f"{r['noc85']:.2f}", f"{r['noc90']:.2f}", f"{100 * r['share_90_within_3']:.1f} %", f"{r['seconds_per_refine']:.3f}"]
-        print(" | ".join(cells))
+    print_table(results, args.split, len(cases), args.clicks, args.seed, args.device)
     if args.json is not None:
-        args.json.write_text(json.dumps({"split": args.split, "n_images": len(cases), "rows": results}, indent=1))
+        record = {"split": args.split, "n_images": len(cases), "clicks": args.clicks, "seed": args.seed, "device": args.device, "rows": results}
+        args.json.write_text(json.dumps(record, indent=1))
     return 0
 
 
