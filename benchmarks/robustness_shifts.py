@@ -42,7 +42,7 @@ def shifted(image: np.ndarray, truth: np.ndarray, name: str, seed: int) -> tuple
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     m = torch.from_numpy(truth.astype(np.float32))[None, None]
     x, m = apply_shift(name, x, m, torch.Generator().manual_seed(seed))
-    return x[0].permute(1, 2, 0).numpy(), m[0, 0].numpy() >= 0.5
+    return x[0].permute(1, 2, 0).clamp(0, 1).numpy(), m[0, 0].numpy() >= 0.5
 
 
 def write_montage(case, names: list[str], seed: int, path: Path, tile: int = 256) -> None:

@@ -53,7 +53,7 @@ def vignette(images: torch.Tensor, strength: torch.Tensor, radius: torch.Tensor,
     start = radius.to(images.device)[:, None, None]
     fall = ((r - start) / 0.35).clamp(0, 1)
     fall = fall * fall * (3 - 2 * fall)  # smoothstep: a soft edge, as a lens gives
-    return images * (1 - strength.to(images.device)[:, None, None, None] * fall[:, None])
+    return (images * (1 - strength.to(images.device)[:, None, None, None] * fall[:, None])).clamp(0, 1)
 
 
 def illumination(images: torch.Tensor, amount: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def hair(images: torch.Tensor, strands: int, generator: torch.Generator, width: 
         coverage = torch.maximum(coverage, (1 - (d - half)).clamp(0, 1))
     shade = _uniform(n, 0.05, 0.25, generator).to(images.device)[:, None, None, None]  # near black to dark brown
     tint = torch.tensor([1.0, 0.8, 0.65], device=images.device)[None, :, None, None]
-    return images * (1 - coverage[:, None]) + (shade * tint) * coverage[:, None]
+    return (images * (1 - coverage[:, None]) + (shade * tint) * coverage[:, None]).clamp(0, 1)
 
 
 def colour_cast(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ def zoom_out(images: torch.Tensor, masks: torch.Tensor, factor: float) -> tuple[
     shrunk = F.grid_sample(images - skin, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + skin
     inside = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     soft = gaussian_blur(inside, max(1.0, 0.02 * min(images.shape[-2:])))  # a feathered edge, not a frame
-    images = skin + soft * (shrunk - skin)
+    images = (skin + soft * (shrunk - skin)).clamp(0, 1)
     masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return images, masks
 
