@@ -37,7 +37,7 @@ def test_kept_pixel_clicks_hold_their_disks_in_the_next_mask(tiny_segmenter):
     with pytest.raises(ValueError, match="prompt channels"):
         resolve_mode(tiny_segmenter, "prompts")
     prompted = Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 32), time_dim=16, prompt_channels=3)), "cpu")
-    assert resolve_mode(prompted, "auto") == "prompts" and resolve_mode(tiny_segmenter, "auto") == "kept"
+    assert resolve_mode(prompted, "auto") == "both" and resolve_mode(tiny_segmenter, "auto") == "kept"
 
 
 def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):

@@ -9,9 +9,11 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
+from model import Segmenter  # noqa: E402
 from napari_mlffm import results  # noqa: E402
 from napari_mlffm.settings import SETTINGS  # noqa: E402
 from training.interactive.clicks import farthest_point  # noqa: E402
+from training.interactive.protocol import resolve_mode  # noqa: E402
 
 from .conftest import SAMPLES  # noqa: E402
 from .test_plugin import PLUGIN, _dock, _propose, plugin_env  # noqa: E402, F401
@@ -22,7 +24,8 @@ def _wait_refined(qtbot, widget, text):
 
 
 def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
-    SETTINGS.update(active_model="", samples=2, steps=2)  # the shipped weights: a real lesion, clicks as kept pixels
+    SETTINGS.update(active_model="", samples=2, steps=2)  # the shipped weights: a real lesion
+    mode = resolve_mode(Segmenter.load(None, "cpu"), "auto")  # both (prompts + kept disks) for prompt weights, else kept
     viewer = make_napari_viewer()
     propose, review, refine = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Refine with clicks"))
     layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
@@ -42,7 +45,7 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
     refined = np.asarray(found["mask"].data)
     assert refined[row, col] == 1 and not np.array_equal(refined, first)
     assert found["proposals"].data.shape == (2, 512, 512) and all(s[row, col] == 1 for s in found["proposals"].data)
-    assert " s (kept)" in refine.status.value  # the refine time, and how the clicks reached the model
+    assert f" s ({mode})" in refine.status.value  # the refine time, and how the clicks reached the model
 
     # T toggles the polarity; undo removes the newest click and re-runs.
     refine.toggle_polarity()
@@ -65,4 +68,5 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
     assert review.accept() is not None
     record = json.loads((plugin_env["store"] / "meta" / f"{sorted(SAMPLES.glob('*.jpg'))[0].stem}.json").read_text())
     assert record["clicks"]["positive"] == [[float(row), float(col)]] and record["clicks"]["negative"] == []
-    assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == "kept"
+    assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == mode
+    assert record["clicks"]["prior"] == (mode != "kept")

@@ -50,14 +50,11 @@ def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels 
         mode = resolve_mode(segmenter, "auto")
         height, width = image.shape[:2]
         kept = painted
-        if mode == "kept":
+        if mode in ("kept", "both"):
             disks = click_disks(prompts.positive, prompts.negative, height, width)
             kept = disks.merged(painted) if disks is not None else painted  # painted edits win over click disks
         # No clicks left (all undone): the first proposal again, not one steered by its own mask alone.
         given = prompts if mode in ("prompts", "both") and prompts.clicks else None
-        if mode == "both" and prompts.clicks:
-            disks = click_disks(prompts.positive, prompts.negative, height, width)
-            kept = disks.merged(painted) if disks is not None else painted
         proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}

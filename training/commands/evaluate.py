@@ -42,7 +42,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--click-mode", choices=CLICK_MODES, default="auto",
         help="how clicks reach the model: prompts (input channels), kept (kept-pixel disks, any weights), both; "
-        "auto = prompts for weights trained with them, else kept",
+        "auto = both (prompts and kept disks) for weights trained with prompts, else kept",
     )
 
 

@@ -12,7 +12,8 @@ clicks so far. How a click reaches the model is the *mode*:
   click is held fixed while the rest is resampled (:func:`model.kept.click_disks`);
   any weights, no training (the kept-pixel sampler alone);
 * ``"both"``: prompts and kept disks together;
-* ``"auto"``: ``"prompts"`` for weights with prompt channels, else ``"kept"``.
+* ``"auto"``: ``"both"`` for weights with prompt channels (the best of the
+  three on val for the shipped weights: docs/results.md), else ``"kept"``.
 
 A session whose mask already equals the reference needs no click; its Dice
 is carried on. :func:`summarize_sessions` gives the contract of
@@ -44,7 +45,7 @@ def resolve_mode(segmenter: Segmenter, mode: str) -> str:
         raise ValueError(f"click mode must be one of {CLICK_MODES}, got {mode!r}")
     has_prompts = bool(segmenter.config.network.prompt_channels)
     if mode == "auto":
-        return "prompts" if has_prompts else "kept"
+        return "both" if has_prompts else "kept"
     if mode in ("prompts", "both") and not has_prompts:
         raise ValueError(f"click mode {mode!r} needs weights trained with prompts (checkpoint {segmenter.checkpoint_id} has no prompt channels)")
     return mode
