@@ -39,7 +39,7 @@ from tqdm import tqdm  # noqa: E402
 
 from model import Segmenter  # noqa: E402
 from training.data.datasets import list_cases, load_case  # noqa: E402
-from training.interactive.protocol import click_session, summarize_sessions  # noqa: E402
+from training.interactive.protocol import ClickSession, click_session, summarize_sessions  # noqa: E402
 
 
 def run_row(segmenter: Segmenter, cases, mode: str, args) -> dict:
@@ -66,6 +66,16 @@ def print_table(results: list[dict], split: str, n_images: int, clicks: int, see
         print(" | ".join(cells))
 
 
+def _restricted(row: dict, ids: list[str], clicks: int) -> dict:
+    """``row`` summarised over the images ``ids`` only (its seconds per refine kept: per-image times are not stored)."""
+    by_id = {image["id"]: image for image in row["per_image"]}
+    sessions = [ClickSession(dice=by_id[i]["dice_after"], clicks=[tuple(c) for c in by_id[i]["clicks"]]) for i in ids]
+    summary = summarize_sessions(sessions, clicks, row.get("mode", ""))
+    summary.update(name=row["name"], samples=row["samples"], steps=row["steps"], seconds_per_refine=row["seconds_per_refine"])
+    summary["per_image"] = [by_id[i] for i in ids]
+    return summary
+
+
 def merge_tables(paths: list[Path]) -> int:
     """One table from several runs' JSON; refuses runs that differ in split, images, clicks, seed or sampling."""
     records = [json.loads(path.read_text()) for path in paths]
@@ -74,7 +84,7 @@ def merge_tables(paths: list[Path]) -> int:
         record.setdefault("seed", 0)
     first = records[0]
     for path, record in zip(paths, records):
-        for key in ("split", "n_images", "clicks", "seed"):
+        for key in ("split", "clicks", "seed"):
             if record[key] != first[key]:
                 print(f"{path}: {key} {record.get(key)!r} differs from {paths[0]}'s {first.get(key)!r}", file=sys.stderr)
                 return 2
@@ -84,10 +94,17 @@ def merge_tables(paths: list[Path]) -> int:
                 return 2
     rows = [row for record in records for row in record["rows"]]
     ids = [[image["id"] for image in row["per_image"]] for row in rows]
-    if any(other != ids[0] for other in ids[1:]):
-        print("the runs scored different images", file=sys.stderr)
-        return 2
-    print_table(rows, first["split"], first["n_images"], first["clicks"], first["seed"], first.get("device", "cpu"))
+    common = [i for i in ids[0] if all(i in set(other) for other in ids[1:])]
+    n_images = first["n_images"]
+    if any(len(other) != len(common) for other in ids):
+        if not common:
+            print("the runs share no image", file=sys.stderr)
+            return 2
+        # Rows run on different subsamples (--stride, --limit): every row rescored on the images they share.
+        rows = [_restricted(row, common, first["clicks"]) for row in rows]
+        n_images = len(common)
+        print(f"(rows rescored on the {n_images} images common to all runs)")
+    print_table(rows, first["split"], n_images, first["clicks"], first["seed"], first.get("device", "cpu"))
     return 0
 
 
@@ -100,6 +117,7 @@ def main() -> int:
     parser.add_argument("--prompted", type=Path, help="weights trained with prompts (--click-prob)")
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--stride", type=int, default=1, help="score every Nth image of the split (after --limit): a deterministic subsample")
     parser.add_argument("--samples", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,6 +132,7 @@ def main() -> int:
     wanted = set(args.rows.split(","))
     cases = list_cases(args.data, args.split).cases
     cases = cases[: args.limit] if args.limit else cases
+    cases = cases[:: args.stride]
     rows = []
     if "kept" in wanted:
         baseline = Segmenter.load(args.baseline, args.device)
