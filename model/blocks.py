@@ -107,3 +107,29 @@ class SelfAttention(nn.Module):
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         out, _ = self.attn(tokens, tokens, tokens, need_weights=False)
         return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def image_path_layers(in_channels: int, widths: tuple[int, ...], blocks_per_level: int) -> tuple[nn.Conv2d, nn.ModuleList, nn.ModuleList]:
+    """The image path's layers: a 3x3 stem to ``widths[0]``, ``blocks_per_level`` ResBlocks per level, and a
+    stride-2 3x3 convolution between levels (one fewer than the levels)."""
+    stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+    blocks, down = nn.ModuleList(), nn.ModuleList()
+    for k, w in enumerate(widths):
+        prev = widths[max(k - 1, 0)]
+        blocks.append(nn.ModuleList(ResBlock(prev if i == 0 else w, w) for i in range(blocks_per_level)))
+        if k < len(widths) - 1:
+            down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+    return stem, blocks, down
+
+
+def run_image_path(h: torch.Tensor, blocks: nn.ModuleList, down: nn.ModuleList) -> list[torch.Tensor]:
+    """The per-level features of an image path from its stem's output ``h`` (B, widths[0], S, S):
+    level k is (B, widths[k], S / 2**k, S / 2**k)."""
+    levels = []
+    for k, level_blocks in enumerate(blocks):
+        for block in level_blocks:
+            h = block(h)
+        levels.append(h)
+        if k < len(down):
+            h = down[k](h)
+    return levels

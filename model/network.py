@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding, group_norm
+from .blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding, group_norm, image_path_layers, run_image_path
 from .config import NetworkConfig
 from .mlffm import MultiLevelFusion, PlainSkip
 from .prompt_control import PromptControl
@@ -81,7 +81,7 @@ class DualPathUNet(nn.Module):
         tdim = config.time_dim
 
         # Image path.
-        self.image_stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
+        self.image_stem, self.image_blocks, self.image_down = image_path_layers(config.in_channels, widths, config.image_blocks)
         # Prompt channels enter through their own zero-initialised, bias-free convolution added to the
         # stem's output, so zero prompts (or none) leave the image path exactly as it was.
         self.prompt_stem = None
@@ -90,14 +90,6 @@ class DualPathUNet(nn.Module):
             nn.init.zeros_(self.prompt_stem.weight)
         # The prompt branch (model/prompt_control.py): residuals at every level, zero until trained.
         self.prompt_control = PromptControl(config) if config.prompt_control else None
-        self.image_blocks = nn.ModuleList()
-        self.image_down = nn.ModuleList()
-        for k, w in enumerate(widths):
-            prev = widths[max(k - 1, 0)]
-            blocks = [ResBlock(prev if i == 0 else w, w) for i in range(config.image_blocks)]
-            self.image_blocks.append(nn.ModuleList(blocks))
-            if k < levels - 1:
-                self.image_down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
         skip_cls = MultiLevelFusion if config.fusion == "mlffm" else PlainSkip
         self.skip_fusion = nn.ModuleList(skip_cls(widths, level, inner[level]) for level in range(levels - 1))
 
@@ -142,13 +134,7 @@ class DualPathUNet(nn.Module):
             if prompts.shape[1] != self.config.prompt_channels or prompts.shape[-2:] != image.shape[-2:]:
                 raise ValueError(f"prompts must be (B, {self.config.prompt_channels}, {image.shape[-2]}, {image.shape[-1]}), got {tuple(prompts.shape)}")
             h = h + self.prompt_stem(prompts)
-        levels = []
-        for k, blocks in enumerate(self.image_blocks):
-            for block in blocks:
-                h = block(h)
-            levels.append(h)
-            if k < len(self.image_down):
-                h = self.image_down[k](h)
+        levels = run_image_path(h, self.image_blocks, self.image_down)
         if prompts is not None and self.prompt_control is not None:
             levels = [level + residual for level, residual in zip(levels, self.prompt_control(image, prompts))]
         skips = [fusion(levels) for fusion in self.skip_fusion]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ResBlock
+from .blocks import image_path_layers, run_image_path
 from .config import NetworkConfig
 
 PROMPT_PARAMETER_PREFIXES = ("prompt_stem.", "prompt_control.")
@@ -49,16 +49,9 @@ class PromptControl(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         widths = tuple(config.widths)
-        self.stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
+        self.stem, self.blocks, self.down = image_path_layers(config.in_channels, widths, config.image_blocks)
         self.prompt_in = nn.Conv2d(config.prompt_channels, widths[0], 3, padding=1, bias=False)
         nn.init.zeros_(self.prompt_in.weight)
-        self.blocks = nn.ModuleList()
-        self.down = nn.ModuleList()
-        for k, w in enumerate(widths):
-            prev = widths[max(k - 1, 0)]
-            self.blocks.append(nn.ModuleList(ResBlock(prev if i == 0 else w, w) for i in range(config.image_blocks)))
-            if k < len(widths) - 1:
-                self.down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
         self.zero_out = nn.ModuleList(nn.Conv2d(w, w, 1) for w in widths)
         for conv in self.zero_out:
             nn.init.zeros_(conv.weight)
@@ -73,12 +66,5 @@ class PromptControl(nn.Module):
 
     def forward(self, image: torch.Tensor, prompts: torch.Tensor) -> list[torch.Tensor]:
         active = (prompts.flatten(1).abs().amax(dim=1) > 0).to(image.dtype)[:, None, None, None]
-        h = self.stem(image) + self.prompt_in(prompts)
-        residuals = []
-        for k, blocks in enumerate(self.blocks):
-            for block in blocks:
-                h = block(h)
-            residuals.append(self.zero_out[k](h) * active)
-            if k < len(self.down):
-                h = self.down[k](h)
-        return residuals
+        levels = run_image_path(self.stem(image) + self.prompt_in(prompts), self.blocks, self.down)
+        return [zero(level) * active for zero, level in zip(self.zero_out, levels)]
