@@ -20,6 +20,9 @@ OUT=${2:?output folder}
 MINUTES=${MINUTES:-7}
 EPOCHS=${EPOCHS:-12}
 WARM_EPOCHS=${WARM_EPOCHS:-15}
+# Runs of a fixed epoch count (ablation, shifts) stop at this budget only if their epochs overrun; the whole
+# session must fit one 10-minute device call, so it is MINUTES plus one, and their logs say which stop it was.
+GUARD_MINUTES=${GUARD_MINUTES:-$(awk -v m="$MINUTES" 'BEGIN { print m + 1 }')}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # seven processes share the CPU that feeds the GPU
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-32}
@@ -30,7 +33,7 @@ ab_size=(--size 96)
 robust_limit=200
 clicks_n=150
 if [[ -n "${SMOKE:-}" ]]; then
-  MINUTES=0.5 EPOCHS=1 WARM_EPOCHS=1 DEVICE=cpu BATCH=4
+  MINUTES=0.5 EPOCHS=1 WARM_EPOCHS=1 DEVICE=cpu BATCH=4 GUARD_MINUTES=2
   extra=(--size 32)
   limit=(--limit 6)
   ab_size=(--size 32 --widths 8,16)
@@ -39,6 +42,7 @@ if [[ -n "${SMOKE:-}" ]]; then
 fi
 mkdir -p "$OUT"
 mlffm() { "$PY" -m training.cli "$@"; }
+guard=(--time-budget "$GUARD_MINUTES")
 common=(--batch-size "$BATCH" --device "$DEVICE" --progress json --time-budget "$MINUTES")
 warm=(--init model/weights/default.mlffm --epochs 3000 ${extra[@]+"${extra[@]}"} ${limit[@]+${limit[@]+"${limit[@]}"}})
 
