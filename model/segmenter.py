@@ -9,8 +9,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ from .devices import resolve_device
 from .kept import KeptPixels
 from .network import DualPathUNet
 from .prompts import Prompts, encode_prompts
-from .preprocess import apply_temperature, flip_views, image_to_input, resize_soft, to_float_rgb, unflip_samples, untempered_threshold
+from .preprocess import flip_views, image_to_input, to_float_rgb, unflip_samples
+from .proposal import Proposal, soft_masks_to_proposal
 from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
 DEFAULT_WEIGHTS = "default.mlffm"
@@ -42,61 +41,6 @@ class NoDefaultWeightsError(FileNotFoundError):
 def default_weights_path() -> Path:
     """Where the package's shipped weights live (whether or not they exist)."""
     return Path(str(resources.files("model") / "weights" / DEFAULT_WEIGHTS))
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """Several mask proposals for one image, at the image's own resolution.
-
-    Attributes:
-        samples: (N, H, W) bool, one mask per diffusion sample.
-        probability: (H, W) float32 in [0, 1], the mean of the samples' soft
-            masks (temperature-scaled when the config says so).
-        uncertainty: (H, W) float32 in [0, 1]: twice the per-pixel standard
-            deviation of the N soft masks. 0 where all samples agree; 1 where
-            half say "lesion" with certainty and half say "skin". It measures
-            disagreement between samples only, so it is 0 when N = 1.
-        seconds: wall time of the proposal.
-        notes: what had to change on the way (e.g. out-of-memory fallbacks).
-        threshold: the decision threshold on ``probability`` that made the
-            masks (the model's ``decision_threshold``); each sample's mask
-            is its own soft mask thresholded at the same calibrated level.
-    """
-
-    samples: np.ndarray
-    probability: np.ndarray
-    uncertainty: np.ndarray
-    seconds: float = 0.0
-    notes: tuple[str, ...] = ()
-    threshold: float = 0.5
-
-    @property
-    def consensus(self) -> np.ndarray:
-        """(H, W) bool: probability >= threshold."""
-        return self.probability >= self.threshold
-
-    @cached_property
-    def disagreement(self) -> float:
-        """1 - the mean Dice between every pair of samples, in [0, 1]: the image's triage score.
-
-        0 when all samples are the same mask (or N < 2); two empty masks agree.
-        Unlike the mean of ``uncertainty``, which grows with the lesion's
-        outline and so with its size, this is relative to the masks
-        themselves. On the val split it ranked images by their error far
-        better (Spearman rho 0.68 against 0.08; docs/results.md). Computed
-        once per proposal, pair by pair on the boolean masks (no float copy
-        of N full-resolution masks).
-        """
-        n = len(self.samples)
-        if n < 2:
-            return 0.0
-        sizes = [np.count_nonzero(s) for s in self.samples]
-        dice = []
-        for i in range(n):
-            for j in range(i + 1, n):
-                total = sizes[i] + sizes[j]
-                dice.append(2 * np.count_nonzero(self.samples[i] & self.samples[j]) / total if total else 1.0)
-        return float(1.0 - np.mean(dice))
 
 
 def _config_of(path: str | os.PathLike, meta: dict[str, Any]) -> SegmenterConfig:
@@ -418,27 +362,8 @@ class Segmenter:
         return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int, kept: KeptPixels | None = None) -> Proposal:
-        """Resize each (1, S, S) soft mask to (H, W), then threshold; accumulate mean and spread."""
-        n = soft.shape[0]
-        temperature, threshold = self.config.probability_temperature, self.config.decision_threshold
-        raw_threshold = untempered_threshold(threshold, temperature)
-        samples = np.empty((n, height, width), dtype=bool)
-        # Welford's running mean and sum of squared deviations: exact zeros where all samples agree.
-        running_mean = torch.zeros((height, width))
-        squares = torch.zeros((height, width))
-        for i in range(n):
-            resized = resize_soft(soft[i : i + 1], height, width, self.config.output_smoothing)[0]
-            samples[i] = (resized >= raw_threshold).numpy()
-            delta = resized - running_mean
-            running_mean += delta / (i + 1)
-            squares += delta * (resized - running_mean)
-        mean = apply_temperature(running_mean, temperature)
-        variance = (squares / n).clamp_(min=0)
-        uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
-        if kept is not None and kept.any:
-            # Kept pixels are exact at the image's resolution: every sample, the probability and no spread.
-            where, values = torch.from_numpy(np.asarray(kept.mask, bool)), torch.from_numpy(np.asarray(kept.values, bool))
-            samples[:, where.numpy()] = values.numpy()[where.numpy()]
-            mean = torch.where(where, values.float(), mean)
-            uncertainty = torch.where(where, torch.zeros_like(uncertainty), uncertainty)
-        return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32), threshold=threshold)
+        """The (N, 1, S, S) soft masks as a :class:`Proposal` at (H, W), with this config's calibration."""
+        config = self.config
+        return soft_masks_to_proposal(
+            soft, height, width, config.probability_temperature, config.decision_threshold, config.output_smoothing, kept
+        )
