@@ -209,7 +209,8 @@ def test_train_init_with_size_trains_the_same_network_at_another_working_size(tm
 
 
 def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_path, capsys):
-    from training.trainer import TrainConfig, draw_timesteps
+    from training.train_step import draw_timesteps
+    from training.trainer import TrainConfig
 
     def top_share(fraction: float) -> float:
         t = draw_timesteps(20_000, 1000, fraction, torch.Generator().manual_seed(0))

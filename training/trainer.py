@@ -1,6 +1,6 @@
 """The training loop shared by ``mlffm train`` and ``mlffm finetune``.
 
-One step: augment a batch, pick timesteps, noise the ground-truth mask
+One step (:func:`training.train_step.train_step`): augment a batch, pick timesteps, noise the ground-truth mask
 (q(x_t | x_0)), predict the clean mask from (image, x_t, t), take the loss,
 step AdamW, update the EMA. After each epoch the EMA weights are scored on
 the validation set; the best are written to the output file and the full
@@ -22,17 +22,17 @@ import torch
 
 from model import Segmenter
 from model.checkpoint import remove_stale_temporaries
-from model.prompt_control import is_prompt_parameter
 from model.preprocess import standardize
-from model.sampler import iter_sample_soft_masks, output_to_x0, run_to_completion
+from model.sampler import iter_sample_soft_masks, run_to_completion
 from model.schedule import NoiseSchedule
 
-from .data.augment import AugmentConfig, augment_batch
+from .data.augment import AugmentConfig
 from .data.datasets import CachedDataset
 from .distributed import SINGLE, Distributed
-from .losses import SegmentationDiffusionLoss, dice_loss
-from .interactive.prompt_training import prompt_validation, simulated_prompts
+from .losses import SegmentationDiffusionLoss
+from .interactive.prompt_training import prompt_validation
 from .state import EMA, pack_training_state, unpack_training_state
+from .train_step import epoch_order, gather_batch, to_batch, train_step, trainable_parameters
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,6 @@ def resume_path_for(output: Path) -> Path:
     """``<full output name>.resume.mlffm``: two outputs (``run.mlffm``, ``run.ckpt``) never share one resume file."""
     output = Path(output)
     return output.with_name(output.name + ".resume.mlffm")
-
-
-def to_batch(data: CachedDataset, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, S, S) float [0, 1] and mask coverage (B, 1, S, S) float [0, 1]."""
-    images = torch.from_numpy(data.images[index]).permute(0, 3, 1, 2).float() / 255
-    masks = torch.from_numpy(data.masks[index]).float()[:, None] / 255
-    return images, masks
 
 
 def validation_dice(segmenter: Segmenter, data: CachedDataset, steps: int, batch_size: int = 32, seed: int = 0) -> float:
@@ -206,7 +199,7 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     network = segmenter.network.train()
-    trainable, averaged = _trainable_parameters(network, config)
+    trainable, averaged = trainable_parameters(network, config)
     stepped = ctx.wrap(network)  # DistributedDataParallel under torchrun: averages the gradients of the ranks
     part = ctx.batch_part(config.batch_size)
     schedule = NoiseSchedule(segmenter.config.diffusion)
@@ -241,7 +234,7 @@ def train(
     epoch = start_epoch
     while epoch < config.epochs:
         reporter.epoch_start(epoch + 1, config.epochs, batches)
-        order = _epoch_order(len(train_data), replay_data, generator)
+        order = epoch_order(len(train_data), replay_data, generator)
         completed, batches_done, loss_sum = True, 0, 0.0
         try:
             for b in range(batches):
@@ -251,10 +244,10 @@ def train(
                     stopped_by, completed = halt, False
                     break
                 picks = order[b * config.batch_size : (b + 1) * config.batch_size]
-                images, masks = _gather(train_data, replay_data, picks)
+                images, masks = gather_batch(train_data, replay_data, picks)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, total_steps, time_fraction)
-                losses = _train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part)
+                losses = train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part)
                 ema.update(network)
                 step += 1
                 batches_done += 1
@@ -306,108 +299,6 @@ def train(
     if same:
         reporter.message(same)
     return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
-
-
-def _trainable_parameters(network: torch.nn.Module, config: TrainConfig) -> tuple[list[torch.nn.Parameter], Callable[[str], bool] | None]:
-    """The parameters to optimise, and which state-dict names the EMA averages (None: all).
-
-    ``freeze_base``: only the prompt weights train. Without clicks
-    (``click_prob == 0``) the prompt weights of a prompted network get no
-    gradient: they are frozen, so they stay exactly as they are (and
-    DistributedDataParallel sees no unused parameter). Everything frozen
-    gets ``requires_grad`` False and is copied, not averaged, by the EMA.
-    """
-    prompted = network.config.prompt_channels > 0
-    if config.freeze_base and not prompted:
-        raise ValueError("freeze_base: this network has no prompt weights to train")
-    if config.freeze_base:
-        trains = is_prompt_parameter
-    elif prompted and config.click_prob == 0:
-        trains = lambda name: not is_prompt_parameter(name)  # noqa: E731
-    else:
-        return list(network.parameters()), None
-    for name, parameter in network.named_parameters():
-        parameter.requires_grad_(trains(name))
-    return [p for p in network.parameters() if p.requires_grad], trains
-
-
-def _epoch_order(n_train: int, replay: CachedDataset | None, generator: torch.Generator) -> np.ndarray:
-    """Indices for one epoch; replay cases are encoded as negative numbers -1 - i."""
-    order = torch.randperm(n_train, generator=generator).numpy()
-    if replay is not None and len(replay):
-        picks = torch.randperm(len(replay), generator=generator)[: n_train].numpy()
-        order = np.concatenate([order, -1 - picks])
-        order = order[torch.randperm(len(order), generator=generator).numpy()]
-    return order
-
-
-def _gather(data: CachedDataset, replay: CachedDataset | None, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    own = picks[picks >= 0]
-    images, masks = to_batch(data, own)
-    if replay is not None and (picks < 0).any():
-        r_images, r_masks = to_batch(replay, -1 - picks[picks < 0])
-        images, masks = torch.cat([images, r_images]), torch.cat([masks, r_masks])
-    return images, masks
-
-
-HIGH_T_START = 0.9  # "high t": the top decile of timesteps, where x_t is almost pure noise
-
-
-def draw_timesteps(batch: int, timesteps: int, high_t_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """Training timesteps (batch,) int64 in [0, timesteps).
-
-    Uniform, except that each item is, with probability ``high_t_fraction``,
-    drawn from the top decile instead. There x_t carries almost nothing of
-    the mask, so the network must find the lesion in the image: the
-    sampler's first step, which fixes the coarse mask, is trained more often
-    (uniform sampling spends 90 % of the steps where x_t already shows it).
-    With ``high_t_fraction = 0`` no extra random numbers are drawn, so older
-    runs replay exactly.
-    """
-    t = torch.randint(0, timesteps, (batch,), generator=generator)
-    if high_t_fraction > 0:
-        start = int(HIGH_T_START * timesteps)
-        high = torch.randint(start, timesteps, (batch,), generator=generator)
-        pick = torch.rand(batch, generator=generator) < high_t_fraction
-        t = torch.where(pick, high, t)
-    return t
-
-
-def _train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device, part=slice(None)) -> dict[str, float]:
-    # Augment where the network runs; every random draw still comes from the CPU generator.
-    images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
-    t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
-    noise = torch.randn((images.shape[0], *masks.shape[1:]), generator=generator)
-    # Simulated clicks too are drawn for the whole global batch, then sliced like the noise.
-    prompts = simulated_prompts(masks, config.click_prob, generator)[part].to(device) if config.click_prob > 0 else None
-    # Under torchrun every rank draws the global batch's random numbers (its generator stays in step
-    # with the others and with a single process's) and trains on its own slice ``part``.
-    images, masks, t, noise = images[part], masks[part], t[part].to(device), noise[part].to(device)
-    target = (masks >= 0.5).float()
-    x0 = 2 * target - 1
-    x_t = schedule.q_sample(x0, t, noise)
-    if schedule.config.prediction == "direct":
-        # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
-        t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
-    images = standardize(images)
-    if prompts is not None:
-        output = network(images, x_t, t, prompts)
-    else:
-        output = network(images, x_t, t)
-    if schedule.config.prediction in ("x0", "direct"):
-        loss, terms = loss_fn(output, target)
-    else:
-        _, soft = output_to_x0(output, x_t, t, schedule)
-        logits = torch.logit(soft.clamp(1e-4, 1 - 1e-4))
-        mse = torch.nn.functional.mse_loss(output, noise)
-        loss = mse + dice_loss(logits, target)
-        terms = {"mse": float(mse)}
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], config.grad_clip)
-    optimizer.step()
-    terms["loss"] = float(loss.detach())
-    return terms
 
 
 def _provenance(base: dict[str, Any], config: TrainConfig, history, best_dice, best_epoch, seconds) -> dict[str, Any]:
