@@ -51,6 +51,12 @@ class NetworkConfig:
             (:mod:`model.prompt_control`): a copy of the image path that reads
             the prompts and adds zero-initialised residuals to the image
             features at every level. False: the prompts enter at the stem only.
+        deep_supervision: how many of the decoder's coarser levels (1/2,
+            1/4, ... of the working size) get an auxiliary head that predicts
+            the clean mask there, for the deep-supervision loss in training
+            (0: none). Inference never runs them, so proposals do not depend
+            on them; they need a clean-mask target (prediction "x0" or
+            "direct"), at most ``len(widths) - 2`` levels.
     """
 
     in_channels: int = 3
@@ -64,6 +70,7 @@ class NetworkConfig:
     mask_path: bool = True
     prompt_channels: int = 0
     prompt_control: bool = False
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(int(w) < 4 for w in self.widths):
@@ -83,6 +90,8 @@ class NetworkConfig:
             raise ValueError(f"prompt_channels must be one of {PROMPT_CHANNELS}, got {self.prompt_channels!r}")
         if self.prompt_control and not self.prompt_channels:
             raise ValueError("prompt_control needs prompt channels (prompt_channels=3)")
+        if not 0 <= self.deep_supervision <= len(self.widths) - 2:
+            raise ValueError(f"deep_supervision must be 0-{len(self.widths) - 2} levels for {len(self.widths)} levels, got {self.deep_supervision!r}")
 
     @property
     def denoiser_widths(self) -> tuple[int, ...]:
@@ -167,6 +176,8 @@ class SegmenterConfig:
             raise ValueError(f"size {self.size} must be a positive multiple of {factor} for {len(self.network.widths)} levels")
         if not self.network.mask_path and self.diffusion.prediction != "direct":
             raise ValueError("a network without a mask path can only be a direct predictor (prediction='direct')")
+        if self.network.deep_supervision and self.diffusion.prediction == "eps":
+            raise ValueError("deep_supervision needs a clean-mask target (prediction 'x0' or 'direct'), not 'eps'")
         if self.default_steps < 1 or self.default_samples < 1:
             raise ValueError("default_steps and default_samples must be >= 1")
 

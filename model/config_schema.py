@@ -36,6 +36,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "NetworkConfig.image_blocks": (1, 16),
     "NetworkConfig.mask_blocks": (1, 16),
     "NetworkConfig.time_dim": (4, 4096),
+    "NetworkConfig.deep_supervision": (0, 6),
     "DiffusionConfig.timesteps": (2, 100_000),
     "SegmenterConfig.default_steps": (1, MAX_STEPS),
     "SegmenterConfig.default_samples": (1, MAX_SAMPLES),

@@ -117,6 +117,11 @@ class DualPathUNet(nn.Module):
             w = inner[level]
             self.decoder_blocks.append(ResBlock(inner[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
         self.head = nn.Sequential(group_norm(inner[0]), nn.SiLU(), nn.Conv2d(inner[0], 1, 1))
+        # Deep supervision: clean-mask heads on decoder levels 1..k (training only, never on the sampling path).
+        self.aux_heads = nn.ModuleList(
+            nn.Sequential(group_norm(inner[level]), nn.SiLU(), nn.Conv2d(inner[level], 1, 1))
+            for level in range(1, config.deep_supervision + 1)
+        )
 
     def encode_image(self, image: torch.Tensor, prompts: torch.Tensor | None = None) -> ImageFeatures:
         """Run the image path once.
@@ -147,9 +152,22 @@ class DualPathUNet(nn.Module):
         in [-1, 1]-ish scale, ``t`` (B,) integer timesteps.
         Output: (B, 1, S, S): x0 logits or predicted noise.
         """
+        return self._decode(features, x_t, t, None)
+
+    def denoise_with_aux(self, features: ImageFeatures, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`denoise` plus the deep-supervision heads' clean-mask logits.
+
+        Returns (output (B, 1, S, S), [aux_l (B, 1, S / 2**l, S / 2**l) for
+        l = 1 .. ``config.deep_supervision``]); the output is the same as
+        :meth:`denoise`'s.
+        """
+        aux: list[torch.Tensor] = []
+        return self._decode(features, x_t, t, aux), aux
+
+    def _decode(self, features: ImageFeatures, x_t: torch.Tensor, t: torch.Tensor, aux: list[torch.Tensor] | None) -> torch.Tensor:
         features = features.expand(x_t.shape[0])
         if not self.config.mask_path:
-            return self._decode_image_only(features)
+            return self._decode_image_only(features, aux)
         temb = self.time_embedding(t)
         h = self.mask_stem(x_t)
         mask_skips = []
@@ -166,9 +184,10 @@ class DualPathUNet(nn.Module):
         for i, level in enumerate(reversed(range(len(mask_skips) - 1))):
             h = F.interpolate(h, size=mask_skips[level].shape[-2:], mode="nearest")
             h = self.decoder_blocks[i](torch.cat([h, mask_skips[level], features.skips[level]], dim=1), temb)
+            self._collect_aux(h, level, aux)
         return self.head(h)
 
-    def _decode_image_only(self, features: ImageFeatures) -> torch.Tensor:
+    def _decode_image_only(self, features: ImageFeatures, aux: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The plain U-Net: bottleneck on the deepest image features, decoder on the image skips."""
         h = self.bottleneck(features.levels[-1])
         if self.bottleneck_attention is not None:
@@ -177,7 +196,21 @@ class DualPathUNet(nn.Module):
             skip = features.skips[level]
             h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
             h = self.decoder_blocks[i](torch.cat([h, skip], dim=1))
+            self._collect_aux(h, level, aux)
         return self.head(h)
 
-    def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        return self.denoise(self.encode_image(image, prompts), x_t, t)
+    def _collect_aux(self, h: torch.Tensor, level: int, aux: list[torch.Tensor] | None) -> None:
+        """Append level ``level``'s auxiliary logits to ``aux`` (finest first) when asked and the level has a head."""
+        if aux is not None and 1 <= level <= len(self.aux_heads):
+            aux.insert(0, self.aux_heads[level - 1](h))
+
+    def forward(
+        self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prompts: torch.Tensor | None = None, with_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """``denoise(encode_image(image, prompts), x_t, t)``; with ``with_aux``, :meth:`denoise_with_aux`'s pair.
+
+        Training calls this (not the two halves), so a DistributedDataParallel
+        wrapper sees every weight used.
+        """
+        features = self.encode_image(image, prompts)
+        return self.denoise_with_aux(features, x_t, t) if with_aux else self.denoise(features, x_t, t)

@@ -134,21 +134,15 @@ def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS, control: bo
     for is returned as it is; one with prompt channels but no branch gains
     the branch.
     """
-    from .segmenter import Segmenter  # noqa: PLC0415 (segmenter imports this module)
-
     old = segmenter.config.network
     if old.prompt_channels not in (0, channels):
         raise ValueError(f"the network already has {old.prompt_channels} prompt channels, not {channels}")
     if old.prompt_channels == channels and (old.prompt_control or not control):
         return segmenter
-    network = dataclasses.replace(old, prompt_channels=channels, prompt_control=control or old.prompt_control)
-    config = dataclasses.replace(segmenter.config, network=network)
-    widened = Segmenter(config, segmenter.device, provenance=segmenter.provenance, checkpoint_id=segmenter.checkpoint_id)
-    missing, unexpected = widened.network.load_state_dict(segmenter.network.state_dict(), strict=False)
     from .prompt_control import is_prompt_parameter  # noqa: PLC0415
 
-    if unexpected or not all(is_prompt_parameter(name) for name in missing):
-        raise RuntimeError(f"widening changed more than the prompt weights: missing {missing}, unexpected {unexpected}")
+    widened = segmenter.with_network_changes(is_prompt_parameter, prompt_channels=channels, prompt_control=control or old.prompt_control)
+    network = widened.config.network
     if network.prompt_control and not old.prompt_control:
         widened.network.prompt_control.copy_image_path(widened.network)
     return widened

@@ -85,6 +85,11 @@ def _check_weight_shapes(path: str | os.PathLike, config: SegmenterConfig, tenso
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})")
 
 
+def _is_dropped_head(name: str, levels: int) -> bool:
+    """Whether state-dict entry ``name`` belongs to an auxiliary head beyond the first ``levels``."""
+    return name.startswith("aux_heads.") and int(name.split(".")[1]) >= levels
+
+
 class Segmenter:
     """A diffusion segmenter: the network, its configuration and its device."""
 
@@ -128,6 +133,42 @@ class Segmenter:
         network cannot take.
         """
         return self._sharing_network(size=int(size))
+
+    def with_network_changes(self, new_weights: Callable[[str], bool], **network_changes: Any) -> Segmenter:
+        """A copy whose network is rebuilt with ``network_changes``, every old weight copied over unchanged.
+
+        The rebuilt network may only add weights, each of whose state-dict
+        names ``new_weights`` accepts (they keep their fresh initialisation);
+        anything else (a weight dropped or of another shape) is a
+        RuntimeError, since the copy would no longer be the same model.
+        """
+        network = dataclasses.replace(self.config.network, **network_changes)
+        config = dataclasses.replace(self.config, network=network)
+        rebuilt = Segmenter(config, self.device, provenance=self.provenance, checkpoint_id=self.checkpoint_id)
+        try:
+            missing, unexpected = rebuilt.network.load_state_dict(self.network.state_dict(), strict=False)
+        except RuntimeError as err:  # a shape mismatch
+            raise RuntimeError(f"rebuilding with {network_changes} changed existing weights: {str(err).splitlines()[0]}") from None
+        if unexpected or not all(new_weights(name) for name in missing):
+            raise RuntimeError(f"rebuilding with {network_changes} changed more than new weights: missing {missing}, unexpected {unexpected}")
+        return rebuilt
+
+    def with_deep_supervision(self, levels: int) -> Segmenter:
+        """A copy with ``levels`` auxiliary decoder heads (training's deep supervision); the same proposals.
+
+        New heads are freshly initialised; heads beyond ``levels`` are
+        dropped (they never touch the sampling path). ``levels = 0`` removes them.
+        """
+        current = self.config.network.deep_supervision
+        if levels == current:
+            return self
+        if levels < current:
+            kept = {k: v for k, v in self.network.state_dict().items() if not _is_dropped_head(k, levels)}
+            network = dataclasses.replace(self.config.network, deep_supervision=levels)
+            smaller = Segmenter(dataclasses.replace(self.config, network=network), self.device, provenance=self.provenance, checkpoint_id=self.checkpoint_id)
+            smaller.network.load_state_dict(kept)
+            return smaller
+        return self.with_network_changes(lambda name: name.startswith("aux_heads."), deep_supervision=levels)
 
     def _sharing_network(self, **config_changes: Any) -> Segmenter:
         """A shallow copy with the same network and these config fields changed (validated by the config)."""

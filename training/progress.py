@@ -5,14 +5,15 @@ stdout, so a caller (the plugin's Fine-tune widget runs the command in a
 child process) reads events instead of parsing text meant for people:
 
     {"event": "epoch_start", "epoch": 1, "epochs": 10, "batches": 25}
-    {"event": "batch_end", "epoch": 1, "batch": 12, "batches": 25, "loss": 0.231}
+    {"event": "batch_end", "epoch": 1, "batch": 12, "batches": 25, "loss": 0.231, "terms": {"bce": 0.08, "dice": 0.12, "boundary": 0.031}}
     {"event": "epoch_end", "epoch": 1, "train_loss": 0.225, "val_dice": 0.861}
     {"event": "message", "text": "epoch 1: train loss 0.2250, val Dice 0.8610 (best), saved x.mlffm"}
 
 Epoch 0 of ``epoch_end`` is the validation Dice before training (fine-tuning
 scores the base model first), with a null ``train_loss``. ``batch_end`` is
 sent at most every ``min_interval`` seconds and always for an epoch's last
-batch. Missing or non-finite numbers are null. Warnings and errors stay plain
+batch; its ``terms`` are that batch's loss terms by name (``aux``: deep
+supervision). Missing or non-finite numbers are null. Warnings and errors stay plain
 text on stderr.
 """
 
@@ -87,7 +88,8 @@ class JsonLinesReporter:
         if self.batch < self.batches and now - self._last_sent < self.min_interval:
             return
         self._last_sent = now
-        self._send("batch_end", epoch=self.epoch, batch=self.batch, batches=self.batches, loss=_number(losses.get("loss")))
+        terms = {name: _number(value) for name, value in losses.items() if name != "loss"}
+        self._send("batch_end", epoch=self.epoch, batch=self.batch, batches=self.batches, loss=_number(losses.get("loss")), terms=terms)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self._send("epoch_end", epoch=epoch, train_loss=_number(metrics.get("train_loss")), val_dice=_number(metrics.get("val_dice")))

@@ -124,12 +124,20 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
         # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
         t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
     images = standardize(images)
-    if prompts is not None:
+    # Deep supervision trains the decoder; under --freeze-base only the prompt weights learn, from the main loss alone.
+    aux_levels = 0 if config.freeze_base else _network_config(network).deep_supervision
+    if aux_levels:
+        output, aux = network(images, x_t, t, prompts, with_aux=True)
+    elif prompts is not None:
         output = network(images, x_t, t, prompts)
     else:
         output = network(images, x_t, t)
     if schedule.config.prediction in ("x0", "direct"):
         loss, terms = loss_fn(output, target)
+        if aux_levels:
+            extra = deep_supervision_loss(aux, target)
+            loss = loss + extra
+            terms["aux"] = float(extra.detach())
     else:
         _, soft = output_to_x0(output, x_t, t, schedule)
         logits = torch.logit(soft.clamp(1e-4, 1 - 1e-4))
@@ -142,3 +150,30 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
     optimizer.step()
     terms["loss"] = float(loss.detach())
     return terms
+
+
+def _network_config(network: torch.nn.Module):
+    """The :class:`model.config.NetworkConfig` of a network, or of the one a DDP wrapper holds."""
+    return getattr(network, "module", network).config
+
+
+def deep_supervision_loss(aux_logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """The deep-supervision term: sum over levels l = 1..k of 2**-l * (BCE + Dice) at 1/2**l of the size.
+
+    ``aux_logits``: [(B, 1, S / 2**l, S / 2**l) for l = 1..k], finest first
+    (:meth:`model.network.DualPathUNet.denoise_with_aux`); ``target``:
+    (B, 1, S, S) in [0, 1]. Each level's target is the mask's area coverage
+    at that level (average pooling), so a half-covered coarse pixel is a
+    target of 0.5, not a rounded 0 or 1. The halving weights follow nnU-Net:
+    the coarser the level, the less it counts. No boundary term: at a coarse
+    level the boundary band is a pixel or two.
+    """
+    total = target.new_zeros(())
+    for level, logits in enumerate(aux_logits, start=1):
+        factor = 2**level
+        if logits.shape[-2:] != (target.shape[-2] // factor, target.shape[-1] // factor):
+            raise ValueError(f"auxiliary level {level}: expected logits of {target.shape[-2] // factor} x {target.shape[-1] // factor}, got {tuple(logits.shape[-2:])}")
+        coarse = torch.nn.functional.avg_pool2d(target, factor)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, coarse)
+        total = total + (bce + dice_loss(logits, coarse)) / factor
+    return total

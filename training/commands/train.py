@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from model import NetworkConfig, Segmenter, SegmenterConfig
-from model.config import DiffusionConfig
+from model import Segmenter
 
 from ..adapt import calibrated_dice
 from ..data.augment import AugmentConfig
@@ -27,10 +26,8 @@ from ..outputs import ExclusiveLock, check_output_file, check_run_outputs, displ
 from ..progress import make_reporter
 from ..interactive.prompt_training import prompt_validation
 from ..store import CorrectionsStore
+from .starting_weights import add_deep_supervision_argument, add_prompt_arguments, starting_segmenter, with_prompts_if_asked
 from ..trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
-
-
-DEFAULT_SIZE = 128  # working size of a run trained from scratch, in pixels
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +58,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="also augment with another clinic's camera: vignetting, uneven illumination and hair, each with "
         "probability P per image (default 0: off)",
     )
-    _add_click_argument(parser)
+    add_prompt_arguments(parser)
+    add_deep_supervision_argument(parser)
     parser.add_argument("--epochs", type=epochs_arg, default=30)
     parser.add_argument("--batch-size", type=batch_size_arg, default=16)
     parser.add_argument("--lr", type=lr_arg, default=1e-3)
@@ -97,42 +95,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--overwrite", action="store_true")
-    _add_click_argument(parser)
+    add_prompt_arguments(parser)
     _add_progress_argument(parser)
-
-
-def _add_click_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--click-prob", type=float, default=0.0, metavar="P",
-        help="learn prompts: this share of samples (0-1) is trained with simulated clicks and a current mask, the rest "
-        "with none; a network without prompt channels is widened first (zero weights, so no prompts = unchanged). "
-        "Default 0: no prompt training",
-    )
-    parser.add_argument(
-        "--freeze-base", action="store_true",
-        help="train only the prompt weights (the prompt branch and the stem's prompt input); every other weight stays "
-        "as it is, so the proposals without clicks stay bit for bit those of the starting weights, and so does their "
-        "calibration. Needs --click-prob > 0",
-    )
-
-
-def _with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, reporter) -> Segmenter:
-    if not 0.0 <= args.click_prob <= 1.0:
-        raise ValueError(f"--click-prob {args.click_prob}: must lie in [0, 1]")
-    if args.freeze_base and args.click_prob <= 0:
-        raise ValueError("--freeze-base trains only the prompt weights: give --click-prob > 0 (1 is usual with it)")
-    network = segmenter.config.network
-    if getattr(args, "resume", None) is not None:
-        # A resumed run continues its own network, optimizer and EMA: its architecture cannot change.
-        if args.click_prob > 0 and not network.prompt_channels:
-            raise ValueError(f"--click-prob: {args.resume} was started without prompts; start a new run with --init to learn clicks")
-        return segmenter
-    if args.click_prob > 0 and not (network.prompt_channels and network.prompt_control):
-        from model.prompts import with_prompt_channels  # noqa: PLC0415
-
-        reporter.message("added the prompt branch (a copy of the image path, zero residuals) and 3 prompt channels to learn clicks")
-        return with_prompt_channels(segmenter)
-    return segmenter
 
 
 def _add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -169,13 +133,6 @@ def split_holdout(data: CachedDataset, fraction: float) -> tuple[CachedDataset, 
     hold, keep = sorted(ranked[:n_hold]), sorted(ranked[n_hold:])
     pick = lambda idx: CachedDataset(data.images[idx], data.masks[idx], [data.ids[i] for i in idx])  # noqa: E731
     return pick(keep), pick(hold)
-
-
-def _parse_widths(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise ValueError(f"{option} {text!r}: expected comma-separated integers such as 16,32,64") from None
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -218,48 +175,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     args.device = rank_device(args.device, ctx)
     reporter = make_reporter(args.progress) if ctx.is_main else SilentReporter()
     bars = args.progress == "bars" and ctx.is_main
-    if args.resume is not None and args.init is not None:
-        raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
-    if args.resume is not None:
-        segmenter = Segmenter.load(args.resume, args.device)
-        if args.size is not None and args.size != segmenter.config.size:
-            # A resumed run continues its own optimizer and schedule at its own size; changing it is a new run.
-            raise ValueError(
-                f"--size {args.size}: {args.resume} trains at {segmenter.config.size} px and a resumed run keeps its size "
-                f"(leave --size out, or start a new run with --init {args.output} --size {args.size})"
-            )
-    elif args.init is not None:
-        segmenter = Segmenter.load(args.init, args.device)
-        reporter.message(f"warm start from {args.init} (checkpoint {segmenter.checkpoint_id}); its architecture is kept")
-        if args.size is not None and args.size != segmenter.config.size and args.freeze_base:
-            raise ValueError(f"--freeze-base keeps {args.init}'s proposals as they are: it cannot change the working size ({segmenter.config.size} px) to --size {args.size}")
-        if args.size is not None and args.size != segmenter.config.size:
-            # The network is fully convolutional: the same weights train at another working size.
-            reporter.message(f"working size changed from {segmenter.config.size} to {args.size} px")
-            segmenter = segmenter.at_working_size(args.size)
-        fitted = segmenter.config.probability_temperature, segmenter.config.decision_threshold
-        if fitted != (1.0, 0.5) and not args.freeze_base:
-            # The fitted temperature and threshold belong to the old weights; training changes them.
-            reporter.message(
-                f"its probability temperature {fitted[0]:.3f} and decision threshold {fitted[1]:.3f} are reset to 1 and 0.5: "
-                "run mlffm calibrate on the result"
-            )
-            segmenter = segmenter.with_options(probability_temperature=1.0, decision_threshold=0.5)
-    else:
-        if args.freeze_base:
-            raise ValueError("--freeze-base trains prompt weights on a trained base: give it with --init")
-        widths = _parse_widths(args.widths, "--widths")
-        mask_widths = _parse_widths(args.mask_widths, "--mask-widths") if args.mask_widths else None
-        config = SegmenterConfig(
-            size=args.size if args.size is not None else DEFAULT_SIZE,
-            network=NetworkConfig(
-                widths=widths, mask_widths=mask_widths, image_blocks=args.image_blocks,
-                fusion=args.fusion, mask_path=not args.no_mask_path,
-            ),
-            diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
-        )
-        segmenter = Segmenter(config, args.device)
-    segmenter = _with_prompts_if_asked(segmenter, args, reporter)
+    segmenter = starting_segmenter(args, reporter)
     size = segmenter.config.size
     train_listing = list_cases(args.data, args.split)
     _report_problems(train_listing)
@@ -348,9 +264,9 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         base = args.checkpoint
         segmenter = base_model = Segmenter.load(base, args.device)
     loaded = segmenter
-    segmenter = _with_prompts_if_asked(segmenter, args, reporter)
+    segmenter = with_prompts_if_asked(segmenter, args, reporter)
     # "Dice before" is scored as train() selects: with prompt channels when clicks are learnt (zero weights: same no-click masks)
-    base_model = segmenter if base_model is loaded else _with_prompts_if_asked(base_model, args, SilentReporter())
+    base_model = segmenter if base_model is loaded else with_prompts_if_asked(base_model, args, SilentReporter())
     listing = list_cases(args.data, None)
     if (args.data / "meta").is_dir():  # a corrections store: only complete cases whose files match their records
         listing = CorrectionsStore(args.data).verified_listing(listing)
