@@ -118,10 +118,15 @@ class DualPathUNet(nn.Module):
             self.decoder_blocks.append(ResBlock(inner[level + 1] + (2 if with_mask else 1) * w, w, tdim_or_none))
         self.head = nn.Sequential(group_norm(inner[0]), nn.SiLU(), nn.Conv2d(inner[0], 1, 1))
         # Deep supervision: clean-mask heads on decoder levels 1..k (training only, never on the sampling path).
+        # Their last convolution starts at zero, so at first they learn without pushing on the decoder's
+        # features: a warm start is not disturbed by heads that have not learned anything yet.
         self.aux_heads = nn.ModuleList(
             nn.Sequential(group_norm(inner[level]), nn.SiLU(), nn.Conv2d(inner[level], 1, 1))
             for level in range(1, config.deep_supervision + 1)
         )
+        for head in self.aux_heads:
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
 
     def encode_image(self, image: torch.Tensor, prompts: torch.Tensor | None = None) -> ImageFeatures:
         """Run the image path once.

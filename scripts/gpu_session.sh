@@ -9,7 +9,8 @@
 # Runs (MINUTES each, default 7, all at once):
 #   prompt      the shipped weights + prompt branch, --freeze-base (no-click proposals stay the shipped ones)
 #   shifts      the shipped weights, warm start with --acquisition-shifts 0.3 (another clinic's camera)
-#   noshifts    the same warm start without them: the control for "shifts"
+#   noshifts    the same warm start without them: the control for "shifts" and "deepsup"
+#   deepsup     the same warm start with --deep-supervision 2 (clean-mask heads at 1/2 and 1/4 of the size)
 #   ab_{mlffm,plain}_{0,1}  the equal-epoch ablation: the shipped architecture from scratch, MLFFM against
 #               plain skips, two seeds each, EPOCHS epochs each (default 12), the time budget only as a guard
 # Then: mlffm evaluate --split val on the compact copy for each (paired, one seed), and the robustness
@@ -23,7 +24,7 @@ WARM_EPOCHS=${WARM_EPOCHS:-15}
 # Runs of a fixed epoch count (ablation, shifts) stop at this budget only if their epochs overrun; the whole
 # session must fit one 10-minute device call, so it is MINUTES plus one, and their logs say which stop it was.
 GUARD_MINUTES=${GUARD_MINUTES:-$(awk -v m="$MINUTES" 'BEGIN { print m + 1 }')}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # seven processes share the CPU that feeds the GPU
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # eight processes share the CPU that feeds the GPU
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-32}
 PY=${PYTHON:-python}
@@ -49,6 +50,7 @@ warm=(--init model/weights/default.mlffm --epochs 3000 ${extra[@]+"${extra[@]}"}
 mlffm train "$DATA" -o "$OUT/prompt.mlffm" --init model/weights/default.mlffm ${limit[@]+"${limit[@]}"} "${common[@]}" --epochs 3000 --time-budget "$MINUTES" --click-prob 1 --freeze-base --lr 5e-4 --seed 21 >"$OUT/prompt.log" 2>&1 &
 mlffm train "$DATA" -o "$OUT/shifts.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --acquisition-shifts 0.3 --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/shifts.log" 2>&1 &
 mlffm train "$DATA" -o "$OUT/noshifts.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/noshifts.log" 2>&1 &
+mlffm train "$DATA" -o "$OUT/deepsup.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --deep-supervision 2 --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/deepsup.log" 2>&1 &
 for fusion in mlffm plain; do
   for seed in 0 1; do
     mlffm train "$DATA" -o "$OUT/ab_${fusion}_${seed}.mlffm" --fusion "$fusion" --epochs "$EPOCHS" --lr 1e-3 --seed "$seed" \
@@ -56,7 +58,7 @@ for fusion in mlffm plain; do
   done
 done
 wait
-for name in shifts noshifts ab_mlffm_0 ab_mlffm_1 ab_plain_0 ab_plain_1; do
+for name in shifts noshifts deepsup ab_mlffm_0 ab_mlffm_1 ab_plain_0 ab_plain_1; do
   if [[ -f "$OUT/$name.mlffm" ]]; then
     mlffm evaluate "$DATA" --split val --checkpoint "$OUT/$name.mlffm" --device "$DEVICE" ${limit[@]+"${limit[@]}"} --json "$OUT/$name.val.json" >"$OUT/$name.val.log" 2>&1 &
   fi

@@ -22,6 +22,7 @@ def test_aux_heads_give_one_coarse_logit_map_per_level_and_leave_the_output_alon
     x_t, t = torch.randn(2, 1, 32, 32), torch.tensor([5, 900])
     output, aux = network.denoise_with_aux(features, x_t, t)
     assert [tuple(a.shape) for a in aux] == [(2, 1, 16, 16), (2, 1, 8, 8)]  # finest first
+    assert all(torch.count_nonzero(a) == 0 for a in aux)  # zero-initialised: no push on the decoder at first
     assert torch.equal(output, network.denoise(features, x_t, t))
     plain = DualPathUNet(NetworkConfig(widths=(8, 16, 32), time_dim=16, mask_path=False, fusion="plain", deep_supervision=1))
     _, aux = plain.denoise_with_aux(plain.encode_image(torch.randn(1, 3, 32, 32)), torch.zeros(1, 1, 32, 32), torch.tensor([9]))
