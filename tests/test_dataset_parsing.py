@@ -206,3 +206,31 @@ def test_evaluate_and_calibrate_list_the_cases_they_skip(data, tiny_checkpoint, 
     assert code == 1 and "skipped 1 cases of val" in out and "ISIC_0000016" in out
     record = Segmenter.load(calibrated, "cpu").provenance["calibration"]
     assert record["n_images"] == 1 and "ISIC_0000016" in record["skipped"][0]
+
+
+def test_evaluate_and_calibrate_skip_an_image_that_runs_out_of_memory_and_go_on(data, tiny_checkpoint, capsys, monkeypatch):
+    from model import InsufficientMemoryError
+
+    real_propose = Segmenter.propose
+    calls = []
+
+    def propose(self, image, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the first val case (sorted order)
+            raise InsufficientMemoryError("out of memory proposing 16 samples of a 9000 x 9000 image (simulated)")
+        return real_propose(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "propose", propose)
+    report = data.parent / "r.json"
+    code = main(["evaluate", str(data), "--split", "val", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--json", str(report)])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    assert "skipped 1 cases of val" in captured.out and "out of memory proposing" in captured.out
+    saved = json.loads(report.read_text())
+    assert saved["n_images"] == 1 and ".jpg: out of memory" in saved["skipped"][0]
+    calls.clear()
+    calibrated = data.parent / "c.mlffm"
+    code = main(["calibrate", str(data), "-o", str(calibrated), "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err and "out of memory" in captured.out
+    assert Segmenter.load(calibrated, "cpu").provenance["calibration"]["n_images"] == 1

@@ -12,18 +12,16 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 from model import Segmenter
 from model.config import FLIP_VIEWS
 from model.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import samples_arg, seed_arg, steps_arg
 from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
-from ..data.datasets import list_cases, load_case
-from ..data.imageio import ImageReadError
+from ..data.datasets import list_cases
 from ..metrics import dice
-from ..outputs import check_output_file, display
+from ..outputs import check_output_file
+from .case_scoring import CaseScoring
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,17 +81,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps
     )
     histogram, sweep, scores = LogitHistogram(), ThresholdSweep(), []
-    skipped = [display(line) for line in listing.skipped]  # cases of the split without a usable pair
-    for line in skipped:
-        print(f"warning: {line}", file=sys.stderr)
-    for case in tqdm(cases, desc=f"calibrating on {args.split}", unit="image", dynamic_ncols=True):
-        try:
-            image, truth = load_case(case)
-        except ImageReadError as err:
-            skipped.append(display(str(err)))
-            tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
-            continue
-        proposal = segmenter.propose(image, seed=args.seed)
+    scoring = CaseScoring(listing)
+    skipped = scoring.skipped
+    propose = lambda image: segmenter.propose(image, seed=args.seed)  # noqa: E731
+    for _, _, truth, proposal, _ in scoring.proposals(cases, f"calibrating on {args.split}", propose):
         histogram.update(proposal.probability, truth)
         sweep.update(proposal.probability, truth)
         scores.append(dice(proposal.consensus, truth))

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
-
-from tqdm import tqdm
 
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
 from ..cli_types import samples_arg, seed_arg, steps_arg
-from ..data.datasets import list_cases, load_case
-from ..data.imageio import ImageReadError, check_writable, write_json
+from ..data.datasets import list_cases
+from ..data.imageio import check_writable, write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from ..metrics import METRIC_NAMES, MetricAccumulator
-from ..outputs import check_output_file, display
+from ..outputs import check_output_file
+from .case_scoring import CaseScoring
 from ..strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
 
 
@@ -83,23 +80,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     click_mode = resolve_mode(segmenter, args.click_mode) if args.clicks else None
     sessions = []
     accumulator = MetricAccumulator()
-    seconds, skipped = [], [display(line) for line in listing.skipped]  # cases of the split without a usable pair
-    for line in skipped:
-        print(f"warning: {line}", file=sys.stderr)
-    bar = tqdm(cases, desc=f"evaluating {args.split}", unit="image", dynamic_ncols=True)
-    for case in bar:
-        try:
-            image, truth = load_case(case)
-        except ImageReadError as err:
-            skipped.append(display(str(err)))
-            tqdm.write(f"warning: skipped: {err}", file=sys.stderr)
-            continue
-        started = time.perf_counter()
+    scoring = CaseScoring(listing)
+    skipped, seconds = scoring.skipped, []
+
+    def propose(image):
         if args.direct:
-            proposal = segmenter.predict_direct(image, seed=args.seed)
-        else:
-            proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
-        seconds.append(time.perf_counter() - started)
+            return segmenter.predict_direct(image, seed=args.seed)
+        return segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
+
+    for case, image, truth, proposal, spent in scoring.proposals(cases, f"evaluating {args.split}", propose):
+        seconds.append(spent)
         if args.clicks:
             session = click_session(
                 segmenter, image, truth, args.clicks, click_mode, first=proposal, n_samples=args.samples, steps=args.steps, seed=args.seed
@@ -112,7 +102,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             record["mean_uncertainty"] = float(proposal.uncertainty.mean())
             record["disagreement"] = proposal.disagreement
         record["seconds"] = seconds[-1]
-        bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
+        scoring.bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)
     rho_disagreement = uncertainty_error_spearman(accumulator.per_image, "disagreement")

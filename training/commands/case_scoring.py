@@ -1,0 +1,64 @@
+"""The case loop ``mlffm evaluate`` and ``mlffm calibrate`` share: read, propose, skip what cannot be scored.
+
+A case is skipped, with one warning line naming its file, when its image or
+mask cannot be read (or their sizes differ) or when its proposal runs out of
+memory; the run goes on with the next case, and the command reports every
+skipped case at the end (and exits 1).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import Proposal
+
+from ..data.datasets import Case, DatasetListing, load_case
+from ..data.imageio import ImageReadError
+from ..outputs import display
+
+
+class CaseScoring:
+    """The cases of one split, proposed one by one; ``skipped`` lists (one line each) what was not scored.
+
+    It starts with the pairs the listing itself could not use, each printed
+    as a warning.
+    """
+
+    def __init__(self, listing: DatasetListing) -> None:
+        self.skipped: list[str] = [display(line) for line in listing.skipped]
+        for line in self.skipped:
+            print(f"warning: {line}", file=sys.stderr)
+        self.bar: tqdm | None = None
+
+    def proposals(
+        self, cases: Iterable[Case], desc: str, propose: Callable[[np.ndarray], Proposal]
+    ) -> Iterator[tuple[Case, np.ndarray, np.ndarray, Proposal, float]]:
+        """Yield (case, (H, W, 3) image, (H, W) bool truth, ``propose(image)``, seconds of the proposal).
+
+        ``self.bar`` is the progress bar while this runs (for a postfix).
+        """
+        self.bar = tqdm(list(cases), desc=desc, unit="image", dynamic_ncols=True)
+        for case in self.bar:
+            try:
+                image, truth = load_case(case)
+            except ImageReadError as err:
+                self._skip(str(err))
+                continue
+            started = time.perf_counter()
+            try:
+                proposal = propose(image)
+            except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+                text = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+                self._skip(f"{case.image_path}: {text}")
+                continue
+            yield case, image, truth, proposal, time.perf_counter() - started
+
+    def _skip(self, line: str) -> None:
+        self.skipped.append(display(line))
+        tqdm.write(f"warning: skipped: {line}", file=sys.stderr)
