@@ -133,11 +133,10 @@ def main() -> None:
     def gui_refine() -> None:
         launcher._raise(viewer, "Refine with clicks")
         state = results.case_layers(viewer, name)["mask"].metadata[results.KEY]
-        before = state.get("refine_seconds")
         state.pop("refine_seconds", None)
         refine.refine_button.native.click()
         _wait_until(lambda: refine.worker is None and "refine_seconds" in state)
-        assert before is None or state["refine_seconds"] > 0
+        assert "refine_seconds" in state, refine.status.value
 
     gui_run()  # a mask for the Refine dock to start from
     refine.auto.value = False  # the click below is placed by the benchmark; the Refine button starts each run

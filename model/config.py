@@ -90,6 +90,8 @@ class NetworkConfig:
             raise ValueError(f"prompt_channels must be one of {PROMPT_CHANNELS}, got {self.prompt_channels!r}")
         if self.prompt_control and not self.prompt_channels:
             raise ValueError("prompt_control needs prompt channels (prompt_channels=3)")
+        if isinstance(self.deep_supervision, bool) or not isinstance(self.deep_supervision, int):
+            raise ValueError(f"deep_supervision must be a whole number of levels, got {self.deep_supervision!r}")
         if not 0 <= self.deep_supervision <= len(self.widths) - 2:
             raise ValueError(f"deep_supervision must be 0-{len(self.widths) - 2} levels for {len(self.widths)} levels, got {self.deep_supervision!r}")
 

@@ -148,7 +148,8 @@ class Segmenter:
         try:
             missing, unexpected = rebuilt.network.load_state_dict(self.network.state_dict(), strict=False)
         except RuntimeError as err:  # a shape mismatch
-            raise RuntimeError(f"rebuilding with {network_changes} changed existing weights: {str(err).splitlines()[0]}") from None
+            detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[-1])
+            raise RuntimeError(f"rebuilding with {network_changes} changed existing weights: {detail}") from None
         if unexpected or not all(new_weights(name) for name in missing):
             raise RuntimeError(f"rebuilding with {network_changes} changed more than new weights: missing {missing}, unexpected {unexpected}")
         return rebuilt

@@ -34,8 +34,9 @@ def test_deep_supervision_is_validated_up_front():
         NetworkConfig(widths=(8, 16, 32), deep_supervision=2)
     with pytest.raises(ValueError, match="clean-mask target"):
         SegmenterConfig(size=32, network=NetworkConfig(widths=(8, 16, 32), deep_supervision=1), diffusion=DiffusionConfig(prediction="eps"))
-    with pytest.raises(ValueError, match="deep_supervision"):
-        Segmenter(tiny_config(network=NetworkConfig(widths=(8, 16, 32), time_dim=16, deep_supervision=True)), "cpu")
+    for value in (True, "1", 1.5, None):
+        with pytest.raises(ValueError, match="deep_supervision"):
+            NetworkConfig(widths=(8, 16, 32), time_dim=16, deep_supervision=value)
 
 
 def test_adding_or_removing_heads_keeps_every_proposal_bit_for_bit(tmp_path):

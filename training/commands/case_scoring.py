@@ -1,8 +1,8 @@
 """The case loop ``mlffm evaluate`` and ``mlffm calibrate`` share: read, propose, skip what cannot be scored.
 
 A case is skipped, with one warning line naming its file, when its image or
-mask cannot be read (or their sizes differ) or when its proposal runs out of
-memory; the run goes on with the next case, and the command reports every
+mask cannot be read (or their sizes differ), or when its proposal runs out of
+memory or is refused (a size over the proposal limits); the run goes on with the next case, and the command reports every
 skipped case at the end (and exits 1).
 """
 
@@ -53,11 +53,15 @@ class CaseScoring:
             started = time.perf_counter()
             try:
                 proposal = propose(image)
-            except (MemoryError, torch.cuda.OutOfMemoryError) as err:
-                text = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
-                self._skip(f"{case.image_path}: {text}")
+            except (MemoryError, torch.cuda.OutOfMemoryError, ValueError) as err:
+                self.skip(case, err)
                 continue
             yield case, image, truth, proposal, time.perf_counter() - started
+
+    def skip(self, case: Case, err: BaseException) -> None:
+        """Record ``case`` as not scored because of ``err`` (out of memory, or a size over the limits), in one line."""
+        text = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        self._skip(f"{case.image_path}: {text}")
 
     def _skip(self, line: str) -> None:
         self.skipped.append(display(line))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
@@ -89,12 +91,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
 
     for case, image, truth, proposal, spent in scoring.proposals(cases, f"evaluating {args.split}", propose):
-        seconds.append(spent)
         if args.clicks:
-            session = click_session(
-                segmenter, image, truth, args.clicks, click_mode, first=proposal, n_samples=args.samples, steps=args.steps, seed=args.seed
-            )
+            try:
+                session = click_session(
+                    segmenter, image, truth, args.clicks, click_mode, first=proposal, n_samples=args.samples, steps=args.steps, seed=args.seed
+                )
+            except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # a refine ran out of memory: the case is not scored at all
+                scoring.skip(case, err)
+                continue
             sessions.append(session)
+        seconds.append(spent)
         samples = None if args.direct else proposal.samples
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
         record.update(truth_traits(truth))
