@@ -22,7 +22,6 @@ DDIM step.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -156,13 +155,7 @@ def without_prompt_weights(segmenter):
     is how to check it for any prompted checkpoint.
     """
     from .prompt_control import is_prompt_parameter  # noqa: PLC0415
-    from .segmenter import Segmenter  # noqa: PLC0415
 
     if not segmenter.config.network.prompt_channels:
         return segmenter
-    network = dataclasses.replace(segmenter.config.network, prompt_channels=0, prompt_control=False)
-    config = dataclasses.replace(segmenter.config, network=network)
-    base = Segmenter(config, segmenter.device, provenance=segmenter.provenance, checkpoint_id=segmenter.checkpoint_id)
-    state = {k: v for k, v in segmenter.network.state_dict().items() if not is_prompt_parameter(k)}
-    base.network.load_state_dict(state)
-    return base
+    return segmenter.with_network_changes(is_prompt_parameter, prompt_channels=0, prompt_control=False)

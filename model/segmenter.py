@@ -85,11 +85,6 @@ def _check_weight_shapes(path: str | os.PathLike, config: SegmenterConfig, tenso
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})")
 
 
-def _is_dropped_head(name: str, levels: int) -> bool:
-    """Whether state-dict entry ``name`` belongs to an auxiliary head beyond the first ``levels``."""
-    return name.startswith("aux_heads.") and int(name.split(".")[1]) >= levels
-
-
 class Segmenter:
     """A diffusion segmenter: the network, its configuration and its device."""
 
@@ -134,13 +129,13 @@ class Segmenter:
         """
         return self._sharing_network(size=int(size))
 
-    def with_network_changes(self, new_weights: Callable[[str], bool], **network_changes: Any) -> Segmenter:
-        """A copy whose network is rebuilt with ``network_changes``, every old weight copied over unchanged.
+    def with_network_changes(self, changed: Callable[[str], bool], **network_changes: Any) -> Segmenter:
+        """A copy whose network is rebuilt with ``network_changes``, every weight it keeps copied over unchanged.
 
-        The rebuilt network may only add weights, each of whose state-dict
-        names ``new_weights`` accepts (they keep their fresh initialisation);
-        anything else (a weight dropped or of another shape) is a
-        RuntimeError, since the copy would no longer be the same model.
+        The rebuilt network may only gain or lose weights whose state-dict
+        names ``changed`` accepts (gained ones keep their fresh
+        initialisation); any other weight gained, lost or of another shape is
+        a RuntimeError, since the copy would no longer be the same model.
         """
         network = dataclasses.replace(self.config.network, **network_changes)
         config = dataclasses.replace(self.config, network=network)
@@ -150,25 +145,19 @@ class Segmenter:
         except RuntimeError as err:  # a shape mismatch
             detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[-1])
             raise RuntimeError(f"rebuilding with {network_changes} changed existing weights: {detail}") from None
-        if unexpected or not all(new_weights(name) for name in missing):
-            raise RuntimeError(f"rebuilding with {network_changes} changed more than new weights: missing {missing}, unexpected {unexpected}")
+        if not all(changed(name) for name in [*missing, *unexpected]):
+            raise RuntimeError(f"rebuilding with {network_changes} changed more than it should: missing {missing}, unexpected {unexpected}")
         return rebuilt
 
     def with_deep_supervision(self, levels: int) -> Segmenter:
         """A copy with ``levels`` auxiliary decoder heads (training's deep supervision); the same proposals.
 
-        New heads are freshly initialised; heads beyond ``levels`` are
-        dropped (they never touch the sampling path). ``levels = 0`` removes them.
+        New heads are freshly initialised, kept ones keep their weights, and
+        heads beyond ``levels`` are dropped (no head touches the sampling
+        path). ``levels = 0`` removes them all.
         """
-        current = self.config.network.deep_supervision
-        if levels == current:
+        if levels == self.config.network.deep_supervision:
             return self
-        if levels < current:
-            kept = {k: v for k, v in self.network.state_dict().items() if not _is_dropped_head(k, levels)}
-            network = dataclasses.replace(self.config.network, deep_supervision=levels)
-            smaller = Segmenter(dataclasses.replace(self.config, network=network), self.device, provenance=self.provenance, checkpoint_id=self.checkpoint_id)
-            smaller.network.load_state_dict(kept)
-            return smaller
         return self.with_network_changes(lambda name: name.startswith("aux_heads."), deep_supervision=levels)
 
     def _sharing_network(self, **config_changes: Any) -> Segmenter:

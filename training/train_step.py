@@ -128,10 +128,8 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
     aux_levels = 0 if config.freeze_base else _network_config(network).deep_supervision
     if aux_levels:
         output, aux = network(images, x_t, t, prompts, with_aux=True)
-    elif prompts is not None:
-        output = network(images, x_t, t, prompts)
     else:
-        output = network(images, x_t, t)
+        output = network(images, x_t, t, prompts)  # prompts None: the network without prompts
     if schedule.config.prediction in ("x0", "direct"):
         loss, terms = loss_fn(output, target)
         if aux_levels:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from model import Segmenter
 from model.config import FLIP_VIEWS
 from model.preprocess import apply_temperature, untempered_threshold

@@ -78,17 +78,16 @@ def with_deep_supervision_if_asked(segmenter: Segmenter, args: argparse.Namespac
     current = segmenter.config.network.deep_supervision
     if levels is None or levels == current:
         return segmenter
-    most = len(segmenter.config.network.widths) - 2
-    if not 0 <= levels <= most:
-        raise ValueError(f"--deep-supervision {levels}: this network has {most + 2} levels, so 0-{most} coarser levels can be supervised")
     if getattr(args, "resume", None) is not None:
         raise ValueError(f"--deep-supervision: {args.resume} trains with {current} auxiliary levels and a resumed run keeps its network")
-    if levels and segmenter.config.diffusion.prediction == "eps":
-        raise ValueError("--deep-supervision needs a clean-mask target: it does not apply to --prediction eps")
     if levels and getattr(args, "freeze_base", False):
         raise ValueError("--deep-supervision trains the decoder, which --freeze-base keeps frozen: use one or the other")
+    try:  # the config checks the level count and the target, before any weight is allocated
+        supervised = segmenter.with_deep_supervision(levels)
+    except ValueError as err:
+        raise ValueError(f"--deep-supervision {levels}: {err}") from None
     reporter.message(f"deep supervision on {levels} decoder levels (was {current}): auxiliary heads for training, never run by proposals")
-    return segmenter.with_deep_supervision(levels)
+    return supervised
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
