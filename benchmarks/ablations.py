@@ -92,11 +92,12 @@ def table(results: dict[str, dict]) -> str:
     ]
     for name, (label, result, meta) in results.items():
         m = result["metrics"]
-        cells = [f"{m[c]:.4f}" if c != "hd95" else f"{m[c]:.1f}" for c in COLUMNS]
+        cells = ["nan" if m[c] is None else f"{m[c]:.4f}" if c != "hd95" else f"{m[c]:.1f}" for c in COLUMNS]  # null: not finite
         if name in ("d", "e"):
             cells[COLUMNS.index("ged")] = "n/a"  # one deterministic mask: no distribution of samples to compare
         cells = [c if c != "nan" else "n/a" for c in cells]
-        rho = result.get("uncertainty_error_spearman", float("nan"))
+        rho = result.get("uncertainty_error_spearman")
+        rho = float("nan") if rho is None else rho
         cells.append("n/a" if rho != rho else f"{rho:.3f}")
         lines.append(
             f"| ({name}) {label} | {' | '.join(cells)} | {result['seconds_per_image']:.2f} | {meta.get('epochs', '?')} | {meta.get('val', float('nan')):.4f} |"

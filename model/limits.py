@@ -17,6 +17,10 @@ MAX_IMAGE_PIXELS = 120_000_000
 MAX_DECODED_IMAGE_BYTES = MAX_IMAGE_PIXELS * 4 * 4
 """Largest decoded first page (all its channels and bytes per sample): 120 Mpx of four float32 channels."""
 
+MAX_ASPECT_RATIO = 10
+"""Longest side over shortest side of an image: wide photographs pass; a 1 x 2,000,000 strip (which would
+make the working-size resize and the full-resolution masks huge for no picture of skin) does not."""
+
 MAX_SAMPLES = 256
 """Most proposals (diffusion samples) per image."""
 
@@ -57,6 +61,20 @@ def check_float(name: str, value: object, low: float, high: float) -> float:
 
 def check_seed(seed: object) -> int:
     return check_int("seed", seed, 0, MAX_SEED)
+
+
+def check_image_shape(height: int, width: int, name: str = "image") -> None:
+    """Refuse an empty image or one whose sides differ by more than :data:`MAX_ASPECT_RATIO`, before any allocation."""
+    height, width = int(height), int(width)
+    if height < 1 or width < 1:
+        raise ValueError(f"{name} is empty: {width} x {height} pixels")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        shown = f"{ratio:,.1f}".rstrip("0").rstrip(".")
+        raise ValueError(
+            f"{name} is {width} x {height} pixels: its sides differ {shown}:1, "
+            f"above the limit of {MAX_ASPECT_RATIO}:1 (not a photograph this model can segment)"
+        )
 
 
 def check_proposal_size(n_samples: int, height: int, width: int) -> None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .limits import check_image_shape
+
 
 def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
     """Validate ``image`` and return it as (H', W', 3) float32 RGB in [0, 1].
@@ -31,6 +33,7 @@ def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
         raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image is empty: shape {image.shape}")
+    check_image_shape(image.shape[0], image.shape[1])
     if max_side is not None:
         stride = subsample_stride(image.shape[:2], max_side)
         image = image[::stride, ::stride]
@@ -56,6 +59,8 @@ def resize_to_working(tensor: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _value_scale(image: np.ndarray) -> float:
+    if image.dtype.kind not in "buif":  # timedelta64 counts as an integer to numpy; dates, strings, objects are not pixels
+        raise ValueError(f"unsupported image dtype {image.dtype}")
     if image.dtype == np.bool_:
         return 1.0
     if image.dtype == np.uint8:

@@ -22,6 +22,7 @@ DDIM step.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -77,18 +78,34 @@ class Prompts:
     def check(self, height: int, width: int) -> None:
         """ValueError naming the problem if a click lies outside the (H, W) image or the prior has another shape."""
         for name, points in (("positive", self.positive), ("negative", self.negative)):
-            for r, c in points:
+            for point in points:
+                if not _is_point(point):
+                    raise ValueError(f"{name} click {point!r:.60} must be a (row, col) pair of numbers")
+                r, c = point
                 if not (np.isfinite(r) and np.isfinite(c) and -0.5 <= r < height + 0.5 and -0.5 <= c < width + 0.5):
                     raise ValueError(f"{name} click ({r:g}, {c:g}) lies outside the {height} x {width} image")
         if self.prior is not None:
             prior = np.asarray(self.prior)
             if prior.shape != (height, width):
                 raise ValueError(f"prior mask must be {height} x {width} like the image, got shape {prior.shape}")
+            if not (prior.dtype == np.bool_ or np.issubdtype(prior.dtype, np.integer) or np.issubdtype(prior.dtype, np.floating)):
+                raise ValueError(f"prior mask must be a boolean or numeric array, got dtype {prior.dtype}")
+            if np.issubdtype(prior.dtype, np.floating) and not np.isfinite(prior).all():
+                raise ValueError("prior mask contains NaN or infinite values")
 
     def to_record(self) -> dict:
         """JSON-ready provenance: the clicks (rounded to 0.1 px) and whether a prior was given."""
         pick = lambda pts: [[round(float(r), 1), round(float(c), 1)] for r, c in pts]  # noqa: E731
         return {"positive": pick(self.positive), "negative": pick(self.negative), "prior": self.prior is not None}
+
+
+def _is_point(point) -> bool:
+    """True for a (row, col) pair of real numbers (bools, strings and complex numbers are not)."""
+    try:
+        values = tuple(point)
+    except TypeError:
+        return False
+    return len(values) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values)
 
 
 def _points_map(points: Sequence[Point], height: int, width: int, size: int) -> torch.Tensor:

@@ -299,6 +299,10 @@ class Segmenter:
 
     def _guidance(self, prompts: Prompts | None, kept: KeptPixels | None, height: int, width: int):
         """(prompt channels (1, P, S, S) or None, kept (weight, x0) at the working size or None), validated."""
+        if prompts is not None and not isinstance(prompts, Prompts):
+            raise ValueError(f"prompts must be a model.prompts.Prompts, got {type(prompts).__name__}")
+        if kept is not None and not isinstance(kept, KeptPixels):
+            raise ValueError(f"kept must be a model.kept.KeptPixels, got {type(kept).__name__}")
         encoded = None
         if prompts is not None and not prompts.empty:
             if not self.config.network.prompt_channels:
@@ -393,7 +397,11 @@ class Segmenter:
         return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int, kept: KeptPixels | None = None) -> Proposal:
-        """The (N, 1, S, S) soft masks as a :class:`Proposal` at (H, W), with this config's calibration."""
+        """The (N, 1, S, S) soft masks as a :class:`Proposal` at (H, W), with this config's calibration.
+
+        ValueError when the network's output is not finite (weights that overflow float32 for this image)."""
+        if not bool(torch.isfinite(soft).all()):
+            raise ValueError(f"checkpoint {self.checkpoint_id}: the network's output is not finite for this image (damaged or diverged weights)")
         config = self.config
         return soft_masks_to_proposal(
             soft, height, width, config.probability_temperature, config.decision_threshold, config.output_smoothing, kept

@@ -157,7 +157,7 @@ def test_a_mask_with_lesion_values_is_never_read_as_empty(values, mode):
 
 
 def _check_never_empty(path, values, mode):
-    array = np.array([values], np.uint8)
+    array = np.array([values, values], np.uint8)  # two rows: a 1 x 12 strip is beyond the 10:1 aspect limit
     if mode == "P":
         img = Image.fromarray(array, "L").convert("P")
         img.putpalette([c for v in range(256) for c in (v, 0, 0)])  # index v -> colour (v, 0, 0)

@@ -94,3 +94,15 @@ def test_huge_image_is_downscaled_for_the_model_and_upscaled_back(tmp_path, tiny
     assert image.shape == (6000, 8000, 3)
     proposal = tiny_segmenter.propose(image, n_samples=2, steps=1)
     assert proposal.samples.shape == (2, 6000, 8000) and proposal.uncertainty.shape == (6000, 8000)
+
+
+def test_timedelta_images_are_refused_and_json_records_are_strict():
+    import json
+
+    from model.preprocess import to_float_rgb
+    from training.data.imageio import encode_json
+
+    with pytest.raises(ValueError, match="unsupported image dtype timedelta64"):
+        to_float_rgb(np.zeros((4, 4, 3), "timedelta64[s]"))
+    text = encode_json({"hd95": float("nan"), "per_image": [{"x": np.float32("inf")}, 1.5]}).decode()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON")) == {"hd95": None, "per_image": [{"x": None}, 1.5]}

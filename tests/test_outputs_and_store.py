@@ -71,6 +71,17 @@ def test_resume_never_replaces_a_finished_model_or_another_runs_files(tmp_path, 
     assert main(["train", str(SMALL_DATA), "-o", str(a), *TINY, "--epochs", "2", "--resume", str(resume_path_for(a)), "--overwrite"]) == 0
 
 
+def test_resuming_into_a_new_output_always_writes_a_model_there(tmp_path, capsys):
+    a, moved = tmp_path / "a.mlffm", tmp_path / "elsewhere.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(a), *TINY, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    # a later epoch may not beat the first one's Dice: the new file must get a model all the same
+    assert main(["train", str(SMALL_DATA), "-o", str(moved), *TINY, "--epochs", "2", "--resume", str(resume_path_for(a))]) == 0
+    out = capsys.readouterr()
+    assert "does not exist: the earlier best" in out.out + out.err
+    assert Segmenter.load(moved, "cpu").provenance["best_epoch"] == 2
+
+
 def _finetune_args(base, output, *extra):
     return ["finetune", str(SMALL_DATA), "-o", str(output), "--checkpoint", str(base), "--batch-size", "2", "--device", "cpu", *extra]
 

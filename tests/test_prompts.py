@@ -186,3 +186,31 @@ def test_prompt_weights_can_be_stripped_to_the_base_with_the_same_proposals(rgb_
     assert np.array_equal(a.probability, b.probability) and np.array_equal(a.probability, c.probability)
     clicked = widened.propose(rgb_image, n_samples=2, steps=2, seed=3, prompts=Prompts(((10.0, 10.0),)))
     assert not np.array_equal(a.probability, clicked.probability)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompts=Prompts(prior=np.full((40, 56), np.nan))), "prior mask contains NaN"),
+        (dict(prompts=Prompts(prior=np.full((40, 56), None, object))), "boolean or numeric array, got dtype object"),
+        (dict(prompts=Prompts(positive=((1, 2, 3),))), r"positive click \(1, 2, 3\) must be a \(row, col\) pair"),
+        (dict(prompts=Prompts(negative=(("a", "b"),))), "negative click .* must be a"),
+        (dict(prompts=Prompts(positive=((1j, 2),))), "must be a"),
+        (dict(prompts={"positive": [(1, 2)]}), "prompts must be a model.prompts.Prompts, got dict"),
+        (dict(kept=np.zeros((40, 56), bool)), "kept must be a model.kept.KeptPixels, got ndarray"),
+    ],
+)
+def test_malformed_prompts_and_kept_pixels_are_one_value_error_before_any_work(kwargs, message, rgb_image):
+    segmenter = with_prompt_channels(Segmenter(tiny_config(), "cpu"))
+    with pytest.raises(ValueError, match=message):
+        segmenter.propose(rgb_image, 2, 1, **kwargs)
+    assert segmenter.encode_calls == 0
+
+
+def test_weights_that_overflow_give_one_line_not_nan_masks(rgb_image):
+    segmenter = Segmenter(tiny_config(), "cpu")
+    with torch.no_grad():
+        for weight in segmenter.network.parameters():
+            weight.mul_(1e30)  # finite, so a file with them loads; float32 arithmetic overflows
+    with pytest.raises(ValueError, match="the network's output is not finite"):
+        segmenter.propose(rgb_image, 2, 1)

@@ -213,3 +213,15 @@ def test_pillow_large_but_allowed_png_reads_without_a_warning(tmp_path, recwarn)
     Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(path)
     assert read_image(path).shape == (300, 200, 3)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_thin_strip_is_refused_from_its_header_and_by_the_api_before_allocation(tmp_path, tiny_segmenter):
+    # under the pixel limit, but 1 x 100 million: the resize and the masks would need tens of GB
+    strip = tmp_path / "strip.png"
+    strip.write_bytes(png_header_only(100_000_000, 1))
+    with pytest.raises(ImageTooLargeError, match="100000000 x 1 pixels: its sides differ 100,000,000:1"):
+        check_image_header(strip)
+    thin = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (1, 5_000_000, 3))  # no memory behind it
+    with pytest.raises(ValueError, match="above the limit of 10:1"):
+        tiny_segmenter.propose(thin, 2, 1)
+    tiny_segmenter.propose(np.zeros((10, 100, 3), np.uint8), 2, 1)  # 10:1 is still an image

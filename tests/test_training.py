@@ -257,3 +257,26 @@ def test_train_exclude_leaves_listed_cases_out_and_records_them(tmp_path, capsys
     assert "lists no case ids" in capsys.readouterr().err
     assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--overwrite", "--exclude", str(tmp_path / "missing.txt")]) == 2
     assert "cannot read the id list" in capsys.readouterr().err
+
+
+def test_a_loss_that_is_not_finite_stops_training_in_one_line_and_writes_no_model(tmp_path):
+    from training.trainer import TrainConfig, train
+
+    data = cache_dataset(list_cases(SMALL_DATA, "train").cases, 32)
+    segmenter = Segmenter(tiny_config(), "cpu")
+    with torch.no_grad():
+        next(segmenter.network.parameters()).fill_(float("nan"))  # damaged weights in memory (files with NaN never load)
+    output = tmp_path / "nan.mlffm"
+    with pytest.raises(ValueError, match="training diverged at step 1: the loss is not finite"):
+        train(segmenter, data, data, TrainConfig(epochs=1, batch_size=4), output, provenance={})
+    assert not output.exists()
+    with pytest.raises(ValueError, match="boundary_weight must be a finite number"):
+        TrainConfig(boundary_weight=float("nan"))
+
+
+@pytest.mark.parametrize("flag, value", [("--boundary-weight", "nan"), ("--boundary-weight", "inf"), ("--high-t-fraction", "nan"), ("--holdout", "1")])
+def test_training_numbers_that_are_not_finite_or_out_of_range_are_refused_by_argparse(tmp_path, capsys, flag, value):
+    command = "finetune" if flag == "--holdout" else "train"
+    with pytest.raises(SystemExit) as stop:
+        main([command, str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), flag, value])
+    assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err

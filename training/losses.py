@@ -7,6 +7,8 @@ Shape contract for every loss here: ``logits`` and ``target`` are
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -76,8 +78,8 @@ class SegmentationDiffusionLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("bce_weight", bce_weight), ("dice_weight", dice_weight), ("boundary_weight", boundary_weight)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if bce_weight + dice_weight + boundary_weight <= 0:
             raise ValueError("at least one loss term must have a positive weight")
         if boundary_sigma <= 0 or boundary_amplitude < 0:

@@ -61,8 +61,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("bce_weight", "dice_weight", "boundary_weight", "weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if not 0.0 <= self.high_t_fraction <= 1.0:
@@ -227,6 +230,11 @@ def train(
         history, spent = list(meta.get("history", [])), float(meta.get("seconds", 0.0))
         best_dice, best_epoch = float(meta.get("best_val_dice", -1.0)), int(meta.get("best_epoch", -1))
         reporter.message(f"resumed from {resume} at epoch {start_epoch}, step {step}")
+        if best_epoch >= 0 and not output.exists():
+            # The earlier best was written to another file (a new -o, or it was removed): this output
+            # must still get a model, so the first epoch scored here is saved and the race starts afresh.
+            reporter.message(f"{output} does not exist: the earlier best (epoch {best_epoch}, val Dice {best_dice:.4f}) is not in it, so this run saves its own best there")
+            best_dice, best_epoch = -1.0, -1
 
     started = time.monotonic()
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
@@ -248,6 +256,11 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, total_steps, time_fraction)
                 losses = train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part)
+                if not math.isfinite(ctx.mean(losses.get("loss", 0.0))):  # every rank decides alike
+                    raise ValueError(
+                        f"training diverged at step {step + 1}: the loss is not finite; {output} keeps the best model "
+                        "saved so far, if any (try a lower --lr or smaller loss weights)"
+                    )
                 ema.update(network)
                 step += 1
                 batches_done += 1

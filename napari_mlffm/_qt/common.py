@@ -72,6 +72,26 @@ class RunCancel:
             button.text = "Cancelling..."
             button.enabled = False
 
+    _error_prefix = "failed: "  # the status line's start when a run fails
+
+    def _launch(self, worker, button, status_text: str, on_done):
+        """Start a created (not yet started) worker: its result to ``on_done``, errors and end to this widget; ``button`` says Cancel."""
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        button.text = "Cancel"
+        self.status.value = status_text
+        worker.start()
+        return worker
+
+    def _on_error(self, error) -> None:
+        """A failed run: one line in the status and a notification (nothing once the widget is gone)."""
+        if self._closed:
+            return
+        self.status.value = self._error_prefix + (error if isinstance(error, str) else one_line(error))
+        notify_error(error)
+
     def _end_run(self, button, idle_text: str) -> None:
         """After a run: finish its progress read-out, forget the worker, restore the button (if the widget still exists)."""
         progress_bar = getattr(self, "_progress", None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
@@ -168,14 +167,7 @@ class ProposeWidget(common.RunCancel, Container):
             _start_thread=False,
         )
         worker.yielded.connect(lambda done_total: self._on_step(bar, done_total))
-        worker.returned.connect(lambda result: self._on_done(layer, info, result))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.text = "Cancel"
-        self.status.value = f"proposing masks for {layer.name}"
-        self._started = time.perf_counter()
-        worker.start()
+        self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result))
         return worker
 
     def cancel(self, *_):
@@ -209,12 +201,6 @@ class ProposeWidget(common.RunCancel, Container):
         for note in proposal.notes:
             common.notify(note, warning=True)
         self.status.value = message
-
-    def _on_error(self, error):
-        if self._closed:
-            return
-        self.status.value = "failed: " + (error if isinstance(error, str) else common.one_line(error))
-        common.notify_error(error)
 
     def _on_finished(self):
         self._end_run(self.run_button, "Run")

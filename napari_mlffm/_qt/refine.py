@@ -22,7 +22,6 @@ seed are those that made the image's proposal.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
@@ -66,6 +65,8 @@ def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels 
 
 class RefineWidget(common.RunCancel, Container):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
+
+    _error_prefix = "refine failed: "
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
@@ -205,15 +206,8 @@ class RefineWidget(common.RunCancel, Container):
         args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
         worker = create_worker(refine_job, *args, *sampling, _start_thread=False)
-        worker.returned.connect(lambda result: self._on_done(image_layer, prompts, kept_mask, result))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self._pending = False
-        self.refine_button.text = "Cancel"
-        self.status.value = f"refining with {prompts.clicks} clicks..."
-        self._started = time.perf_counter()
-        worker.start()
+        self._launch(worker, self.refine_button, f"refining with {prompts.clicks} clicks...", lambda result: self._on_done(image_layer, prompts, kept_mask, result))
         return worker
 
     def cancel(self, *_):
@@ -255,12 +249,6 @@ class RefineWidget(common.RunCancel, Container):
             f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks, "
             f"{record['kept_pixels']} kept px, in {proposal.seconds:.2f} s ({record['mode']})"
         )
-
-    def _on_error(self, error):
-        if self._closed:
-            return
-        self.status.value = "refine failed: " + (error if isinstance(error, str) else common.one_line(error))
-        common.notify_error(error)
 
     def _on_finished(self):
         self._end_run(self.refine_button, "Refine (Shift-R)")

@@ -17,7 +17,7 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 from model.preprocess import apply_temperature, untempered_threshold
 
-from ..cli_types import samples_arg, seed_arg, steps_arg
+from ..cli_types import limit_arg, samples_arg, seed_arg, steps_arg
 from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from ..data.datasets import list_cases
 from ..metrics import dice
@@ -30,7 +30,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="calibrated model file to write")
     parser.add_argument("--checkpoint", type=Path, help="model to calibrate (default: the shipped weights)")
     parser.add_argument("--split", default="val", help="split to fit on (default: val; never the test split)")
-    parser.add_argument("--limit", type=int, help="use only the first N cases")
+    parser.add_argument("--limit", type=limit_arg, help="use only the first N cases")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="test-time flip averaging to store (default: keep the model's)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="nll", help="what the temperature minimizes (default: nll)")
     parser.add_argument(

@@ -10,7 +10,7 @@ import torch
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
-from ..cli_types import samples_arg, seed_arg, steps_arg
+from ..cli_types import bounded_int, limit_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import list_cases
 from ..data.imageio import check_writable, write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
@@ -24,7 +24,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="dataset folder (images/, masks/, splits.csv)")
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--split", default="test", help="split to score (default: test; 'all' for every case)")
-    parser.add_argument("--limit", type=int, help="score only the first N cases")
+    parser.add_argument("--limit", type=limit_arg, help="score only the first N cases")
     parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's; 16 for the shipped weights)")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=seed_arg, default=0)
@@ -34,7 +34,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument(
-        "--clicks", type=int, default=0, metavar="K",
+        "--clicks", type=bounded_int(0, 100), default=0, metavar="K",
         help="also run the click protocol: a simulated user refines each proposal with up to K clicks "
         "(RITM rule: the deepest point of the largest error); adds a 'clicks' report (docs/interactive.md)",
     )

@@ -14,6 +14,8 @@ import argparse
 from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
+from ..cli_types import probability_arg
+
 DEFAULT_SIZE = 128  # working size of a run trained from scratch, in pixels
 
 
@@ -92,7 +94,7 @@ def with_deep_supervision_if_asked(segmenter: Segmenter, args: argparse.Namespac
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--click-prob", type=float, default=0.0, metavar="P",
+        "--click-prob", type=probability_arg, default=0.0, metavar="P",
         help="learn prompts: this share of samples (0-1) is trained with simulated clicks and a current mask, the rest "
         "with none; a network without prompt channels is widened first (zero weights, so no prompts = unchanged). "
         "Default 0: no prompt training",

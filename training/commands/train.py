@@ -18,7 +18,7 @@ from model import Segmenter
 from ..adapt import calibrated_dice
 from ..data.augment import AugmentConfig
 from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
-from ..cli_types import batch_size_arg, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
+from ..cli_types import batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..distributed import Distributed, rank_device, session, stop_signals
 from ..interrupt import StopOnInterrupt
 from ..lineage import resumed_base
@@ -41,14 +41,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated")
     parser.add_argument("--mask-widths", help="channels per level of the per-step mask path and decoder (default: same as --widths)")
-    parser.add_argument("--image-blocks", type=int, default=2, help="residual blocks per level in the image path (default 2)")
+    parser.add_argument("--image-blocks", type=bounded_int(1, 16), default=2, help="residual blocks per level in the image path (default 2)")
     parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation)")
     parser.add_argument("--prediction", choices=("x0", "eps", "direct"), default="x0", help="diffusion target (direct = one-pass ablation)")
     parser.add_argument("--no-mask-path", action="store_true", help="plain U-Net without the noisy-mask path (ablation; needs --prediction direct)")
     parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
-    parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary-sensitive term (0 = off)")
+    parser.add_argument("--boundary-weight", type=bounded_float(0.0, 100.0), default=1.0, help="weight of the boundary-sensitive term (0 = off)")
     parser.add_argument(
-        "--high-t-fraction", type=float, default=0.6,
+        "--high-t-fraction", type=probability_arg, default=0.6,
         help="share of training steps drawn from the top decile of timesteps (almost pure noise), 0-1; "
         "0 = uniform timesteps (default 0.6)",
     )
@@ -90,7 +90,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=lr_arg, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
     parser.add_argument("--batch-size", type=batch_size_arg, default=8)
     parser.add_argument("--replay", type=Path, help="reference dataset mixed in to guard against drift (its train split if it has one)")
-    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of DATA held out to score before/after (default 0.2)")
+    parser.add_argument("--holdout", type=bounded_float(0.0, 0.9, low_open=True), default=0.2, help="fraction of DATA held out to score before/after (default 0.2)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument("--seed", type=seed_arg, default=0)
@@ -276,7 +276,9 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     data = _cache(listing, segmenter.config.size, "corrections", bars)
     train_data, held_out = split_holdout(data, args.holdout)
     if len(train_data) == 0:
-        raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out)")
+        if len(data) < 2:
+            raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out), found {len(data)}")
+        raise ValueError(f"{args.data}: --holdout {args.holdout:g} holds out all {len(data)} usable cases, leaving none to train on (use a smaller --holdout)")
     replay = None
     if args.replay is not None:
         replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +91,26 @@ class DatasetListing:
         return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:12]
 
 
+MAX_ID_LIST_BYTES = 16 * 2**20
+
+
 def read_id_list(path: Path) -> tuple[str, ...]:
     """Case ids from a text file, one per line; blank lines and text after ``#`` are ignored.
 
-    Raises DatasetError when the file cannot be read or lists no id.
+    Raises DatasetError when the file cannot be read, is not a regular file
+    (a FIFO or device would hang or never end), is over 16 MiB or lists no id.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError(f"{path}: not a regular file (an id list is a text file, one id per line)")
+        if info.st_size > MAX_ID_LIST_BYTES:
+            raise DatasetError(f"{path}: {info.st_size / 2**20:.0f} MiB is too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ID_LIST_BYTES + 1)  # the file may grow between stat and read
+        if len(data) > MAX_ID_LIST_BYTES:
+            raise DatasetError(f"{path}: too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)")
+        lines = data.decode("utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the id list ({err})") from None
     ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.limits import MAX_DECODED_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from model.limits import MAX_DECODED_IMAGE_BYTES, MAX_IMAGE_PIXELS, check_image_shape
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -99,6 +99,10 @@ def check_image_header(path: str | Path) -> ImageHeader | None:
             f"{path}: image is {header.width} x {header.height} = {pixels / 1e6:.0f} Mpx, "
             f"above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (refused before decoding)"
         )
+    try:
+        check_image_shape(header.height, header.width, f"{path}: image")
+    except ValueError as err:
+        raise ImageTooLargeError(f"{err} (refused before decoding)") from None
     if header.decoded_bytes > MAX_DECODED_IMAGE_BYTES:
         raise ImageTooLargeError(
             f"{path}: image would decode to {header.decoded_bytes / 1e9:.1f} GB, "

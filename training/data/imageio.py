@@ -177,7 +177,9 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such mask file")
+        raise ImageReadError(f"{path}: not a mask file (a folder, a device or a pipe)" if path.exists() else f"{path}: no such mask file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty mask file (0 bytes)")
     check_image_header(path)
     try:
         with Image.open(path) as img:
@@ -226,8 +228,22 @@ def write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def encode_json(data: dict[str, Any]) -> bytes:
-    """The UTF-8 bytes every JSON record of this project is written as (indented; numpy scalars and paths allowed)."""
-    return (json.dumps(data, indent=2, default=_json_default) + "\n").encode("utf-8")
+    """The UTF-8 bytes every JSON record of this project is written as (indented; numpy scalars and paths allowed).
+
+    Strict JSON: a NaN or infinite number (an HD95 with an empty mask, say) is written as ``null``.
+    """
+    return (json.dumps(_finite_or_null(data), indent=2, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (Python or numpy) in it replaced by None."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
