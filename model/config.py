@@ -182,8 +182,6 @@ class SegmenterConfig:
             raise ValueError("deep_supervision needs a clean-mask target (prediction 'x0' or 'direct'), not 'eps'")
         if self.default_steps < 1 or self.default_samples < 1:
             raise ValueError("default_steps and default_samples must be >= 1")
-        if self.default_steps > self.diffusion.timesteps:
-            raise ValueError(f"default_steps ({self.default_steps}) cannot exceed the schedule's {self.diffusion.timesteps} timesteps")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

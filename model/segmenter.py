@@ -239,7 +239,9 @@ class Segmenter:
     def sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
         """(N, DDIM steps) to use: the config's defaults where None; ValueError below 1."""
         n_samples = check_int("n_samples", self.config.default_samples if n_samples is None else n_samples, 1, MAX_SAMPLES)
-        steps = check_int("steps", self.config.default_steps if steps is None else steps, 1, min(MAX_STEPS, self.config.diffusion.timesteps))
+        most = min(MAX_STEPS, self.config.diffusion.timesteps)
+        # A default above the schedule's timesteps (a hand-edited file) means "as many as it has", as in the plugin.
+        steps = check_int("steps", min(self.config.default_steps, most) if steps is None else steps, 1, most)
         return n_samples, steps
 
     def propose_iter(

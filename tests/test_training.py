@@ -232,7 +232,9 @@ def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_p
     tuned = tmp_path / "tuned.mlffm"  # fine-tuning keeps the timestep mix of its base weights
     assert main(["finetune", str(SMALL_DATA), "-o", str(tuned), "--checkpoint", str(out), "--epochs", "1", "--batch-size", "4"]) == 0
     assert Segmenter.load(tuned, "cpu").provenance["train_config"]["high_t_fraction"] == 0.3
-    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *tiny, "--high-t-fraction", "2"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: one line, exit 2
+        main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *tiny, "--high-t-fraction", "2"])
+    assert refused.value.code == 2
     assert "--high-t-fraction" in capsys.readouterr().err
 
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_evaluate(args)
     except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError, MemoryError) as err:
-        print(f"mlffm {args.command}: error: {err}", file=sys.stderr)
+        print(f"mlffm {args.command}: error: {str(err) or ('out of memory' if isinstance(err, MemoryError) else 'no message') + f' ({type(err).__name__})'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlffm {args.command}: interrupted", file=sys.stderr)

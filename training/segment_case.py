@@ -11,6 +11,15 @@ sidecar, which lists every output with its size in bytes, and last the
 marker is removed. The sidecar is the commit record: a case is *finished*
 when its sidecar parses and every output it lists exists with that size.
 
+A finished case is *current* only if its sidecar records the same result
+key (:data:`RESULT_KEYS`) as the present run: the SHA-256 of the input
+file's bytes, the checkpoint id (a hash of the model file, so it covers the
+fitted threshold and temperature too), samples, steps, seed and eta.
+:func:`result_differences` says what differs; the command keeps a current
+case and refuses to replace a stale one without ``--overwrite``. A sidecar
+that lacks any of these keys (an older version wrote it) cannot be told
+current and is treated as stale.
+
 If writing fails (a full disk, an I/O error, Ctrl-C), every file of the case
 is removed again. If the process is killed, the marker stays, and the next
 run (without ``--overwrite``) takes the case as *unfinished* and writes it
@@ -22,6 +31,7 @@ without ``--overwrite``; nor is a finished case whose files have changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +47,8 @@ from .data.imageio import encode_json, encode_png, encode_tiff
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]
 MARKER_SUFFIX = ".segmenting"
+RESULT_KEYS = ("source_sha256", "checkpoint_id", "samples", "steps", "seed", "eta")
+"""Sidecar fields that decide the outputs: a finished case is kept only if all of them match the present run."""
 
 
 class CaseState(Enum):
@@ -100,6 +112,35 @@ def case_state(out_dir: Path, stem: str) -> CaseState:
         if name in sizes and sizes[name] != size:
             return CaseState.UNFINISHED if unfinished else CaseState.CHANGED
     return CaseState.FINISHED  # a marker left beside a written sidecar (killed just before removing it) is stale
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks (memory does not grow with the file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_differences(out_dir: Path, stem: str, present: dict[str, Any]) -> str | None:
+    """Why finished case ``stem`` is not this run's result, in words; None when every :data:`RESULT_KEYS`
+    field of its sidecar equals ``present``'s (then it is current and may be kept).
+
+    A sidecar missing some of the fields (written by an older version) is reported as not
+    telling; a changed input file and changed settings are each named, settings as ``old -> new``.
+    """
+    record = read_sidecar(out_dir / f"{stem}.json") or {}
+    missing = [key for key in RESULT_KEYS if key not in record]
+    if missing:
+        return f"segmented before by an older version that did not record {', '.join(missing)}, so it cannot tell whether it is current"
+    reasons = []
+    if record["source_sha256"] != present["source_sha256"]:
+        reasons.append("the image file changed since it was segmented")
+    changed = [f"{key} {record[key]} -> {present[key]}" for key in RESULT_KEYS[1:] if record[key] != present[key]]
+    if changed:
+        reasons.append(f"segmented before with other settings ({', '.join(changed)})")
+    return "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ forward by the next writer or reader. Readers (:meth:`check`, ``count``,
 ``mlffm finetune``) verify the hashes: a case with a damaged record, a
 missing file or a file that does not match its record is reported and left
 out. Nothing is replaced unless the caller says ``overwrite=True``.
+
+Readers open only regular files (a FIFO would block, a device never end),
+read a record only up to :data:`MAX_RECORD_BYTES` and hash an image or mask
+in chunks up to :data:`MAX_STORE_FILE_BYTES`: anything else is left out
+with its reason, like a damaged case.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,13 +42,17 @@ from typing import Any
 import numpy as np
 
 from model.checkpoint import atomic_write_bytes
+from model.limits import MAX_DECODED_IMAGE_BYTES
 
-from .data.datasets import DatasetListing, safe_id
+from .data.datasets import Case, DatasetListing, list_cases, safe_id
 from .data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
 from .outputs import ExclusiveLock, display
 
 STAGING = ".staging"
 LOCK_WAIT_S = 60.0  # an accept takes well under a second; a longer wait means a stuck writer
+MAX_RECORD_BYTES = 2**20  # a record is a few kB of JSON; a larger one is not a record
+MAX_STORE_FILE_BYTES = MAX_DECODED_IMAGE_BYTES  # a lossless PNG of the largest image read is below its decoded size
+_CHUNK = 2**20
 
 
 def case_id_for(source: str | Path) -> str:
@@ -80,19 +91,115 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> SHA-256: a process re-checking its store hashes only what changed
+_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns) -> SHA-256: a process re-checking its store hashes only what changed
 
 
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    digest = _DIGESTS.get(key)
-    if digest is None:
-        digest = _sha256(path.read_bytes())
-        if len(_DIGESTS) > 100_000:
-            _DIGESTS.clear()
-        _DIGESTS[key] = digest
+class _Unusable(Exception):
+    """A store file that readers leave out; the message is the reason, for the left-out line."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
+def _why(err: BaseException) -> str:
+    """A short reason for a failed read, never empty."""
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    if isinstance(err, OSError):
+        return err.strerror or str(err) or type(err).__name__
+    return str(err) or type(err).__name__
+
+
+def _check_regular(info: os.stat_result, what: str, limit: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unusable(f"{what} is not a regular file ({_kind(info.st_mode)})")
+    if info.st_size > limit:
+        raise _Unusable(f"{what} is too large ({info.st_size:,} bytes; the limit is {limit:,})")
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_regular(path: Path, what: str, limit: int):
+    """(binary file, stat) of ``path`` if its resolved target is a regular file of at most ``limit`` bytes.
+
+    Raises FileNotFoundError when it (or a link's target) is missing and
+    :class:`_Unusable` otherwise. Checked before opening and again on the
+    open file (it may have been swapped in between); opening never blocks
+    (a FIFO opened non-blocking returns at once, and is then refused).
+    """
+    try:
+        _check_regular(os.stat(path), what, limit)  # follows links: the target decides
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, _Unusable):
+        raise
+    except (OSError, ValueError) as err:
+        raise _Unusable(f"{what} cannot be read ({_why(err)})") from None
+    try:
+        info = os.fstat(fd)
+        _check_regular(info, what, limit)
+        return os.fdopen(fd, "rb"), info
+    except BaseException as err:
+        os.close(fd)
+        if isinstance(err, OSError):
+            raise _Unusable(f"{what} cannot be read ({_why(err)})") from None
+        raise
+
+
+def _read_limited(handle, what: str, limit: int) -> bytes:
+    """All of ``handle``, refusing more than ``limit`` bytes (a file may grow after its size was checked)."""
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _Unusable(f"{what} is too large (over {limit:,} bytes)")
+    return data
+
+
+def _file_sha256(path: Path, what: str = "the file") -> str:
+    """SHA-256 of a regular file of at most :data:`MAX_STORE_FILE_BYTES`, read in chunks (bounded memory)."""
+    handle, info = _open_regular(path, what, MAX_STORE_FILE_BYTES)
+    with handle:
+        key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        digest = _DIGESTS.get(key)
+        if digest is not None:
+            return digest
+        hasher, total = hashlib.sha256(), 0
+        while chunk := handle.read(_CHUNK):
+            total += len(chunk)
+            if total > MAX_STORE_FILE_BYTES:
+                raise _Unusable(f"{what} is too large (over {MAX_STORE_FILE_BYTES:,} bytes)")
+            hasher.update(chunk)
+    digest = hasher.hexdigest()
+    if len(_DIGESTS) > 100_000:
+        _DIGESTS.clear()
+    _DIGESTS[key] = digest
     return digest
+
+
+def _read_record(path: Path) -> Any:
+    """The JSON of a store record; :class:`_Unusable` (its reason) when it is not a regular file, too large or not JSON."""
+    try:
+        handle, _ = _open_regular(path, "the record", MAX_RECORD_BYTES)
+    except FileNotFoundError:
+        raise _Unusable("the record cannot be read (missing, or a link to nothing)") from None
+    try:
+        with handle:
+            data = _read_limited(handle, "the record", MAX_RECORD_BYTES)
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise _Unusable("not a valid record (JSON nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError, MemoryError) as err:
+        raise _Unusable(f"the record cannot be read ({type(err).__name__}: {_why(err)[:120]})") from None
 
 
 class CorrectionsStore:
@@ -217,32 +324,61 @@ class CorrectionsStore:
         if not safe_id(case_id):
             return "unsafe id"
         try:
-            record = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            return f"the record cannot be read ({type(err).__name__})"
+            record = _read_record(meta_path)
+        except _Unusable as err:
+            return str(err)
         if not isinstance(record, dict) or record.get("id") != case_id:
             return "the record is damaged (not a record of this case)"
         image_path, mask_path, _ = self.paths(case_id)
         hashes = record.get("files")
         for key, path in (("image", image_path), ("mask", mask_path)):
+            name = f"{path.parent.name}/{path.name}"
             try:
-                digest = _file_sha256(path)
+                digest = _file_sha256(path, f"its {key} {name}")
             except FileNotFoundError:
-                return f"its {key} {path.parent.name}/{path.name} is missing"
-            except OSError as err:
-                return f"its {key} cannot be read ({err.strerror or err})"
+                return f"its {key} {name} is missing"
+            except _Unusable as err:
+                return str(err)
+            except (OSError, MemoryError) as err:
+                return f"its {key} {name} cannot be read ({_why(err)})"
             if hashes is None:
                 continue  # a record from before hashes were kept
             if not isinstance(hashes, dict) or digest != hashes.get(key):
-                return f"its {key} {path.parent.name}/{path.name} does not match the record (SHA-256 differs)"
+                return f"its {key} {name} does not match the record (SHA-256 differs)"
         return None
 
     def verified_listing(self, listing: DatasetListing) -> DatasetListing:
         """``listing`` (of this store's folder) without the cases :meth:`check` leaves out, with its reasons added."""
         report = self.check()
         keep = set(report.ids)
-        cases = tuple(c for c in listing.cases if c.case_id in keep)
-        return DatasetListing(listing.root, cases, (*listing.problems, *report.problems))
+        # the files verified, whatever else the listing chose for an id (an images/<id>.jpg beside images/<id>.png)
+        cases = tuple(Case(c.case_id, *self.paths(c.case_id)[:2]) for c in listing.cases if c.case_id in keep)
+        return DatasetListing(listing.root, cases, (*listing.problems, *report.problems), (*listing.skipped, *report.problems))
+
+
+def is_store(root: str | Path) -> bool:
+    """Whether ``root`` is a corrections store (it has records, ``meta/``) rather than a plain dataset folder."""
+    return (Path(root) / "meta").is_dir()
+
+
+def usable_cases(root: str | Path, split: str | None = None) -> DatasetListing:
+    """The cases of DATA as ``mlffm finetune`` and ``mlffm adapt`` use them.
+
+    Every image/mask pair of ``root`` (of ``split``); for a corrections store
+    only the complete cases whose files match their records, with one line
+    in ``problems`` for each case left out.
+    """
+    listing = list_cases(root, split)
+    return CorrectionsStore(root).verified_listing(listing) if is_store(root) else listing
+
+
+def report_problems(listing: DatasetListing, limit: int = 10, file=None) -> None:
+    """Print the first ``limit`` problems of ``listing`` as warnings on stderr, and how many more there are."""
+    out = sys.stderr if file is None else file
+    for line in listing.problems[:limit]:
+        print(f"warning: {line}", file=out)
+    if len(listing.problems) > limit:
+        print(f"warning: ... and {len(listing.problems) - limit} more problems", file=out)
 
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")

@@ -17,6 +17,10 @@ calibration only when its held-out Dice beats the base's; otherwise the
 base's values are kept. The written model carries the card
 (``provenance["adaptation"]``, and ``FILE.json`` beside it).
 
+A corrections store is read as ``mlffm finetune`` reads it
+(:func:`training.store.usable_cases`): a case whose record is damaged or
+missing, or whose files do not match it, is left out with a warning.
+
 With fewer than :data:`MIN_CASES` usable cases nothing is written: the
 held-out estimate of a fit on fewer is too noisy to choose by.
 """
@@ -39,11 +43,12 @@ from tqdm import tqdm
 from model import Segmenter
 
 from ..adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
-from ..data.datasets import Case, cache_dataset, list_cases
+from ..data.datasets import Case, cache_dataset
 from ..data.imageio import check_writable
 from ..interrupt import StopOnInterrupt
 from ..model_store import write_card
 from ..progress import make_reporter
+from ..store import report_problems, usable_cases
 from ..trainer import TrainConfig, train
 
 MIN_CASES = 20  # below this the leave-one-out gain's spread exceeds the gain sought (docs/results.md, "Adapting to a clinic")
@@ -282,9 +287,8 @@ def run_adapt(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.output.parent}: output folder does not exist")
     if not args.time_budget > 0:
         raise ValueError(f"--time-budget must be > 0 minutes, got {args.time_budget}")
-    listing = list_cases(args.data, args.split)
-    for line in listing.problems[:10]:
-        print(f"warning: {line}", file=sys.stderr)
+    listing = usable_cases(args.data, args.split)  # a corrections store: only its verified cases, as finetune reads it
+    report_problems(listing)
     try:
         result = adapt_model(
             args.checkpoint, list(listing.cases[: args.limit] if args.limit else listing.cases), device=args.device, samples=args.samples, steps=args.steps, seed=args.seed,

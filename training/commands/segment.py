@@ -3,7 +3,13 @@
 Each case is written all or nothing (:mod:`training.segment_case`), so a
 batch that was killed, ran out of disk or hit a bad image is resumed by
 running the same command again: finished cases are counted and kept,
-unfinished ones are written, temporaries of killed writes are swept. Folder
+unfinished ones are written, temporaries of killed writes are swept. A
+finished case is kept only if its sidecar records this run's result key:
+the SHA-256 of the input file, the checkpoint id, samples, steps, seed and
+eta. One whose image or settings differ, or whose sidecar predates these
+fields, is left untouched and named in one line saying what differs; the
+other cases still go through and the run exits 1; ``--overwrite`` replaces
+it (all or nothing, as any case is written). Folder
 scans ignore files named like this command's outputs, so ``-o`` may be the
 input folder itself. ``--shard i/n`` (independent jobs) and torchrun ranks
 split the sorted image list; the files written are the same as one
@@ -30,9 +36,11 @@ from ..segment_case import (
     case_state,
     clear_marker,
     encode_case,
+    file_sha256,
     is_output_name,
     matches_existing,
     output_paths,
+    result_differences,
     sweep_temporaries,
     write_case,
 )
@@ -48,7 +56,11 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (without it, finished cases are kept and unfinished ones completed)")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing outputs (without it, finished cases of the same image and settings are kept, "
+        "unfinished ones completed, and ones made from another image or with other settings refused)",
+    )
     parser.add_argument(
         "--shard", metavar="I/N",
         help="segment only images I, I+N, I+2N, ... of the sorted list (0 <= I < N): one of N independent jobs "
@@ -78,20 +90,33 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
     return images, problems, ignored
 
 
-def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace, state: CaseState, shard: str | None) -> None:
-    """Propose masks for one image and write its five files, all or nothing."""
-    started = time.perf_counter()
-    image = read_image(path)
-    read_seconds = time.perf_counter() - started
-    proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed)
-    record = {
-        "source": str(path),
-        "image_size": [int(image.shape[1]), int(image.shape[0])],
+ETA = 0.0  # deterministic DDIM; recorded (and compared) so that a future --eta cannot reuse stale outputs
+
+
+def run_settings(segmenter: Segmenter, args: argparse.Namespace, source_sha256: str) -> dict:
+    """This run's result key for one input (the fields of ``RESULT_KEYS``), as recorded in its sidecar."""
+    return {
+        "source_sha256": source_sha256,
         "checkpoint_id": segmenter.checkpoint_id,
-        "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped default",
         "samples": args.samples,
         "steps": args.steps,
         "seed": args.seed,
+        "eta": ETA,
+    }
+
+
+def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace, state: CaseState, shard: str | None) -> None:
+    """Propose masks for one image and write its five files, all or nothing."""
+    started = time.perf_counter()
+    settings = run_settings(segmenter, args, file_sha256(path))
+    image = read_image(path)
+    read_seconds = time.perf_counter() - started
+    proposal = segmenter.propose(image, n_samples=args.samples, steps=args.steps, seed=args.seed, eta=ETA)
+    record = {
+        "source": str(path),
+        "image_size": [int(image.shape[1]), int(image.shape[0])],
+        "checkpoint": str(args.checkpoint) if args.checkpoint else "shipped default",
+        **settings,
         "device": str(segmenter.device),
         **({"shard": shard} if shard else {}),
         "working_size": segmenter.config.size,
@@ -155,6 +180,9 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     mine = job[ctx.rank :: ctx.world_size]
     n_ranks = shard_count * ctx.world_size
     shard = f"{shard_index * ctx.world_size + ctx.rank}/{n_ranks}" if n_ranks > 1 else None
+    args.device = rank_device(args.device, ctx)
+    segmenter = Segmenter.load(args.checkpoint, args.device)
+    args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     args.output.mkdir(parents=True, exist_ok=True)
     swept = sweep_temporaries(args.output, {p.stem for p in mine})
     own_problems: list[str] = []
@@ -163,6 +191,16 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     for path in mine:
         state = CaseState.NEW if args.overwrite else case_state(args.output, path.stem)
         if state is CaseState.FINISHED:
+            try:
+                stale = result_differences(args.output, path.stem, run_settings(segmenter, args, file_sha256(path)))
+            except OSError as err:
+                own_problems.append(describe_error(path, err))
+                tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
+                continue
+            if stale:
+                own_problems.append(f"{path}: {stale}; its outputs are kept (rerun with --overwrite to replace them)")
+                tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
+                continue
             already += 1
             clear_marker(args.output, path.stem)
         elif state is CaseState.CHANGED:
@@ -173,9 +211,6 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
             tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
         else:
             todo.append((path, state))
-    args.device = rank_device(args.device, ctx)
-    segmenter = Segmenter.load(args.checkpoint, args.device)
-    args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     done = 0
     for path, state in tqdm(todo, desc="segmenting", unit="image", dynamic_ncols=True, disable=not ctx.is_main):
         try:
