@@ -25,7 +25,7 @@ from ..lineage import resumed_base
 from ..outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from ..progress import make_reporter
 from ..interactive.prompt_training import prompt_validation
-from ..store import CorrectionsStore
+from ..store import report_problems, usable_cases
 from .starting_weights import add_deep_supervision_argument, add_prompt_arguments, starting_segmenter, with_prompts_if_asked
 from ..trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
@@ -112,13 +112,6 @@ def _augment_config(args: argparse.Namespace) -> AugmentConfig:
     return AugmentConfig(enabled=not args.no_augment, acquisition_shifts=args.acquisition_shifts)
 
 
-def _report_problems(listing: DatasetListing, limit: int = 10) -> None:
-    for line in listing.problems[:limit]:
-        print(f"warning: {line}", file=sys.stderr)
-    if len(listing.problems) > limit:
-        print(f"warning: ... and {len(listing.problems) - limit} more problems", file=sys.stderr)
-
-
 def _cache(listing: DatasetListing, size: int, label: str, show_bar: bool = True) -> CachedDataset:
     bar = lambda items: tqdm(items, desc=f"loading {label}", unit="image", dynamic_ncols=True, disable=not show_bar)  # noqa: E731
     return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
@@ -178,7 +171,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     segmenter = starting_segmenter(args, reporter)
     size = segmenter.config.size
     train_listing = list_cases(args.data, args.split)
-    _report_problems(train_listing)
+    report_problems(train_listing)
     excluded: tuple[str, ...] = ()
     if args.exclude is not None:
         excluded = read_id_list(args.exclude)
@@ -267,10 +260,8 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     segmenter = with_prompts_if_asked(segmenter, args, reporter)
     # "Dice before" is scored as train() selects: with prompt channels when clicks are learnt (zero weights: same no-click masks)
     base_model = segmenter if base_model is loaded else with_prompts_if_asked(base_model, args, SilentReporter())
-    listing = list_cases(args.data, None)
-    if (args.data / "meta").is_dir():  # a corrections store: only complete cases whose files match their records
-        listing = CorrectionsStore(args.data).verified_listing(listing)
-    _report_problems(listing)
+    listing = usable_cases(args.data)  # a corrections store: only complete cases whose files match their records
+    report_problems(listing)
     if not listing.cases:
         raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
     data = _cache(listing, segmenter.config.size, "corrections", bars)
