@@ -116,6 +116,8 @@ def test_cli_numbers_are_bounded_by_argparse_in_one_line(tmp_path, sample_images
         ("train", "--batch-size", "100000000"), ("train", "--epochs", "0"), ("train", "--lr", "nan"), ("train", "--lr", "-1"),
         ("train", "--time-budget", "inf"), ("train", "--limit", "0"), ("finetune", "--batch-size", "0"),
         ("finetune", "--time-budget", "-5"), ("finetune", "--seed", "-1"),
+        ("adapt", "--limit", "-1"), ("adapt", "--samples", "0"), ("adapt", "--steps", "100000000"),
+        ("adapt", "--seed", "-1"), ("adapt", "--time-budget", "nan"),
     ],
 )
 def test_training_numbers_are_bounded_before_any_data_is_read(tmp_path, capsys, command, flag, value):

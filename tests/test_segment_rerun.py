@@ -133,3 +133,19 @@ def test_a_sidecar_without_the_result_key_cannot_be_told_current(tmp_path, tiny_
     assert json.loads(sidecar.read_text()) == record
     assert _run([*args, "--overwrite"], capsys)[0] == 0
     assert "source_sha256" in json.loads(sidecar.read_text())
+
+
+def test_an_output_that_is_a_file_or_empty_is_one_line_before_any_model_is_loaded(tmp_path, capsys):
+    folder, _ = _images(tmp_path, 1)
+    existing = tmp_path / "results.csv"
+    existing.write_bytes(b"keep me")
+    code, _, err = _run([folder, "-o", existing, *FAST, "--checkpoint", tmp_path / "absent.mlffm"], capsys)
+    assert code != 0 and f"{existing}: -o must be a folder" in err and "Traceback" not in err and "Errno" not in err
+    assert existing.read_bytes() == b"keep me"
+    try:
+        main(["segment", str(folder), "-o", "", *FAST])
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("-o '' was accepted")
+    assert "empty string" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from model.limits import MAX_SAMPLES, MAX_SEED, MAX_STEPS
 
@@ -59,3 +60,11 @@ limit_arg = bounded_int(1, 10_000_000)
 lr_arg = bounded_float(0.0, 10.0, low_open=True)
 minutes_arg = bounded_float(0.0, 60 * 24 * 365, low_open=True)
 probability_arg = bounded_float(0.0, 1.0)
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a path that refuses the empty string (``-o "$UNSET"`` would otherwise mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from model import Segmenter
 
 from ..adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
+from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import Case, cache_dataset
 from ..data.imageio import check_writable
 from ..interrupt import StopOnInterrupt
@@ -65,13 +66,13 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="corrections store or dataset folder (images/, masks/)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="adapted model file to write (its card goes beside it as .json)")
     parser.add_argument("--checkpoint", type=Path, help="base model (default: the shipped weights)")
-    parser.add_argument("--time-budget", type=float, default=5.0, metavar="MINUTES", help="total time for the whole adaptation (default 5)")
+    parser.add_argument("--time-budget", type=minutes_arg, default=5.0, metavar="MINUTES", help="total time for the whole adaptation (default 5)")
     parser.add_argument("--split", help="only this split of DATA's splits.csv (default: every case)")
-    parser.add_argument("--limit", type=int, help="use only the first N cases")
+    parser.add_argument("--limit", type=limit_arg, help="use only the first N cases")
     parser.add_argument("--no-finetune", action="store_true", help="consider calibration alone")
-    parser.add_argument("--samples", type=int, help="proposals per image (default: the model's); stored as the model's default")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's); stored as the model's default")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's); stored as the model's default")
+    parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's); stored as the model's default")
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(

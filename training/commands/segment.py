@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from model import Segmenter
 
-from ..cli_types import samples_arg, seed_arg, steps_arg
+from ..cli_types import path_arg, samples_arg, seed_arg, steps_arg
 from ..distributed import Distributed, parse_shard, rank_device, session
 from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
 from ..segment_case import (
@@ -50,7 +50,7 @@ __all__ = ["OUTPUT_SUFFIXES", "add_segment_arguments", "collect_images", "output
 
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if missing; may be the input folder)")
+    parser.add_argument("-o", "--output", type=path_arg, required=True, help="output folder (created if missing; may be the input folder)")
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--samples", type=samples_arg, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
@@ -158,6 +158,8 @@ def _say(ctx: Distributed, line: str) -> None:
 def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     if any(value is not None and value < 1 for value in (args.samples, args.steps)):
         raise ValueError("--samples and --steps must be >= 1")
+    if args.output.exists() and not args.output.is_dir():
+        raise ValueError(f"{args.output}: -o must be a folder, and this is a file")
     shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
     images, problems, ignored = collect_images(args.paths)
     for line in problems:
