@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 

@@ -152,6 +152,10 @@ class SegmenterConfig:
             the value that maximizes the validation Dice: for calibrated
             probabilities the Dice-optimal threshold is below 0.5 (about half
             the attainable Dice; Lipton et al. 2014).
+        flat_field: divide out each image's fitted illumination field
+            (vignetting, a dermatoscope's black frame, uneven light;
+            :mod:`model.shading`) before the network sees it, in inference
+            and training alike. False in checkpoints written before it existed.
     """
 
     size: int = 128
@@ -163,6 +167,7 @@ class SegmenterConfig:
     flip_views: int = 1
     probability_temperature: float = 1.0
     decision_threshold: float = 0.5
+    flat_field: bool = False
 
     def __post_init__(self) -> None:
         if self.flip_views not in FLIP_VIEWS:

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from .limits import check_image_shape
+from .shading import flat_field as divide_field
 
 
 def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
@@ -93,10 +94,21 @@ def standardize(batch: torch.Tensor) -> torch.Tensor:
     return (batch - mean) / (std + 1e-3)
 
 
-def image_to_input(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) float RGB -> (1, 3, size, size) standardized tensor on ``device``."""
+def network_input(images: torch.Tensor, flat_field: bool = False) -> torch.Tensor:
+    """(B, 3, S, S) float RGB in [0, 1] at the working size -> the network's standardized input, the same shape.
+
+    The one step inference and training share: with ``flat_field``, each
+    image's illumination field is divided out first (:func:`model.shading.flat_field`).
+    """
+    if flat_field:
+        images = divide_field(images)
+    return standardize(images)
+
+
+def image_to_input(rgb: np.ndarray, size: int, device: torch.device, flat_field: bool = False) -> torch.Tensor:
+    """(H, W, 3) float RGB -> (1, 3, size, size) network input on ``device`` (see :func:`network_input`)."""
     tensor = resize_to_working(torch.from_numpy(rgb).permute(2, 0, 1)[None], size)
-    return standardize(tensor).to(device)
+    return network_input(tensor, flat_field).to(device)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -110,9 +110,10 @@ class Segmenter:
 
         Only options that leave the network alone may change:
         ``default_steps``, ``default_samples``, ``output_smoothing``,
-        ``flip_views``, ``probability_temperature`` and ``decision_threshold``.
+        ``flip_views``, ``probability_temperature``, ``decision_threshold``
+        and ``flat_field``.
         """
-        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature", "decision_threshold"}
+        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature", "decision_threshold", "flat_field"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} without retraining; allowed: {sorted(allowed)}")
@@ -234,7 +235,7 @@ class Segmenter:
             raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
         height, width = image.shape[:2] if image.ndim >= 2 else (0, 0)
         rgb = to_float_rgb(image, max_side=self.config.size)
-        return image_to_input(rgb, self.config.size, self.device), (height, width)
+        return image_to_input(rgb, self.config.size, self.device, self.config.flat_field), (height, width)
 
     def sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
         """(N, DDIM steps) to use: the config's defaults where None; ValueError below 1."""

@@ -149,3 +149,24 @@ def test_an_output_that_is_a_file_or_empty_is_one_line_before_any_model_is_loade
     else:
         raise AssertionError("-o '' was accepted")
     assert "empty string" in capsys.readouterr().err
+
+
+def test_flat_field_is_part_of_the_result_key_and_old_sidecars_read_it_as_off(tmp_path, tiny_checkpoint, capsys):
+    folder, (a, b) = _images(tmp_path)
+    out = tmp_path / "out"
+    base = [folder, "-o", out, "--checkpoint", tiny_checkpoint, *FAST]
+    assert _run(base, capsys)[0] == 0
+    assert _record(out, a)["flat_field"] is False
+    # A sidecar written before the field existed meant "off": still current for an off run.
+    for stem in (a, b):
+        record = _record(out, stem)
+        del record["flat_field"]
+        (out / f"{stem}.json").write_text(json.dumps(record))
+    code, stdout, stderr = _run(base, capsys)
+    assert code == 0 and "2 already segmented (kept)" in stdout, stderr
+    before = _snapshot(out, a)
+    code, stdout, stderr = _run([*base, "--flat-field", "on"], capsys)
+    line = next(line for line in stderr.splitlines() if f"{a}.jpg" in line)
+    assert code == 1 and "flat_field False -> True" in line and _snapshot(out, a) == before
+    assert _run([*base, "--flat-field", "on", "--overwrite"], capsys)[0] == 0
+    assert _record(out, a)["flat_field"] is True

@@ -68,3 +68,16 @@ def path_arg(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return Path(text)
 
+
+
+FLAT_FIELD_HELP = "divide out vignetting, a black frame and uneven light before the network (model.shading)"
+
+
+def add_flat_field_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--flat-field on|off``: ``what`` says what the choice does (override, or store in the written model)."""
+    parser.add_argument("--flat-field", choices=("on", "off"), help=f"{FLAT_FIELD_HELP}: {what}")
+
+
+def flat_field_choice(value: str | None) -> bool | None:
+    """The parsed ``--flat-field``: True, False, or None (keep the model's)."""
+    return None if value is None else value == "on"

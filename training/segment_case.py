@@ -47,8 +47,10 @@ from .data.imageio import encode_json, encode_png, encode_tiff
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]
 MARKER_SUFFIX = ".segmenting"
-RESULT_KEYS = ("source_sha256", "checkpoint_id", "samples", "steps", "seed", "eta")
+RESULT_KEYS = ("source_sha256", "checkpoint_id", "samples", "steps", "seed", "eta", "flat_field")
 """Sidecar fields that decide the outputs: a finished case is kept only if all of them match the present run."""
+RESULT_DEFAULTS = {"flat_field": False}
+"""What a sidecar written before a field existed meant by its absence (flat-field correction did not exist: off)."""
 
 
 class CaseState(Enum):
@@ -130,7 +132,7 @@ def result_differences(out_dir: Path, stem: str, present: dict[str, Any]) -> str
     A sidecar missing some of the fields (written by an older version) is reported as not
     telling; a changed input file and changed settings are each named, settings as ``old -> new``.
     """
-    record = read_sidecar(out_dir / f"{stem}.json") or {}
+    record = {**RESULT_DEFAULTS, **(read_sidecar(out_dir / f"{stem}.json") or {})}
     missing = [key for key in RESULT_KEYS if key not in record]
     if missing:
         return f"segmented before by an older version that did not record {', '.join(missing)}, so it cannot tell whether it is current"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.prompt_control import is_prompt_parameter
-from model.preprocess import standardize
+from model.preprocess import network_input
 from model.sampler import output_to_x0
 
 from .data.augment import augment_batch
@@ -101,12 +101,13 @@ def draw_timesteps(batch: int, timesteps: int, high_t_fraction: float, generator
     return t
 
 
-def train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device, part=slice(None)) -> dict[str, float]:
+def train_step(network, schedule, loss_fn, optimizer, images, masks, config, generator, device, part=slice(None), flat_field: bool = False) -> dict[str, float]:
     """One optimiser step on (B, 3, S, S) images in [0, 1] and (B, 1, S, S) mask coverage; returns the loss terms.
 
     Augmentation, timesteps, noise and simulated clicks are drawn for the
     whole batch from ``generator``; the network sees the slice ``part``
-    (a DDP rank's share).
+    (a DDP rank's share). With ``flat_field`` (the segmenter's config),
+    the illumination field is divided out after augmentation, as in inference.
     """
     # Augment where the network runs; every random draw still comes from the CPU generator.
     images, masks = augment_batch(images.to(device), masks.to(device), config.augment, generator)
@@ -123,7 +124,7 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
     if schedule.config.prediction == "direct":
         # The feed-forward ablation: always the one pass it will be run as (x_T = 0 at t = T - 1).
         t, x_t = torch.full_like(t, schedule.timesteps - 1), torch.zeros_like(x0)
-    images = standardize(images)
+    images = network_input(images, flat_field)  # after augmentation, as inference sees a shifted image
     # Deep supervision trains the decoder; under --freeze-base only the prompt weights learn, from the main loss alone.
     aux_levels = 0 if config.freeze_base else _network_config(network).deep_supervision
     if aux_levels:

@@ -22,7 +22,7 @@ import torch
 
 from model import Segmenter
 from model.checkpoint import remove_stale_temporaries
-from model.preprocess import standardize
+from model.preprocess import network_input
 from model.sampler import iter_sample_soft_masks, run_to_completion
 from model.schedule import NoiseSchedule
 
@@ -138,7 +138,7 @@ def validation_scores(
         scores: list[float] = []
         index = np.arange(start, min(start + batch_size, len(data)))
         images, masks = to_batch(data, index)
-        features = network.encode_image(standardize(images).to(segmenter.device))
+        features = network.encode_image(network_input(images, segmenter.config.flat_field).to(segmenter.device))
         loop = iter_sample_soft_masks(network, features, segmenter.config.diffusion, len(index), segmenter.config.size, steps, seed + start)
         soft = run_to_completion(loop).cpu()
         pred, truth = soft[:, 0] >= 0.5, masks[:, 0] >= 0.5
@@ -255,7 +255,7 @@ def train(
                 images, masks = gather_batch(train_data, replay_data, picks)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, total_steps, time_fraction)
-                losses = train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part)
+                losses = train_step(stepped, schedule, loss_fn, optimizer, images, masks, config, generator, device, part, segmenter.config.flat_field)
                 if not math.isfinite(ctx.mean(losses.get("loss", 0.0))):  # every rank decides alike
                     raise ValueError(
                         f"training diverged at step {step + 1}: the loss is not finite; {output} keeps the best model "

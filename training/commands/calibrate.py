@@ -17,7 +17,7 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 from model.preprocess import apply_temperature, untempered_threshold
 
-from ..cli_types import limit_arg, samples_arg, seed_arg, steps_arg
+from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
 from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from ..data.datasets import list_cases
 from ..metrics import dice
@@ -32,6 +32,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="split to fit on (default: val; never the test split)")
     parser.add_argument("--limit", type=limit_arg, help="use only the first N cases")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="test-time flip averaging to store (default: keep the model's)")
+    add_flat_field_argument(parser, "store in the calibrated model (default: keep the model's)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="nll", help="what the temperature minimizes (default: nll)")
     parser.add_argument(
         "--threshold", default="fit", metavar="fit|P",
@@ -76,10 +77,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data}: every case of split {args.split!r} was used to fine-tune {args.checkpoint}; calibrate on others")
         cases = kept
     views = base.config.flip_views if args.flip_views is None else args.flip_views
+    flat = base.config.flat_field if args.flat_field is None else flat_field_choice(args.flat_field)
     samples, steps = base.sampling_settings(args.samples, args.steps)
     # the temperature and threshold are fitted for these settings, so they become the model's defaults
     segmenter = base.with_options(
-        flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps
+        flip_views=views, probability_temperature=1.0, decision_threshold=0.5, default_samples=samples, default_steps=steps, flat_field=flat
     )
     histogram, sweep, scores = LogitHistogram(), ThresholdSweep(), []
     scoring = CaseScoring(listing)
@@ -105,6 +107,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "split": args.split,
         "n_images": len(scores),
         "flip_views": views,
+        "flat_field": flat,
         "samples": samples,
         "steps": steps,
         "objective": args.objective,

@@ -10,9 +10,9 @@ import torch
 from model import Segmenter
 from model.config import FLIP_VIEWS
 
-from ..cli_types import bounded_int, limit_arg, samples_arg, seed_arg, steps_arg
+from ..cli_types import add_flat_field_argument, bounded_int, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import list_cases
-from ..data.imageio import check_writable, write_json
+from ..data.imageio import write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from ..metrics import METRIC_NAMES, MetricAccumulator
 from ..outputs import check_output_file
@@ -30,6 +30,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--direct", action="store_true", help="one forward pass per image, no sampling (the single-step ablation)")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
+    add_flat_field_argument(parser, "override the model's choice")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -74,6 +75,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.checkpoint, args.device)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
+    if flat_field_choice(args.flat_field) is not None:
+        segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     if args.clicks < 0 or args.clicks > 100:
         raise ValueError(f"--clicks {args.clicks}: must lie in 0..100")
@@ -116,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(
         f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {_sampling(args)}, "
         f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, "
-        f"threshold {segmenter.config.decision_threshold:.3g}, device {segmenter.device}"
+        f"threshold {segmenter.config.decision_threshold:.3g}, flat field {'on' if segmenter.config.flat_field else 'off'}, device {segmenter.device}"
     )
     if skipped:
         print(f"skipped {len(skipped)} cases of {args.split} (not scored):")
@@ -156,7 +159,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     "samples": 1 if args.direct else args.samples, "steps": 1 if args.direct else args.steps,
                     "direct": args.direct, "seed": args.seed, "device": str(segmenter.device),
                     "flip_views": segmenter.config.flip_views, "probability_temperature": segmenter.config.probability_temperature,
-                    "decision_threshold": segmenter.config.decision_threshold,
+                    "decision_threshold": segmenter.config.decision_threshold, "flat_field": segmenter.config.flat_field,
                 },
                 "calibration_bins": {
                     "columns": ["pixels", "sum of probability", "sum of truth"],

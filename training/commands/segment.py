@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from model import Segmenter
 
-from ..cli_types import path_arg, samples_arg, seed_arg, steps_arg
+from ..cli_types import add_flat_field_argument, flat_field_choice, path_arg, samples_arg, seed_arg, steps_arg
 from ..distributed import Distributed, parse_shard, rank_device, session
 from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
 from ..segment_case import (
@@ -56,6 +56,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
+    add_flat_field_argument(parser, "override the model's choice")
     parser.add_argument(
         "--overwrite", action="store_true",
         help="replace existing outputs (without it, finished cases of the same image and settings are kept, "
@@ -102,6 +103,7 @@ def run_settings(segmenter: Segmenter, args: argparse.Namespace, source_sha256: 
         "steps": args.steps,
         "seed": args.seed,
         "eta": ETA,
+        "flat_field": segmenter.config.flat_field,
     }
 
 
@@ -184,6 +186,8 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     shard = f"{shard_index * ctx.world_size + ctx.rank}/{n_ranks}" if n_ranks > 1 else None
     args.device = rank_device(args.device, ctx)
     segmenter = Segmenter.load(args.checkpoint, args.device)
+    if flat_field_choice(args.flat_field) is not None:
+        segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     args.output.mkdir(parents=True, exist_ok=True)
     swept = sweep_temporaries(args.output, {p.stem for p in mine})

@@ -37,7 +37,7 @@ import torch
 from scipy.ndimage import distance_transform_edt, label
 
 from model import Segmenter
-from model.preprocess import standardize
+from model.preprocess import network_input
 from model.prompts import PROMPT_CHANNELS, Prompts, encode_prompts
 from model.sampler import iter_sample_soft_masks, run_to_completion
 
@@ -133,7 +133,7 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
     for start in range(0, len(data), batch_size):
         index = np.arange(start, min(start + batch_size, len(data)))
         images, masks = to_batch(data, index)
-        x = standardize(images).to(segmenter.device)
+        x = network_input(images, segmenter.config.flat_field).to(segmenter.device)
         features = network.encode_image(x)
         loop = iter_sample_soft_masks(network, features, segmenter.config.diffusion, len(index), size, steps, seed + start)
         first = (run_to_completion(loop).cpu()[:, 0] >= 0.5).numpy()
