@@ -3,8 +3,9 @@
     python benchmarks/robustness_shifts.py ../shared/data/isic2018_task1 --split val --limit 100 [--checkpoint C ...]
 
 Each image is shifted at its own resolution by one of the transforms of
-``training/acquisition_shifts.py`` at a fixed, clearly visible strength
-(vignetting to near-black corners, a 30 % illumination ramp, 10 hairs, a
+``training/data/acquisition_shifts.py`` at a fixed, clearly visible strength
+(vignetting to near-black corners, a hard black frame just inside the
+corners, a 30 % illumination ramp, 10 hairs, a
 warm colour cast, a 0.7x zoom-out) and segmented with the default sampling
 settings; the reference is shifted with it where the geometry changes.
 Every row uses the same images and seed, so the columns are paired: the

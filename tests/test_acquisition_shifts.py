@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.preprocess import resize_to_working, standardize, to_float_rgb
-from training.data.acquisition_shifts import SHIFTS, apply_shift, hair, random_shifts, shades_of_gray, vignette
+from training.data.acquisition_shifts import SHIFTS, apply_shift, black_frame, hair, random_shifts, shades_of_gray, vignette
 from training.data.augment import AugmentConfig, augment_batch
 from training.cli import main
 from training.data.datasets import list_cases, load_case
@@ -28,6 +28,18 @@ def test_vignette_darkens_the_corners_and_leaves_the_centre(real_batch):
     out = vignette(images, torch.ones(3), torch.full((3,), 0.6), torch.zeros(3, 2))
     assert torch.equal(out[..., 28:36, 28:36], images[..., 28:36, 28:36])
     assert out[..., :4, :4].max() < 1e-6  # strength 1: black corners, as a contact dermatoscope's frame
+
+
+def test_a_black_frame_is_near_black_beyond_its_circle_wherever_its_centre_is(real_batch):
+    images, _ = real_batch
+    centre = torch.tensor([[0.0, 0.0], [0.2, -0.1], [-0.15, 0.1]])
+    out = black_frame(images, torch.full((3,), 0.9), centre)
+    for k, (cy, cx) in enumerate(centre.tolist()):
+        rows = (torch.arange(64) + 0.5) / 64 * 2 - 1 - cy
+        cols = (torch.arange(64) + 0.5) / 64 * 2 - 1 - cx
+        r = torch.hypot(rows[:, None], cols[None, :])
+        assert torch.equal(out[k][:, r < 0.85], images[k][:, r < 0.85])
+        assert torch.allclose(out[k][:, r > 0.95], 0.03 * images[k][:, r > 0.95])
 
 
 def test_hair_draws_thin_dark_strands_and_replays_from_the_seed(real_batch):

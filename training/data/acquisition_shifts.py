@@ -6,6 +6,8 @@ augmentation of :mod:`training.data.augment` does not cover, because they vary
 
 * **vignetting**: the dark circular frame of a contact dermatoscope, from a
   soft fall-off to black corners;
+* **a black frame**: the hard-edged circular field stop of a dermatoscope
+  photographed through its lens, the corners at near black;
 * **uneven illumination**: a brightness ramp across the field (a tilted
   lens, a single-sided light);
 * **hair**: dark thin curved strands over skin and lesion (the mask is
@@ -30,7 +32,7 @@ import torch
 
 from model.preprocess import gaussian_blur
 
-SHIFTS = ("vignette", "illumination", "hair", "colour_cast", "zoom_out")
+SHIFTS = ("vignette", "frame", "illumination", "hair", "colour_cast", "zoom_out")
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -54,6 +56,20 @@ def vignette(images: torch.Tensor, strength: torch.Tensor, radius: torch.Tensor,
     fall = ((r - start) / 0.35).clamp(0, 1)
     fall = fall * fall * (3 - 2 * fall)  # smoothstep: a soft edge, as a lens gives
     return (images * (1 - strength.to(images.device)[:, None, None, None] * fall[:, None])).clamp(0, 1)
+
+
+def black_frame(images: torch.Tensor, radius: torch.Tensor, centre: torch.Tensor, floor: float = 0.03) -> torch.Tensor:
+    """Black out everything beyond a circle: ``radius`` (B,) in half sides, ``centre`` (B, 2) in [-1, 1] coordinates.
+
+    Outside, pixels keep ``floor`` of their value (a real frame is near
+    black, not zero); the edge is a ramp about 1.5 % of the half side wide,
+    as sharp as a field stop in focus.
+    """
+    rows, cols = _grid(images)
+    cy, cx = centre[:, 0, None, None].to(images.device), centre[:, 1, None, None].to(images.device)
+    r = torch.sqrt((rows - cy) ** 2 + (cols - cx) ** 2)
+    inside = ((radius.to(images.device)[:, None, None] - r) / 0.03).clamp(0, 1)
+    return (images * (floor + (1 - floor) * inside[:, None])).clamp(0, 1)
 
 
 def illumination(images: torch.Tensor, amount: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -167,6 +183,8 @@ def apply_shift(name: str, images: torch.Tensor, masks: torch.Tensor, generator:
     n = images.shape[0]
     if name == "vignette":
         return vignette(images, torch.full((n,), 0.9), torch.full((n,), 0.75), torch.zeros(n, 2)), masks
+    if name == "frame":
+        return black_frame(images, torch.full((n,), 1.08), torch.zeros(n, 2)), masks
     if name == "illumination":
         return illumination(images, torch.full((n,), 0.3), _uniform(n, 0, 2 * math.pi, generator)), masks
     if name == "hair":
