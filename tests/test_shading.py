@@ -132,4 +132,12 @@ def test_calibrate_stores_the_choice_evaluate_overrides_it_and_training_applies_
     trained = tmp_path / "trained.mlffm"
     assert main(["train", str(SMALL_DATA), "-o", str(trained), "--init", str(stored), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]) == 0
     assert Segmenter.load(trained, "cpu").config.flat_field
+    # --flat-field off on a warm start turns it off; a resumed run keeps its input and refuses a change in one line.
+    plain = tmp_path / "plain.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(plain), "--init", str(stored), "--flat-field", "off", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]) == 0
+    assert not Segmenter.load(plain, "cpu").config.flat_field
     capsys.readouterr()
+    resume = next(tmp_path.glob("plain*.resume.mlffm"))
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "again.mlffm"), "--resume", str(resume), "--flat-field", "on", "--epochs", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--flat-field on" in err[0] and "keeps its input" in err[0]

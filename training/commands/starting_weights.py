@@ -14,7 +14,7 @@ import argparse
 from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 
-from ..cli_types import probability_arg
+from ..cli_types import flat_field_choice, probability_arg
 
 DEFAULT_SIZE = 128  # working size of a run trained from scratch, in pixels
 
@@ -23,8 +23,14 @@ def starting_segmenter(args: argparse.Namespace, reporter) -> Segmenter:
     """The segmenter ``mlffm train`` trains, from ``args``; ValueError (one line) for flags that contradict each other."""
     if args.resume is not None and args.init is not None:
         raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
+    flat = flat_field_choice(getattr(args, "flat_field", None))
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
+        if flat is not None and flat != segmenter.config.flat_field:
+            raise ValueError(
+                f"--flat-field {args.flat_field}: {args.resume} trains with it {'on' if segmenter.config.flat_field else 'off'} "
+                "and a resumed run keeps its input (leave --flat-field out, or start a new run from its weights with --init)"
+            )
         if args.size is not None and args.size != segmenter.config.size:
             # A resumed run continues its own optimizer and schedule at its own size; changing it is a new run.
             raise ValueError(
@@ -62,6 +68,11 @@ def starting_segmenter(args: argparse.Namespace, reporter) -> Segmenter:
             diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
         )
         segmenter = Segmenter(config, args.device)
+    if args.resume is None and flat is not None and flat != segmenter.config.flat_field:
+        if args.freeze_base:
+            raise ValueError(f"--freeze-base keeps {args.init}'s proposals as they are: it cannot change --flat-field")
+        segmenter = segmenter.with_options(flat_field=flat)
+        reporter.message(f"flat-field correction {'on' if flat else 'off'} (the network sees the images {'with' if flat else 'without'} their illumination field divided out)")
     segmenter = with_prompts_if_asked(segmenter, args, reporter)
     return with_deep_supervision_if_asked(segmenter, args, reporter)
 

@@ -18,7 +18,7 @@ from model import Segmenter
 from ..adapt import calibrated_dice
 from ..data.augment import AugmentConfig
 from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
-from ..cli_types import batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
+from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..distributed import Distributed, rank_device, session, stop_signals
 from ..interrupt import StopOnInterrupt
 from ..lineage import resumed_base
@@ -58,6 +58,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="also augment with another clinic's camera: vignetting, uneven illumination and hair, each with "
         "probability P per image (default 0: off)",
     )
+    add_flat_field_argument(parser, "default off for a new network; a warm start keeps its checkpoint's")
     add_prompt_arguments(parser)
     add_deep_supervision_argument(parser)
     parser.add_argument("--epochs", type=epochs_arg, default=30)
