@@ -17,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+
+from .file_access import FileTooLarge, NotRegularFile, UnreadableFile, file_kind, open_regular
 
 FORMAT_NAME = "mlffm-checkpoint"
 FORMAT_VERSION = 1
@@ -51,45 +51,25 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, foreign, malformed or of an unsupported version."""
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 @contextlib.contextmanager
 def _open_checkpoint(path: Path) -> Iterator[tuple[IO[bytes], int]]:
     """Open ``path`` for reading without blocking, refusing anything but a regular file of a bounded size.
 
-    Yields ``(file, size)``. O_NONBLOCK makes opening a FIFO return at once
-    (a plain open would wait for a writer); the type is then checked on the
-    open descriptor, so the file cannot be swapped between check and read.
+    Yields ``(file, size)``; raises :class:`CheckpointError` naming the file
+    otherwise. See :func:`model.file_access.open_regular`: a FIFO is refused
+    without waiting for a writer, and the type is checked again on the open
+    descriptor, so the file cannot be swapped between check and read.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        file, info = open_regular(path, MAX_CHECKPOINT_BYTES)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: not a checkpoint file: it is {_file_kind(info.st_mode)}")
-        if info.st_size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(f"{path}: not a checkpoint of this program ({info.st_size / 2**30:.1f} GiB, above the {MAX_CHECKPOINT_BYTES // 2**30} GiB limit)")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        file = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    except NotRegularFile as err:
+        raise CheckpointError(f"{path}: not a checkpoint file: it is {file_kind(err.mode, device_type=False)}") from None
+    except FileTooLarge as err:
+        raise CheckpointError(f"{path}: not a checkpoint of this program ({err.size / 2**30:.1f} GiB, above the {MAX_CHECKPOINT_BYTES // 2**30} GiB limit)") from None
+    except UnreadableFile as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.detail})") from None
     with file:
         yield file, info.st_size
 

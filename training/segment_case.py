@@ -31,7 +31,6 @@ without ``--overwrite``; nor is a finished case whose files have changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from model.file_access import sha256_of_handle
 
 from .data import imageio
 from .data.imageio import encode_json, encode_png, encode_tiff
@@ -118,11 +119,8 @@ def case_state(out_dir: Path, stem: str) -> CaseState:
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks (memory does not grow with the file)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_of_handle(handle, chunk=chunk)
 
 
 def result_differences(out_dir: Path, stem: str, present: dict[str, Any]) -> str | None:

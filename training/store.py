@@ -32,16 +32,16 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from model.checkpoint import atomic_write_bytes
+from model.file_access import FileTooLarge, UnreadableFile, open_regular, read_limited, sha256_of_handle
 from model.limits import MAX_DECODED_IMAGE_BYTES
 
 from .data.datasets import Case, DatasetListing, list_cases, safe_id
@@ -52,7 +52,6 @@ STAGING = ".staging"
 LOCK_WAIT_S = 60.0  # an accept takes well under a second; a longer wait means a stuck writer
 MAX_RECORD_BYTES = 2**20  # a record is a few kB of JSON; a larger one is not a record
 MAX_STORE_FILE_BYTES = MAX_DECODED_IMAGE_BYTES  # a lossless PNG of the largest image read is below its decoded size
-_CHUNK = 2**20
 
 
 def case_id_for(source: str | Path) -> str:
@@ -98,20 +97,6 @@ class _Unusable(Exception):
     """A store file that readers leave out; the message is the reason, for the left-out line."""
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a file"
-
-
 def _why(err: BaseException) -> str:
     """A short reason for a failed read, never empty."""
     if isinstance(err, MemoryError):
@@ -121,65 +106,43 @@ def _why(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _check_regular(info: os.stat_result, what: str, limit: int) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise _Unusable(f"{what} is not a regular file ({_kind(info.st_mode)})")
-    if info.st_size > limit:
-        raise _Unusable(f"{what} is too large ({info.st_size:,} bytes; the limit is {limit:,})")
-
-
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-
-
-def _open_regular(path: Path, what: str, limit: int):
+def _open_regular(path: Path, what: str, limit: int) -> tuple[BinaryIO, os.stat_result]:
     """(binary file, stat) of ``path`` if its resolved target is a regular file of at most ``limit`` bytes.
 
     Raises FileNotFoundError when it (or a link's target) is missing and
-    :class:`_Unusable` otherwise. Checked before opening and again on the
-    open file (it may have been swapped in between); opening never blocks
-    (a FIFO opened non-blocking returns at once, and is then refused).
+    :class:`_Unusable` (``what`` and the reason) otherwise; opening never
+    blocks (see :func:`model.file_access.open_regular`).
     """
     try:
-        _check_regular(os.stat(path), what, limit)  # follows links: the target decides
-        fd = os.open(path, _OPEN_FLAGS)
-    except (FileNotFoundError, _Unusable):
-        raise
-    except (OSError, ValueError) as err:
-        raise _Unusable(f"{what} cannot be read ({_why(err)})") from None
-    try:
-        info = os.fstat(fd)
-        _check_regular(info, what, limit)
-        return os.fdopen(fd, "rb"), info
-    except BaseException as err:
-        os.close(fd)
-        if isinstance(err, OSError):
-            raise _Unusable(f"{what} cannot be read ({_why(err)})") from None
-        raise
+        return open_regular(path, limit)
+    except UnreadableFile as err:
+        raise _Unusable(f"{what} {err}") from None
 
 
-def _read_limited(handle, what: str, limit: int) -> bytes:
+def _read_limited(handle: BinaryIO, what: str, limit: int) -> bytes:
     """All of ``handle``, refusing more than ``limit`` bytes (a file may grow after its size was checked)."""
-    data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise _Unusable(f"{what} is too large (over {limit:,} bytes)")
-    return data
+    try:
+        return read_limited(handle, limit)
+    except FileTooLarge as err:
+        raise _Unusable(f"{what} {err}") from None
 
 
 def _file_sha256(path: Path, what: str = "the file") -> str:
-    """SHA-256 of a regular file of at most :data:`MAX_STORE_FILE_BYTES`, read in chunks (bounded memory)."""
+    """SHA-256 of a regular file of at most :data:`MAX_STORE_FILE_BYTES`, read in chunks (bounded memory).
+
+    Remembered per (path, device, inode, size, mtime): a file unchanged since
+    it was last hashed by this process is not read again.
+    """
     handle, info = _open_regular(path, what, MAX_STORE_FILE_BYTES)
     with handle:
         key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         digest = _DIGESTS.get(key)
         if digest is not None:
             return digest
-        hasher, total = hashlib.sha256(), 0
-        while chunk := handle.read(_CHUNK):
-            total += len(chunk)
-            if total > MAX_STORE_FILE_BYTES:
-                raise _Unusable(f"{what} is too large (over {MAX_STORE_FILE_BYTES:,} bytes)")
-            hasher.update(chunk)
-    digest = hasher.hexdigest()
+        try:
+            digest = sha256_of_handle(handle, MAX_STORE_FILE_BYTES)
+        except FileTooLarge as err:
+            raise _Unusable(f"{what} {err}") from None
     if len(_DIGESTS) > 100_000:
         _DIGESTS.clear()
     _DIGESTS[key] = digest

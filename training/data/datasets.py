@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
 from model.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
@@ -98,19 +97,22 @@ def read_id_list(path: Path) -> tuple[str, ...]:
     """Case ids from a text file, one per line; blank lines and text after ``#`` are ignored.
 
     Raises DatasetError when the file cannot be read, is not a regular file
-    (a FIFO or device would hang or never end), is over 16 MiB or lists no id.
+    (a FIFO or device would hang or never end; opening never blocks, see
+    :func:`model.file_access.open_regular`), is over 16 MiB or lists no id.
     """
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise DatasetError(f"{path}: not a regular file (an id list is a text file, one id per line)")
-        if info.st_size > MAX_ID_LIST_BYTES:
-            raise DatasetError(f"{path}: {info.st_size / 2**20:.0f} MiB is too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ID_LIST_BYTES + 1)  # the file may grow between stat and read
-        if len(data) > MAX_ID_LIST_BYTES:
-            raise DatasetError(f"{path}: too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)")
+        handle, _ = open_regular(path, MAX_ID_LIST_BYTES)
+        with handle:
+            data = read_limited(handle, MAX_ID_LIST_BYTES)  # the file may grow between its check and the read
         lines = data.decode("utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
+    except NotRegularFile:
+        raise DatasetError(f"{path}: not a regular file (an id list is a text file, one id per line)") from None
+    except FileTooLarge as err:
+        if err.size is None:
+            raise DatasetError(f"{path}: too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)") from None
+        raise DatasetError(f"{path}: {err.size / 2**20:.0f} MiB is too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)") from None
+    except UnreadableFile as err:
+        raise DatasetError(f"{path}: cannot read the id list ({err.detail})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the id list ({err})") from None
     ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))
