@@ -8,11 +8,13 @@ sample i on the model's flip view i % B and undo the flip), with the ratio, and 
 CPU (tests/test_segmenter.py checks it); on a GPU, batched and single-sample
 kernels round differently and a few pixels at the 0.5 contour can flip.
 
-    python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick] [--design]
+    python benchmarks/bench_propose.py [--checkpoint FILE] [--device auto] [--repeats 2] [--quick] [--design] [--flat-field]
 
 ``--design`` adds the table the working size and widths were chosen from:
 untrained networks of several sizes and widths (and channels_last memory
 format) at 8 samples x 10 steps (the defaults when they were chosen).
+``--flat-field`` adds the model's default proposal with the flat-field
+correction off and on (model/shading.py), and the correction alone.
 ``--batching`` adds, on a CPU, the model's default proposal at 64, 96 and
 128 px with all trajectories in one network call against
 ``CPU_TRAJECTORIES_PER_CALL`` per call, and how far their probabilities differ.
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the model's default N and steps")
     parser.add_argument("--design", action="store_true", help="also time other working sizes and widths")
     parser.add_argument("--batching", action="store_true", help="also time trajectories per network call on a CPU")
+    parser.add_argument("--flat-field", action="store_true", help="also time the default proposal with the flat-field correction off and on")
     args = parser.parse_args()
 
     if args.checkpoint or default_weights_path().is_file():
@@ -87,6 +90,8 @@ def main() -> None:
         print(f"{n:>3} {steps:>5} {cached:>9.3f} {naive:>9.3f} {naive / cached:>5.1f}x {100 * agree:>12.4f}")
     if args.batching:
         batching_table(segmenter, image, args.repeats)
+    if args.flat_field:
+        flat_field_table(segmenter, image, args.repeats)
     if args.design:
         design_table(image, args.device, args.repeats)
 
@@ -95,6 +100,24 @@ def naive_soft_masks(segmenter: Segmenter, views_of_x: torch.Tensor, n: int, ste
     """The naive sampler on the model's flip views (sample i on view i % B), flips undone: (n, 1, S, S)."""
     soft = sample_soft_masks_naive(segmenter.network, views_of_x, segmenter.config.diffusion, n, steps, 0)
     return unflip_samples(soft, views_of_x.shape[0])
+
+
+def flat_field_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> None:
+    """The default proposal without and with the flat-field correction, and the correction alone, side by side."""
+    from model.shading import flat_field  # noqa: PLC0415
+
+    n, steps = segmenter.config.default_samples, segmenter.config.default_steps
+    seconds = {}
+    for on in (False, True):
+        chosen = segmenter.with_options(flat_field=on)
+        chosen.propose(image, n_samples=2, steps=2)
+        seconds[on] = timed(lambda: chosen.propose(image, n_samples=n, steps=steps, seed=0), repeats, lambda: None)
+    x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(x, size=(segmenter.config.size,) * 2, mode="area")
+    alone = timed(lambda: flat_field(x), max(3, repeats), lambda: None)
+    print(f"\nflat-field correction ({n} samples x {steps} steps, {segmenter.config.size} px)")
+    print(f"{'off s':>7} {'on s':>7} {'on/off':>7} {'correction alone s':>19}")
+    print(f"{seconds[False]:>7.3f} {seconds[True]:>7.3f} {seconds[True] / seconds[False]:>6.2f}x {alone:>19.3f}")
 
 
 def batching_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> None:

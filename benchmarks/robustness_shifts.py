@@ -1,6 +1,6 @@
 """How much another clinic's camera costs: Dice on clean and shifted images, side by side.
 
-    python benchmarks/robustness_shifts.py ../shared/data/isic2018_task1 --split val --limit 100 [--checkpoint C ...]
+    python benchmarks/robustness_shifts.py ../shared/data/isic2018_task1 --split val --limit 100 [--checkpoint C ...] [--flat-field both]
 
 Each image is shifted at its own resolution by one of the transforms of
 ``training/data/acquisition_shifts.py`` at a fixed, clearly visible strength
@@ -9,7 +9,9 @@ corners, a 30 % illumination ramp, 10 hairs, a
 warm colour cast, a 0.7x zoom-out) and segmented with the default sampling
 settings; the reference is shifted with it where the geometry changes.
 Every row uses the same images and seed, so the columns are paired: the
-drop is the shift's cost for that model. A last line checks that Shades of
+drop is the shift's cost for that model. ``--flat-field both`` scores every
+model twice, with the flat-field correction (model/shading.py) off and on;
+``on`` or ``off`` forces one (default: each model's own choice). A last line checks that Shades of
 Gray colour constancy changes nothing this model sees (the largest change
 of the standardised network input over the images).
 """
@@ -74,36 +76,49 @@ def main() -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--flat-field", choices=("model", "off", "on", "both"), default="model",
+                        help="flat-field correction for every model: its own choice, off, on, or both side by side")
     parser.add_argument("--montage", type=Path, help="also write a PNG of the first image under every shift")
     args = parser.parse_args()
     names = ["clean", *[s for s in args.shifts.split(",") if s]]
     cases = list_cases(args.data, args.split).cases[: args.limit]
     if args.montage is not None:
         write_montage(cases[0], names, args.seed, args.montage)
-    models = [Segmenter.load(path, args.device) for path in (args.checkpoint or [None])]
-    scores = {(m.checkpoint_id, n): [] for m in models for n in names}
+    loaded = [Segmenter.load(path, args.device) for path in (args.checkpoint or [None])]
+    choices = {"model": [None], "off": [False], "on": [True], "both": [False, True]}[args.flat_field]
+    models, labels = [], []
+    for base in loaded:
+        for choice in choices:
+            models.append(base if choice is None else base.with_options(flat_field=choice))
+            labels.append(f"{base.checkpoint_id} flat {'on' if models[-1].config.flat_field else 'off'}")
+    scores = {(label, n): [] for label in labels for n in names}
     worst_sog = 0.0
     started = time.perf_counter()
     for index, case in enumerate(tqdm(cases, desc="images", unit="image", dynamic_ncols=True)):
         image, truth = load_case(case)
         for name in names:
             rgb, reference = shifted(image, truth, name, args.seed + index)
-            for model in models:
+            for model, label in zip(models, labels):
                 proposal = model.propose(rgb, n_samples=args.samples, steps=args.steps, seed=args.seed)
-                scores[(model.checkpoint_id, name)].append(dice(proposal.consensus, reference))
+                scores[(label, name)].append(dice(proposal.consensus, reference))
         x = resize_to_working(torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)[None].float(), models[0].config.size)
         worst_sog = max(worst_sog, float((standardize(shades_of_gray(x)) - standardize(x)).abs().max()))
     print(f"\n{args.split}: {len(cases)} images, seed {args.seed}, {time.perf_counter() - started:.0f} s")
-    print(" | ".join(["shift".ljust(13), *[f"{m.checkpoint_id} Dice (drop)".ljust(24) for m in models], "below 0.8 (first model)"]))
+    print(" | ".join(["shift".ljust(13), *[f"{label}: Dice (drop)".ljust(32) for label in labels], "below 0.8 (first)"]))
     for name in names:
         cells = [name.ljust(13)]
-        for model in models:
-            d = np.array(scores[(model.checkpoint_id, name)])
-            clean = np.array(scores[(model.checkpoint_id, "clean")])
-            cells.append(f"{d.mean():.4f} ({d.mean() - clean.mean():+.4f})".ljust(24))
-        first = np.array(scores[(models[0].checkpoint_id, name)])
-        cells.append(f"{int((first < 0.8).sum())}")
+        for label in labels:
+            d = np.array(scores[(label, name)])
+            clean = np.array(scores[(label, "clean")])
+            cells.append(f"{d.mean():.4f} ({d.mean() - clean.mean():+.4f})".ljust(32))
+        cells.append(f"{int((np.array(scores[(labels[0], name)]) < 0.8).sum())}")
         print(" | ".join(cells))
+    if len(labels) > 1:
+        print(f"\npaired difference, {labels[-1]} minus {labels[0]}: mean (standard error), images better / worse by more than 0.02")
+        for name in names:
+            diff = np.array(scores[(labels[-1], name)]) - np.array(scores[(labels[0], name)])
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            print(f"{name.ljust(13)} {diff.mean():+.4f} ({se:.4f})  {int((diff > 0.02).sum())} / {int((diff < -0.02).sum())}")
     print(f"Shades of Gray (p = 6) before standardisation: largest change of the network input {worst_sog:.2e} (standardised units)")
     return 0
 

@@ -53,6 +53,7 @@ class Settings:
     samples: int | None = None  # None: the model's default (16 for the shipped weights)
     steps: int | None = None  # None: the model's default (5 for the shipped weights)
     seed: int = 0
+    flat_field: bool | None = None  # None: the model's choice (off for the shipped weights); model/shading.py
 
     @property
     def model_folder_path(self) -> Path:
@@ -78,6 +79,8 @@ def _valid_field(name: str, value) -> bool:
         return value is None or _in_range(value, STEPS_RANGE)
     if name == "seed":
         return _in_range(value, SEED_RANGE)
+    if name == "flat_field":
+        return value is None or isinstance(value, bool)
     return False
 
 

@@ -344,3 +344,28 @@ def test_sampling_settings_follow_the_model_unless_the_user_changes_them(make_na
     assert SETTINGS.reload().samples == 6 and SETTINGS.get().steps is None
     propose.model.value = str(plugin_env["base"])
     assert (propose.samples.value, propose.steps.value) == (6, 3)
+
+
+def test_the_flat_field_box_follows_the_model_and_its_choice_reaches_the_proposal(make_napari_viewer, qtbot, plugin_env, tiny_segmenter):
+    flat = plugin_env["models"] / "tiny-flat.mlffm"
+    tiny_segmenter.with_options(flat_field=True).save(flat)
+    SETTINGS.update(flat_field=None)
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    assert propose.flat_field.value is False  # the tiny base's own choice
+    propose.model.value = str(flat)
+    assert propose.flat_field.value is True  # another model brings its own
+    propose.model.value = str(plugin_env["base"])
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    mask = results.case_layers(viewer, layer.name)["mask"]
+    plain = results.case_layers(viewer, layer.name)["proposals"].metadata[results.KEY]["probability"].copy()
+    assert mask.metadata[results.KEY]["flat_field"] is False and SETTINGS.get().flat_field is None
+    propose.flat_field.value = True  # the user's choice: kept in the settings, recorded with the proposal, and it changes the input
+    _propose(qtbot, propose, layer)
+    assert SETTINGS.reload().flat_field is True
+    assert results.case_layers(viewer, layer.name)["mask"].metadata[results.KEY]["flat_field"] is True
+    corrected = results.case_layers(viewer, layer.name)["proposals"].metadata[results.KEY]["probability"]
+    assert not np.array_equal(plain, corrected)
+    propose.model.value = str(flat)
+    assert propose.flat_field.value is True  # the user's choice holds for every model

@@ -23,17 +23,20 @@ from . import common
 from .progress import InlineProgress, progress_text
 
 
-def propose_all_job(paths: list[Path], checkpoint: str | None, device: str, n_samples: int | None, steps: int | None, seed: int):
+def propose_all_job(
+    paths: list[Path], checkpoint: str | None, device: str, n_samples: int | None, steps: int | None, seed: int,
+    flat_field: bool | None = None,
+):
     """Worker body for Propose all; yields, in order:
 
     * ``("step", done, total, index, count)`` after every DDIM step (so a cancel stops within one step);
     * ``("case", index, proposal, info)`` when a case is done, or ``("case", index, None, error text)``;
     * ``("failed", error text)`` if the model cannot be loaded (nothing else follows).
 
-    ``n_samples`` or ``steps`` None: the model's defaults.
+    ``n_samples``, ``steps`` or ``flat_field`` None: the model's own.
     """
     try:
-        segmenter = common.get_segmenter(checkpoint, device)
+        segmenter = common.get_segmenter(checkpoint, device, flat_field)
     except (ValueError, OSError, RuntimeError) as err:
         yield ("failed", common.one_line(err))
         return
@@ -215,7 +218,7 @@ class CasesWidget(common.RunCancel, Container):
         s = SETTINGS.get()
         paths = [c.path for c in todo]
         self._progress.begin(f"loading the model for {len(todo)} cases...", len(todo))
-        worker = create_worker(propose_all_job, paths, s.active_model or None, s.device, s.samples, s.steps, s.seed, _start_thread=False)
+        worker = create_worker(propose_all_job, paths, s.active_model or None, s.device, s.samples, s.steps, s.seed, s.flat_field, _start_thread=False)
         worker.yielded.connect(lambda item: self._on_item(todo, item))
         worker.errored.connect(lambda err: common.notify_error(err))
         worker.finished.connect(self._on_finished)

@@ -104,12 +104,19 @@ class RunCancel:
             button.enabled = True
 
 
-def get_segmenter(checkpoint: str | None, device: str) -> Segmenter:
-    """Load (once per file and device) a segmenter; runs in worker threads too."""
+def get_segmenter(checkpoint: str | None, device: str, flat_field: bool | None = None) -> Segmenter:
+    """Load (once per file and device) a segmenter; runs in worker threads too.
+
+    ``flat_field`` True or False overrides the model's flat-field correction
+    (model/shading.py); None keeps the model's choice.
+    """
     key = (checkpoint or "", device)
     if key not in _SEGMENTERS:
         _SEGMENTERS[key] = Segmenter.load(Path(checkpoint) if checkpoint else None, device)
-    return _SEGMENTERS[key]
+    segmenter = _SEGMENTERS[key]
+    if flat_field is None or flat_field == segmenter.config.flat_field:
+        return segmenter
+    return segmenter.with_options(flat_field=flat_field)
 
 
 def proposal_record(segmenter: Segmenter, checkpoint: str | None, proposal, n_samples: int | None, steps: int | None, seed: int) -> dict:
@@ -117,6 +124,7 @@ def proposal_record(segmenter: Segmenter, checkpoint: str | None, proposal, n_sa
     return {
         "checkpoint": checkpoint or "shipped default", "checkpoint_id": segmenter.checkpoint_id, "device": str(segmenter.device),
         "samples": len(proposal.samples), "steps": segmenter.sampling_settings(n_samples, steps)[1], "seed": seed,
+        "flat_field": segmenter.config.flat_field,
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
 
 from model import Segmenter
@@ -16,15 +16,19 @@ from . import common
 from .progress import InlineProgress, progress_text
 
 
-def propose_job(checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int):
+def propose_job(
+    checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int, flat_field: bool | None = None
+):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info).
+
+    ``flat_field``: True or False overrides the model's flat-field correction; None keeps it.
 
     Out-of-GPU-memory fallbacks (fewer samples per batch, then the CPU)
     happen inside ``Segmenter.propose_iter`` and come back as ``proposal.notes``.
     Expected failures come back as (None, {"error": one line}).
     """
     try:
-        segmenter = common.get_segmenter(checkpoint, device)
+        segmenter = common.get_segmenter(checkpoint, device, flat_field)
         proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed)
     except (ValueError, OSError, RuntimeError) as err:  # expected failures: bad model file, bad image, device
         return None, {"error": common.one_line(err)}
@@ -57,9 +61,17 @@ class ProposeWidget(common.RunCancel, Container):
         self.samples = SpinBox(label="proposals", value=settings.samples or fallback.default_samples, min=SAMPLES_RANGE[0], max=SAMPLES_RANGE[1])
         self.steps = SpinBox(label="DDIM steps", value=settings.steps or fallback.default_steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1])
         self.seed = SpinBox(label="seed", value=settings.seed, min=0, max=2**31 - 1)
+        self.flat_field = CheckBox(text="correct vignetting and uneven light", value=bool(settings.flat_field))
+        self.flat_field.tooltip = (
+            "divide out the image's illumination field (a dark frame, a light ramp) before the model sees it; "
+            "helps on strongly vignetted images, costs a little on evenly lit ones with the shipped weights"
+        )
         self.run_button = PushButton(text="Run")
         self.status = Label(value="")
-        self.extend([self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.run_button, self.status])
+        self.extend([
+            self.image, self.model, self.model_file, self.device, self.samples, self.steps, self.seed, self.flat_field,
+            self.run_button, self.status,
+        ])
         self.worker = None
         self._progress = InlineProgress()
         common.insert_native_after(self, self.status, self._progress)
@@ -122,11 +134,20 @@ class ProposeWidget(common.RunCancel, Container):
             return None
         return common.model_sampling_defaults(checkpoint)
 
+    def _model_flat_field(self) -> bool | None:
+        """The chosen model's own flat-field choice, from its header; None when it cannot be read."""
+        try:
+            return Segmenter.read_config(self.checkpoint()).flat_field
+        except (ValueError, OSError):
+            return None
+
     def _show_model_defaults(self, *_) -> None:
-        """Where the settings leave samples or steps to the model, show the chosen model's own."""
+        """Where the settings leave samples, steps or the flat field to the model, show the chosen model's own."""
         settings, defaults = SETTINGS.get(), self._model_defaults()
         if defaults is None:
             return
+        if settings.flat_field is None:
+            self.flat_field.value = bool(self._model_flat_field())
         self.steps.max = self._step_limit()
         if settings.samples is None:
             self.samples.value = _bounded(self.samples, defaults[0], "proposals")
@@ -157,14 +178,16 @@ class ProposeWidget(common.RunCancel, Container):
         defaults = self._model_defaults() or (None, None)
         samples = None if self.samples.value == defaults[0] else self.samples.value
         steps = None if self.steps.value == defaults[1] else self.steps.value
-        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value)
+        own_flat = self._model_flat_field()
+        flat = None if own_flat is None or self.flat_field.value == own_flat else self.flat_field.value
+        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
         image = common.image_data(layer)
         info = {"source": common.case_source(layer), "image_layer": layer.name}
         bar = self._progress
         bar.begin(f"loading the model for {layer.name}...", self.steps.value)
         worker = create_worker(
             propose_job, checkpoint, self.device.value, image, self.samples.value, self.steps.value, self.seed.value,
-            _start_thread=False,
+            self.flat_field.value, _start_thread=False,
         )
         worker.yielded.connect(lambda done_total: self._on_step(bar, done_total))
         self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result))

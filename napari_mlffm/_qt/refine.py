@@ -42,10 +42,13 @@ def prompts_layer_name(image_name: str) -> str:
     return f"{image_name} prompts"
 
 
-def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed):
-    """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line})."""
+def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None):
+    """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line}).
+
+    ``flat_field``: that of the proposal being refined (None: the model's choice).
+    """
     try:
-        segmenter = common.get_segmenter(checkpoint, device)
+        segmenter = common.get_segmenter(checkpoint, device, flat_field)
         mode = resolve_mode(segmenter, "auto")
         height, width = image.shape[:2]
         kept = painted
@@ -205,7 +208,8 @@ class RefineWidget(common.RunCancel, Container):
         checkpoint = None if checkpoint in (None, "shipped default") else checkpoint
         args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
-        worker = create_worker(refine_job, *args, *sampling, _start_thread=False)
+        flat = state.get("flat_field")  # the proposal's own; absent in records made before it existed
+        worker = create_worker(refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, _start_thread=False)
         self._pending = False
         self._launch(worker, self.refine_button, f"refining with {prompts.clicks} clicks...", lambda result: self._on_done(image_layer, prompts, kept_mask, result))
         return worker
