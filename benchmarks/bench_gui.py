@@ -82,7 +82,7 @@ def main() -> None:
     from napari_mlffm._qt import common
     from napari_mlffm.sample_data import SAMPLES
     from napari_mlffm.settings import SETTINGS
-    from model.sampler import run_to_completion
+    from model.diffusion.sampler import run_to_completion
     from training.data.imageio import read_image
 
     SETTINGS._settings = None
@@ -119,7 +119,7 @@ def main() -> None:
         _wait_until(lambda: cases.worker is None)
 
     def refine_prompts():
-        from model.prompts import Prompts
+        from model.inputs.prompts import Prompts
 
         current = np.asarray(results.case_layers(viewer, name)["mask"].data) > 0
         return Prompts(((image.shape[0] / 2, image.shape[1] / 2),), ()).with_prior(current)

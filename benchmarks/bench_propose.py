@@ -14,7 +14,7 @@ kernels round differently and a few pixels at the 0.5 contour can flip.
 untrained networks of several sizes and widths (and channels_last memory
 format) at 8 samples x 10 steps (the defaults when they were chosen).
 ``--flat-field`` adds the model's default proposal with the flat-field
-correction off and on (model/shading.py), and the correction alone.
+correction off and on (model/inputs/shading.py), and the correction alone.
 ``--batching`` adds, on a CPU, the model's default proposal at 64, 96 and
 128 px with all trajectories in one network call against
 ``CPU_TRAJECTORIES_PER_CALL`` per call, and how far their probabilities differ.
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
-from model import sampler  # noqa: E402
-from model.preprocess import flip_views, unflip_samples  # noqa: E402
-from model.sampler import sample_soft_masks_naive  # noqa: E402
+from model.diffusion import sampler  # noqa: E402
+from model.inputs.preprocess import flip_views, unflip_samples  # noqa: E402
+from model.diffusion.sampler import sample_soft_masks_naive  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def naive_soft_masks(segmenter: Segmenter, views_of_x: torch.Tensor, n: int, ste
 
 def flat_field_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> None:
     """The default proposal without and with the flat-field correction, and the correction alone, side by side."""
-    from model.shading import flat_field  # noqa: PLC0415
+    from model.inputs.shading import flat_field  # noqa: PLC0415
 
     n, steps = segmenter.config.default_samples, segmenter.config.default_steps
     seconds = {}

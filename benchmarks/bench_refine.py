@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
-from model.kept import click_disks  # noqa: E402
-from model.prompts import Prompts  # noqa: E402
+from model.inputs.kept import click_disks  # noqa: E402
+from model.inputs.prompts import Prompts  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
 
 

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from scipy.ndimage import distance_transform_edt, label
 from model import Segmenter
-from model.kept import KeptPixels, click_disks
-from model.prompts import Prompts
+from model.inputs.kept import KeptPixels, click_disks
+from model.inputs.prompts import Prompts
 from training.data.datasets import list_cases, load_case
 from training.interactive.clicks import dice, next_click
 

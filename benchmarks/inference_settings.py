@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from model import Segmenter
-from model.preprocess import apply_temperature, resize_soft
-from model.sampler import run_to_completion
+from model.inputs.preprocess import apply_temperature, resize_soft
+from model.diffusion.sampler import run_to_completion
 from training.calibration import ThresholdSweep
 from training.data.datasets import list_cases, load_case
 

@@ -10,7 +10,7 @@ warm colour cast, a 0.7x zoom-out) and segmented with the default sampling
 settings; the reference is shifted with it where the geometry changes.
 Every row uses the same images and seed, so the columns are paired: the
 drop is the shift's cost for that model. ``--flat-field both`` scores every
-model twice, with the flat-field correction (model/shading.py) off and on;
+model twice, with the flat-field correction (model/inputs/shading.py) off and on;
 ``on`` or ``off`` forces one (default: each model's own choice). A last line checks that Shades of
 Gray colour constancy changes nothing this model sees (the largest change
 of the standardised network input over the images).
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from model import Segmenter  # noqa: E402
-from model.preprocess import resize_to_working, standardize, to_float_rgb  # noqa: E402
+from model.inputs.preprocess import resize_to_working, standardize, to_float_rgb  # noqa: E402
 from training.data.acquisition_shifts import SHIFTS, apply_shift, shades_of_gray  # noqa: E402
 from training.interactive.clicks import dice  # noqa: E402
 from training.data.datasets import list_cases, load_case  # noqa: E402

@@ -3,10 +3,10 @@
 Pure PyTorch and numpy; never imports napari, Qt or magicgui.
 """
 
-from .checkpoint import CheckpointError
+from .files.checkpoint import CheckpointError
 from .config import DiffusionConfig, NetworkConfig, SegmenterConfig
 from .devices import resolve_device
-from .limits import InsufficientMemoryError
+from .inputs.limits import InsufficientMemoryError
 from .segmenter import NoDefaultWeightsError, Proposal, Segmenter, default_weights_path
 
 __all__ = [

@@ -16,7 +16,7 @@ PREDICTIONS = ("x0", "eps", "direct")
 FUSIONS = ("mlffm", "plain")
 
 FLIP_VIEWS = (1, 2, 4)
-PROMPT_CHANNELS = (0, 3)  # none, or positive clicks, negative clicks and the current mask (model/prompts.py)
+PROMPT_CHANNELS = (0, 3)  # none, or positive clicks, negative clicks and the current mask (model/inputs/prompts.py)
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -43,12 +43,12 @@ class NetworkConfig:
             ``fusion="plain"``) for the feed-forward baseline. Needs
             ``prediction="direct"``.
         prompt_channels: extra input channels of the image path for the
-            clinician's prompts (:mod:`model.prompts`): 0 (none; every
+            clinician's prompts (:mod:`model.inputs.prompts`): 0 (none; every
             checkpoint written before prompts existed) or 3 (positive clicks,
             negative clicks, the current mask as a prior). Their input
             weights start at zero, so an untrained widening changes nothing.
         prompt_control: with prompt channels, also a prompt branch
-            (:mod:`model.prompt_control`): a copy of the image path that reads
+            (:mod:`model.nets.prompt_control`): a copy of the image path that reads
             the prompts and adds zero-initialised residuals to the image
             features at every level. False: the prompts enter at the stem only.
         deep_supervision: how many of the decoder's coarser levels (1/2,
@@ -154,7 +154,7 @@ class SegmenterConfig:
             the attainable Dice; Lipton et al. 2014).
         flat_field: divide out each image's fitted illumination field
             (vignetting, a dermatoscope's black frame, uneven light;
-            :mod:`model.shading`) before the network sees it, in inference
+            :mod:`model.inputs.shading`) before the network sees it, in inference
             and training alike. False in checkpoints written before it existed.
     """
 
@@ -194,7 +194,7 @@ class SegmenterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmenterConfig":
         """Rebuild from :meth:`to_dict` output; unknown keys, wrong types and out-of-range values raise ValueError."""
-        from .config_schema import check_config_values
+        from .files.config_schema import check_config_values
 
         check_config_values(cls, data)
         data = dict(data)

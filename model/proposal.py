@@ -8,8 +8,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from .kept import KeptPixels
-from .preprocess import apply_temperature, resize_soft, untempered_threshold
+from .inputs.kept import KeptPixels
+from .inputs.preprocess import apply_temperature, resize_soft, untempered_threshold
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def soft_masks_to_proposal(
     maps to ``threshold`` (so masks and probability agree); the probability
     is the temperature-scaled mean; the uncertainty twice the per-pixel
     standard deviation. ``smoothing`` is the resize's Gaussian sigma in
-    working-size pixels (:func:`model.preprocess.resize_soft`). ``kept``
+    working-size pixels (:func:`model.inputs.preprocess.resize_soft`). ``kept``
     pixels ((H, W)) take their known values in every sample, probability 0
     or 1 and no uncertainty.
     """

@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .files.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import SegmenterConfig
-from .config_schema import check_config
-from .limits import MAX_SAMPLES, MAX_STEPS, check_float, check_int, check_proposal_size, check_seed, is_out_of_memory, out_of_memory
+from .files.config_schema import check_config
+from .inputs.limits import MAX_SAMPLES, MAX_STEPS, check_float, check_int, check_proposal_size, check_seed, is_out_of_memory, out_of_memory
 from .devices import resolve_device
-from .kept import KeptPixels
-from .network import DualPathUNet
-from .prompts import Prompts, encode_prompts
-from .preprocess import flip_views, image_to_input, to_float_rgb, unflip_samples
+from .inputs.kept import KeptPixels
+from .nets.network import DualPathUNet
+from .inputs.prompts import Prompts, encode_prompts
+from .inputs.preprocess import flip_views, image_to_input, to_float_rgb, unflip_samples
 from .proposal import Proposal, soft_masks_to_proposal
-from .sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
+from .diffusion.sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
 DEFAULT_WEIGHTS = "default.mlffm"
 MODEL_PREFIX = "model."
@@ -303,15 +303,15 @@ class Segmenter:
     def _guidance(self, prompts: Prompts | None, kept: KeptPixels | None, height: int, width: int):
         """(prompt channels (1, P, S, S) or None, kept (weight, x0) at the working size or None), validated."""
         if prompts is not None and not isinstance(prompts, Prompts):
-            raise ValueError(f"prompts must be a model.prompts.Prompts, got {type(prompts).__name__}")
+            raise ValueError(f"prompts must be a model.inputs.prompts.Prompts, got {type(prompts).__name__}")
         if kept is not None and not isinstance(kept, KeptPixels):
-            raise ValueError(f"kept must be a model.kept.KeptPixels, got {type(kept).__name__}")
+            raise ValueError(f"kept must be a model.inputs.kept.KeptPixels, got {type(kept).__name__}")
         encoded = None
         if prompts is not None and not prompts.empty:
             if not self.config.network.prompt_channels:
                 raise ValueError(
                     f"checkpoint {self.checkpoint_id} has no prompt channels: it cannot take clicks as input "
-                    "(use kept pixels, model.kept.click_disks, or weights trained with --prompts)"
+                    "(use kept pixels, model.inputs.kept.click_disks, or weights trained with --prompts)"
                 )
             encoded = encode_prompts(prompts, height, width, self.config.size)
         working_kept = None
@@ -367,9 +367,9 @@ class Segmenter:
             on_step: called as ``on_step(done, total)`` after each step; raise
                 from it to cancel.
             prompts: the clinician's clicks and current mask
-                (:class:`model.prompts.Prompts`), for a model with prompt
+                (:class:`model.inputs.prompts.Prompts`), for a model with prompt
                 channels; ValueError for one without. None or empty: no prompts.
-            kept: pixels held fixed (:class:`model.kept.KeptPixels`, (H, W)):
+            kept: pixels held fixed (:class:`model.inputs.kept.KeptPixels`, (H, W)):
                 every sample's mask equals ``kept.values`` where ``kept.mask``,
                 and the rest is resampled around them; any model.
         """
@@ -381,7 +381,7 @@ class Segmenter:
 
         Flip views still apply: each view is one pass, and their soft masks are
         averaged. ``seed`` draws x_T for a diffusion-trained model (see
-        :func:`model.sampler.direct_soft_masks`).
+        :func:`model.diffusion.sampler.direct_soft_masks`).
         """
         start = time.perf_counter()
         seed = check_seed(seed)

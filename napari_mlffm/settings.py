@@ -20,9 +20,9 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from model.checkpoint import atomic_write_bytes
+from model.files.checkpoint import atomic_write_bytes
 from model.devices import DEVICE_CHOICES
-from model.limits import MAX_SAMPLES, MAX_STEPS
+from model.inputs.limits import MAX_SAMPLES, MAX_STEPS
 
 # The sampling settings the plugin offers (the Propose dock's spin boxes and the settings file).
 SAMPLES_RANGE = (1, MAX_SAMPLES)  # proposals per image: the model layer's bounds
@@ -53,7 +53,7 @@ class Settings:
     samples: int | None = None  # None: the model's default (16 for the shipped weights)
     steps: int | None = None  # None: the model's default (5 for the shipped weights)
     seed: int = 0
-    flat_field: bool | None = None  # None: the model's choice (off for the shipped weights); model/shading.py
+    flat_field: bool | None = None  # None: the model's choice (off for the shipped weights); model/inputs/shading.py
 
     @property
     def model_folder_path(self) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.preprocess import resize_to_working, standardize, to_float_rgb
+from model.inputs.preprocess import resize_to_working, standardize, to_float_rgb
 from training.data.acquisition_shifts import SHIFTS, apply_shift, black_frame, hair, random_shifts, shades_of_gray, vignette
 from training.data.augment import AugmentConfig, augment_batch
 from training.cli import main

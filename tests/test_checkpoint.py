@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import CheckpointError, NetworkConfig, NoDefaultWeightsError, Segmenter, default_weights_path
-from model.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, read_checkpoint_meta, remove_stale_temporaries, save_checkpoint
+from model.files.checkpoint import FORMAT_NAME, atomic_write_bytes, load_checkpoint, read_checkpoint_meta, remove_stale_temporaries, save_checkpoint
 
 from .conftest import tiny_config
 

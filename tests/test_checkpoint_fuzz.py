@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model import CheckpointError, Segmenter
-from model.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from model.files.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 from .conftest import tiny_config
 

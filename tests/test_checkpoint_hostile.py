@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model import CheckpointError, Segmenter
-from model.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from model.checkpoint_check import MAX_JSON_DEPTH, json_depth
+from model.files.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from model.files.checkpoint_check import MAX_JSON_DEPTH, json_depth
 from training.cli import main
 
 
@@ -233,7 +233,7 @@ def test_a_valid_checkpoint_still_loads_and_new_fields_with_defaults_are_optiona
 def test_config_checks_follow_the_dataclass_fields_so_new_fields_just_work():
     from dataclasses import dataclass
 
-    from model.config_schema import check_config_values
+    from model.files.config_schema import check_config_values
 
     @dataclass(frozen=True)
     class WithNewFields:  # as if a field were added to NetworkConfig with a default

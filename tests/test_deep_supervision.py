@@ -6,7 +6,7 @@ import torch
 
 from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
-from model.network import DualPathUNet
+from model.nets.network import DualPathUNet
 from training.cli import main
 from training.train_step import deep_supervision_loss
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from model import DiffusionConfig
-from model.ddim import DDIMScheduler
-from model.schedule import NoiseSchedule
+from model.diffusion.ddim import DDIMScheduler
+from model.diffusion.schedule import NoiseSchedule
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])

@@ -1,4 +1,4 @@
-"""model.file_access: opening only regular files of bounded size, never blocking, and hashing in chunks.
+"""model.files.file_access: opening only regular files of bounded size, never blocking, and hashing in chunks.
 
 Real files throughout: a FIFO made with ``os.mkfifo`` (no writer ever
 opens it, so a blocking open would hang the thread), a folder, ``/dev/null``.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.file_access import (
+from model.files.file_access import (
     FileTooLarge,
     NotRegularFile,
     UnreadableFile,

@@ -99,7 +99,7 @@ def test_huge_image_is_downscaled_for_the_model_and_upscaled_back(tmp_path, tiny
 def test_timedelta_images_are_refused_and_json_records_are_strict():
     import json
 
-    from model.preprocess import to_float_rgb
+    from model.inputs.preprocess import to_float_rgb
     from training.data.imageio import encode_json
 
     with pytest.raises(ValueError, match="unsupported image dtype timedelta64"):

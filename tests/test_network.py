@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from model import NetworkConfig, SegmenterConfig
-from model.blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding
-from model.mlffm import ChannelAttention, MultiLevelFusion, PlainSkip, SpatialAttention
-from model.network import DualPathUNet
+from model.nets.blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding
+from model.nets.mlffm import ChannelAttention, MultiLevelFusion, PlainSkip, SpatialAttention
+from model.nets.network import DualPathUNet
 
 
 @pytest.mark.parametrize("size", [16, 32, 48])

@@ -103,7 +103,7 @@ def test_a_model_whose_defaults_exceed_the_old_range_opens_the_dock(make_napari_
     path = tmp_path / "big-defaults.mlffm"
     model.save(path)
     if default_samples > SAMPLES_RANGE[1]:
-        # the model layer refuses such a config (model/limits.py), so only a hand-edited file can carry it
+        # the model layer refuses such a config (model/inputs/limits.py), so only a hand-edited file can carry it
         header, data = split_checkpoint(path)
         write_raw(path, with_meta(header, lambda meta: meta["config"].update(default_samples=default_samples)), data)
     SETTINGS.update(active_model=str(path))

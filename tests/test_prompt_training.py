@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import Segmenter
-from model.prompts import Prompts
+from model.inputs.prompts import Prompts
 from training.cli import main
 from training.interactive.prompt_training import perturb_mask, simulate_session, simulated_prompts
 

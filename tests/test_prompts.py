@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from model import Segmenter
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.files.checkpoint import load_checkpoint, save_checkpoint
 from model.config import NetworkConfig
-from model.kept import KeptPixels, click_disks
-from model.prompts import Prompts, encode_prompts, with_prompt_channels, without_prompt_weights
+from model.inputs.kept import KeptPixels, click_disks
+from model.inputs.prompts import Prompts, encode_prompts, with_prompt_channels, without_prompt_weights
 
 from .conftest import SAMPLES, tiny_config
 
@@ -196,8 +196,8 @@ def test_prompt_weights_can_be_stripped_to_the_base_with_the_same_proposals(rgb_
         (dict(prompts=Prompts(positive=((1, 2, 3),))), r"positive click \(1, 2, 3\) must be a \(row, col\) pair"),
         (dict(prompts=Prompts(negative=(("a", "b"),))), "negative click .* must be a"),
         (dict(prompts=Prompts(positive=((1j, 2),))), "must be a"),
-        (dict(prompts={"positive": [(1, 2)]}), "prompts must be a model.prompts.Prompts, got dict"),
-        (dict(kept=np.zeros((40, 56), bool)), "kept must be a model.kept.KeptPixels, got ndarray"),
+        (dict(prompts={"positive": [(1, 2)]}), "prompts must be a model.inputs.prompts.Prompts, got dict"),
+        (dict(kept=np.zeros((40, 56), bool)), "kept must be a model.inputs.kept.KeptPixels, got ndarray"),
     ],
 )
 def test_malformed_prompts_and_kept_pixels_are_one_value_error_before_any_work(kwargs, message, rgb_image):

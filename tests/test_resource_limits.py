@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from model import InsufficientMemoryError, Segmenter
-from model.limits import MAX_IMAGE_PIXELS, MAX_SAMPLES, MAX_SEED
+from model.inputs.limits import MAX_IMAGE_PIXELS, MAX_SAMPLES, MAX_SEED
 from napari_mlffm.reader import get_reader
 from training.cli import main
 from training.data.image_header import ImageTooLargeError, check_image_header

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.preprocess import flip_views, image_to_input, to_float_rgb
+from model.inputs.preprocess import flip_views, image_to_input, to_float_rgb
 from model import Segmenter
-from model.sampler import run_to_completion, sample_soft_masks, sample_soft_masks_naive
+from model.diffusion.sampler import run_to_completion, sample_soft_masks, sample_soft_masks_naive
 
 from .conftest import tiny_config
 
@@ -61,7 +61,7 @@ def test_cached_batched_sampler_matches_naive(tiny_segmenter, rgb_image):
 
 
 def test_cpu_denoises_trajectories_in_small_batches_with_the_same_masks(tiny_segmenter, rgb_image, monkeypatch):
-    from model import sampler
+    from model.diffusion import sampler
 
     assert sampler.trajectories_per_call(16, "cpu") == sampler.CPU_TRAJECTORIES_PER_CALL == 4
     assert sampler.trajectories_per_call(3, "cpu") == 3 and sampler.trajectories_per_call(16, "cuda") == 16
@@ -222,7 +222,7 @@ def test_bad_test_time_options_are_refused(overrides):
 
 
 def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):
-    from model.preprocess import resize_soft
+    from model.inputs.preprocess import resize_soft
 
     p = tiny_segmenter.predict_direct(rgb_image)
     assert p.samples.shape == (1, 40, 56) and not p.uncertainty.any()

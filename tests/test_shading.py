@@ -1,4 +1,4 @@
-"""Flat-field correction (model/shading.py): it undoes vignetting, a black frame and uneven light on real
+"""Flat-field correction (model/inputs/shading.py): it undoes vignetting, a black frame and uneven light on real
 dermoscopic images, and leaves a lesion on evenly lit skin alone."""
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 
 from model import Segmenter
 from model.config import SegmenterConfig
-from model.preprocess import image_to_input, resize_to_working, standardize
-from model.shading import best_field, fit_field, flat_field
+from model.inputs.preprocess import image_to_input, resize_to_working, standardize
+from model.inputs.shading import best_field, fit_field, flat_field
 from training.data.acquisition_shifts import illumination, vignette
 from training.data.imageio import read_image, read_mask
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model import Segmenter
-from model.preprocess import standardize
-from model.schedule import NoiseSchedule
+from model.inputs.preprocess import standardize
+from model.diffusion.schedule import NoiseSchedule
 from training.cli import main
 from training.data.datasets import cache_dataset, list_cases
 from training.losses import SegmentationDiffusionLoss

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import Segmenter
-from model.preprocess import untempered_threshold
+from model.inputs.preprocess import untempered_threshold
 
 from .calibration import LogitHistogram, ThresholdSweep
 from .data.datasets import Case, load_case

@@ -2,7 +2,7 @@
 
 ``--samples 100000000`` is refused by argparse in one line (``error:
 argument --samples: ...``, exit 2) before any model is loaded; the model
-layer (:mod:`model.limits`, ``Segmenter.sampling_settings``) checks the same
+layer (:mod:`model.inputs.limits`, ``Segmenter.sampling_settings``) checks the same
 bounds again for the plugin and the Python API.
 """
 
@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from model.limits import MAX_SAMPLES, MAX_SEED, MAX_STEPS
+from model.inputs.limits import MAX_SAMPLES, MAX_SEED, MAX_STEPS
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -70,7 +70,7 @@ def path_arg(text: str) -> Path:
 
 
 
-FLAT_FIELD_HELP = "divide out vignetting, a black frame and uneven light before the network (model.shading)"
+FLAT_FIELD_HELP = "divide out vignetting, a black frame and uneven light before the network (model.inputs.shading)"
 
 
 def add_flat_field_argument(parser: argparse.ArgumentParser, what: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import atomic_write_bytes
+from model.files.checkpoint import atomic_write_bytes
 
 
 def _pyplot():

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from model.checkpoint import CheckpointError, read_checkpoint_meta
+from model.files.checkpoint import CheckpointError, read_checkpoint_meta
 
 
 def display(path: str | os.PathLike) -> str:

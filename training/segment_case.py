@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from model.file_access import sha256_of_handle
+from model.files.file_access import sha256_of_handle
 
 from .data import imageio
 from .data.imageio import encode_json, encode_png, encode_tiff

@@ -40,9 +40,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from model.checkpoint import atomic_write_bytes
-from model.file_access import FileTooLarge, UnreadableFile, open_regular, read_limited, sha256_of_handle
-from model.limits import MAX_DECODED_IMAGE_BYTES
+from model.files.checkpoint import atomic_write_bytes
+from model.files.file_access import FileTooLarge, UnreadableFile, open_regular, read_limited, sha256_of_handle
+from model.inputs.limits import MAX_DECODED_IMAGE_BYTES
 
 from .data.datasets import Case, DatasetListing, list_cases, safe_id
 from .data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
@@ -111,7 +111,7 @@ def _open_regular(path: Path, what: str, limit: int) -> tuple[BinaryIO, os.stat_
 
     Raises FileNotFoundError when it (or a link's target) is missing and
     :class:`_Unusable` (``what`` and the reason) otherwise; opening never
-    blocks (see :func:`model.file_access.open_regular`).
+    blocks (see :func:`model.files.file_access.open_regular`).
     """
     try:
         return open_regular(path, limit)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from model.prompt_control import is_prompt_parameter
-from model.preprocess import network_input
-from model.sampler import output_to_x0
+from model.nets.prompt_control import is_prompt_parameter
+from model.inputs.preprocess import network_input
+from model.diffusion.sampler import output_to_x0
 
 from .data.augment import augment_batch
 from .data.datasets import CachedDataset
@@ -160,7 +160,7 @@ def deep_supervision_loss(aux_logits: list[torch.Tensor], target: torch.Tensor) 
     """The deep-supervision term: sum over levels l = 1..k of 2**-l * (BCE + Dice) at 1/2**l of the size.
 
     ``aux_logits``: [(B, 1, S / 2**l, S / 2**l) for l = 1..k], finest first
-    (:meth:`model.network.DualPathUNet.denoise_with_aux`); ``target``:
+    (:meth:`model.nets.network.DualPathUNet.denoise_with_aux`); ``target``:
     (B, 1, S, S) in [0, 1]. Each level's target is the mask's area coverage
     at that level (average pooling), so a half-covered coarse pixel is a
     target of 0.5, not a rounded 0 or 1. The halving weights follow nnU-Net:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from model import Segmenter
-from model.checkpoint import remove_stale_temporaries
-from model.preprocess import network_input
-from model.sampler import iter_sample_soft_masks, run_to_completion
-from model.schedule import NoiseSchedule
+from model.files.checkpoint import remove_stale_temporaries
+from model.inputs.preprocess import network_input
+from model.diffusion.sampler import iter_sample_soft_masks, run_to_completion
+from model.diffusion.schedule import NoiseSchedule
 
 from .data.augment import AugmentConfig
 from .data.datasets import CachedDataset
@@ -55,7 +55,7 @@ class TrainConfig:
     boundary_weight: float = 1.0
     high_t_fraction: float = 0.0
     click_prob: float = 0.0  # share of samples trained with simulated clicks (training/prompt_training.py); 0 = none
-    freeze_base: bool = False  # train only the prompt weights (model/prompt_control.py): no-click proposals stay the base's
+    freeze_base: bool = False  # train only the prompt weights (model/nets/prompt_control.py): no-click proposals stay the base's
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

@@ -108,7 +108,7 @@ def get_segmenter(checkpoint: str | None, device: str, flat_field: bool | None =
     """Load (once per file and device) a segmenter; runs in worker threads too.
 
     ``flat_field`` True or False overrides the model's flat-field correction
-    (model/shading.py); None keeps the model's choice.
+    (model/inputs/shading.py); None keeps the model's choice.
     """
     key = (checkpoint or "", device)
     if key not in _SEGMENTERS:

@@ -11,7 +11,7 @@ button or **Shift-R** re-runs the proposals with:
   each click becomes a small disk of kept lesion / skin pixels;
 * the pixels painted since the model last wrote the mask as *kept pixels*:
   they are held fixed while the rest is resampled, and stay in every
-  proposal (:mod:`model.kept`).
+  proposal (:mod:`model.inputs.kept`).
 
 The proposals, uncertainty and mask layers update in place (the proposals
 slider keeps working); "Undo last click" removes the newest click and
@@ -27,8 +27,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import create_worker
 
-from model.kept import KeptPixels, click_disks
-from model.prompts import Prompts
+from model.inputs.kept import KeptPixels, click_disks
+from model.inputs.prompts import Prompts
 from training.interactive.protocol import resolve_mode
 
 from .. import results

@@ -15,7 +15,7 @@ import torch
 
 from model import Segmenter
 from model.config import FLIP_VIEWS
-from model.preprocess import apply_temperature, untempered_threshold
+from model.inputs.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
 from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep

@@ -130,7 +130,7 @@ def with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, report
             raise ValueError(f"--click-prob: {args.resume} was started without prompts; start a new run with --init to learn clicks")
         return segmenter
     if args.click_prob > 0 and not (network.prompt_channels and network.prompt_control):
-        from model.prompts import with_prompt_channels  # noqa: PLC0415
+        from model.inputs.prompts import with_prompt_channels  # noqa: PLC0415
 
         reporter.message("added the prompt branch (a copy of the image path, zero residuals) and 3 prompt channels to learn clicks")
         return with_prompt_channels(segmenter)

@@ -14,7 +14,7 @@ augmentation of :mod:`training.data.augment` does not cover, because they vary
   unchanged: hair on a lesion is still lesion);
 * **colour cast** and **scale** are global and already in
   :mod:`training.data.augment` (channel gain; zoom 0.8-1.25). A global per-channel
-  gain is removed exactly by :func:`model.preprocess.standardize`, and so is
+  gain is removed exactly by :func:`model.inputs.preprocess.standardize`, and so is
   any colour-constancy correction that is one (Shades of Gray, Gray World):
   see :func:`shades_of_gray`.
 
@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from model.preprocess import gaussian_blur
+from model.inputs.preprocess import gaussian_blur
 
 SHIFTS = ("vignette", "frame", "illumination", "hair", "colour_cast", "zoom_out")
 
@@ -152,7 +152,7 @@ def shades_of_gray(images: torch.Tensor, p: float = 6.0) -> torch.Tensor:
 
     (B, 3, S, S) in [0, 1] -> the same, rescaled so the estimated illuminant
     is grey (the mean over channels is kept). It is one gain per channel, so
-    :func:`model.preprocess.standardize` (per-image, per-channel zero mean and
+    :func:`model.inputs.preprocess.standardize` (per-image, per-channel zero mean and
     unit variance) undoes it exactly up to its 1e-3 guard: this model sees
     the same input with or without it.
     """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from model.preprocess import gaussian_blur
+from model.inputs.preprocess import gaussian_blur
 
 from .acquisition_shifts import random_shifts
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
-from model.preprocess import resize_to_working, subsample_stride, to_float_rgb
+from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
+from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from ..outputs import display
@@ -98,7 +98,7 @@ def read_id_list(path: Path) -> tuple[str, ...]:
 
     Raises DatasetError when the file cannot be read, is not a regular file
     (a FIFO or device would hang or never end; opening never blocks, see
-    :func:`model.file_access.open_regular`), is over 16 MiB or lists no id.
+    :func:`model.files.file_access.open_regular`), is over 16 MiB or lists no id.
     """
     try:
         handle, _ = open_regular(path, MAX_ID_LIST_BYTES)

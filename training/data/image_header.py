@@ -5,8 +5,8 @@ warns between once and twice it; tifffile has no limit at all (a 530 kB
 compressed TIFF can claim 20000 x 20000 pixels). So every reader in this
 project (``mlffm`` commands, the napari reader, datasets, the plugin's case
 list) calls :func:`check_image_header` first, which reads only the header
-and refuses an image above :data:`model.limits.MAX_IMAGE_PIXELS` pixels, or
-whose decoded first page would exceed :data:`model.limits.MAX_DECODED_IMAGE_BYTES`,
+and refuses an image above :data:`model.inputs.limits.MAX_IMAGE_PIXELS` pixels, or
+whose decoded first page would exceed :data:`model.inputs.limits.MAX_DECODED_IMAGE_BYTES`,
 with one line naming the file.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.limits import MAX_DECODED_IMAGE_BYTES, MAX_IMAGE_PIXELS, check_image_shape
+from model.inputs.limits import MAX_DECODED_IMAGE_BYTES, MAX_IMAGE_PIXELS, check_image_shape
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 

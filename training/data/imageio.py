@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.checkpoint import atomic_write_bytes
-from model.limits import MAX_IMAGE_PIXELS
+from model.files.checkpoint import atomic_write_bytes
+from model.inputs.limits import MAX_IMAGE_PIXELS
 
 from .image_header import ImageReadError, ImageTooLargeError, check_image_header
 
@@ -39,7 +39,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     multi-page TIFF is used. Float images (TIFF) must hold values in [0, 1],
     as in the Python API; integer images values in 0..65535 (those with
     values up to 255 are read as 8-bit). An image above
-    :data:`model.limits.MAX_IMAGE_PIXELS` pixels is refused from its header,
+    :data:`model.inputs.limits.MAX_IMAGE_PIXELS` pixels is refused from its header,
     before decoding (:class:`ImageTooLargeError`). Every failure is an
     :class:`ImageReadError` naming the file in one line.
     """
@@ -144,7 +144,7 @@ def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _to_integer_pixels(array: np.ndarray, path: Path) -> np.ndarray:
-    """Float and other integer pixels by the Python API's rule (model.preprocess): refuse what it refuses."""
+    """Float and other integer pixels by the Python API's rule (model.inputs.preprocess): refuse what it refuses."""
     if array.size == 0:
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):

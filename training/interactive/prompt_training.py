@@ -37,9 +37,9 @@ import torch
 from scipy.ndimage import distance_transform_edt, label
 
 from model import Segmenter
-from model.preprocess import network_input
-from model.prompts import PROMPT_CHANNELS, Prompts, encode_prompts
-from model.sampler import iter_sample_soft_masks, run_to_completion
+from model.inputs.preprocess import network_input
+from model.inputs.prompts import PROMPT_CHANNELS, Prompts, encode_prompts
+from model.diffusion.sampler import iter_sample_soft_masks, run_to_completion
 
 from .clicks import dice, next_click
 

@@ -7,9 +7,9 @@ resolution) against the reference, and the model re-proposes with all the
 clicks so far. How a click reaches the model is the *mode*:
 
 * ``"prompts"``: as input: the clicks and the current mask as the prior
-  (:class:`model.prompts.Prompts`); needs weights with prompt channels;
+  (:class:`model.inputs.prompts.Prompts`); needs weights with prompt channels;
 * ``"kept"``: as kept pixels: a small disk of lesion or skin around each
-  click is held fixed while the rest is resampled (:func:`model.kept.click_disks`);
+  click is held fixed while the rest is resampled (:func:`model.inputs.kept.click_disks`);
   any weights, no training (the kept-pixel sampler alone);
 * ``"both"``: prompts and kept disks together;
 * ``"auto"``: ``"both"`` for weights with prompt channels (the best of the
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model import Proposal, Segmenter
-from model.kept import click_disks
-from model.prompts import Prompts
+from model.inputs.kept import click_disks
+from model.inputs.prompts import Prompts
 
 from .clicks import dice, next_click
 

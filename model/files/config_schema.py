@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any
 
-from .limits import MAX_SAMPLES, MAX_STEPS
+from ..inputs.limits import MAX_SAMPLES, MAX_STEPS
 
 DEFAULT_BOUND = 1 << 20
 MAX_TUPLE_LENGTH = 16

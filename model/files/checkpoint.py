@@ -6,7 +6,7 @@ header with the format name, format version and a JSON document (the
 configs, provenance and training counters). safetensors stores raw tensor
 bytes and a JSON header, so loading never unpickles anything and cannot run
 code hidden in a file. Before anything in a file is trusted, its type,
-size, header and meta are validated (:mod:`model.checkpoint_check`).
+size, header and meta are validated (:mod:`model.files.checkpoint_check`).
 
 Writes are atomic: the bytes go to a temporary file in the destination
 folder, are flushed to disk, and the temporary file is renamed over the
@@ -101,7 +101,7 @@ def load_checkpoint(
     one-line message naming the file when it is not a regular file (a FIFO,
     a device, a folder), is missing, too large, truncated, foreign, of
     another format version, malformed in any part of its header (see
-    :mod:`model.checkpoint_check`), or holds a NaN or infinite value.
+    :mod:`model.files.checkpoint_check`), or holds a NaN or infinite value.
     ``check_meta`` (e.g. a config validation) runs on the checked ``meta``
     before any tensor is decoded; its ``CheckpointError`` passes through.
     """

@@ -1,6 +1,6 @@
 """Flat-field correction: undo a dermatoscope's vignetting and uneven light before the network sees the image.
 
-Per-channel standardisation (:func:`model.preprocess.standardize`) removes
+Per-channel standardisation (:func:`model.inputs.preprocess.standardize`) removes
 any global gain, but not a gain that varies across the field: the dark
 circular frame of a contact dermatoscope, or light brighter on one side.
 This module estimates that gain as a smooth, constrained illumination field

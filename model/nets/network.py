@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blocks import GatedImageExchange, ResBlock, SelfAttention, TimestepEmbedding, group_norm, image_path_layers, run_image_path
-from .config import NetworkConfig
+from ..config import NetworkConfig
 from .mlffm import MultiLevelFusion, PlainSkip
 from .prompt_control import PromptControl
 
@@ -88,7 +88,7 @@ class DualPathUNet(nn.Module):
         if config.prompt_channels:
             self.prompt_stem = nn.Conv2d(config.prompt_channels, widths[0], 3, padding=1, bias=False)
             nn.init.zeros_(self.prompt_stem.weight)
-        # The prompt branch (model/prompt_control.py): residuals at every level, zero until trained.
+        # The prompt branch (model/nets/prompt_control.py): residuals at every level, zero until trained.
         self.prompt_control = PromptControl(config) if config.prompt_control else None
         skip_cls = MultiLevelFusion if config.fusion == "mlffm" else PlainSkip
         self.skip_fusion = nn.ModuleList(skip_cls(widths, level, inner[level]) for level in range(levels - 1))
@@ -132,7 +132,7 @@ class DualPathUNet(nn.Module):
         """Run the image path once.
 
         Input: (B, in_channels, S, S) normalised image; optionally ``prompts``,
-        (B, prompt_channels, S, S) encoded by :func:`model.prompts.encode_prompts`
+        (B, prompt_channels, S, S) encoded by :func:`model.inputs.prompts.encode_prompts`
         (None: no prompts, the same as all zeros). A network without prompt
         channels raises ValueError when given prompts.
         Output: :class:`ImageFeatures` for the batch.

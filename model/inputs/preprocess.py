@@ -98,7 +98,7 @@ def network_input(images: torch.Tensor, flat_field: bool = False) -> torch.Tenso
     """(B, 3, S, S) float RGB in [0, 1] at the working size -> the network's standardized input, the same shape.
 
     The one step inference and training share: with ``flat_field``, each
-    image's illumination field is divided out first (:func:`model.shading.flat_field`).
+    image's illumination field is divided out first (:func:`model.inputs.shading.flat_field`).
     """
     if flat_field:
         images = divide_field(images)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .config import DiffusionConfig
+from ..config import DiffusionConfig
 
 
 def cosine_alphas_cumprod(timesteps: int, offset: float = 0.008) -> torch.Tensor:

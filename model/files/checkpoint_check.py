@@ -56,7 +56,7 @@ def _open_checkpoint(path: Path) -> Iterator[tuple[IO[bytes], int]]:
     """Open ``path`` for reading without blocking, refusing anything but a regular file of a bounded size.
 
     Yields ``(file, size)``; raises :class:`CheckpointError` naming the file
-    otherwise. See :func:`model.file_access.open_regular`: a FIFO is refused
+    otherwise. See :func:`model.files.file_access.open_regular`: a FIFO is refused
     without waiting for a writer, and the type is checked again on the open
     descriptor, so the file cannot be swapped between check and read.
     """

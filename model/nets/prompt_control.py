@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .blocks import image_path_layers, run_image_path
-from .config import NetworkConfig
+from ..config import NetworkConfig
 
 PROMPT_PARAMETER_PREFIXES = ("prompt_stem.", "prompt_control.")
 

@@ -143,7 +143,7 @@ def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS, control: bo
     """A copy of ``segmenter`` whose network also takes prompts, with every old weight unchanged.
 
     It gains the stem's prompt input weights and, with ``control`` (the
-    default), the prompt branch of :mod:`model.prompt_control`, started from
+    default), the prompt branch of :mod:`model.nets.prompt_control`, started from
     the image path's weights. Every new weight that touches the image
     features is zero, so with no prompts (or all-zero prompts) it gives bit
     for bit the same proposals. A segmenter that already has what is asked
@@ -155,7 +155,7 @@ def with_prompt_channels(segmenter, channels: int = PROMPT_CHANNELS, control: bo
         raise ValueError(f"the network already has {old.prompt_channels} prompt channels, not {channels}")
     if old.prompt_channels == channels and (old.prompt_control or not control):
         return segmenter
-    from .prompt_control import is_prompt_parameter  # noqa: PLC0415
+    from ..nets.prompt_control import is_prompt_parameter  # noqa: PLC0415
 
     widened = segmenter.with_network_changes(is_prompt_parameter, prompt_channels=channels, prompt_control=control or old.prompt_control)
     network = widened.config.network
@@ -171,7 +171,7 @@ def without_prompt_weights(segmenter):
     contract of the zero-initialised, per-sample gated prompt weights); this
     is how to check it for any prompted checkpoint.
     """
-    from .prompt_control import is_prompt_parameter  # noqa: PLC0415
+    from ..nets.prompt_control import is_prompt_parameter  # noqa: PLC0415
 
     if not segmenter.config.network.prompt_channels:
         return segmenter

@@ -11,10 +11,10 @@ from collections.abc import Callable, Generator
 
 import torch
 
-from .config import DiffusionConfig
+from ..config import DiffusionConfig
 from .ddim import DDIMScheduler
-from .kept import repaint
-from .network import DualPathUNet, ImageFeatures
+from ..inputs.kept import repaint
+from ..nets.network import DualPathUNet, ImageFeatures
 from .schedule import NoiseSchedule
 
 
@@ -95,9 +95,9 @@ def iter_sample_soft_masks(
     drawn for all samples first, so with eta = 0 the masks do not depend on it.
     ``kept`` = (weight, x0), each (V, 1, size, size) for V views (trajectory i
     uses view ``i % V``, like the features): the kept share of each pixel and
-    its known clean mask in [-1, 1] (:meth:`model.kept.KeptPixels.at_working_size`).
+    its known clean mask in [-1, 1] (:meth:`model.inputs.kept.KeptPixels.at_working_size`).
     Those pixels of x_t are replaced by the known mask noised to the step's
-    level with the trajectory's own x_T (:func:`model.kept.repaint`), and the
+    level with the trajectory's own x_T (:func:`model.inputs.kept.repaint`), and the
     returned soft masks take the known values there.
     """
     device = features.levels[0].device

@@ -1,0 +1,1 @@
+"""What goes into the network: image preprocessing, flat-field correction, prompts, kept pixels and size and memory limits."""
