@@ -63,7 +63,7 @@ def _finished(state: Path, args: argparse.Namespace) -> bool:
 
 def train(variant: str, args: argparse.Namespace) -> tuple[Path, subprocess.Popen | None]:
     model = args.out / f"{variant}.mlffm"
-    state = args.out / f"{variant}.mlffm.resume.mlffm"  # training.trainer.resume_path_for(model)
+    state = args.out / f"{variant}.mlffm.resume.mlffm"  # training.loop.trainer.resume_path_for(model)
     if model.exists() and state.exists() and _finished(state, args):
         return model, None
     common = ["--size", str(args.size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
-from training.adapt import Calibration, case_stats, fit_calibration, plan_calibration, score, stats_of  # noqa: E402
+from training.scoring.adapt import Calibration, case_stats, fit_calibration, plan_calibration, score, stats_of  # noqa: E402
 from training.data.datasets import list_cases, load_case  # noqa: E402
 from training.commands.adapt import MIN_CASES, adapt_model  # noqa: E402
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from model import Segmenter
 from model.inputs.preprocess import apply_temperature, resize_soft
 from model.diffusion.sampler import run_to_completion
-from training.calibration import ThresholdSweep
+from training.scoring.calibration import ThresholdSweep
 from training.data.datasets import list_cases, load_case
 
 

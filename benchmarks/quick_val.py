@@ -2,7 +2,7 @@
 
     python benchmarks/quick_val.py ../shared/data/isic2018_task1 A.mlffm B.mlffm ... [--split val] [--steps 2] [--seed 0]
 
-`mlffm train` scores each epoch with ``training.trainer.validation_dice``:
+`mlffm train` scores each epoch with ``training.loop.trainer.validation_dice``:
 one DDIM sample per image at the working size, drawn with the run's own
 seed. Runs with different seeds are therefore scored on different noise.
 This prints the same score for each checkpoint with one seed, so runs and
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
 from training.data.datasets import cache_dataset, list_cases  # noqa: E402
-from training.trainer import validation_dice  # noqa: E402
+from training.loop.trainer import validation_dice  # noqa: E402
 
 
 def main() -> int:

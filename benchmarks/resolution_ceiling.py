@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data.datasets import list_cases, load_case
-from training.metrics import dice
+from training.scoring.metrics import dice
 
 
 def main() -> int:

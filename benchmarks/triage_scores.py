@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from model import Segmenter
 from training.data.datasets import list_cases, load_case
-from training.metrics import dice
+from training.scoring.metrics import dice
 
 
 def scores_of(proposal) -> dict[str, float]:

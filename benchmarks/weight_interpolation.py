@@ -6,7 +6,7 @@
 For each alpha it scores ``(1 - alpha) * START + alpha * END`` (every
 floating-point tensor of the network, by ``mlffm average``'s
 ``average_weights``; counters from START) at END's working
-size with ``training.trainer.validation_dice``, the score ``mlffm train``
+size with ``training.loop.trainer.validation_dice``, the score ``mlffm train``
 selects epochs by, on one common seed (as ``benchmarks/quick_val.py``). When
 END was fine-tuned from START, this is the "WiSE-FT" interpolation of
 Wortsman et al. 2022 ("Robust fine-tuning of zero-shot models"), which can
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from model import Segmenter  # noqa: E402
 from training.data.datasets import cache_dataset, list_cases  # noqa: E402
 from training.commands.average import average_weights  # noqa: E402
-from training.trainer import validation_dice  # noqa: E402
+from training.loop.trainer import validation_dice  # noqa: E402
 
 
 def main() -> int:

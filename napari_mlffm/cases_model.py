@@ -1,6 +1,6 @@
 """One case model shared by the Propose, Review and Cases widgets (Qt-free, testable without a viewer).
 
-A *case* is one image, keyed by its store id (:func:`training.store.case_id_for`
+A *case* is one image, keyed by its store id (:func:`training.corrections.store.case_id_for`
 of its source file, or of the layer name when there is no file). The model
 keeps, per case:
 
@@ -33,7 +33,7 @@ import numpy as np
 from psygnal import Signal
 
 from training.data.imageio import ImageReadError, is_image_file, read_image
-from training.store import CorrectionsStore, case_id_for
+from training.corrections.store import CorrectionsStore, case_id_for
 
 STATES = ("new", "proposed", "edited", "accepted", "unreadable")
 

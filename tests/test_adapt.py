@@ -11,9 +11,9 @@ from PIL import Image
 from scipy import ndimage
 
 from model import Segmenter, default_weights_path
-from training.adapt import Calibration, CaseStats, fit_calibration, leave_one_out, plan_calibration, stats_of
+from training.scoring.adapt import Calibration, CaseStats, fit_calibration, leave_one_out, plan_calibration, stats_of
 from training.cli import main
-from training.model_store import list_versions
+from training.corrections.model_store import list_versions
 from training.commands.adapt import MIN_CASES
 
 from .conftest import SMALL_DATA
@@ -122,8 +122,8 @@ def test_adapt_chooses_calibration_where_references_are_tighter(tmp_path, capsys
 
 def test_finetune_keeps_the_base_calibration_scores_with_it_and_its_cases_are_never_calibrated_on(tmp_path, tiny_segmenter, capsys):
     from training.data.datasets import list_cases, load_case
-    from training.metrics import dice
-    from training.model_store import write_card
+    from training.scoring.metrics import dice
+    from training.corrections.model_store import write_card
 
     base = tmp_path / "base.mlffm"
     tiny_segmenter.with_options(probability_temperature=1.7, decision_threshold=0.4).save(base)

@@ -8,8 +8,8 @@ import torch
 from scipy.spatial.distance import cdist
 
 from training.data.augment import AugmentConfig, augment_batch
-from training.losses import SegmentationDiffusionLoss, boundary_weights, dice_loss, weighted_bce
-from training.metrics import MetricAccumulator, _surface, dice, ece, ged, hd95, jaccard, pixel_scores
+from training.loop.losses import SegmentationDiffusionLoss, boundary_weights, dice_loss, weighted_bce
+from training.scoring.metrics import MetricAccumulator, _surface, dice, ece, ged, hd95, jaccard, pixel_scores
 
 
 def _disk(size, cy, cx, r):
@@ -140,7 +140,7 @@ def test_uncertainty_error_spearman_ranks():
 
 
 def test_strata_group_images_by_true_lesion_size_and_border_contact():
-    from training.strata import area_band, format_strata, strata_table, truth_traits
+    from training.scoring.strata import area_band, format_strata, strata_table, truth_traits
 
     inside = np.zeros((20, 20), bool)
     inside[5:7, 5:7] = True  # 4 of 400 pixels: 1 %
@@ -172,7 +172,7 @@ def test_strata_group_images_by_true_lesion_size_and_border_contact():
 
 
 def test_triage_recall_counts_failures_among_the_most_doubtful():
-    from training.strata import format_triage, triage_recall
+    from training.scoring.strata import format_triage, triage_recall
 
     records = [{"dice": d, "disagreement": u} for d, u in [(0.1, 0.9), (0.95, 0.8), (0.7, 0.5), (0.4, 0.05), (0.9, 0.1), (0.92, 0.2)]]
     records.append({"dice": 0.0})  # no score: left out

@@ -8,9 +8,9 @@ import torch
 
 from model import Segmenter
 from model.config import NetworkConfig
-from training.calibration import LogitHistogram, ThresholdSweep
+from training.scoring.calibration import LogitHistogram, ThresholdSweep
 from training.cli import main
-from training.metrics import dice, ece
+from training.scoring.metrics import dice, ece
 
 from .conftest import SMALL_DATA, tiny_config
 
@@ -135,7 +135,7 @@ def test_with_options_refuses_architecture_changes(tiny_segmenter):
 def test_figures_of_an_evaluation_report(tmp_path, tiny_checkpoint, capsys):
     from PIL import Image
 
-    from training.figures import main as figures
+    from training.scoring.figures import main as figures
 
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--samples", "3", "--steps", "2", "--json", str(report)]) == 0

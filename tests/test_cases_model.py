@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_mlffm.cases_model import STATES, CaseModel
-from training.store import CorrectionsStore
+from training.corrections.store import CorrectionsStore
 
 from .conftest import SMALL_DATA
 

@@ -8,7 +8,7 @@ from model import NetworkConfig, Segmenter, SegmenterConfig
 from model.config import DiffusionConfig
 from model.nets.network import DualPathUNet
 from training.cli import main
-from training.train_step import deep_supervision_loss
+from training.loop.train_step import deep_supervision_loss
 
 from .conftest import SMALL_DATA, tiny_config
 

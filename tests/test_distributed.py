@@ -19,7 +19,7 @@ import torch
 
 from model import Segmenter
 from training.cli import main
-from training.trainer import resume_path_for
+from training.loop.trainer import resume_path_for
 
 from .conftest import ROOT, SMALL_DATA
 
@@ -211,7 +211,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_batch_and_saves(tmp_pat
 
 
 def test_each_rank_takes_its_own_slice_of_the_global_batch():
-    from training.distributed import SINGLE, Distributed
+    from training.loop.distributed import SINGLE, Distributed
 
     assert SINGLE.batch_part(5) == slice(None)
     assert [Distributed(r, 4).batch_part(8) for r in range(4)] == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]

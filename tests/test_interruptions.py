@@ -9,7 +9,7 @@ import time
 
 
 from model import Segmenter
-from training.trainer import resume_path_for
+from training.loop.trainer import resume_path_for
 
 from .conftest import SMALL_DATA
 

@@ -19,9 +19,9 @@ from PIL import Image
 from model import Segmenter
 from training.cli import main
 from training.data.datasets import list_cases
-from training.outputs import ExclusiveLock, lock_path_for
-from training.store import CorrectionsStore
-from training.trainer import resume_path_for
+from training.files.outputs import ExclusiveLock, lock_path_for
+from training.corrections.store import CorrectionsStore
+from training.loop.trainer import resume_path_for
 
 from .conftest import SMALL_DATA
 

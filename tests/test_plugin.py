@@ -127,7 +127,7 @@ def test_full_review_flow(make_napari_viewer, qtbot, plugin_env):
     found["mask"].data = painted
     review.update_readout()
     assert "area" in review.readout.value and "boundary uncertainty" in review.readout.value
-    from training.postprocess import border_pixels
+    from training.corrections.postprocess import border_pixels
 
     assert ("touches the image border" in review.readout.value) == (border_pixels(painted > 0) > 0)
 

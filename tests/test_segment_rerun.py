@@ -7,7 +7,7 @@ import json
 import shutil
 
 from training.cli import main
-from training.segment_case import RESULT_KEYS
+from training.files.segment_case import RESULT_KEYS
 
 from .conftest import SMALL_DATA
 

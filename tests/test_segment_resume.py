@@ -12,7 +12,7 @@ import time
 import pytest
 
 from model import Segmenter
-from training import segment_case
+from training.files import segment_case
 from training.data import imageio
 from training.cli import main
 

@@ -24,7 +24,7 @@ from model import Segmenter
 from training.cli import main
 from training.commands.adapt import MIN_CASES
 from training.data.datasets import list_cases
-from training.store import MAX_RECORD_BYTES, CorrectionsStore, usable_cases
+from training.corrections.store import MAX_RECORD_BYTES, CorrectionsStore, usable_cases
 
 from .conftest import ROOT
 
@@ -48,7 +48,7 @@ def make_store(root: Path, n: int) -> CorrectionsStore:
 
 CHECK = """
 import json, sys
-from training.store import CorrectionsStore
+from training.corrections.store import CorrectionsStore
 check = CorrectionsStore(sys.argv[1]).check()
 print(json.dumps({"ids": check.ids, "problems": check.problems}))
 """

@@ -11,8 +11,8 @@ from model.inputs.preprocess import standardize
 from model.diffusion.schedule import NoiseSchedule
 from training.cli import main
 from training.data.datasets import cache_dataset, list_cases
-from training.losses import SegmentationDiffusionLoss
-from training.trainer import resume_path_for, to_batch
+from training.loop.losses import SegmentationDiffusionLoss
+from training.loop.trainer import resume_path_for, to_batch
 
 from .conftest import SMALL_DATA, tiny_config
 
@@ -144,7 +144,7 @@ def test_feed_forward_ablations_train_and_propose_identical_masks(tmp_path, caps
 
 
 def test_learning_rate_follows_the_time_budget_when_it_ends_first():
-    from training.trainer import TrainConfig, learning_rate
+    from training.loop.trainer import TrainConfig, learning_rate
 
     config = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.02, time_budget_minutes=1)
     # Early in the steps but the budget nearly spent: the schedule is already at its floor.
@@ -209,8 +209,8 @@ def test_train_init_with_size_trains_the_same_network_at_another_working_size(tm
 
 
 def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_path, capsys):
-    from training.train_step import draw_timesteps
-    from training.trainer import TrainConfig
+    from training.loop.train_step import draw_timesteps
+    from training.loop.trainer import TrainConfig
 
     def top_share(fraction: float) -> float:
         t = draw_timesteps(20_000, 1000, fraction, torch.Generator().manual_seed(0))
@@ -262,7 +262,7 @@ def test_train_exclude_leaves_listed_cases_out_and_records_them(tmp_path, capsys
 
 
 def test_a_loss_that_is_not_finite_stops_training_in_one_line_and_writes_no_model(tmp_path):
-    from training.trainer import TrainConfig, train
+    from training.loop.trainer import TrainConfig, train
 
     data = cache_dataset(list_cases(SMALL_DATA, "train").cases, 32)
     segmenter = Segmenter(tiny_config(), "cpu")

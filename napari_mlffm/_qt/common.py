@@ -9,7 +9,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from model import Segmenter
-from training.model_store import list_versions
+from training.corrections.model_store import list_versions
 
 from ..settings import SETTINGS
 

@@ -25,10 +25,10 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.qt.threading import create_worker
 
 from model.devices import DEVICE_CHOICES
-from training.model_store import list_versions, new_version_path, write_card
-from training.outputs import lock_path_for
+from training.corrections.model_store import list_versions, new_version_path, write_card
+from training.files.outputs import lock_path_for
 from training.commands.adapt import work_folder_for
-from training.trainer import resume_path_for
+from training.loop.trainer import resume_path_for
 
 from ..settings import SETTINGS
 from . import common

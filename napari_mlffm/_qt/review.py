@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox)
 
-from training.postprocess import case_readout, clean_mask, combine
-from training.store import EXPORT_SUFFIXES, CorrectionsStore, case_id_for, export_case
+from training.corrections.postprocess import case_readout, clean_mask, combine
+from training.corrections.store import EXPORT_SUFFIXES, CorrectionsStore, case_id_for, export_case
 
 from .. import cases_model, results
 from ..settings import SETTINGS

@@ -3,7 +3,7 @@
 Two candidates are compared on DATA (a corrections store or any dataset folder):
 
 - **calibration**: the base's weights with a decision threshold and a
-  temperature fitted on all the cases (see :mod:`training.adapt`); its Dice
+  temperature fitted on all the cases (see :mod:`training.scoring.adapt`); its Dice
   and ECE are leave-one-out estimates, so every case is scored by a fit
   that did not see it;
 - **fine-tune + calibration**: the weights fine-tuned on part A of the
@@ -18,7 +18,7 @@ base's values are kept. The written model carries the card
 (``provenance["adaptation"]``, and ``FILE.json`` beside it).
 
 A corrections store is read as ``mlffm finetune`` reads it
-(:func:`training.store.usable_cases`): a case whose record is damaged or
+(:func:`training.corrections.store.usable_cases`): a case whose record is damaged or
 missing, or whose files do not match it, is left out with a warning.
 
 With fewer than :data:`MIN_CASES` usable cases nothing is written: the
@@ -42,15 +42,15 @@ from tqdm import tqdm
 
 from model import Segmenter
 
-from ..adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
+from ..scoring.adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
 from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import Case, cache_dataset
 from ..data.imageio import check_writable
-from ..interrupt import StopOnInterrupt
-from ..model_store import write_card
-from ..progress import make_reporter
-from ..store import report_problems, usable_cases
-from ..trainer import TrainConfig, train
+from ..loop.interrupt import StopOnInterrupt
+from ..corrections.model_store import write_card
+from ..loop.progress import make_reporter
+from ..corrections.store import report_problems, usable_cases
+from ..loop.trainer import TrainConfig, train
 
 MIN_CASES = 20  # below this the leave-one-out gain's spread exceeds the gain sought (docs/results.md, "Adapting to a clinic")
 FINETUNE_MARGIN = 0.005  # held-out Dice fine-tuning must add over calibration alone

@@ -18,10 +18,10 @@ from model.config import FLIP_VIEWS
 from model.inputs.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
-from ..calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
+from ..scoring.calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
 from ..data.datasets import list_cases
-from ..metrics import dice
-from ..outputs import check_output_file
+from ..scoring.metrics import dice
+from ..files.outputs import check_output_file
 from .case_scoring import CaseScoring
 
 

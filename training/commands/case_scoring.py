@@ -20,7 +20,7 @@ from model import Proposal
 
 from ..data.datasets import Case, DatasetListing, load_case
 from ..data.imageio import ImageReadError
-from ..outputs import display
+from ..files.outputs import display
 
 
 class CaseScoring:

@@ -14,10 +14,10 @@ from ..cli_types import add_flat_field_argument, bounded_int, flat_field_choice,
 from ..data.datasets import list_cases
 from ..data.imageio import write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
-from ..metrics import METRIC_NAMES, MetricAccumulator
-from ..outputs import check_output_file
+from ..scoring.metrics import METRIC_NAMES, MetricAccumulator
+from ..files.outputs import check_output_file
 from .case_scoring import CaseScoring
-from ..strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
+from ..scoring.strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:

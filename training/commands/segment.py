@@ -1,6 +1,6 @@
 """``mlffm segment``: propose masks for images and folders, writing ISIC-style outputs.
 
-Each case is written all or nothing (:mod:`training.segment_case`), so a
+Each case is written all or nothing (:mod:`training.files.segment_case`), so a
 batch that was killed, ran out of disk or hit a bad image is resumed by
 running the same command again: finished cases are counted and kept,
 unfinished ones are written, temporaries of killed writes are swept. A
@@ -28,9 +28,9 @@ from tqdm import tqdm
 from model import Segmenter
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, path_arg, samples_arg, seed_arg, steps_arg
-from ..distributed import Distributed, parse_shard, rank_device, session
+from ..loop.distributed import Distributed, parse_shard, rank_device, session
 from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
-from ..segment_case import (
+from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
     case_state,

@@ -15,19 +15,19 @@ from tqdm import tqdm
 
 from model import Segmenter
 
-from ..adapt import calibrated_dice
+from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
 from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
 from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
-from ..distributed import Distributed, rank_device, session, stop_signals
-from ..interrupt import StopOnInterrupt
-from ..lineage import resumed_base
-from ..outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
-from ..progress import make_reporter
+from ..loop.distributed import Distributed, rank_device, session, stop_signals
+from ..loop.interrupt import StopOnInterrupt
+from ..corrections.lineage import resumed_base
+from ..files.outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
+from ..loop.progress import make_reporter
 from ..interactive.prompt_training import prompt_validation
-from ..store import report_problems, usable_cases
+from ..corrections.store import report_problems, usable_cases
 from .starting_weights import add_deep_supervision_argument, add_prompt_arguments, starting_segmenter, with_prompts_if_asked
-from ..trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
+from ..loop.trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +159,7 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``mlffm train``; under torchrun, one rank of a DistributedDataParallel run (training/distributed.py)."""
+    """``mlffm train``; under torchrun, one rank of a DistributedDataParallel run (training/loop/distributed.py)."""
     with _claim_output(args), session(args.device) as ctx:
         return _run_train(args, ctx)
 

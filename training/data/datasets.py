@@ -32,7 +32,7 @@ from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile
 from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
-from ..outputs import display
+from ..files.outputs import display
 
 MASK_SUFFIXES = (".png",)
 

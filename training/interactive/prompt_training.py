@@ -123,7 +123,7 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
     The click is placed on the model's own no-click mask against the
     reference, and the prompts are that click and that mask as the prior.
     """
-    from ..train_step import to_batch  # noqa: PLC0415 (train_step imports this module)
+    from ..loop.train_step import to_batch  # noqa: PLC0415 (train_step imports this module)
 
     if len(data) == 0:
         return float("nan"), float("nan")

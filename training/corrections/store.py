@@ -44,9 +44,9 @@ from model.files.checkpoint import atomic_write_bytes
 from model.files.file_access import FileTooLarge, UnreadableFile, open_regular, read_limited, sha256_of_handle
 from model.inputs.limits import MAX_DECODED_IMAGE_BYTES
 
-from .data.datasets import Case, DatasetListing, list_cases, safe_id
-from .data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
-from .outputs import ExclusiveLock, display
+from ..data.datasets import Case, DatasetListing, list_cases, safe_id
+from ..data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
+from ..files.outputs import ExclusiveLock, display
 
 STAGING = ".staging"
 LOCK_WAIT_S = 60.0  # an accept takes well under a second; a longer wait means a stuck writer

@@ -138,7 +138,7 @@ class Distributed:
         return float(total[0]) / self.world_size
 
     def validation_dice(self, segmenter: Any, data: Any, steps: int, seed: int = 0) -> float:
-        """:func:`training.trainer.validation_dice`, sharded by batch over the ranks and gathered in order."""
+        """:func:`training.loop.trainer.validation_dice`, sharded by batch over the ranks and gathered in order."""
         from .trainer import validation_dice, validation_scores
 
         if not self.enabled:

@@ -33,8 +33,8 @@ from model import Segmenter
 from model.inputs.preprocess import untempered_threshold
 
 from .calibration import LogitHistogram, ThresholdSweep
-from .data.datasets import Case, load_case
-from .data.imageio import ImageReadError
+from ..data.datasets import Case, load_case
+from ..data.imageio import ImageReadError
 from .metrics import ece_from_bins
 
 PRIOR_CASES = 10.0  # n0 of the shrinkage towards the base's values (docs/results.md, "Adapting to a clinic")

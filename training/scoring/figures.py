@@ -1,6 +1,6 @@
 """Figures of an ``mlffm evaluate --json`` report: the reliability diagram and uncertainty against Dice.
 
-Run as ``python -m training.figures REPORT.json OUT_DIR``. Needs matplotlib
+Run as ``python -m training.scoring.figures REPORT.json OUT_DIR``. Needs matplotlib
 (the ``figures`` extra); nothing else in the project does.
 """
 
@@ -97,7 +97,7 @@ def uncertainty_vs_dice(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.figures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.scoring.figures", description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="JSON written by mlffm evaluate --json")
     parser.add_argument("out", type=Path, help="folder for reliability_diagram.png and uncertainty_vs_dice.png")
     args = parser.parse_args(argv)

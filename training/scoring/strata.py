@@ -2,7 +2,7 @@
 
 A mean Dice hides where a model fails. :func:`truth_traits` describes one
 case's true mask; :func:`strata_table` groups per-image records (from
-:class:`training.metrics.MetricAccumulator`, with those traits added) and
+:class:`training.scoring.metrics.MetricAccumulator`, with those traits added) and
 gives, per group, the number of images, mean and median Dice, mean Jaccard
 and the count of failures (Dice < 0.5). :func:`triage_recall` says how many
 of the failures a reviewer meets first when the cases are sorted by a
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .postprocess import border_pixels
+from ..corrections.postprocess import border_pixels
 
 # Bands of the true lesion's share of the image (upper bounds, exclusive).
 AREA_BANDS: tuple[tuple[str, float], ...] = (("< 5%", 0.05), ("5-15%", 0.15), ("15-40%", 0.40), (">= 40%", math.inf))

@@ -1,6 +1,6 @@
 """One training step and what it needs: batches, timesteps, the parameters that train.
 
-:func:`train_step` is the inner step of :func:`training.trainer.train`: augment,
+:func:`train_step` is the inner step of :func:`training.loop.trainer.train`: augment,
 draw timesteps and noise, noise the mask (q(x_t | x_0)), predict, take the
 loss, step the optimiser. Every random number comes from one CPU generator,
 drawn for the global batch, so a seed replays a run on any device and DDP
@@ -19,9 +19,9 @@ from model.nets.prompt_control import is_prompt_parameter
 from model.inputs.preprocess import network_input
 from model.diffusion.sampler import output_to_x0
 
-from .data.augment import augment_batch
-from .data.datasets import CachedDataset
-from .interactive.prompt_training import simulated_prompts
+from ..data.augment import augment_batch
+from ..data.datasets import CachedDataset
+from ..interactive.prompt_training import simulated_prompts
 from .losses import dice_loss
 
 if TYPE_CHECKING:

@@ -42,8 +42,8 @@ import numpy as np
 
 from model.files.file_access import sha256_of_handle
 
-from .data import imageio
-from .data.imageio import encode_json, encode_png, encode_tiff
+from ..data import imageio
+from ..data.imageio import encode_json, encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
 IMAGE_OUTPUT_SUFFIXES = OUTPUT_SUFFIXES[:-1]

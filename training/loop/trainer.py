@@ -1,6 +1,6 @@
 """The training loop shared by ``mlffm train`` and ``mlffm finetune``.
 
-One step (:func:`training.train_step.train_step`): augment a batch, pick timesteps, noise the ground-truth mask
+One step (:func:`training.loop.train_step.train_step`): augment a batch, pick timesteps, noise the ground-truth mask
 (q(x_t | x_0)), predict the clean mask from (image, x_t, t), take the loss,
 step AdamW, update the EMA. After each epoch the EMA weights are scored on
 the validation set; the best are written to the output file and the full
@@ -26,11 +26,11 @@ from model.inputs.preprocess import network_input
 from model.diffusion.sampler import iter_sample_soft_masks, run_to_completion
 from model.diffusion.schedule import NoiseSchedule
 
-from .data.augment import AugmentConfig
-from .data.datasets import CachedDataset
+from ..data.augment import AugmentConfig
+from ..data.datasets import CachedDataset
 from .distributed import SINGLE, Distributed
 from .losses import SegmentationDiffusionLoss
-from .interactive.prompt_training import prompt_validation
+from ..interactive.prompt_training import prompt_validation
 from .state import EMA, pack_training_state, unpack_training_state
 from .train_step import epoch_order, gather_batch, to_batch, train_step, trainable_parameters
 
@@ -185,7 +185,7 @@ def train(
     ``initial_val_dice`` (fine-tuning), the starting weights count as epoch 0
     and are kept if no epoch beats them.
 
-    Under torchrun (``distributed``, see :mod:`training.distributed`) the
+    Under torchrun (``distributed``, see :mod:`training.loop.distributed`) the
     ranks train slices of each global batch; only rank 0 writes.
     """
     reporter = reporter or SilentReporter()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model import CheckpointError, Segmenter
 
-from .outputs import display
+from ..files.outputs import display
 
 
 def resumed_base(resume_provenance: dict, checkpoint: Path | None, resume: Path, device) -> tuple[Path | None, Segmenter]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from model import Segmenter, default_weights_path
 
-from .data.imageio import write_json
+from ..data.imageio import write_json
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Scoring a model: metrics, failure strata, calibration and its per-clinic adaptation, report figures."""
