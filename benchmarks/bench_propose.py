@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import NetworkConfig, Segmenter, SegmenterConfig, default_weights_path  # noqa: E402
 from model.diffusion import sampler  # noqa: E402
-from model.inputs.preprocess import flip_views, unflip_samples  # noqa: E402
+from model.inputs.preprocess import flip_views, resize_to_working, to_float_rgb, unflip_samples  # noqa: E402
 from model.diffusion.sampler import sample_soft_masks_naive  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
 
@@ -112,8 +112,7 @@ def flat_field_table(segmenter: Segmenter, image: np.ndarray, repeats: int) -> N
         chosen = segmenter.with_options(flat_field=on)
         chosen.propose(image, n_samples=2, steps=2)
         seconds[on] = timed(lambda: chosen.propose(image, n_samples=n, steps=steps, seed=0), repeats, lambda: None)
-    x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    x = torch.nn.functional.interpolate(x, size=(segmenter.config.size,) * 2, mode="area")
+    x = resize_to_working(torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)[None], segmenter.config.size)
     alone = timed(lambda: flat_field(x), max(3, repeats), lambda: None)
     print(f"\nflat-field correction ({n} samples x {steps} steps, {segmenter.config.size} px)")
     print(f"{'off s':>7} {'on s':>7} {'on/off':>7} {'correction alone s':>19}")

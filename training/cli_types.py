@@ -78,6 +78,6 @@ def add_flat_field_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--flat-field", choices=("on", "off"), help=f"{FLAT_FIELD_HELP}: {what}")
 
 
-def flat_field_choice(value: str | None) -> bool | None:
-    """The parsed ``--flat-field``: True, False, or None (keep the model's)."""
-    return None if value is None else value == "on"
+def flat_field_choice(value: str | None, model_choice: bool) -> bool:
+    """The flat-field choice a run uses: the parsed ``--flat-field`` ("on", "off"), or ``model_choice`` when not given."""
+    return model_choice if value is None else value == "on"

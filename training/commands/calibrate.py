@@ -77,7 +77,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data}: every case of split {args.split!r} was used to fine-tune {args.checkpoint}; calibrate on others")
         cases = kept
     views = base.config.flip_views if args.flip_views is None else args.flip_views
-    flat = base.config.flat_field if args.flat_field is None else flat_field_choice(args.flat_field)
+    flat = flat_field_choice(args.flat_field, base.config.flat_field)
     samples, steps = base.sampling_settings(args.samples, args.steps)
     # the temperature and threshold are fitted for these settings, so they become the model's defaults
     segmenter = base.with_options(

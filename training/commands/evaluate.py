@@ -75,8 +75,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.checkpoint, args.device)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
-    if flat_field_choice(args.flat_field) is not None:
-        segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field))
+    segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field, segmenter.config.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     if args.clicks < 0 or args.clicks > 100:
         raise ValueError(f"--clicks {args.clicks}: must lie in 0..100")

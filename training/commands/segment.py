@@ -186,8 +186,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     shard = f"{shard_index * ctx.world_size + ctx.rank}/{n_ranks}" if n_ranks > 1 else None
     args.device = rank_device(args.device, ctx)
     segmenter = Segmenter.load(args.checkpoint, args.device)
-    if flat_field_choice(args.flat_field) is not None:
-        segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field))
+    segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field, segmenter.config.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     args.output.mkdir(parents=True, exist_ok=True)
     swept = sweep_temporaries(args.output, {p.stem for p in mine})

@@ -23,12 +23,12 @@ def starting_segmenter(args: argparse.Namespace, reporter) -> Segmenter:
     """The segmenter ``mlffm train`` trains, from ``args``; ValueError (one line) for flags that contradict each other."""
     if args.resume is not None and args.init is not None:
         raise ValueError("--init and --resume exclude each other: --resume continues a run, --init starts a new one from weights")
-    flat = flat_field_choice(getattr(args, "flat_field", None))
+    given = getattr(args, "flat_field", None)  # mlffm finetune has no --flat-field
     if args.resume is not None:
         segmenter = Segmenter.load(args.resume, args.device)
-        if flat is not None and flat != segmenter.config.flat_field:
+        if flat_field_choice(given, segmenter.config.flat_field) != segmenter.config.flat_field:
             raise ValueError(
-                f"--flat-field {args.flat_field}: {args.resume} trains with it {'on' if segmenter.config.flat_field else 'off'} "
+                f"--flat-field {given}: {args.resume} trains with it {'on' if segmenter.config.flat_field else 'off'} "
                 "and a resumed run keeps its input (leave --flat-field out, or start a new run from its weights with --init)"
             )
         if args.size is not None and args.size != segmenter.config.size:
@@ -68,7 +68,8 @@ def starting_segmenter(args: argparse.Namespace, reporter) -> Segmenter:
             diffusion=DiffusionConfig(schedule=args.schedule, prediction=args.prediction),
         )
         segmenter = Segmenter(config, args.device)
-    if args.resume is None and flat is not None and flat != segmenter.config.flat_field:
+    flat = flat_field_choice(given, segmenter.config.flat_field)
+    if flat != segmenter.config.flat_field:  # only a new choice (a resumed run has refused one above)
         if args.freeze_base:
             raise ValueError(f"--freeze-base keeps {args.init}'s proposals as they are: it cannot change --flat-field")
         segmenter = segmenter.with_options(flat_field=flat)
