@@ -9,7 +9,7 @@ from model import Segmenter
 from model.config import SegmenterConfig
 from model.inputs.preprocess import image_to_input, resize_to_working, standardize
 from model.inputs.shading import best_field, fit_field, flat_field
-from training.data.acquisition_shifts import illumination, vignette
+from training.data.acquisition_shifts import black_frame, illumination, vignette
 from training.data.imageio import read_image, read_mask
 
 from .conftest import SMALL_DATA, tiny_config
@@ -44,10 +44,11 @@ def _skin_log_error(image, clean, lesion):
 
 
 def _frame(x, centre=(0.0, 0.0), radius=1.0):
+    """``x`` (1, 3, SIZE, SIZE) behind a black frame (the benchmark's shift), and the (SIZE, SIZE) mask of the frame."""
     rows = (torch.arange(SIZE) + 0.5) / SIZE * 2 - 1 - centre[0]
     cols = (torch.arange(SIZE) + 0.5) / SIZE * 2 - 1 - centre[1]
     r = torch.hypot(rows[:, None], cols[None, :])
-    return x * (0.03 + 0.97 * ((radius - r) / 0.03).clamp(0, 1)), r > radius + 0.03
+    return black_frame(x, torch.tensor([radius]), torch.tensor([centre])), r > radius + 0.03
 
 
 @pytest.mark.parametrize("shift", ["vignette", "illumination"])

@@ -8,7 +8,7 @@ import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from model import Segmenter
+from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
 from ..settings import SETTINGS
@@ -128,13 +128,12 @@ def proposal_record(segmenter: Segmenter, checkpoint: str | None, proposal, n_sa
     }
 
 
-def model_sampling_defaults(checkpoint: str | None) -> tuple[int, int] | None:
-    """(samples, steps) stored in a model's config, read from its header only; None when it cannot be read."""
+def model_config(checkpoint: str | None) -> SegmenterConfig | None:
+    """A model's config (its sampling defaults, flat-field choice, timesteps), read from its header only; None when it cannot be read."""
     try:
-        config = Segmenter.read_config(Path(checkpoint) if checkpoint else None)
+        return Segmenter.read_config(Path(checkpoint) if checkpoint else None)
     except (ValueError, OSError):
         return None
-    return config.default_samples, config.default_steps
 
 
 def forget_segmenters() -> None:

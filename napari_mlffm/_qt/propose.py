@@ -127,40 +127,27 @@ class ProposeWidget(common.RunCancel, Container):
     def checkpoint(self) -> str | None:
         return common.chosen_checkpoint(self.model.value, self.model_file.value)
 
-    def _model_defaults(self) -> tuple[int, int] | None:
+    def _model_config(self) -> SegmenterConfig | None:
+        """The chosen model's config, from its header; None when no model is chosen or it cannot be read."""
         try:
             checkpoint = self.checkpoint()
         except ValueError:
             return None
-        return common.model_sampling_defaults(checkpoint)
-
-    def _model_flat_field(self) -> bool | None:
-        """The chosen model's own flat-field choice, from its header; None when it cannot be read."""
-        try:
-            return Segmenter.read_config(self.checkpoint()).flat_field
-        except (ValueError, OSError):
-            return None
+        return common.model_config(checkpoint)
 
     def _show_model_defaults(self, *_) -> None:
         """Where the settings leave samples, steps or the flat field to the model, show the chosen model's own."""
-        settings, defaults = SETTINGS.get(), self._model_defaults()
-        if defaults is None:
+        settings, config = SETTINGS.get(), self._model_config()
+        if config is None:
             return
         if settings.flat_field is None:
-            self.flat_field.value = bool(self._model_flat_field())
-        self.steps.max = self._step_limit()
+            self.flat_field.value = config.flat_field
+        # DDIM steps the chosen model can take: at most its training timesteps (and the plugin's limit)
+        self.steps.max = max(STEPS_RANGE[0], min(STEPS_RANGE[1], int(config.diffusion.timesteps)))
         if settings.samples is None:
-            self.samples.value = _bounded(self.samples, defaults[0], "proposals")
+            self.samples.value = _bounded(self.samples, config.default_samples, "proposals")
         if settings.steps is None:
-            self.steps.value = _bounded(self.steps, defaults[1], "DDIM steps")
-
-    def _step_limit(self) -> int:
-        """DDIM steps the chosen model can take: at most its training timesteps (and the plugin's limit)."""
-        try:
-            timesteps = Segmenter.read_config(self.checkpoint()).diffusion.timesteps
-        except (ValueError, OSError):
-            return STEPS_RANGE[1]
-        return max(STEPS_RANGE[0], min(STEPS_RANGE[1], int(timesteps)))
+            self.steps.value = _bounded(self.steps, config.default_steps, "DDIM steps")
 
     # ----- running -----------------------------------------------------
 
@@ -175,11 +162,11 @@ class ProposeWidget(common.RunCancel, Container):
             common.notify_error(err)
             return None
         # values equal to the model's own defaults are saved as "the model's", so another model brings its own
-        defaults = self._model_defaults() or (None, None)
-        samples = None if self.samples.value == defaults[0] else self.samples.value
-        steps = None if self.steps.value == defaults[1] else self.steps.value
-        own_flat = self._model_flat_field()
-        flat = None if own_flat is None or self.flat_field.value == own_flat else self.flat_field.value
+        config = self._model_config()
+        own = (config.default_samples, config.default_steps, config.flat_field) if config is not None else (None, None, None)
+        samples = None if self.samples.value == own[0] else self.samples.value
+        steps = None if self.steps.value == own[1] else self.steps.value
+        flat = None if own[2] is None or self.flat_field.value == own[2] else self.flat_field.value
         SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
         image = common.image_data(layer)
         info = {"source": common.case_source(layer), "image_layer": layer.name}
