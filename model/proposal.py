@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -42,6 +42,20 @@ class Proposal:
     def consensus(self) -> np.ndarray:
         """(H, W) bool: probability >= threshold."""
         return self.probability >= self.threshold
+
+    def with_kept(self, kept: KeptPixels | None) -> "Proposal":
+        """This proposal with ``kept`` pixels ((H, W)) set to their values in every sample, probability 0 or 1, no uncertainty."""
+        if kept is None:
+            return self
+        kept.check(*self.probability.shape)
+        if not kept.any:
+            return self
+        where, values = np.asarray(kept.mask, bool), np.asarray(kept.values, bool)
+        samples = self.samples.copy()
+        samples[:, where] = values[where]
+        probability = np.where(where, values.astype(np.float32), self.probability).astype(np.float32)
+        uncertainty = np.where(where, np.float32(0), self.uncertainty).astype(np.float32)
+        return replace(self, samples=samples, probability=probability, uncertainty=uncertainty)
 
     @cached_property
     def disagreement(self) -> float:

@@ -12,7 +12,10 @@ from model import Segmenter
 from model.config import NetworkConfig
 from training.cli import main
 from training.data.datasets import list_cases, load_case
-from training.interactive.protocol import ClickSession, click_session, resolve_mode, summarize_sessions
+from model.click_reach import click_reach
+from model.inputs.kept import KeptPixels
+from model.inputs.prompts import Prompts
+from training.interactive.protocol import ClickSession, click_session, refine, resolve_mode, summarize_sessions
 
 from .conftest import SMALL_DATA, tiny_config
 
@@ -40,6 +43,24 @@ def test_kept_pixel_clicks_hold_their_disks_in_the_next_mask(tiny_segmenter):
     assert resolve_mode(prompted, "auto") == "both" and resolve_mode(tiny_segmenter, "auto") == "kept"
 
 
+def test_a_reached_region_joins_the_refined_mask_and_painted_pixels_win(tiny_segmenter):
+    image, _ = load_case(list_cases(SMALL_DATA, "all").cases[0])
+    height, width = image.shape[:2]
+    prior = np.zeros((height, width), bool)
+    prior[: height // 2] = True
+    prompts = Prompts().with_click((height * 3 // 4, width // 2), True).with_prior(prior)
+    painted = np.zeros((height, width), bool)
+    painted[-6:] = True  # painted skin along the bottom edge, which the click's reach crosses
+    kept = KeptPixels(painted, np.zeros_like(painted))
+    plain = refine(tiny_segmenter, image, prompts, "kept", kept, reach=False, n_samples=2, steps=2, seed=0)
+    reached = refine(tiny_segmenter, image, prompts, "kept", kept, n_samples=2, steps=2, seed=0)
+    expected = click_reach(plain.probability, prior, prompts.positive, prompts.negative)
+    assert expected is not None
+    grown = expected.mask & expected.values & ~painted
+    assert reached.consensus[grown].all()
+    assert not reached.consensus[painted].any() and (reached.uncertainty[painted] == 0).all()
+
+
 def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
     folder = tmp_path / "clinic"
     shutil.copytree(SMALL_DATA, folder)
@@ -56,5 +77,8 @@ def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
     per_image = json.loads(report.read_text())["per_image"]
     assert all(len(r["dice_after_clicks"]) == 4 for r in per_image)
     assert np.isclose(np.mean([r["dice_after_clicks"][0] for r in per_image]), clicks["dice_after"][0])
+    assert clicks["reach"] is True and "click protocol (kept + reach" in out
+    assert main([*args, "--clicks", "1", "--click-reach", "off", "--json", str(report), "--overwrite"]) == 0
+    assert json.loads(report.read_text())["clicks"]["reach"] is False
     assert main([*args, "--clicks", "2", "--click-mode", "prompts"]) == 2
     assert "prompt" in capsys.readouterr().err

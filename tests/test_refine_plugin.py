@@ -70,3 +70,4 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
     assert record["clicks"]["positive"] == [[float(row), float(col)]] and record["clicks"]["negative"] == []
     assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == mode
     assert record["clicks"]["prior"] == (mode != "kept")
+    assert record["clicks"]["reach"] is True  # on by default

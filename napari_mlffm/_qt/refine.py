@@ -9,6 +9,10 @@ button or **Shift-R** re-runs the proposals with:
 * the clicks, and the current mask as the prior, as input, for weights
   trained with prompts (``mlffm train --click-prob``); for other weights,
   each click becomes a small disk of kept lesion / skin pixels;
+* with "a click takes the probable region around it" (on by default), the
+  region connected to each click through the model's probable lesion (or
+  skin), within a few times the click's distance to the mask's outline,
+  is taken whole (:mod:`model.click_reach`);
 * the pixels painted since the model last wrote the mask as *kept pixels*:
   they are held fixed while the rest is resampled, and stay in every
   proposal (:mod:`model.inputs.kept`).
@@ -27,9 +31,9 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import create_worker
 
-from model.inputs.kept import KeptPixels, click_disks
+from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
-from training.interactive.protocol import resolve_mode
+from training.interactive.protocol import refine_iter, resolve_mode
 
 from .. import results
 from . import common
@@ -42,27 +46,24 @@ def prompts_layer_name(image_name: str) -> str:
     return f"{image_name} prompts"
 
 
-def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None):
+def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None, reach=True):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line}).
 
     ``flat_field``: that of the proposal being refined (None: the model's choice).
+    ``reach``: each click also takes the probable region connected to it.
     """
     try:
         segmenter = common.get_segmenter(checkpoint, device, flat_field)
         mode = resolve_mode(segmenter, "auto")
-        height, width = image.shape[:2]
-        kept = painted
-        if mode in ("kept", "both"):
-            disks = click_disks(prompts.positive, prompts.negative, height, width)
-            kept = disks.merged(painted) if disks is not None else painted  # painted edits win over click disks
-        # No clicks left (all undone): the first proposal again, not one steered by its own mask alone.
-        given = prompts if mode in ("prompts", "both") and prompts.clicks else None
-        proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
+        proposal = yield from refine_iter(segmenter, image, prompts, mode, painted, reach, n_samples, steps, seed)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}
     if not prompts.clicks:  # nothing to steer with but what was painted
         mode = "kept" if painted is not None else "none"
-    info = {**common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed), "refine_mode": mode}
+    info = {
+        **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed),
+        "refine_mode": mode, "click_reach": bool(reach and prompts.clicks),
+    }
     return proposal, info
 
 
@@ -77,11 +78,12 @@ class RefineWidget(common.RunCancel, Container):
         self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
         self.positive = CheckBox(text="next click is lesion (T toggles)", value=True)
         self.auto = CheckBox(text="refine on each click", value=True)
+        self.reach = CheckBox(text="a click takes the probable region around it", value=True)
         self.prompts_button = PushButton(text="Add clicks layer")
         self.refine_button = PushButton(text="Refine (Shift-R)")
         self.undo_button = PushButton(text="Undo last click")
         self.status = Label(value="")
-        self.extend([self.image, self.prompts_button, self.positive, self.auto, self.refine_button, self.undo_button, self.status])
+        self.extend([self.image, self.prompts_button, self.positive, self.auto, self.reach, self.refine_button, self.undo_button, self.status])
         self._pending = False
         self._counts: dict[str, int] = {}
         self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
@@ -209,7 +211,7 @@ class RefineWidget(common.RunCancel, Container):
         args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
         flat = state.get("flat_field")  # the proposal's own; absent in records made before it existed
-        worker = create_worker(refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, _start_thread=False)
+        worker = create_worker(refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, bool(self.reach.value), _start_thread=False)
         self._pending = False
         self._launch(worker, self.refine_button, f"refining with {prompts.clicks} clicks...", lambda result: self._on_done(image_layer, prompts, kept_mask, result))
         return worker
@@ -242,7 +244,8 @@ class RefineWidget(common.RunCancel, Container):
             found["uncertainty"].data = proposal.uncertainty
         consensus = proposal.consensus
         mask = found["mask"]
-        record = {**prompts.to_record(), "prior": info.get("refine_mode") in ("prompts", "both"), "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode")}
+        record = {**prompts.to_record(), "prior": info.get("refine_mode") in ("prompts", "both"), "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode"),
+                  "reach": bool(info.get("click_reach"))}
         state = mask.metadata.setdefault(results.KEY, {})
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),

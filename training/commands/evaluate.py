@@ -44,6 +44,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="how clicks reach the model: prompts (input channels), kept (kept-pixel disks, any weights), both; "
         "auto = both (prompts and kept disks) for weights trained with prompts, else kept",
     )
+    parser.add_argument(
+        "--click-reach", choices=("on", "off"), default="on",
+        help="each click also takes the probable region connected to it, near it (default on; docs/interactive.md)",
+    )
 
 
 def uncertainty_error_spearman(per_image: list[dict], score: str = "mean_uncertainty") -> float:
@@ -96,7 +100,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.clicks:
             try:
                 session = click_session(
-                    segmenter, image, truth, args.clicks, click_mode, first=proposal, n_samples=args.samples, steps=args.steps, seed=args.seed
+                    segmenter, image, truth, args.clicks, click_mode, first=proposal, reach=args.click_reach == "on",
+                    n_samples=args.samples, steps=args.steps, seed=args.seed,
                 )
             except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # a refine ran out of memory: the case is not scored at all
                 scoring.skip(case, err)
@@ -135,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     triage = triage_recall(accumulator.per_image)
     if triage:
         print("\ntriage (cases sorted most doubtful first, as in the plugin):\n" + format_triage(triage))
-    clicks = summarize_sessions(sessions, args.clicks, click_mode) if args.clicks else None
+    clicks = summarize_sessions(sessions, args.clicks, click_mode, reach=args.click_reach == "on") if args.clicks else None
     if clicks is not None:
         print("\n" + format_clicks(clicks))
         for record, session in zip(accumulator.per_image, sessions):

@@ -15,6 +15,11 @@ clicks so far. How a click reaches the model is the *mode*:
 * ``"auto"``: ``"both"`` for weights with prompt channels (the best of the
   three on val for the shipped weights: docs/results.md), else ``"kept"``.
 
+With ``reach`` (the default; ``mlffm evaluate --click-reach off`` turns it
+off), each refine then also takes the probable region connected to each
+click, within a few times the click's distance to the outline it corrected
+(:mod:`model.click_reach`), in any mode; no extra diffusion pass.
+
 A session whose mask already equals the reference needs no click; its Dice
 is carried on. :func:`summarize_sessions` gives the contract of
 ``mlffm evaluate --clicks K``: ``dice_after`` (K + 1 means, for 0..K
@@ -26,12 +31,14 @@ when the first proposal does and K when it is never reached),
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from model import Proposal, Segmenter
-from model.inputs.kept import click_disks
+from model.click_reach import click_reach
+from model.inputs.kept import KeptPixels, click_disks
 from model.inputs.prompts import Prompts
 
 from .clicks import dice, next_click
@@ -67,12 +74,48 @@ class ClickSession:
         return len(self.dice) - 1
 
 
-def refine(segmenter: Segmenter, image: np.ndarray, prompts: Prompts, mode: str, **sampling) -> Proposal:
-    """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts``, by ``mode``."""
+def refine_iter(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    prompts: Prompts,
+    mode: str,
+    painted: KeptPixels | None = None,
+    reach: bool = True,
+    n_samples: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+) -> Generator[tuple[int, int], None, Proposal]:
+    """Generator form of :func:`refine`: yields ``(steps_done, steps_total)`` per DDIM step, returns the proposal.
+
+    ``painted``: pixels the clinician painted, kept in every sample; they win
+    over click disks and reaches. ``reach``: each click also takes the
+    probable region connected to it (:mod:`model.click_reach`).
+    """
     height, width = image.shape[:2]
-    kept = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
-    given = prompts if mode in ("prompts", "both") else None
-    return segmenter.propose(image, prompts=given, kept=kept, **sampling)
+    kept = painted
+    if mode in ("kept", "both"):
+        disks = click_disks(prompts.positive, prompts.negative, height, width)
+        kept = disks.merged(painted) if disks is not None else painted
+    # No clicks (all undone): the first proposal again, not one steered by its own mask alone.
+    given = prompts if mode in ("prompts", "both") and prompts.clicks else None
+    proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
+    if reach and prompts.clicks:
+        reached = click_reach(proposal.probability, prompts.prior, prompts.positive, prompts.negative)
+        if reached is not None:
+            proposal = proposal.with_kept(reached.merged(painted))
+    return proposal
+
+
+def refine(
+    segmenter: Segmenter, image: np.ndarray, prompts: Prompts, mode: str, painted: KeptPixels | None = None, reach: bool = True, **sampling
+) -> Proposal:
+    """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts``, by ``mode``."""
+    work = refine_iter(segmenter, image, prompts, mode, painted, reach, **sampling)
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
 
 
 def click_session(
@@ -82,11 +125,14 @@ def click_session(
     clicks: int,
     mode: str = "auto",
     first: Proposal | None = None,
+    reach: bool = True,
     **sampling,
 ) -> ClickSession:
     """Run the protocol for one image with up to ``clicks`` clicks (``first``: the 0-click proposal, if made already).
 
-    ``sampling``: ``n_samples``, ``steps``, ``seed`` for :meth:`Segmenter.propose`.
+    ``reach``: each refine also takes the probable region connected to each
+    click (:mod:`model.click_reach`). ``sampling``: ``n_samples``, ``steps``,
+    ``seed`` for :meth:`Segmenter.propose`.
     """
     mode = resolve_mode(segmenter, mode)
     truth = np.asarray(truth, bool)
@@ -102,23 +148,24 @@ def click_session(
         prompts = prompts.with_click(click.point, click.positive).with_prior(mask)
         session.clicks.append((click.row, click.col, click.positive))
         started = time.perf_counter()
-        proposal = refine(segmenter, image, prompts, mode, **sampling)
+        proposal = refine(segmenter, image, prompts, mode, reach=reach, **sampling)
         session.seconds.append(time.perf_counter() - started)
         mask = proposal.consensus
         session.dice.append(dice(mask, truth))
     return session
 
 
-def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str) -> dict:
-    """The ``clicks`` report of ``mlffm evaluate --clicks K`` (see the module docstring)."""
+def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str, reach: bool = True) -> dict:
+    """The ``clicks`` report of ``mlffm evaluate --clicks K`` (see the module docstring); ``reach``: as the sessions ran."""
     if not sessions:
-        return {"k": clicks, "mode": mode, "n_images": 0}
+        return {"k": clicks, "mode": mode, "reach": reach, "n_images": 0}
     table = np.array([s.dice for s in sessions])
     seconds = [t for s in sessions for t in s.seconds]
     within = min(3, clicks)
     return {
         "k": clicks,
         "mode": mode,
+        "reach": reach,
         "n_images": len(sessions),
         "dice_after": [float(v) for v in table.mean(axis=0)],
         "noc85": float(np.mean([s.clicks_to(0.85) for s in sessions])),
@@ -134,7 +181,8 @@ def format_clicks(report: dict) -> str:
     if not report.get("n_images"):
         return "clicks: no images"
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k < len(report["dice_after"])]
-    lines = [f"click protocol ({report['mode']}, up to {report['k']} clicks, {report['n_images']} images):"]
+    how = report["mode"] + (" + reach" if report.get("reach") else "")
+    lines = [f"click protocol ({how}, up to {report['k']} clicks, {report['n_images']} images):"]
     lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
     lines.append("  " + "  ".join(f"{report['dice_after'][k]:7.4f}" for k in shown))
     lines.append(
