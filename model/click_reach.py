@@ -72,21 +72,21 @@ def click_reach(
     side = min(height, width)
     has_outline = prior is not None and bool(np.any(prior)) and not bool(np.all(prior))
     prior = np.asarray(prior, bool) if has_outline else None
-    depth = {
-        True: distance_transform_edt(~prior) if has_outline else None,
-        False: distance_transform_edt(prior) if has_outline else None,
-    }
     rows, cols = np.ogrid[:height, :width]
     mask = np.zeros((height, width), bool)
     values = np.zeros((height, width), bool)
     for points, lesion in ((positive, True), (negative, False)):
+        if not points:
+            continue
+        # Each click's distance to the outline: into the skin for a positive click, into the lesion for a negative one.
+        depth = distance_transform_edt(~prior if lesion else prior) if has_outline else None
         probable = probability >= low if lesion else probability < 1.0 - low
         for r, c in points:
             row = min(max(int(round(r)), 0), height - 1)
             col = min(max(int(round(c)), 0), width - 1)
             if not probable[row, col]:
                 continue
-            distance = depth[lesion][row, col] if has_outline else side * NO_PRIOR_REACH_FRACTION
+            distance = depth[row, col] if has_outline else side * NO_PRIOR_REACH_FRACTION
             radius = max(factor * float(distance), side * MIN_REACH_FRACTION)
             # Only the disk's bounding box can be reached: label there, not the whole image.
             top, bottom = max(0, int(row - radius)), min(height, int(row + radius) + 1)

@@ -115,10 +115,6 @@ def soft_masks_to_proposal(
     mean = apply_temperature(running_mean, temperature)
     variance = (squares / n).clamp_(min=0)
     uncertainty = (2 * variance.sqrt()).clamp_(0, 1)
-    if kept is not None and kept.any:
-        # Kept pixels are exact at the image's resolution: every sample, the probability and no spread.
-        where, values = torch.from_numpy(np.asarray(kept.mask, bool)), torch.from_numpy(np.asarray(kept.values, bool))
-        samples[:, where.numpy()] = values.numpy()[where.numpy()]
-        mean = torch.where(where, values.float(), mean)
-        uncertainty = torch.where(where, torch.zeros_like(uncertainty), uncertainty)
-    return Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32), threshold=threshold)
+    proposal = Proposal(samples, mean.numpy().astype(np.float32), uncertainty.numpy().astype(np.float32), threshold=threshold)
+    # Kept pixels are exact at the image's resolution: every sample, the probability and no spread.
+    return proposal.with_kept(kept)

@@ -38,6 +38,7 @@ import numpy as np
 
 from model import Proposal, Segmenter
 from model.click_reach import click_reach
+from model.diffusion.sampler import run_to_completion
 from model.inputs.kept import KeptPixels, click_disks
 from model.inputs.prompts import Prompts
 
@@ -110,12 +111,7 @@ def refine(
     segmenter: Segmenter, image: np.ndarray, prompts: Prompts, mode: str, painted: KeptPixels | None = None, reach: bool = True, **sampling
 ) -> Proposal:
     """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts``, by ``mode``."""
-    work = refine_iter(segmenter, image, prompts, mode, painted, reach, **sampling)
-    while True:
-        try:
-            next(work)
-        except StopIteration as done:
-            return done.value
+    return run_to_completion(refine_iter(segmenter, image, prompts, mode, painted, reach, **sampling))
 
 
 def click_session(
