@@ -4,10 +4,13 @@
 
 On one sample image (512 x 512), interleaved so machine load hits every row
 alike: the plain proposal of the shipped weights; a refine with 2 clicks as
-kept-pixel disks (any weights); and, with ``--prompted``, a refine with 2
-clicks and the current mask as prompts, and with prompts + kept disks. A
-refine is one proposal, so its cost is the proposal's plus the prompt
-encoding and the kept-pixel replacement; the ratio column shows that overhead.
+kept-pixel disks (any weights), without and with the click's reach; and,
+with ``--prompted``, a refine with 2 clicks and the current mask as prompts
+plus kept disks, without and with the reach (the plugin's default). A refine
+is what the plugin and the click protocol run
+(:func:`training.interactive.protocol.refine`): one proposal, plus the prompt
+encoding, the kept-pixel replacement and the reach step, which is also
+timed alone. The ratio column shows the overhead over a plain proposal.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
-from model.inputs.kept import click_disks  # noqa: E402
+from model.click_reach import click_reach  # noqa: E402
 from model.inputs.prompts import Prompts  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
+from training.interactive.protocol import refine  # noqa: E402
 
 
 def main() -> int:
@@ -40,13 +44,15 @@ def main() -> int:
     first = shipped.propose(image, args.samples, args.steps)
     h, w = image.shape[:2]
     prompts = Prompts(((h / 2, w / 2),), ((10.0, 10.0),), first.consensus)
-    kept = click_disks(prompts.positive, prompts.negative, h, w)
+    sampling = {"n_samples": args.samples, "steps": args.steps}
     rows = {"plain proposal (shipped)": lambda: shipped.propose(image, args.samples, args.steps)}
-    rows["refine: kept-pixel clicks (shipped)"] = lambda: shipped.propose(image, args.samples, args.steps, kept=kept)
+    rows["refine: kept disks (shipped)"] = lambda: refine(shipped, image, prompts, "kept", reach=False, **sampling)
+    rows["refine: kept disks + reach (shipped)"] = lambda: refine(shipped, image, prompts, "kept", **sampling)
     if args.prompted is not None:
         prompted = Segmenter.load(args.prompted, args.device)
-        rows["refine: prompts (prompted)"] = lambda: prompted.propose(image, args.samples, args.steps, prompts=prompts)
-        rows["refine: prompts + kept (prompted)"] = lambda: prompted.propose(image, args.samples, args.steps, prompts=prompts, kept=kept)
+        rows["refine: prompts + kept (prompted)"] = lambda: refine(prompted, image, prompts, "both", reach=False, **sampling)
+        rows["refine: prompts + kept + reach (prompted)"] = lambda: refine(prompted, image, prompts, "both", **sampling)
+    rows["the reach step alone"] = lambda: click_reach(first.probability, prompts.prior, prompts.positive, prompts.negative)
     times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(args.repeats):
         for name, run in rows.items():
@@ -56,9 +62,9 @@ def main() -> int:
     n, steps = shipped.sampling_settings(args.samples, args.steps)
     print(f"{n} samples x {steps} steps, {shipped.config.flip_views} flip views, device {args.device}, median of {args.repeats}")
     base = statistics.median(times["plain proposal (shipped)"])
-    print(f"{'row':<40} {'s':>7} {'ratio':>6}")
+    print(f"{'row':<44} {'s':>7} {'ratio':>6}")
     for name, values in times.items():
-        print(f"{name:<40} {statistics.median(values):>7.3f} {statistics.median(values) / base:>6.2f}")
+        print(f"{name:<44} {statistics.median(values):>7.3f} {statistics.median(values) / base:>6.2f}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from training.data.datasets import list_cases, load_case
 from model.click_reach import click_reach
 from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
+from training.interactive import protocol
 from training.interactive.protocol import ClickSession, click_session, refine, resolve_mode, summarize_sessions
 
 from .conftest import SMALL_DATA, tiny_config
@@ -59,6 +61,23 @@ def test_a_reached_region_joins_the_refined_mask_and_painted_pixels_win(tiny_seg
     grown = expected.mask & expected.values & ~painted
     assert reached.consensus[grown].all()
     assert not reached.consensus[painted].any() and (reached.uncertainty[painted] == 0).all()
+
+
+def test_a_refines_seconds_include_the_reach_step(tiny_segmenter, monkeypatch):
+    """The plugin's status line shows ``proposal.seconds``: it must cover the reach step, not only the sampler."""
+    pause = 0.5
+
+    def slow_reach(*args, **kwargs):
+        time.sleep(pause)
+        return click_reach(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "click_reach", slow_reach)
+    image, _ = load_case(list_cases(SMALL_DATA, "all").cases[0])
+    height, width = image.shape[:2]
+    prompts = Prompts().with_click((height // 2, width // 2), True).with_prior(np.zeros((height, width), bool))
+    started = time.perf_counter()
+    proposal = refine(tiny_segmenter, image, prompts, "kept", n_samples=2, steps=2, seed=0)
+    assert pause <= proposal.seconds <= time.perf_counter() - started
 
 
 def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -88,6 +88,8 @@ def refine_iter(
 ) -> Generator[tuple[int, int], None, Proposal]:
     """Generator form of :func:`refine`: yields ``(steps_done, steps_total)`` per DDIM step, returns the proposal.
 
+    The proposal's ``seconds`` cover the whole refine, the reach step included.
+
     ``painted``: pixels the clinician painted, kept in every sample; they win
     over click disks and reaches. ``reach``: each click also takes the
     probable region connected to it (:mod:`model.click_reach`).
@@ -101,9 +103,12 @@ def refine_iter(
     given = prompts if mode in ("prompts", "both") and prompts.clicks else None
     proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
     if reach and prompts.clicks:
+        started = time.perf_counter()
         reached = click_reach(proposal.probability, prompts.prior, prompts.positive, prompts.negative)
         if reached is not None:
             proposal = proposal.with_kept(reached.merged(painted))
+        # The refine's time is the proposal's and the reach's together (the plugin's status line shows it).
+        proposal = replace(proposal, seconds=proposal.seconds + time.perf_counter() - started)
     return proposal
 
 
