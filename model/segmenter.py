@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import os
 import time
 import warnings
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files.architecture_check import MODEL_PREFIX, check_network_size, check_weight_shapes, config_of
 from .files.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .config import SegmenterConfig
 from .files.config_schema import check_config
@@ -29,9 +29,6 @@ from .proposal import Proposal, soft_masks_to_proposal
 from .diffusion.sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
 DEFAULT_WEIGHTS = "default.mlffm"
-MODEL_PREFIX = "model."
-MAX_NETWORK_PARAMETERS = 1_000_000_000
-"""Largest network built (4 GB of float32 weights); counted on the meta device before anything is allocated."""
 
 
 class NoDefaultWeightsError(FileNotFoundError):
@@ -41,48 +38,6 @@ class NoDefaultWeightsError(FileNotFoundError):
 def default_weights_path() -> Path:
     """Where the package's shipped weights live (whether or not they exist)."""
     return Path(str(resources.files("model") / "weights" / DEFAULT_WEIGHTS))
-
-
-def _config_of(path: str | os.PathLike, meta: dict[str, Any]) -> SegmenterConfig:
-    try:
-        config = SegmenterConfig.from_dict(meta["config"])
-        _check_network_size(config)
-        return config
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: checkpoint config is not usable ({err})") from None
-
-
-def _meta_state_shapes(config: SegmenterConfig) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the network's state for ``config``, built on the meta device (nothing allocated)."""
-    return dict(_network_state_shapes(config.network))
-
-
-@functools.lru_cache(maxsize=16)
-def _network_state_shapes(network_config) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    with torch.device("meta"):
-        network = DualPathUNet(network_config)
-    return tuple((name, tuple(t.shape)) for name, t in network.state_dict().items())
-
-
-def _check_network_size(config: SegmenterConfig) -> None:
-    count = sum(int(np.prod(shape)) for shape in _meta_state_shapes(config).values())
-    if count > MAX_NETWORK_PARAMETERS:
-        raise ValueError(f"the network of this config has {count / 1e9:.1f} billion parameters, above the limit of {MAX_NETWORK_PARAMETERS / 1e9:.0f} billion")
-
-
-def _check_weight_shapes(path: str | os.PathLike, config: SegmenterConfig, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse, before the network is built, weights whose names or shapes differ from the config's architecture."""
-    expected = _meta_state_shapes(config)
-    stored = {k[len(MODEL_PREFIX):]: tuple(v.shape) for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
-    if missing or extra or wrong:
-        first = (
-            f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
-            else f"{wrong[0]} is {list(stored[wrong[0]])}, the config needs {list(expected[wrong[0]])}"
-        )
-        raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})")
 
 
 class Segmenter:
@@ -98,7 +53,7 @@ class Segmenter:
     ) -> None:
         self.config = config or SegmenterConfig()
         check_config(self.config)
-        _check_network_size(self.config)
+        check_network_size(self.config)
         self.device = resolve_device(device)
         self.network = DualPathUNet(self.config.network).to(self.device).eval()
         self.provenance = dict(provenance or {})
@@ -201,7 +156,7 @@ class Segmenter:
     def read_config(path: str | os.PathLike | None = None) -> SegmenterConfig:
         """A checkpoint's config from its header alone (no weights read, no network built); ``None``: the shipped weights."""
         path = default_weights_path() if path is None else path
-        return _config_of(path, read_checkpoint_meta(path))
+        return config_of(path, read_checkpoint_meta(path))
 
     @classmethod
     def load_with_state(
@@ -215,9 +170,9 @@ class Segmenter:
                     "no default weights are installed in this package; pass a checkpoint file (--checkpoint FILE)"
                 )
         configs: list[SegmenterConfig] = []  # the config, checked before any tensor is decoded
-        tensors, meta, checkpoint_id = load_checkpoint(path, check_meta=lambda meta: configs.append(_config_of(path, meta)))
+        tensors, meta, checkpoint_id = load_checkpoint(path, check_meta=lambda meta: configs.append(config_of(path, meta)))
         config = configs[0]
-        _check_weight_shapes(path, config, tensors)
+        check_weight_shapes(path, config, tensors)
         segmenter = cls(config, device, provenance=meta.get("provenance", {}), checkpoint_id=checkpoint_id)
         weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
         try:
