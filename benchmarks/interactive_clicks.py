@@ -1,7 +1,7 @@
 """The click protocol side by side: what trained prompts and kept pixels each add.
 
     python benchmarks/interactive_clicks.py DATA --split test [--prompted FILE] [--baseline FILE]
-        [--clicks 10] [--limit N] [--samples N] [--steps N] [--seed 0] [--reach on|off|both] [--json FILE]
+        [--clicks 10] [--limit N] [--samples N] [--steps N] [--seed 0] [--reach on|off|both] [--box off|on|both] [--json FILE]
     python benchmarks/interactive_clicks.py --merge ROW1.json ROW2.json   # rows run as separate processes, one table
 
 A simulated user (``training/interactive/clicks.py``, the RITM / SimpleClick rule: the
@@ -19,6 +19,10 @@ Rows, all on the same images, seed and sampling settings:
 ``--reach on`` (the default, as in ``mlffm evaluate``) lets each click also
 take the probable region connected to it (``model/click_reach.py``); ``off``
 leaves it out, and ``both`` runs every row with and without it.
+``--box on`` has the simulated user drag the reference's tight box around
+the lesion before the first click (``model/inputs/box.py``: the outside
+held as skin); Dice@0 is then after the box, and the Dice before it is
+printed beside. ``--box both`` runs every row without and with the box.
 
 Without ``--prompted``, only row 1 is run. Columns: mean Dice after 0, 1, 2,
 3, 5, 10, 20 clicks (those up to K), NoC@85 and NoC@90 (mean clicks to reach
@@ -46,15 +50,20 @@ from training.data.datasets import list_cases, load_case  # noqa: E402
 from training.interactive.protocol import ClickSession, click_session, summarize_sessions  # noqa: E402
 
 
-def run_row(segmenter: Segmenter, cases, mode: str, reach: bool, args) -> dict:
+def run_row(segmenter: Segmenter, cases, mode: str, reach: bool, box: bool, args) -> dict:
     sessions = []
-    for case in tqdm(cases, desc=mode + (" + reach" if reach else ""), unit="image", dynamic_ncols=True):
+    desc = mode + (" + reach" if reach else "") + (" + box" if box else "")
+    for case in tqdm(cases, desc=desc, unit="image", dynamic_ncols=True):
         image, truth = load_case(case)
         sessions.append(
-            click_session(segmenter, image, truth, args.clicks, mode, reach=reach, n_samples=args.samples, steps=args.steps, seed=args.seed)
+            click_session(
+                segmenter, image, truth, args.clicks, mode, reach=reach, box=box, n_samples=args.samples, steps=args.steps, seed=args.seed
+            )
         )
-    report = summarize_sessions(sessions, args.clicks, mode, reach)
-    report["per_image"] = [{"id": c.case_id, "dice_after": s.dice, "clicks": s.clicks} for c, s in zip(cases, sessions)]
+    report = summarize_sessions(sessions, args.clicks, mode, reach, box)
+    report["per_image"] = [
+        {"id": c.case_id, "dice_after": s.dice, "clicks": s.clicks, "dice_before_box": s.dice_before_box} for c, s in zip(cases, sessions)
+    ]
     return report
 
 
@@ -64,10 +73,11 @@ def print_table(results: list[dict], split: str, n_images: int, clicks: int, see
         f"\n{split}: {n_images} images, up to {clicks} clicks, seed {seed}, "
         f"{results[0]['samples']} samples x {results[0]['steps']} steps, device {device}"
     )
-    header = ["row".ljust(42), *[f"Dice@{k}" for k in shown], "NoC@85", "NoC@90", ">=0.90 in 3", "s/refine"]
+    header = ["row".ljust(50), "no box", *[f"Dice@{k}" for k in shown], "NoC@85", "NoC@90", ">=0.90 in 3", "s/refine"]
     print(" | ".join(header))
     for r in results:
-        cells = [r["name"].ljust(42), *[f"{r['dice_after'][k]:.4f}" for k in shown]]
+        before = r.get("dice_before_box", r["dice_after"][0])
+        cells = [r["name"].ljust(50), f"{before:.4f}", *[f"{r['dice_after'][k]:.4f}" for k in shown]]
         cells += [f"{r['noc85']:.2f}", f"{r['noc90']:.2f}", f"{100 * r['share_90_within_3']:.1f} %", f"{r['seconds_per_refine']:.3f}"]
         print(" | ".join(cells))
 
@@ -75,8 +85,11 @@ def print_table(results: list[dict], split: str, n_images: int, clicks: int, see
 def _restricted(row: dict, ids: list[str], clicks: int) -> dict:
     """``row`` summarised over the images ``ids`` only (its seconds per refine kept: per-image times are not stored)."""
     by_id = {image["id"]: image for image in row["per_image"]}
-    sessions = [ClickSession(dice=by_id[i]["dice_after"], clicks=[tuple(c) for c in by_id[i]["clicks"]]) for i in ids]
-    summary = summarize_sessions(sessions, clicks, row.get("mode", ""), row.get("reach", False))
+    sessions = [
+        ClickSession(dice=by_id[i]["dice_after"], clicks=[tuple(c) for c in by_id[i]["clicks"]], dice_before_box=by_id[i].get("dice_before_box"))
+        for i in ids
+    ]
+    summary = summarize_sessions(sessions, clicks, row.get("mode", ""), row.get("reach", False), row.get("box", False))
     summary.update(name=row["name"], samples=row["samples"], steps=row["steps"], seconds_per_refine=row["seconds_per_refine"])
     summary["per_image"] = [by_id[i] for i in ids]
     return summary
@@ -134,6 +147,10 @@ def main() -> int:
         "--reach", choices=("on", "off", "both"), default="on",
         help="each click also takes the probable region connected to it (model.click_reach); both: every row with and without",
     )
+    parser.add_argument(
+        "--box", choices=("off", "on", "both"), default="off",
+        help="the user first drags the reference's tight box (outside held as skin); both: every row without and with",
+    )
     args = parser.parse_args()
     if args.merge:
         return merge_tables(args.merge)
@@ -156,11 +173,17 @@ def main() -> int:
     if not rows:
         parser.error("no rows to run (--rows, and --prompted for the prompts rows)")
     reaches = {"on": (True,), "off": (False,), "both": (False, True)}[args.reach]
-    rows = [(name + (" + reach" if reach else ""), segmenter, mode, reach) for name, segmenter, mode in rows for reach in reaches]
+    boxes = {"off": (False,), "on": (True,), "both": (False, True)}[args.box]
+    rows = [
+        (name + (" + reach" if reach else "") + (" + box" if box else ""), segmenter, mode, reach, box)
+        for name, segmenter, mode in rows
+        for box in boxes
+        for reach in reaches
+    ]
     results = []
-    for name, segmenter, mode, reach in rows:
+    for name, segmenter, mode, reach, box in rows:
         started = time.perf_counter()
-        report = run_row(segmenter, cases, mode, reach, args)
+        report = run_row(segmenter, cases, mode, reach, box, args)
         report.update(name=name, checkpoint_id=segmenter.checkpoint_id, minutes=(time.perf_counter() - started) / 60)
         n, steps = segmenter.sampling_settings(args.samples, args.steps)
         report.update(samples=n, steps=steps, flip_views=segmenter.config.flip_views)

@@ -167,6 +167,7 @@ def _screenshots(folder: Path, window: tuple[int, int]) -> None:
     _settle()
     viewer.window.screenshot(str(folder / "review.png"), canvas_only=False)
     _refine_screenshot(viewer, docked["Refine with clicks"], propose.image.value, folder / "refine.png")
+    _box_screenshot(viewer, docked["Refine with clicks"], propose.image.value, folder / "box.png")
     cases = docked["Cases"]
     cases.open_folder(SAMPLES)
     cases.start()
@@ -195,6 +196,30 @@ def _refine_screenshot(viewer, refine, image_layer, path: Path) -> None:
         points.add([rows[0], cols[0]])  # the click itself starts the refine
         _wait(refine)
         points.selected_data = set()
+    _settle()
+    viewer.window.screenshot(str(path), canvas_only=False)
+
+
+def _box_screenshot(viewer, refine, image_layer, path: Path) -> None:
+    """The clicks undone, then a box dragged around the mask's largest part with a margin, refined."""
+    import numpy as np
+    from scipy import ndimage
+
+    points = refine.prompts_layer()
+    while len(points.data):
+        refine.undo_click()
+        _wait(refine)
+    mask = np.asarray(viewer.layers[f"{image_layer.name} mask"].data) > 0
+    parts, count = ndimage.label(mask)
+    if count:
+        largest = parts == 1 + int(np.argmax(ndimage.sum(mask, parts, range(1, count + 1))))
+        rows, cols = np.nonzero(largest)
+        margin_r, margin_c = 0.08 * (rows.max() - rows.min()), 0.08 * (cols.max() - cols.min())
+        corners = np.array([[rows.min() - margin_r, cols.min() - margin_c], [rows.max() + margin_r, cols.max() + margin_c]])
+        boxes = refine.box_layer()
+        boxes.add_rectangles(np.clip(corners, 0, np.array(mask.shape) - 1))  # the new box starts the refine
+        _wait(refine)
+        boxes.selected_data = set()
     _settle()
     viewer.window.screenshot(str(path), canvas_only=False)
 

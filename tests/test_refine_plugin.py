@@ -71,3 +71,45 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
     assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == mode
     assert record["clicks"]["prior"] == (mode != "kept")
     assert record["clicks"]["reach"] is True  # on by default
+
+
+def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    SETTINGS.update(active_model="", samples=2, steps=2)
+    viewer = make_napari_viewer()
+    propose, review, refine = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Refine with clicks"))
+    path = sorted(SAMPLES.glob("*.jpg"))[0]
+    layer = viewer.open(str(path), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    first = np.asarray(found["mask"].data).copy()
+    rows, cols = np.nonzero(first)
+    # A box over the top-left part of the proposed lesion only: the mask must leave everything outside it.
+    top, left = int(rows.min()), int(cols.min())
+    bottom, right = (top + int(rows.max())) // 2, (left + int(cols.max())) // 2
+    refine.image.value = layer
+    boxes = refine.box_layer()
+    assert boxes.name == f"{layer.name} box" and str(boxes.mode) == "add_rectangle"
+    assert viewer.layers.selection.active.name == boxes.name  # the dock holds a proxy of the layer
+    boxes.add_rectangles(np.array([[top, left], [bottom, right]], float))
+    _wait_refined(qtbot, refine, "0 skin clicks in a box")
+    boxed = np.asarray(found["mask"].data)
+    inside = np.zeros_like(first, bool)
+    inside[top:bottom, left:right] = True
+    assert first[~inside].any() and not boxed[~inside].any() and boxed[inside].any()
+    assert not np.asarray(found["proposals"].data)[:, ~inside].any()
+
+    # A second box replaces the first (one box per image) and re-runs.
+    boxes.add_rectangles(np.array([[0, 0], [first.shape[0], first.shape[1]]], float))
+    qtbot.waitUntil(lambda: len(boxes.data) == 1, timeout=10_000)
+    _wait_refined(qtbot, refine, "in a box")
+    qtbot.waitUntil(lambda: refine.worker is None and np.asarray(found["mask"].data)[~inside].any(), timeout=120_000)
+
+    review.image.value = layer
+    assert review.accept() is not None
+    record = json.loads((plugin_env["store"] / "meta" / f"{path.stem}.json").read_text())
+    assert record["clicks"]["box"] == {"top": 0.0, "left": 0.0, "bottom": float(first.shape[0]), "right": float(first.shape[1])}
+    assert record["clicks"]["mode"] == "kept"
+
+    # A box off the image is one line in the status, and nothing runs.
+    boxes.data = [np.array([[5000.0, 5000.0], [5000.0, 6000.0], [6000.0, 6000.0], [6000.0, 5000.0]])]
+    assert refine.start() is None and "leaves less than 2 x 2" in refine.status.value

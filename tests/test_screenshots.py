@@ -30,7 +30,7 @@ def test_screenshot_mode_proposes_reviews_triages_and_the_canvas_keeps_most_of_t
     assert layout["window"][0] <= window[0] and layout["window"][1] <= window[1], layout  # nothing widened the window
     assert layout["canvas"][0] >= CANVAS_SHARE * window[0], layout
     assert len(layout["docks"]) <= 3, layout  # napari's two (layer controls, layer list) and one tabbed dock of ours
-    for name in ("propose.png", "review.png", "cases.png"):
+    for name in ("propose.png", "review.png", "refine.png", "box.png", "cases.png"):
         pixels = np.asarray(Image.open(folder / name).convert("RGB"), dtype=np.float32)
         assert pixels.shape[0] > 0.8 * window[1] and pixels.shape[1] > 0.8 * window[0], name
         assert pixels.std() > 20, f"{name} looks blank"

@@ -15,12 +15,16 @@ button or **Shift-R** re-runs the proposals with:
   is taken whole (:mod:`model.click_reach`);
 * the pixels painted since the model last wrote the mask as *kept pixels*:
   they are held fixed while the rest is resampled, and stay in every
-  proposal (:mod:`model.inputs.kept`).
+  proposal (:mod:`model.inputs.kept`);
+* a box around the lesion, dragged in a Shapes layer ``<image> box`` (**B**
+  in the clicks layer, or "Draw a box"): everything outside it is held as
+  skin (:mod:`model.inputs.box`). The newest box counts; drawing, moving
+  or deleting it re-runs, as a click does.
 
 The proposals, uncertainty and mask layers update in place (the proposals
 slider keeps working); "Undo last click" removes the newest click and
-re-runs. The clicks and the number of kept pixels go into the mask's
-provenance, so Accept records them. The model, device, samples, steps and
+re-runs. The clicks, the box and the number of kept pixels go into the
+mask's provenance, so Accept records them. The model, device, samples, steps and
 seed are those that made the image's proposal.
 """
 
@@ -31,6 +35,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import create_worker
 
+from model.inputs.box import Box
 from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
 from training.interactive.protocol import refine_iter, resolve_mode
@@ -42,24 +47,34 @@ POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
 
 
+BOX_COLOR = "yellow"
+
+
 def prompts_layer_name(image_name: str) -> str:
     return f"{image_name} prompts"
 
 
-def refine_job(checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None, reach=True):
+def box_layer_name(image_name: str) -> str:
+    return f"{image_name} box"
+
+
+def refine_job(
+    checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None, reach=True, box=None
+):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line}).
 
     ``flat_field``: that of the proposal being refined (None: the model's choice).
     ``reach``: each click also takes the probable region connected to it.
+    ``box``: a :class:`model.inputs.box.Box` around the lesion, or None.
     """
     try:
         segmenter = common.get_segmenter(checkpoint, device, flat_field)
         mode = resolve_mode(segmenter, "auto")
-        proposal = yield from refine_iter(segmenter, image, prompts, mode, painted, reach, n_samples, steps, seed)
+        proposal = yield from refine_iter(segmenter, image, prompts, mode, painted, reach, n_samples, steps, seed, box=box)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}
-    if not prompts.clicks:  # nothing to steer with but what was painted
-        mode = "kept" if painted is not None else "none"
+    if not prompts.clicks:  # nothing to steer with but what was painted or the box
+        mode = "kept" if painted is not None or box is not None else "none"
     info = {
         **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed),
         "refine_mode": mode, "click_reach": bool(reach and prompts.clicks),
@@ -80,13 +95,18 @@ class RefineWidget(common.RunCancel, Container):
         self.auto = CheckBox(text="refine on each click", value=True)
         self.reach = CheckBox(text="a click takes the probable region around it", value=True)
         self.prompts_button = PushButton(text="Add clicks layer")
+        self.box_button = PushButton(text="Draw a box around the lesion (B)")
         self.refine_button = PushButton(text="Refine (Shift-R)")
         self.undo_button = PushButton(text="Undo last click")
         self.status = Label(value="")
-        self.extend([self.image, self.prompts_button, self.positive, self.auto, self.reach, self.refine_button, self.undo_button, self.status])
+        self.extend(
+            [self.image, self.prompts_button, self.box_button, self.positive, self.auto, self.reach, self.refine_button, self.undo_button, self.status]
+        )
         self._pending = False
         self._counts: dict[str, int] = {}
+        self._trimming_boxes = False
         self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
+        self.box_button.changed.connect(lambda *_: self._guard(self.box_layer))
         self.refine_button.changed.connect(self.run_or_cancel)
         self.undo_button.changed.connect(lambda *_: self._guard(self.undo_click))
         self.positive.changed.connect(self._show_polarity)
@@ -128,12 +148,56 @@ class RefineWidget(common.RunCancel, Container):
             features={"positive": np.zeros(0, bool)}, border_color="white",
         )
         layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
+        layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
         layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_clicks_changed(image_name, event))
         self._counts[name] = 0
         self._show_polarity()
         layer.mode = "add"
         self.viewer.layers.selection.active = layer
         return layer
+
+    def box_layer(self):
+        """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
+        image_layer, _ = self._case()
+        name = box_layer_name(image_layer.name)
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+        else:
+            layer = self.viewer.add_shapes(
+                name=name, ndim=2, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
+                edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
+            )
+            layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_box_changed(image_name, event))
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        return layer
+
+    def _current_box_layer(self):
+        layer = self.image.value
+        name = box_layer_name(layer.name) if layer is not None else None
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _on_box_changed(self, image_name: str, event=None) -> None:
+        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
+        if self._trimming_boxes or action not in ("added", "removed", "changed"):
+            return
+        layer = self.viewer.layers[box_layer_name(image_name)]
+        if action == "added" and len(layer.data) > 1:  # the newest box replaces the earlier one
+            self._trimming_boxes = True
+            try:
+                layer.selected_data = set(range(len(layer.data) - 1))
+                layer.remove_selected()
+            finally:
+                self._trimming_boxes = False
+        if self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+            self.refine()
+
+    def box(self) -> Box | None:
+        """The newest box of the image's box layer, in the image's pixels, or None."""
+        layer = self._current_box_layer()
+        if layer is None or not len(layer.data):
+            return None
+        return Box.from_corners(np.asarray(layer.data[-1])[:, -2:])
 
     def toggle_polarity(self) -> None:
         self.positive.value = not self.positive.value
@@ -206,14 +270,28 @@ class RefineWidget(common.RunCancel, Container):
             kept_mask = kept_mask | (current != written)  # painted since the model last wrote the mask
         painted = KeptPixels(kept_mask, current) if kept_mask.any() else None
         prompts = self.clicks().with_prior(current)
+        try:
+            box = self.box()
+            if box is not None:
+                box.window(*current.shape)  # one line now for a box that misses the image, not a failed worker
+        except ValueError as err:
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            return None
         checkpoint = state.get("checkpoint")
         checkpoint = None if checkpoint in (None, "shipped default") else checkpoint
         args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
         flat = state.get("flat_field")  # the proposal's own; absent in records made before it existed
-        worker = create_worker(refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, bool(self.reach.value), _start_thread=False)
+        worker = create_worker(
+            refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, bool(self.reach.value), box, _start_thread=False
+        )
         self._pending = False
-        self._launch(worker, self.refine_button, f"refining with {prompts.clicks} clicks...", lambda result: self._on_done(image_layer, prompts, kept_mask, result))
+        where = " in a box" if box is not None else ""
+        self._launch(
+            worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",
+            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box),
+        )
         return worker
 
     def cancel(self, *_):
@@ -223,7 +301,7 @@ class RefineWidget(common.RunCancel, Container):
             if not self._closed:
                 self.status.value = "refine cancelled"
 
-    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result):
+    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None):
         proposal, info = result
         if self._closed:
             return
@@ -245,7 +323,7 @@ class RefineWidget(common.RunCancel, Container):
         consensus = proposal.consensus
         mask = found["mask"]
         record = {**prompts.to_record(), "prior": info.get("refine_mode") in ("prompts", "both"), "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode"),
-                  "reach": bool(info.get("click_reach"))}
+                  "reach": bool(info.get("click_reach")), "box": box.to_record() if box is not None else None}
         state = mask.metadata.setdefault(results.KEY, {})
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
@@ -253,7 +331,7 @@ class RefineWidget(common.RunCancel, Container):
         )
         mask.data = consensus.astype(np.uint8)
         self.status.value = (
-            f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks, "
+            f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks{' in a box' if box is not None else ''}, "
             f"{record['kept_pixels']} kept px, in {proposal.seconds:.2f} s ({record['mode']})"
         )
 

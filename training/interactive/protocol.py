@@ -20,6 +20,12 @@ off), each refine then also takes the probable region connected to each
 click, within a few times the click's distance to the outline it corrected
 (:mod:`model.click_reach`), in any mode; no extra diffusion pass.
 
+With ``box`` (``mlffm evaluate --box``), the simulated user first drags a
+box around the lesion, the reference's tight bounding box, before any
+click: the pixels outside it are held as skin (:mod:`model.inputs.box`) in
+that refine and every later one. The box's refine is then the session's
+Dice@0, and the Dice of the plain proposal is kept as ``dice_before_box``.
+
 A session whose mask already equals the reference needs no click; its Dice
 is carried on. :func:`summarize_sessions` gives the contract of
 ``mlffm evaluate --clicks K``: ``dice_after`` (K + 1 means, for 0..K
@@ -39,6 +45,7 @@ import numpy as np
 from model import Proposal, Segmenter
 from model.click_reach import click_reach
 from model.diffusion.sampler import run_to_completion
+from model.inputs.box import Box
 from model.inputs.kept import KeptPixels, click_disks
 from model.inputs.prompts import Prompts
 
@@ -61,11 +68,16 @@ def resolve_mode(segmenter: Segmenter, mode: str) -> str:
 
 @dataclass
 class ClickSession:
-    """One image's session: ``dice`` (K + 1 values, after 0..K clicks), the clicks and the refine times (s)."""
+    """One image's session: ``dice`` (K + 1 values, after 0..K clicks), the clicks and the refine times (s).
+
+    ``dice_before_box``: the plain proposal's Dice when the session began with
+    a box (``dice[0]`` is then the box's refine), else None.
+    """
 
     dice: list[float]
     clicks: list[tuple[int, int, bool]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    dice_before_box: float | None = None
 
     def clicks_to(self, level: float) -> int:
         """Clicks needed to reach Dice >= ``level`` (0 if the first proposal does; K if never)."""
@@ -85,6 +97,8 @@ def refine_iter(
     n_samples: int | None = None,
     steps: int | None = None,
     seed: int = 0,
+    *,
+    box: Box | None = None,
 ) -> Generator[tuple[int, int], None, Proposal]:
     """Generator form of :func:`refine`: yields ``(steps_done, steps_total)`` per DDIM step, returns the proposal.
 
@@ -92,13 +106,21 @@ def refine_iter(
 
     ``painted``: pixels the clinician painted, kept in every sample; they win
     over click disks and reaches. ``reach``: each click also takes the
-    probable region connected to it (:mod:`model.click_reach`).
+    probable region connected to it (:mod:`model.click_reach`). ``box``: the
+    lesion lies inside it; the pixels outside are held as skin, and the
+    prior is cut to it. Click disks and painted pixels win over the box.
+    ValueError for a box that leaves less than 2 x 2 pixels of the image.
     """
     height, width = image.shape[:2]
     kept = painted
     if mode in ("kept", "both"):
         disks = click_disks(prompts.positive, prompts.negative, height, width)
         kept = disks.merged(painted) if disks is not None else painted
+    if box is not None:
+        outside = box.outside_as_skin(height, width)
+        kept = outside.merged(kept) if outside is not None else kept
+        if prompts.prior is not None and np.shape(prompts.prior) == (height, width):
+            prompts = prompts.with_prior(np.asarray(prompts.prior, bool) & box.inside(height, width))
     # No clicks (all undone): the first proposal again, not one steered by its own mask alone.
     given = prompts if mode in ("prompts", "both") and prompts.clicks else None
     proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
@@ -113,10 +135,17 @@ def refine_iter(
 
 
 def refine(
-    segmenter: Segmenter, image: np.ndarray, prompts: Prompts, mode: str, painted: KeptPixels | None = None, reach: bool = True, **sampling
+    segmenter: Segmenter,
+    image: np.ndarray,
+    prompts: Prompts,
+    mode: str,
+    painted: KeptPixels | None = None,
+    reach: bool = True,
+    box: Box | None = None,
+    **sampling,
 ) -> Proposal:
-    """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts``, by ``mode``."""
-    return run_to_completion(refine_iter(segmenter, image, prompts, mode, painted, reach, **sampling))
+    """One refinement: the proposal for ``image`` given the clicks (and prior) in ``prompts`` and the ``box``, by ``mode``."""
+    return run_to_completion(refine_iter(segmenter, image, prompts, mode, painted, reach, box=box, **sampling))
 
 
 def click_session(
@@ -127,19 +156,30 @@ def click_session(
     mode: str = "auto",
     first: Proposal | None = None,
     reach: bool = True,
+    box: bool = False,
     **sampling,
 ) -> ClickSession:
     """Run the protocol for one image with up to ``clicks`` clicks (``first``: the 0-click proposal, if made already).
 
     ``reach``: each refine also takes the probable region connected to each
-    click (:mod:`model.click_reach`). ``sampling``: ``n_samples``, ``steps``,
-    ``seed`` for :meth:`Segmenter.propose`.
+    click (:mod:`model.click_reach`). ``box``: the user first drags the
+    reference's tight box (none for an image without lesion), and every
+    refine keeps it. ``sampling``: ``n_samples``, ``steps``, ``seed`` for
+    :meth:`Segmenter.propose`.
     """
     mode = resolve_mode(segmenter, mode)
     truth = np.asarray(truth, bool)
     proposal = first if first is not None else segmenter.propose(image, **sampling)
     mask = proposal.consensus
     session = ClickSession([dice(mask, truth)])
+    drawn = Box.around(truth) if box else None
+    if drawn is not None:
+        started = time.perf_counter()
+        proposal = refine(segmenter, image, Prompts(), mode, reach=reach, box=drawn, **sampling)
+        session.seconds.append(time.perf_counter() - started)
+        mask = proposal.consensus
+        session.dice_before_box = session.dice[0]
+        session.dice[0] = dice(mask, truth)
     prompts = Prompts()
     for _ in range(clicks):
         click = next_click(mask, truth)
@@ -149,24 +189,28 @@ def click_session(
         prompts = prompts.with_click(click.point, click.positive).with_prior(mask)
         session.clicks.append((click.row, click.col, click.positive))
         started = time.perf_counter()
-        proposal = refine(segmenter, image, prompts, mode, reach=reach, **sampling)
+        proposal = refine(segmenter, image, prompts, mode, reach=reach, box=drawn, **sampling)
         session.seconds.append(time.perf_counter() - started)
         mask = proposal.consensus
         session.dice.append(dice(mask, truth))
     return session
 
 
-def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str, reach: bool = True) -> dict:
-    """The ``clicks`` report of ``mlffm evaluate --clicks K`` (see the module docstring); ``reach``: as the sessions ran."""
+def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str, reach: bool = True, box: bool = False) -> dict:
+    """The ``clicks`` report of ``mlffm evaluate --clicks K`` (see the module docstring); ``reach``, ``box``: as the sessions ran.
+
+    With ``box``, ``dice_after[0]`` is the Dice after the box and ``dice_before_box`` the plain proposal's mean Dice.
+    """
     if not sessions:
-        return {"k": clicks, "mode": mode, "reach": reach, "n_images": 0}
+        return {"k": clicks, "mode": mode, "reach": reach, "box": box, "n_images": 0}
     table = np.array([s.dice for s in sessions])
     seconds = [t for s in sessions for t in s.seconds]
     within = min(3, clicks)
-    return {
+    report = {
         "k": clicks,
         "mode": mode,
         "reach": reach,
+        "box": box,
         "n_images": len(sessions),
         "dice_after": [float(v) for v in table.mean(axis=0)],
         "noc85": float(np.mean([s.clicks_to(0.85) for s in sessions])),
@@ -175,6 +219,9 @@ def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str, rea
         "seconds_per_refine": float(np.mean(seconds)) if seconds else 0.0,
         "refines": len(seconds),
     }
+    if box:
+        report["dice_before_box"] = float(np.mean([s.dice[0] if s.dice_before_box is None else s.dice_before_box for s in sessions]))
+    return report
 
 
 def format_clicks(report: dict) -> str:
@@ -182,8 +229,10 @@ def format_clicks(report: dict) -> str:
     if not report.get("n_images"):
         return "clicks: no images"
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k < len(report["dice_after"])]
-    how = report["mode"] + (" + reach" if report.get("reach") else "")
+    how = report["mode"] + (" + reach" if report.get("reach") else "") + (", a box first" if report.get("box") else "")
     lines = [f"click protocol ({how}, up to {report['k']} clicks, {report['n_images']} images):"]
+    if report.get("box"):
+        lines.append(f"  Dice before the box {report['dice_before_box']:.4f}; Dice@0 is after it")
     lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
     lines.append("  " + "  ".join(f"{report['dice_after'][k]:7.4f}" for k in shown))
     lines.append(
