@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from model.inputs.box import Box
+from model.inputs.box import Box, min_box_side
 from model.inputs.kept import KeptPixels, click_disks
 from model.inputs.prompts import Prompts
 from training.cli import main
@@ -63,26 +63,47 @@ def test_malformed_corners_are_one_value_error(corners):
         Box.from_corners(corners)
 
 
+def test_a_click_meant_to_select_is_no_box_and_only_axis_aligned_rectangles_are_boxes():
+    assert min_box_side(512, 512) == 8 and min_box_side(40, 900) == 2
+    with pytest.raises(ValueError, match="leaves less than 8 x 8 pixels"):
+        Box(100, 200, 102.2, 202.2).window(512, 512)  # what a press without a drag draws in napari
+    assert Box(100, 200, 108, 208).window(512, 512) == (100, 200, 108, 208)
+    square = [[10.0, 10.0], [10.0, 50.0], [50.0, 50.0], [50.0, 10.0]]
+    assert Box.from_rectangle(square) == Box(10.0, 10.0, 50.0, 50.0)
+    for shape in ([[156, 256], [256, 356], [356, 256], [256, 156]], [[10, 10], [10, 50], [55, 58], [50, 10]], square[:3]):
+        with pytest.raises(ValueError, match="axis-aligned rectangle"):
+            Box.from_rectangle(shape)  # rotated, a dragged vertex, a triangle
+
+
+def test_a_thin_lesions_box_grows_to_the_smallest_box_inside_the_image():
+    grown = Box(48, 10, 49, 60).at_least(512, 512)  # a 1-px-thick reference
+    assert grown.bottom - grown.top == 8 and grown.left == 10 and grown.right == 60 and grown.top <= 48 and grown.bottom >= 49
+    assert grown.window(512, 512)  # now a valid box
+    edge = Box(0, 508, 1, 512).at_least(512, 512)  # at the corner: moved inside, not cut
+    assert edge.window(512, 512) == (0, 504, 8, 512)
+
+
 @pytest.mark.parametrize("seed", [0, 7])
-def test_every_sample_is_skin_outside_the_box_and_painted_pixels_and_clicks_win(tiny_segmenter, seed):
+def test_every_sample_is_skin_outside_the_box_painted_pixels_win_and_a_lesion_clicks_disk_stops_at_it(tiny_segmenter, seed):
     image, _ = load_case(list_cases(SMALL_DATA, "all").cases[0])
     height, width = image.shape[:2]
     box = Box(height * 0.25, width * 0.25, height * 0.75, width * 0.75)
     inside = box.inside(height, width)
     painted = np.zeros((height, width), bool)
     painted[:6, :6] = True  # lesion painted outside the box: the clinician's paint wins
-    click = (height * 0.9, width * 0.5)  # a lesion click outside the box: its disk wins too
+    click = (height * 0.75, width * 0.5)  # a lesion click on the box's edge: its disk is cut there
     prior = np.ones((height, width), bool)
     prompts = Prompts().with_click(click, True).with_prior(prior)
     proposal = refine(
         tiny_segmenter, image, prompts, "kept", KeptPixels(painted, painted), reach=False, box=box, n_samples=3, steps=2, seed=seed
     )
     disk = click_disks([click], [], height, width).mask
-    free_outside = ~inside & ~painted & ~disk
+    assert (disk & ~inside).any() and (disk & inside).any()
+    free_outside = ~inside & ~painted
     assert not proposal.samples[:, free_outside].any() and (proposal.probability[free_outside] == 0).all()
-    assert proposal.samples[:, painted].all() and proposal.samples[:, disk].all()
+    assert proposal.samples[:, painted].all() and proposal.samples[:, disk & inside].all()
     unboxed = refine(tiny_segmenter, image, prompts, "kept", KeptPixels(painted, painted), reach=False, n_samples=3, steps=2, seed=seed)
-    assert unboxed.samples[:, free_outside].any()  # the untrained model's proposals do spill outside: the box is what holds them
+    assert unboxed.samples[:, free_outside & ~disk].any()  # the untrained model's proposals do spill outside: the box is what holds them
 
 
 def test_the_simulated_box_comes_first_and_is_kept_in_every_refine(tiny_segmenter):
@@ -112,3 +133,19 @@ def test_evaluate_with_a_box(tmp_path, tiny_checkpoint, capsys):
     assert all("dice_before_box" in r for r in record["per_image"])
     assert main([*args, "--box", "--direct"]) == 2
     assert "--box needs sampling" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_box_scores_a_lesion_one_pixel_thick(tmp_path, tiny_checkpoint):
+    from PIL import Image  # noqa: PLC0415
+
+    folder = tmp_path / "clinic"
+    shutil.copytree(SMALL_DATA, folder)
+    mask_path = sorted((folder / "masks").iterdir())[0]
+    thin = np.zeros(np.asarray(Image.open(mask_path)).shape[:2], np.uint8)
+    thin[thin.shape[0] // 2, 10:60] = 255
+    Image.fromarray(thin).save(mask_path)
+    report = tmp_path / "r.json"
+    args = ["evaluate", str(folder), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "1", "--samples", "2", "--steps", "2"]
+    assert main([*args, "--box", "--clicks", "1", "--json", str(report)]) == 0
+    record = json.loads(report.read_text())
+    assert record["clicks"]["n_images"] == 1 and record["per_image"][0]["id"] == mask_path.stem.removesuffix("_segmentation")

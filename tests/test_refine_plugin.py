@@ -110,6 +110,30 @@ def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it
     assert record["clicks"]["box"] == {"top": 0.0, "left": 0.0, "bottom": float(first.shape[0]), "right": float(first.shape[1])}
     assert record["clicks"]["mode"] == "kept"
 
-    # A box off the image is one line in the status, and nothing runs.
-    boxes.data = [np.array([[5000.0, 5000.0], [5000.0, 6000.0], [6000.0, 6000.0], [6000.0, 5000.0]])]
-    assert refine.start() is None and "leaves less than 2 x 2" in refine.status.value
+    # A press without a drag (a box of a pixel or two) and an ellipse are no boxes: refused in one line, the box stays.
+    whole = np.asarray(boxes.data[0]).copy()
+    boxes.add_rectangles(np.array([[100.0, 200.0], [102.2, 202.2]]))
+    assert "leaves less than 8 x 8 pixels" in refine.status.value and len(boxes.data) == 1 and refine.worker is None
+    boxes.add_ellipses(np.array([[100.0, 100.0], [300.0, 300.0]]))
+    assert "is not a box" in refine.status.value and len(boxes.data) == 1 and np.array_equal(boxes.data[0], whole)
+
+    # A renamed box layer still counts; deleting it whole re-runs without the box.
+    refine.box_layer()
+    boxes.add_rectangles(np.array([[top, left], [bottom, right]], float))
+    _wait_refined(qtbot, refine, "in a box")
+    boxes.name = "my box"
+    refine.refine()
+    _wait_refined(qtbot, refine, "in a box")
+    assert not np.asarray(found["mask"].data)[~inside].any()
+    viewer.layers.remove(boxes.name)
+    qtbot.waitUntil(lambda: refine.worker is None and "clicks," in refine.status.value and "in a box" not in refine.status.value, timeout=120_000)
+    assert np.asarray(found["mask"].data)[~inside].any()
+
+    # A box off the image is one line in the status and is not kept; so is a layer of another kind under the box's name.
+    boxes = refine.box_layer()
+    boxes.add_rectangles(np.array([[5000.0, 5000.0], [6000.0, 6000.0]]))
+    assert "leaves less than 8 x 8" in refine.status.value and len(boxes.data) == 0 and refine.worker is None
+    viewer.layers.remove(boxes.name)
+    viewer.add_points(np.array([[10.0, 10.0]]), name=f"{layer.name} box")
+    assert refine.start() is None and "is not a Shapes layer" in refine.status.value
+    assert refine._guard(refine.box_layer) is None and "is not a Shapes layer" in refine.status.value

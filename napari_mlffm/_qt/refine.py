@@ -19,7 +19,10 @@ button or **Shift-R** re-runs the proposals with:
 * a box around the lesion, dragged in a Shapes layer ``<image> box`` (**B**
   in the clicks layer, or "Draw a box"): everything outside it is held as
   skin (:mod:`model.inputs.box`). The newest box counts; drawing, moving
-  or deleting it re-runs, as a click does.
+  or deleting it (or its layer) re-runs, as a click does. A shape that is
+  not an axis-aligned rectangle, or a box too small to hold a lesion (a
+  click meant to select), is refused in the status line and the earlier
+  box stays.
 
 The proposals, uncertainty and mask layers update in place (the proposals
 slider keeps working); "Undo last click" removes the newest click and
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from napari.layers import Shapes
 from napari.qt.threading import create_worker
 
 from model.inputs.box import Box
@@ -82,6 +86,13 @@ def refine_job(
     return proposal, info
 
 
+def _box_of(layer, index: int) -> Box:
+    """The box of shape ``index`` of a Shapes layer; ValueError unless it is an axis-aligned rectangle."""
+    if str(layer.shape_type[index]) != "rectangle":
+        raise ValueError(f"a {layer.shape_type[index]} is not a box: draw a rectangle around the lesion")
+    return Box.from_rectangle(np.asarray(layer.data[index])[:, -2:])
+
+
 class RefineWidget(common.RunCancel, Container):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
 
@@ -105,6 +116,8 @@ class RefineWidget(common.RunCancel, Container):
         self._pending = False
         self._counts: dict[str, int] = {}
         self._trimming_boxes = False
+        self._box_layers: dict[str, Shapes] = {}  # image name -> its box layer (renaming the layer keeps it)
+        self._listened: list[Shapes] = []  # the box layers whose events this widget follows (compared with ==: layers reach a dock as proxies)
         self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
         self.box_button.changed.connect(lambda *_: self._guard(self.box_layer))
         self.refine_button.changed.connect(self.run_or_cancel)
@@ -112,6 +125,7 @@ class RefineWidget(common.RunCancel, Container):
         self.positive.changed.connect(self._show_polarity)
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.bind_key("Shift-R", lambda v: self.refine(), overwrite=True)
         self.native.destroyed.connect(self._on_destroyed)
         common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
@@ -160,44 +174,86 @@ class RefineWidget(common.RunCancel, Container):
         """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
         image_layer, _ = self._case()
         name = box_layer_name(image_layer.name)
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-        else:
-            layer = self.viewer.add_shapes(
-                name=name, ndim=2, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
-                edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
-            )
+        layer = self._box_layers.get(image_layer.name)
+        if layer is None or layer not in self.viewer.layers:
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                if not isinstance(layer, Shapes):
+                    raise ValueError(f"layer '{name}' is not a Shapes layer: rename or remove it to draw a box")
+            else:
+                layer = self.viewer.add_shapes(
+                    name=name, ndim=2, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
+                    edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
+                )
+        self._box_layers[image_layer.name] = layer
+        if not any(known == layer for known in self._listened):
+            self._listened.append(layer)
             layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_box_changed(image_name, event))
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
         return layer
 
     def _current_box_layer(self):
-        layer = self.image.value
-        name = box_layer_name(layer.name) if layer is not None else None
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        image = self.image.value
+        if image is None:
+            return None
+        layer = self._box_layers.get(image.name)
+        if layer is not None and layer in self.viewer.layers:
+            return layer
+        name = box_layer_name(image.name)
+        return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _on_box_changed(self, image_name: str, event=None) -> None:
         action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
-        if self._trimming_boxes or action not in ("added", "removed", "changed"):
+        if self._closed or self._trimming_boxes or action not in ("added", "removed", "changed"):
             return
-        layer = self.viewer.layers[box_layer_name(image_name)]
-        if action == "added" and len(layer.data) > 1:  # the newest box replaces the earlier one
-            self._trimming_boxes = True
+        layer = self._box_layers.get(image_name)
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if action == "added":
+            image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
             try:
-                layer.selected_data = set(range(len(layer.data) - 1))
-                layer.remove_selected()
-            finally:
-                self._trimming_boxes = False
+                box = _box_of(layer, len(layer.data) - 1)
+                if image is not None:
+                    box.window(*image.data.shape[:2])
+            except ValueError as err:  # the new shape is no box: it goes, the earlier box stays
+                self._remove_shapes(layer, {len(layer.data) - 1})
+                self.status.value = common.one_line(err)
+                common.notify_error(err)
+                return
+            if len(layer.data) > 1:  # the newest box replaces the earlier one
+                self._remove_shapes(layer, set(range(len(layer.data) - 1)))
         if self.auto.value and self.image.value is not None and self.image.value.name == image_name:
             self.refine()
 
+    def _remove_shapes(self, layer, indices: set[int]) -> None:
+        self._trimming_boxes = True
+        try:
+            layer.selected_data = indices
+            layer.remove_selected()
+        finally:
+            self._trimming_boxes = False
+
+    def _on_layer_removed(self, event=None) -> None:
+        """A box layer deleted whole counts as its box deleted: the image is refined without it."""
+        self._listened = [layer for layer in self._listened if layer in self.viewer.layers]
+        for image_name, layer in list(self._box_layers.items()):
+            if layer in self.viewer.layers:
+                continue
+            del self._box_layers[image_name]
+            if len(layer.data) and not self._closed and self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+                self.refine()
+
     def box(self) -> Box | None:
-        """The newest box of the image's box layer, in the image's pixels, or None."""
+        """The newest box of the image's box layer, in the image's pixels, or None; ValueError for a shape that is no box."""
         layer = self._current_box_layer()
-        if layer is None or not len(layer.data):
+        if layer is None:
             return None
-        return Box.from_corners(np.asarray(layer.data[-1])[:, -2:])
+        if not isinstance(layer, Shapes):
+            raise ValueError(f"layer '{layer.name}' is not a Shapes layer: rename or remove it to refine in a box")
+        if not len(layer.data):
+            return None
+        return _box_of(layer, len(layer.data) - 1)
 
     def toggle_polarity(self) -> None:
         self.positive.value = not self.positive.value

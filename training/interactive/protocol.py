@@ -107,18 +107,18 @@ def refine_iter(
     ``painted``: pixels the clinician painted, kept in every sample; they win
     over click disks and reaches. ``reach``: each click also takes the
     probable region connected to it (:mod:`model.click_reach`). ``box``: the
-    lesion lies inside it; the pixels outside are held as skin, and the
-    prior is cut to it. Click disks and painted pixels win over the box.
-    ValueError for a box that leaves less than 2 x 2 pixels of the image.
+    lesion lies inside it; the pixels outside are held as skin, over the
+    click disks, and the prior is cut to it. Painted pixels win over both.
+    ValueError for a box too small for the image (:meth:`Box.window`).
     """
     height, width = image.shape[:2]
-    kept = painted
-    if mode in ("kept", "both"):
-        disks = click_disks(prompts.positive, prompts.negative, height, width)
-        kept = disks.merged(painted) if disks is not None else painted
+    disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
+    outside = box.outside_as_skin(height, width) if box is not None else None
+    kept = None
+    for layer in (disks, outside, painted):  # each wins over those before it
+        if layer is not None:
+            kept = layer if kept is None else kept.merged(layer)
     if box is not None:
-        outside = box.outside_as_skin(height, width)
-        kept = outside.merged(kept) if outside is not None else kept
         if prompts.prior is not None and np.shape(prompts.prior) == (height, width):
             prompts = prompts.with_prior(np.asarray(prompts.prior, bool) & box.inside(height, width))
     # No clicks (all undone): the first proposal again, not one steered by its own mask alone.
@@ -163,8 +163,8 @@ def click_session(
 
     ``reach``: each refine also takes the probable region connected to each
     click (:mod:`model.click_reach`). ``box``: the user first drags the
-    reference's tight box (none for an image without lesion), and every
-    refine keeps it. ``sampling``: ``n_samples``, ``steps``, ``seed`` for
+    reference's tight box (grown to the smallest box allowed; none for an
+    image without lesion), and every refine keeps it. ``sampling``: ``n_samples``, ``steps``, ``seed`` for
     :meth:`Segmenter.propose`.
     """
     mode = resolve_mode(segmenter, mode)
@@ -173,6 +173,7 @@ def click_session(
     mask = proposal.consensus
     session = ClickSession([dice(mask, truth)])
     drawn = Box.around(truth) if box else None
+    drawn = drawn.at_least(*truth.shape) if drawn is not None else None  # a lesion thinner than the smallest box
     if drawn is not None:
         started = time.perf_counter()
         proposal = refine(segmenter, image, Prompts(), mode, reach=reach, box=drawn, **sampling)
