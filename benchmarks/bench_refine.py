@@ -6,7 +6,9 @@ On one sample image (512 x 512), interleaved so machine load hits every row
 alike: the plain proposal of the shipped weights; a refine with 2 clicks as
 kept-pixel disks (any weights), without and with the click's reach; and,
 with ``--prompted``, a refine with 2 clicks and the current mask as prompts
-plus kept disks, without and with the reach (the plugin's default). A refine
+plus kept disks, without and with the reach (the plugin's default), and the
+same with a box around the lesion (the first proposal's box, grown by a
+tenth: everything outside held as skin). A refine
 is what the plugin and the click protocol run
 (:func:`training.interactive.protocol.refine`): one proposal, plus the prompt
 encoding, the kept-pixel replacement and the reach step, which is also
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from model import Segmenter  # noqa: E402
 from model.click_reach import click_reach  # noqa: E402
+from model.inputs.box import Box  # noqa: E402
 from model.inputs.prompts import Prompts  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
 from training.interactive.protocol import refine  # noqa: E402
@@ -52,6 +55,10 @@ def main() -> int:
         prompted = Segmenter.load(args.prompted, args.device)
         rows["refine: prompts + kept (prompted)"] = lambda: refine(prompted, image, prompts, "both", reach=False, **sampling)
         rows["refine: prompts + kept + reach (prompted)"] = lambda: refine(prompted, image, prompts, "both", **sampling)
+        around = Box.around(first.consensus) or Box(0, 0, h, w)
+        grow_r, grow_c = 0.1 * (around.bottom - around.top), 0.1 * (around.right - around.left)
+        box = Box(around.top - grow_r, around.left - grow_c, around.bottom + grow_r, around.right + grow_c)
+        rows["refine: ... + reach, in a box (prompted)"] = lambda: refine(prompted, image, prompts, "both", box=box, **sampling)
     rows["the reach step alone"] = lambda: click_reach(first.probability, prompts.prior, prompts.positive, prompts.negative)
     times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(args.repeats):
