@@ -137,3 +137,25 @@ def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it
     viewer.add_points(np.array([[10.0, 10.0]]), name=f"{layer.name} box")
     assert refine.start() is None and "is not a Shapes layer" in refine.status.value
     assert refine._guard(refine.box_layer) is None and "is not a Shapes layer" in refine.status.value
+
+
+def test_a_refine_dock_opened_again_takes_over_the_clicks_layer(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    SETTINGS.update(active_model="", samples=2, steps=2)
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    dock, refine = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine with clicks")
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    refine.image.value = layer
+    points = refine.prompts_layer()
+    viewer.window.remove_dock_widget(dock)  # napari keeps the old widget alive, undocked: it must not refine too
+    again = _dock(viewer, "Refine with clicks")
+    assert again is not refine
+    again.image.value = layer
+    assert again.prompts_layer().name == points.name and len(viewer.layers) == 5  # the same layer, not a second one
+    first = np.asarray(results.case_layers(viewer, layer.name)["mask"].data).copy()
+    row, col, _ = farthest_point(first == 0)
+    points.add([row, col])
+    _wait_refined(qtbot, again, "refined with 1 lesion / 0 skin")
+    assert np.asarray(results.case_layers(viewer, layer.name)["mask"].data)[row, col] == 1
+    assert refine.worker is None and "refined" not in refine.status.value

@@ -33,10 +33,11 @@ seed are those that made the image's proposal.
 
 from __future__ import annotations
 
+import weakref
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
-from napari.layers import Shapes
+from napari.layers import Points, Shapes
 from napari.qt.threading import create_worker
 
 from model.inputs.box import Box
@@ -52,6 +53,15 @@ NEGATIVE_COLOR = "magenta"
 
 
 BOX_COLOR = "yellow"
+
+_ANSWERED_BY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Clicks or box layer -> (a weak reference to) the Refine dock that answers its events: the newest to take it.
+A dock closed and opened again leaves the old widget alive but undocked; it must not refine too."""
+
+
+def _real(layer):
+    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def prompts_layer_name(image_name: str) -> str:
@@ -117,7 +127,7 @@ class RefineWidget(common.RunCancel, Container):
         self._counts: dict[str, int] = {}
         self._trimming_boxes = False
         self._box_layers: dict[str, Shapes] = {}  # image name -> its box layer (renaming the layer keeps it)
-        self._listened: list[Shapes] = []  # the box layers whose events this widget follows (compared with ==: layers reach a dock as proxies)
+        self._listened: list = []  # the clicks and box layers whose events this widget follows (compared with ==: layers reach a dock as proxies)
         self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
         self.box_button.changed.connect(lambda *_: self._guard(self.box_layer))
         self.refine_button.changed.connect(self.run_or_cancel)
@@ -155,20 +165,36 @@ class RefineWidget(common.RunCancel, Container):
         image_layer, _ = self._case()
         name = prompts_layer_name(image_layer.name)
         if name in self.viewer.layers:
-            return self.viewer.layers[name]
+            layer = self.viewer.layers[name]
+            if not isinstance(layer, Points) or "positive" not in layer.features:
+                raise ValueError(f"layer '{name}' is not a clicks layer: rename or remove it to add clicks")
+            self._listen_to_clicks(layer, image_layer.name)  # a dock opened again takes over the layer's clicks
+            return layer
         size = max(6.0, min(image_layer.data.shape[:2]) / 60)
         layer = self.viewer.add_points(
             np.empty((0, 2)), ndim=2, name=name, size=size, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
             features={"positive": np.zeros(0, bool)}, border_color="white",
         )
-        layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
-        layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
-        layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_clicks_changed(image_name, event))
+        self._listen_to_clicks(layer, image_layer.name)
         self._counts[name] = 0
         self._show_polarity()
         layer.mode = "add"
         self.viewer.layers.selection.active = layer
         return layer
+
+    def _answers(self, layer) -> bool:
+        owner = _ANSWERED_BY.get(_real(layer))
+        return not self._closed and owner is not None and owner() is self
+
+    def _listen_to_clicks(self, layer, image_name: str) -> None:
+        _ANSWERED_BY[_real(layer)] = weakref.ref(self)
+        if any(known == layer for known in self._listened):
+            return
+        self._listened.append(layer)
+        self._counts.setdefault(layer.name, len(layer.data))
+        layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
+        layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
+        layer.events.data.connect(lambda event: self._on_clicks_changed(image_name, event))
 
     def box_layer(self):
         """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
@@ -186,6 +212,7 @@ class RefineWidget(common.RunCancel, Container):
                     edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
                 )
         self._box_layers[image_layer.name] = layer
+        _ANSWERED_BY[_real(layer)] = weakref.ref(self)
         if not any(known == layer for known in self._listened):
             self._listened.append(layer)
             layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_box_changed(image_name, event))
@@ -208,7 +235,7 @@ class RefineWidget(common.RunCancel, Container):
         if self._closed or self._trimming_boxes or action not in ("added", "removed", "changed"):
             return
         layer = self._box_layers.get(image_name)
-        if layer is None or layer not in self.viewer.layers:
+        if layer is None or layer not in self.viewer.layers or not self._answers(layer):
             return
         if action == "added":
             image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
@@ -275,7 +302,9 @@ class RefineWidget(common.RunCancel, Container):
         action = getattr(event, "action", None)
         if action is not None and str(getattr(action, "value", action)) not in ("added", "removed"):
             return  # "adding"/"removing" come first, and moves change nothing until the next refine
-        layer = self.viewer.layers[prompts_layer_name(image_name)]
+        layer = getattr(event, "source", None)
+        if layer is None or not self._answers(layer):
+            return
         positive = np.asarray(layer.features["positive"], bool) if len(layer.data) else np.zeros(0, bool)
         layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
         count = len(layer.data)
