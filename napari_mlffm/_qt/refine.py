@@ -33,8 +33,6 @@ seed are those that made the image's proposal.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.layers import Points, Shapes
@@ -47,29 +45,10 @@ from training.interactive.protocol import refine_iter, resolve_mode
 
 from .. import results
 from . import common
+from .prompt_layers import BOX_COLOR, box_layer_name, box_of, claim, is_answered_by, prompts_layer_name
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
-
-
-BOX_COLOR = "yellow"
-
-_ANSWERED_BY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Clicks or box layer -> (a weak reference to) the Refine dock that answers its events: the newest to take it.
-A dock closed and opened again leaves the old widget alive but undocked; it must not refine too."""
-
-
-def _real(layer):
-    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
-    return getattr(layer, "__wrapped__", layer)
-
-
-def prompts_layer_name(image_name: str) -> str:
-    return f"{image_name} prompts"
-
-
-def box_layer_name(image_name: str) -> str:
-    return f"{image_name} box"
 
 
 def refine_job(
@@ -94,13 +73,6 @@ def refine_job(
         "refine_mode": mode, "click_reach": bool(reach and prompts.clicks),
     }
     return proposal, info
-
-
-def _box_of(layer, index: int) -> Box:
-    """The box of shape ``index`` of a Shapes layer; ValueError unless it is an axis-aligned rectangle."""
-    if str(layer.shape_type[index]) != "rectangle":
-        raise ValueError(f"a {layer.shape_type[index]} is not a box: draw a rectangle around the lesion")
-    return Box.from_rectangle(np.asarray(layer.data[index])[:, -2:])
 
 
 class RefineWidget(common.RunCancel, Container):
@@ -183,11 +155,10 @@ class RefineWidget(common.RunCancel, Container):
         return layer
 
     def _answers(self, layer) -> bool:
-        owner = _ANSWERED_BY.get(_real(layer))
-        return not self._closed and owner is not None and owner() is self
+        return not self._closed and is_answered_by(layer, self)
 
     def _listen_to_clicks(self, layer, image_name: str) -> None:
-        _ANSWERED_BY[_real(layer)] = weakref.ref(self)
+        claim(layer, self)
         if any(known == layer for known in self._listened):
             return
         self._listened.append(layer)
@@ -212,7 +183,7 @@ class RefineWidget(common.RunCancel, Container):
                     edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
                 )
         self._box_layers[image_layer.name] = layer
-        _ANSWERED_BY[_real(layer)] = weakref.ref(self)
+        claim(layer, self)
         if not any(known == layer for known in self._listened):
             self._listened.append(layer)
             layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_box_changed(image_name, event))
@@ -240,7 +211,7 @@ class RefineWidget(common.RunCancel, Container):
         if action == "added":
             image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
             try:
-                box = _box_of(layer, len(layer.data) - 1)
+                box = box_of(layer, len(layer.data) - 1)
                 if image is not None:
                     box.window(*image.data.shape[:2])
             except ValueError as err:  # the new shape is no box: it goes, the earlier box stays
@@ -268,7 +239,8 @@ class RefineWidget(common.RunCancel, Container):
             if layer in self.viewer.layers:
                 continue
             del self._box_layers[image_name]
-            if len(layer.data) and not self._closed and self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+            current = self.image.value is not None and self.image.value.name == image_name
+            if len(layer.data) and self._answers(layer) and self.auto.value and current:
                 self.refine()
 
     def box(self) -> Box | None:
@@ -280,7 +252,7 @@ class RefineWidget(common.RunCancel, Container):
             raise ValueError(f"layer '{layer.name}' is not a Shapes layer: rename or remove it to refine in a box")
         if not len(layer.data):
             return None
-        return _box_of(layer, len(layer.data) - 1)
+        return box_of(layer, len(layer.data) - 1)
 
     def toggle_polarity(self) -> None:
         self.positive.value = not self.positive.value

@@ -1,0 +1,50 @@
+"""The Refine dock's prompt layers: their names, which dock answers their events, and a box layer's shapes.
+
+A dock closed and opened again leaves the old widget alive but undocked
+(napari only takes it out of its dock), still connected to the layers'
+events. So each clicks or box layer is answered by one dock, the newest to
+take it (:func:`claim`), and the others ignore its events.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from model.inputs.box import Box
+
+BOX_COLOR = "yellow"
+
+_ANSWERED_BY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Layer -> a weak reference to the dock that answers its events."""
+
+
+def prompts_layer_name(image_name: str) -> str:
+    return f"{image_name} prompts"
+
+
+def box_layer_name(image_name: str) -> str:
+    return f"{image_name} box"
+
+
+def _real(layer):
+    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def claim(layer, dock) -> None:
+    """From now on ``dock`` answers ``layer``'s events."""
+    _ANSWERED_BY[_real(layer)] = weakref.ref(dock)
+
+
+def is_answered_by(layer, dock) -> bool:
+    owner = _ANSWERED_BY.get(_real(layer))
+    return owner is not None and owner() is dock
+
+
+def box_of(layer, index: int) -> Box:
+    """The box of shape ``index`` of a Shapes layer, in its data's (row, col); ValueError unless an axis-aligned rectangle."""
+    if str(layer.shape_type[index]) != "rectangle":
+        raise ValueError(f"a {layer.shape_type[index]} is not a box: draw a rectangle around the lesion")
+    return Box.from_rectangle(np.asarray(layer.data[index])[:, -2:])
