@@ -151,11 +151,30 @@ def test_a_refine_dock_opened_again_takes_over_the_clicks_layer(make_napari_view
     viewer.window.remove_dock_widget(dock)  # napari keeps the old widget alive, undocked: it must not refine too
     again = _dock(viewer, "Refine with clicks")
     assert again is not refine
-    again.image.value = layer
-    assert again.prompts_layer().name == points.name and len(viewer.layers) == 5  # the same layer, not a second one
+    again.image.value = layer  # choosing the image takes its clicks layer over, before any button is pressed
     first = np.asarray(results.case_layers(viewer, layer.name)["mask"].data).copy()
     row, col, _ = farthest_point(first == 0)
     points.add([row, col])
     _wait_refined(qtbot, again, "refined with 1 lesion / 0 skin")
     assert np.asarray(results.case_layers(viewer, layer.name)["mask"].data)[row, col] == 1
     assert refine.worker is None and "refined" not in refine.status.value
+    assert again.prompts_layer().name == points.name and len(viewer.layers) == 5  # the same layer, not a second one
+
+    # Renamed, the clicks layer still counts: its clicks are not dropped.
+    points.name = "my clicks"
+    refine_row, refine_col = farthest_point(np.asarray(results.case_layers(viewer, layer.name)["mask"].data) == 0)[:2]
+    points.add([refine_row, refine_col])
+    _wait_refined(qtbot, again, "refined with 2 lesion / 0 skin")
+
+    # An unfinished polygon in an empty box layer says "added" with no shape: nothing happens.
+    boxes = again.box_layer()
+    boxes.events.data(value=boxes.data, action="added", data_indices=(-1,), vertex_indices=((),))
+    assert again.worker is None
+
+    # Another kind of layer under the clicks layer's name: one line, no traceback, from Refine and from T.
+    viewer.layers.remove(points.name)
+    qtbot.waitUntil(lambda: again.worker is None, timeout=120_000)
+    viewer.add_points(np.array([[10.0, 10.0]]), name=f"{layer.name} prompts")
+    assert again.start() is None and "is not a clicks layer" in again.status.value
+    again.toggle_polarity()
+    assert "next click" in again.status.value

@@ -45,7 +45,8 @@ from training.interactive.protocol import refine_iter, resolve_mode
 
 from .. import results
 from . import common
-from .prompt_layers import BOX_COLOR, box_layer_name, box_of, claim, is_answered_by, prompts_layer_name
+from .box_layer import BoxLayer
+from .prompt_layers import box_layer_name, claim, is_answered_by, prompts_layer_name
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
@@ -75,7 +76,7 @@ def refine_job(
     return proposal, info
 
 
-class RefineWidget(common.RunCancel, Container):
+class RefineWidget(BoxLayer, common.RunCancel, Container):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
 
     _error_prefix = "refine failed: "
@@ -97,8 +98,8 @@ class RefineWidget(common.RunCancel, Container):
         )
         self._pending = False
         self._counts: dict[str, int] = {}
-        self._trimming_boxes = False
-        self._box_layers: dict[str, Shapes] = {}  # image name -> its box layer (renaming the layer keeps it)
+        self._init_box_layer()
+        self._clicks_layers: dict[str, Points] = {}  # image name -> its clicks layer (likewise)
         self._listened: list = []  # the clicks and box layers whose events this widget follows (compared with ==: layers reach a dock as proxies)
         self.prompts_button.changed.connect(lambda *_: self._guard(self.prompts_layer))
         self.box_button.changed.connect(lambda *_: self._guard(self.box_layer))
@@ -111,8 +112,10 @@ class RefineWidget(common.RunCancel, Container):
         napari_viewer.bind_key("Shift-R", lambda v: self.refine(), overwrite=True)
         self.native.destroyed.connect(self._on_destroyed)
         common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
+        self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
         self.image.value = choices[-1] if choices else None
+        self._take_over_layers()
 
     def _guard(self, action):
         try:
@@ -158,107 +161,24 @@ class RefineWidget(common.RunCancel, Container):
         return not self._closed and is_answered_by(layer, self)
 
     def _listen_to_clicks(self, layer, image_name: str) -> None:
+        """This dock answers ``layer``'s clicks, and its T and B keys, from now on."""
         claim(layer, self)
-        if any(known == layer for known in self._listened):
-            return
-        self._listened.append(layer)
-        self._counts.setdefault(layer.name, len(layer.data))
+        self._clicks_layers[image_name] = layer
         layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
         layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
-        layer.events.data.connect(lambda event: self._on_clicks_changed(image_name, event))
-
-    def box_layer(self):
-        """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
-        image_layer, _ = self._case()
-        name = box_layer_name(image_layer.name)
-        layer = self._box_layers.get(image_layer.name)
-        if layer is None or layer not in self.viewer.layers:
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
-                if not isinstance(layer, Shapes):
-                    raise ValueError(f"layer '{name}' is not a Shapes layer: rename or remove it to draw a box")
-            else:
-                layer = self.viewer.add_shapes(
-                    name=name, ndim=2, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
-                    edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
-                )
-        self._box_layers[image_layer.name] = layer
-        claim(layer, self)
         if not any(known == layer for known in self._listened):
             self._listened.append(layer)
-            layer.events.data.connect(lambda event, image_name=image_layer.name: self._on_box_changed(image_name, event))
-        self.viewer.layers.selection.active = layer
-        layer.mode = "add_rectangle"
-        return layer
-
-    def _current_box_layer(self):
-        image = self.image.value
-        if image is None:
-            return None
-        layer = self._box_layers.get(image.name)
-        if layer is not None and layer in self.viewer.layers:
-            return layer
-        name = box_layer_name(image.name)
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def _on_box_changed(self, image_name: str, event=None) -> None:
-        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
-        if self._closed or self._trimming_boxes or action not in ("added", "removed", "changed"):
-            return
-        layer = self._box_layers.get(image_name)
-        if layer is None or layer not in self.viewer.layers or not self._answers(layer):
-            return
-        if action == "added":
-            image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
-            try:
-                box = box_of(layer, len(layer.data) - 1)
-                if image is not None:
-                    box.window(*image.data.shape[:2])
-            except ValueError as err:  # the new shape is no box: it goes, the earlier box stays
-                self._remove_shapes(layer, {len(layer.data) - 1})
-                self.status.value = common.one_line(err)
-                common.notify_error(err)
-                return
-            if len(layer.data) > 1:  # the newest box replaces the earlier one
-                self._remove_shapes(layer, set(range(len(layer.data) - 1)))
-        if self.auto.value and self.image.value is not None and self.image.value.name == image_name:
-            self.refine()
-
-    def _remove_shapes(self, layer, indices: set[int]) -> None:
-        self._trimming_boxes = True
-        try:
-            layer.selected_data = indices
-            layer.remove_selected()
-        finally:
-            self._trimming_boxes = False
-
-    def _on_layer_removed(self, event=None) -> None:
-        """A box layer deleted whole counts as its box deleted: the image is refined without it."""
-        self._listened = [layer for layer in self._listened if layer in self.viewer.layers]
-        for image_name, layer in list(self._box_layers.items()):
-            if layer in self.viewer.layers:
-                continue
-            del self._box_layers[image_name]
-            current = self.image.value is not None and self.image.value.name == image_name
-            if len(layer.data) and self._answers(layer) and self.auto.value and current:
-                self.refine()
-
-    def box(self) -> Box | None:
-        """The newest box of the image's box layer, in the image's pixels, or None; ValueError for a shape that is no box."""
-        layer = self._current_box_layer()
-        if layer is None:
-            return None
-        if not isinstance(layer, Shapes):
-            raise ValueError(f"layer '{layer.name}' is not a Shapes layer: rename or remove it to refine in a box")
-        if not len(layer.data):
-            return None
-        return box_of(layer, len(layer.data) - 1)
+            self._counts.setdefault(layer.name, len(layer.data))
+            layer.events.data.connect(lambda event: self._on_clicks_changed(image_name, event))
 
     def toggle_polarity(self) -> None:
         self.positive.value = not self.positive.value
 
     def _show_polarity(self, *_):
-        layer = self._current_points()
+        try:
+            layer = self._current_points()
+        except ValueError:
+            layer = None  # another kind of layer under the clicks layer's name: refining says so
         if layer is not None:
             layer.feature_defaults = {"positive": bool(self.positive.value)}
             layer.current_face_color = POSITIVE_COLOR if self.positive.value else NEGATIVE_COLOR
@@ -266,9 +186,30 @@ class RefineWidget(common.RunCancel, Container):
             self.status.value = "next click: " + ("lesion (positive)" if self.positive.value else "skin (negative)")
 
     def _current_points(self):
-        layer = self.image.value
-        name = prompts_layer_name(layer.name) if layer is not None else None
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        """The chosen image's clicks layer (followed through a rename), or None; ValueError for another kind of layer."""
+        image = self.image.value
+        if image is None:
+            return None
+        layer = self._clicks_layers.get(image.name)
+        if layer is None or layer not in self.viewer.layers:
+            name = prompts_layer_name(image.name)
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is not None and (not isinstance(layer, Points) or "positive" not in layer.features):
+            raise ValueError(f"layer '{layer.name}' is not a clicks layer: rename or remove it to refine with clicks")
+        return layer
+
+    def _take_over_layers(self, *_) -> None:
+        """Answer the chosen image's existing clicks and box layers (a dock opened again takes them over)."""
+        image = self.image.value
+        if image is None or self._closed:
+            return
+        for name, kind, listen in (
+            (prompts_layer_name(image.name), Points, self._listen_to_clicks),
+            (box_layer_name(image.name), Shapes, self._listen_to_box),
+        ):
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if isinstance(layer, kind) and (kind is not Points or "positive" in layer.features):
+                listen(layer, image.name)
 
     def _on_clicks_changed(self, image_name: str, event=None) -> None:
         action = getattr(event, "action", None)
@@ -326,8 +267,8 @@ class RefineWidget(common.RunCancel, Container):
         if written is not None and np.shape(written) == current.shape:
             kept_mask = kept_mask | (current != written)  # painted since the model last wrote the mask
         painted = KeptPixels(kept_mask, current) if kept_mask.any() else None
-        prompts = self.clicks().with_prior(current)
         try:
+            prompts = self.clicks().with_prior(current)
             box = self.box()
             if box is not None:
                 box.window(*current.shape)  # one line now for a box that misses the image, not a failed worker

@@ -1,0 +1,120 @@
+"""The Refine dock's box layer: a rectangle around the lesion, dragged in a Shapes layer ``<image> box``.
+
+:class:`BoxLayer` is mixed into :class:`napari_mlffm._qt.refine.RefineWidget`,
+which provides ``viewer``, ``image``, ``auto``, ``status``, ``_case``,
+``_answers``, ``refine`` and ``_closed``. The newest box counts; drawing,
+moving or deleting it (or its whole layer) re-runs, as a click does. A
+shape that is not an axis-aligned rectangle, or a box under
+:func:`model.inputs.box.min_box_side` (what a press meant to select draws),
+is refused in the status line and the earlier box stays.
+"""
+
+from __future__ import annotations
+
+from napari.layers import Shapes
+
+from model.inputs.box import Box
+
+from . import common
+from .prompt_layers import BOX_COLOR, box_layer_name, box_of, claim
+
+
+class BoxLayer:
+    """The box layer's part of the Refine dock (a mixin)."""
+
+    def _init_box_layer(self) -> None:
+        self._trimming_boxes = False
+        self._box_layers: dict[str, Shapes] = {}  # image name -> its box layer (renaming the layer keeps it)
+
+    def _listen_to_box(self, layer, image_name: str) -> None:
+        """This dock answers the box layer's events from now on."""
+        claim(layer, self)
+        self._box_layers[image_name] = layer
+        if not any(known == layer for known in self._listened):
+            self._listened.append(layer)
+            layer.events.data.connect(lambda event: self._on_box_changed(image_name, event))
+
+    def box_layer(self):
+        """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
+        image_layer, _ = self._case()
+        name = box_layer_name(image_layer.name)
+        layer = self._box_layers.get(image_layer.name)
+        if layer is None or layer not in self.viewer.layers:
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                if not isinstance(layer, Shapes):
+                    raise ValueError(f"layer '{name}' is not a Shapes layer: rename or remove it to draw a box")
+            else:
+                layer = self.viewer.add_shapes(
+                    name=name, ndim=2, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
+                    edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
+                )
+        self._listen_to_box(layer, image_layer.name)
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        return layer
+
+    def _current_box_layer(self):
+        image = self.image.value
+        if image is None:
+            return None
+        layer = self._box_layers.get(image.name)
+        if layer is not None and layer in self.viewer.layers:
+            return layer
+        name = box_layer_name(image.name)
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_box_changed(self, image_name: str, event=None) -> None:
+        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
+        if self._closed or self._trimming_boxes or action not in ("added", "removed", "changed"):
+            return
+        layer = self._box_layers.get(image_name)
+        if layer is None or layer not in self.viewer.layers or not self._answers(layer):
+            return
+        if action == "added" and not len(layer.data):
+            return  # napari drops an unfinished shape but still says "added"
+        if action == "added":
+            image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+            try:
+                box = box_of(layer, len(layer.data) - 1)
+                if image is not None:
+                    box.window(*image.data.shape[:2])
+            except ValueError as err:  # the new shape is no box: it goes, the earlier box stays
+                self._remove_shapes(layer, {len(layer.data) - 1})
+                self.status.value = common.one_line(err)
+                common.notify_error(err)
+                return
+            if len(layer.data) > 1:  # the newest box replaces the earlier one
+                self._remove_shapes(layer, set(range(len(layer.data) - 1)))
+        if self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+            self.refine()
+
+    def _remove_shapes(self, layer, indices: set[int]) -> None:
+        self._trimming_boxes = True
+        try:
+            layer.selected_data = indices
+            layer.remove_selected()
+        finally:
+            self._trimming_boxes = False
+
+    def _on_layer_removed(self, event=None) -> None:
+        """A box layer deleted whole counts as its box deleted: the image is refined without it."""
+        self._listened = [layer for layer in self._listened if layer in self.viewer.layers]
+        for image_name, layer in list(self._box_layers.items()):
+            if layer in self.viewer.layers:
+                continue
+            del self._box_layers[image_name]
+            current = self.image.value is not None and self.image.value.name == image_name
+            if len(layer.data) and self._answers(layer) and self.auto.value and current:
+                self.refine()
+
+    def box(self) -> Box | None:
+        """The newest box of the image's box layer, in the image's pixels, or None; ValueError for a shape that is no box."""
+        layer = self._current_box_layer()
+        if layer is None:
+            return None
+        if not isinstance(layer, Shapes):
+            raise ValueError(f"layer '{layer.name}' is not a Shapes layer: rename or remove it to refine in a box")
+        if not len(layer.data):
+            return None
+        return box_of(layer, len(layer.data) - 1)
