@@ -125,6 +125,13 @@ def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it
     refine.refine()
     _wait_refined(qtbot, refine, "in a box")
     assert not np.asarray(found["mask"].data)[~inside].any()
+    # A lesion click outside the box changes nothing, and the status line says so.
+    points = refine.prompts_layer()
+    points.add([bottom + 5, right + 5])
+    _wait_refined(qtbot, refine, "1 lesion click outside the box had no effect")
+    assert not np.asarray(found["mask"].data)[~inside].any()
+    refine.undo_click()
+    _wait_refined(qtbot, refine, "0 lesion")
     viewer.layers.remove(boxes.name)
     qtbot.waitUntil(lambda: refine.worker is None and "clicks," in refine.status.value and "in a box" not in refine.status.value, timeout=120_000)
     assert np.asarray(found["mask"].data)[~inside].any()

@@ -76,6 +76,14 @@ def refine_job(
     return proposal, info
 
 
+def _lesion_clicks_outside(prompts: Prompts, box: Box | None, shape: tuple[int, int]) -> int:
+    """How many lesion clicks lie outside ``box`` (the box holds its outside as skin, so they change nothing)."""
+    if box is None or not prompts.positive:
+        return 0
+    inside = box.inside(*shape)
+    return sum(not inside[min(max(int(round(r)), 0), shape[0] - 1), min(max(int(round(c)), 0), shape[1] - 1)] for r, c in prompts.positive)
+
+
 class RefineWidget(BoxLayer, common.RunCancel, Container):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
 
@@ -328,9 +336,11 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
         )
         mask.data = consensus.astype(np.uint8)
+        outside = _lesion_clicks_outside(prompts, box, consensus.shape)
         self.status.value = (
             f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks{' in a box' if box is not None else ''}, "
             f"{record['kept_pixels']} kept px, in {proposal.seconds:.2f} s ({record['mode']})"
+            + (f"; {outside} lesion click{'s' if outside > 1 else ''} outside the box had no effect: redraw the box" if outside else "")
         )
 
     def _on_finished(self):
