@@ -55,14 +55,7 @@ class BoxLayer:
         return layer
 
     def _current_box_layer(self):
-        image = self.image.value
-        if image is None:
-            return None
-        layer = self._box_layers.get(image.name)
-        if layer is not None and layer in self.viewer.layers:
-            return layer
-        name = box_layer_name(image.name)
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self._followed_layer(self._box_layers, box_layer_name)
 
     def _on_box_changed(self, image_name: str, event=None) -> None:
         action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))

@@ -193,15 +193,20 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         if not self._closed:
             self.status.value = "next click: " + ("lesion (positive)" if self.positive.value else "skin (negative)")
 
-    def _current_points(self):
-        """The chosen image's clicks layer (followed through a rename), or None; ValueError for another kind of layer."""
+    def _followed_layer(self, followed: dict, name_of):
+        """The chosen image's layer in ``followed`` (kept through a rename), else the layer named ``name_of(image)``, else None."""
         image = self.image.value
         if image is None:
             return None
-        layer = self._clicks_layers.get(image.name)
-        if layer is None or layer not in self.viewer.layers:
-            name = prompts_layer_name(image.name)
-            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = followed.get(image.name)
+        if layer is not None and layer in self.viewer.layers:
+            return layer
+        name = name_of(image.name)
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _current_points(self):
+        """The chosen image's clicks layer (followed through a rename), or None; ValueError for another kind of layer."""
+        layer = self._followed_layer(self._clicks_layers, prompts_layer_name)
         if layer is not None and (not isinstance(layer, Points) or "positive" not in layer.features):
             raise ValueError(f"layer '{layer.name}' is not a clicks layer: rename or remove it to refine with clicks")
         return layer
