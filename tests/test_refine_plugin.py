@@ -157,7 +157,7 @@ def test_a_refine_dock_opened_again_takes_over_the_clicks_layer(make_napari_view
     points = refine.prompts_layer()
     viewer.window.remove_dock_widget(dock)  # napari keeps the old widget alive, undocked: it must not refine too
     again = _dock(viewer, "Refine with clicks")
-    assert again is not refine
+    assert again is not refine and again.image.value.name == layer.name  # the proposed image, not its uncertainty map
     again.image.value = layer  # choosing the image takes its clicks layer over, before any button is pressed
     first = np.asarray(results.case_layers(viewer, layer.name)["mask"].data).copy()
     row, col, _ = farthest_point(first == 0)

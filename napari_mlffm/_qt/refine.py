@@ -122,7 +122,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
         self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
-        self.image.value = choices[-1] if choices else None
+        proposed = [c for c in choices if results.case_layers(napari_viewer, c.name)["mask"] is not None]
+        self.image.value = (proposed or choices)[-1] if choices else None  # an image with a mask, not its uncertainty map
         self._take_over_layers()
 
     def _guard(self, action):
