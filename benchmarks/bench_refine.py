@@ -55,9 +55,7 @@ def main() -> int:
         prompted = Segmenter.load(args.prompted, args.device)
         rows["refine: prompts + kept (prompted)"] = lambda: refine(prompted, image, prompts, "both", reach=False, **sampling)
         rows["refine: prompts + kept + reach (prompted)"] = lambda: refine(prompted, image, prompts, "both", **sampling)
-        around = Box.around(first.consensus) or Box(0, 0, h, w)
-        grow_r, grow_c = 0.1 * (around.bottom - around.top), 0.1 * (around.right - around.left)
-        box = Box(around.top - grow_r, around.left - grow_c, around.bottom + grow_r, around.right + grow_c)
+        box = (Box.around(first.consensus) or Box(0, 0, h, w)).grown(0.1)
         rows["refine: ... + reach, in a box (prompted)"] = lambda: refine(prompted, image, prompts, "both", box=box, **sampling)
     rows["the reach step alone"] = lambda: click_reach(first.probability, prompts.prior, prompts.positive, prompts.negative)
     times: dict[str, list[float]] = {name: [] for name in rows}

@@ -1,4 +1,4 @@
-"""How should a box around the lesion steer the proposals? Three ways, side by side on the same images.
+"""How should a box around the lesion steer the proposals? Several ways, side by side on the same images.
 
     python benchmarks/box_variants.py DATA [--split val] [--stride 4] [--limit N] [--samples N] [--steps N] [--margins 0.1,0.25]
 
@@ -40,10 +40,7 @@ from training.interactive.clicks import dice  # noqa: E402
 def zoomed(segmenter: Segmenter, image: np.ndarray, box: Box, margin: float, sampling: dict) -> np.ndarray:
     """(H, W) bool: the proposal of the box's crop (grown by ``margin``), pasted back and cut to the box."""
     height, width = image.shape[:2]
-    top, left, bottom, right = box.window(height, width)
-    grow_r, grow_c = margin * (bottom - top), margin * (right - left)
-    r0, r1 = max(0, int(top - grow_r)), min(height, int(np.ceil(bottom + grow_r)))
-    c0, c1 = max(0, int(left - grow_c)), min(width, int(np.ceil(right + grow_c)))
+    r0, c0, r1, c1 = box.grown(margin).window(height, width)
     crop = segmenter.propose(image[r0:r1, c0:c1], **sampling)
     mask = np.zeros((height, width), bool)
     mask[r0:r1, c0:c1] = crop.consensus

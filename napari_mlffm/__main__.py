@@ -205,6 +205,8 @@ def _box_screenshot(viewer, refine, image_layer, path: Path) -> None:
     import numpy as np
     from scipy import ndimage
 
+    from model.inputs.box import Box
+
     points = refine.prompts_layer()
     while len(points.data):
         refine.undo_click()
@@ -213,9 +215,8 @@ def _box_screenshot(viewer, refine, image_layer, path: Path) -> None:
     parts, count = ndimage.label(mask)
     if count:
         largest = parts == 1 + int(np.argmax(ndimage.sum(mask, parts, range(1, count + 1))))
-        rows, cols = np.nonzero(largest)
-        margin_r, margin_c = 0.08 * (rows.max() - rows.min()), 0.08 * (cols.max() - cols.min())
-        corners = np.array([[rows.min() - margin_r, cols.min() - margin_c], [rows.max() + margin_r, cols.max() + margin_c]])
+        box = Box.around(largest).grown(0.08)
+        corners = np.array([[box.top, box.left], [box.bottom, box.right]])
         boxes = refine.box_layer()
         boxes.add_rectangles(np.clip(corners, 0, np.array(mask.shape) - 1))  # the new box starts the refine
         _wait(refine)

@@ -31,6 +31,7 @@ def test_a_rectangles_corners_make_its_box_and_the_box_its_pixels():
     kept = box.outside_as_skin(50, 60)
     assert np.array_equal(kept.mask, ~inside) and not kept.values.any()
     assert box.to_record() == {"top": 10.0, "left": 5.0, "bottom": 30.0, "right": 40.0}
+    assert box.grown(0.1) == Box(8.0, 1.5, 32.0, 43.5) and box.grown(0.1).window(50, 60) == (8, 1, 32, 44)
 
 
 def test_the_reference_box_is_tight_and_empty_masks_have_none():

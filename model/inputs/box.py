@@ -104,6 +104,11 @@ class Box:
         (top, bottom), (left, right) = edges
         return Box(top, left, bottom, right)
 
+    def grown(self, fraction: float) -> "Box":
+        """This box with ``fraction`` of its height and width added on each side (not clipped to any image)."""
+        rows, cols = fraction * (self.bottom - self.top), fraction * (self.right - self.left)
+        return Box(self.top - rows, self.left - cols, self.bottom + rows, self.right + cols)
+
     def window(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right) as ints clipped to an (H, W) image; ValueError if a side under :func:`min_box_side` is left."""
         for name in ("top", "left", "bottom", "right"):

@@ -2,7 +2,8 @@
 
 :class:`BoxLayer` is mixed into :class:`napari_mlffm._qt.refine.RefineWidget`,
 which provides ``viewer``, ``image``, ``auto``, ``status``, ``_case``,
-``_answers``, ``refine`` and ``_closed``. The newest box counts; drawing,
+``_answers``, ``_follow``, ``_followed_layer``, ``_is_chosen``,
+``_listened``, ``refine`` and ``_closed``. The newest box counts; drawing,
 moving or deleting it (or its whole layer) re-runs, as a click does. A
 shape that is not an axis-aligned rectangle, or a box under
 :func:`model.inputs.box.min_box_side` (what a press meant to select draws),
@@ -30,9 +31,7 @@ class BoxLayer:
         """This dock answers the box layer's events from now on."""
         claim(layer, self)
         self._box_layers[image_name] = layer
-        if not any(known == layer for known in self._listened):
-            self._listened.append(layer)
-            layer.events.data.connect(lambda event: self._on_box_changed(image_name, event))
+        self._follow(layer, lambda event: self._on_box_changed(image_name, event))
 
     def box_layer(self):
         """The image's ``<image> box`` Shapes layer, made if missing, active and ready to drag a rectangle."""
@@ -64,9 +63,9 @@ class BoxLayer:
         layer = self._box_layers.get(image_name)
         if layer is None or layer not in self.viewer.layers or not self._answers(layer):
             return
-        if action == "added" and not len(layer.data):
-            return  # napari drops an unfinished shape but still says "added"
         if action == "added":
+            if not len(layer.data):
+                return  # napari drops an unfinished shape but still says "added"
             image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
             try:
                 box = box_of(layer, len(layer.data) - 1)
@@ -79,7 +78,7 @@ class BoxLayer:
                 return
             if len(layer.data) > 1:  # the newest box replaces the earlier one
                 self._remove_shapes(layer, set(range(len(layer.data) - 1)))
-        if self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+        if self.auto.value and self._is_chosen(image_name):
             self.refine()
 
     def _remove_shapes(self, layer, indices: set[int]) -> None:
@@ -97,8 +96,7 @@ class BoxLayer:
             if layer in self.viewer.layers:
                 continue
             del self._box_layers[image_name]
-            current = self.image.value is not None and self.image.value.name == image_name
-            if len(layer.data) and self._answers(layer) and self.auto.value and current:
+            if len(layer.data) and self._answers(layer) and self.auto.value and self._is_chosen(image_name):
                 self.refine()
 
     def box(self) -> Box | None:

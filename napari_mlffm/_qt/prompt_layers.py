@@ -11,6 +11,7 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
+from napari.layers import Points
 
 from model.inputs.box import Box
 
@@ -26,6 +27,11 @@ def prompts_layer_name(image_name: str) -> str:
 
 def box_layer_name(image_name: str) -> str:
     return f"{image_name} box"
+
+
+def is_clicks_layer(layer) -> bool:
+    """True for a Points layer that carries the clicks' ``positive`` feature (what the Refine dock makes)."""
+    return isinstance(layer, Points) and "positive" in layer.features
 
 
 def _real(layer):

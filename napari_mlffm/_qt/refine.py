@@ -46,7 +46,7 @@ from training.interactive.protocol import refine_iter, resolve_mode
 from .. import results
 from . import common
 from .box_layer import BoxLayer
-from .prompt_layers import box_layer_name, claim, is_answered_by, prompts_layer_name
+from .prompt_layers import box_layer_name, claim, is_answered_by, is_clicks_layer, prompts_layer_name
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
@@ -150,7 +150,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         name = prompts_layer_name(image_layer.name)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if not isinstance(layer, Points) or "positive" not in layer.features:
+            if not is_clicks_layer(layer):
                 raise ValueError(f"layer '{name}' is not a clicks layer: rename or remove it to add clicks")
             self._listen_to_clicks(layer, image_layer.name)  # a dock opened again takes over the layer's clicks
             return layer
@@ -175,10 +175,19 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         self._clicks_layers[image_name] = layer
         layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
         layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
-        if not any(known == layer for known in self._listened):
-            self._listened.append(layer)
+        if self._follow(layer, lambda event: self._on_clicks_changed(image_name, event)):
             self._counts.setdefault(layer.name, len(layer.data))
-            layer.events.data.connect(lambda event: self._on_clicks_changed(image_name, event))
+
+    def _follow(self, layer, on_data) -> bool:
+        """Connect ``on_data`` to the layer's data events once per dock; True if it was connected now."""
+        if any(known == layer for known in self._listened):
+            return False
+        self._listened.append(layer)
+        layer.events.data.connect(on_data)
+        return True
+
+    def _is_chosen(self, image_name: str) -> bool:
+        return self.image.value is not None and self.image.value.name == image_name
 
     def toggle_polarity(self) -> None:
         self.positive.value = not self.positive.value
@@ -208,7 +217,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
     def _current_points(self):
         """The chosen image's clicks layer (followed through a rename), or None; ValueError for another kind of layer."""
         layer = self._followed_layer(self._clicks_layers, prompts_layer_name)
-        if layer is not None and (not isinstance(layer, Points) or "positive" not in layer.features):
+        if layer is not None and not is_clicks_layer(layer):
             raise ValueError(f"layer '{layer.name}' is not a clicks layer: rename or remove it to refine with clicks")
         return layer
 
@@ -217,12 +226,12 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         image = self.image.value
         if image is None or self._closed:
             return
-        for name, kind, listen in (
-            (prompts_layer_name(image.name), Points, self._listen_to_clicks),
-            (box_layer_name(image.name), Shapes, self._listen_to_box),
+        for name, usable, listen in (
+            (prompts_layer_name(image.name), is_clicks_layer, self._listen_to_clicks),
+            (box_layer_name(image.name), lambda layer: isinstance(layer, Shapes), self._listen_to_box),
         ):
             layer = self.viewer.layers[name] if name in self.viewer.layers else None
-            if isinstance(layer, kind) and (kind is not Points or "positive" in layer.features):
+            if layer is not None and usable(layer):
                 listen(layer, image.name)
 
     def _on_clicks_changed(self, image_name: str, event=None) -> None:
@@ -237,7 +246,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         count = len(layer.data)
         changed = count != self._counts.get(layer.name, 0)
         self._counts[layer.name] = count
-        if changed and self.auto.value and self.image.value is not None and self.image.value.name == image_name:
+        if changed and self.auto.value and self._is_chosen(image_name):
             self.refine()
 
     def clicks(self) -> Prompts:

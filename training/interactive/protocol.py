@@ -118,9 +118,8 @@ def refine_iter(
     for layer in (disks, outside, painted):  # each wins over those before it
         if layer is not None:
             kept = layer if kept is None else kept.merged(layer)
-    if box is not None:
-        if prompts.prior is not None and np.shape(prompts.prior) == (height, width):
-            prompts = prompts.with_prior(np.asarray(prompts.prior, bool) & box.inside(height, width))
+    if box is not None and prompts.prior is not None and np.shape(prompts.prior) == (height, width):
+        prompts = prompts.with_prior(np.asarray(prompts.prior, bool) & box.inside(height, width))
     # No clicks (all undone): the first proposal again, not one steered by its own mask alone.
     given = prompts if mode in ("prompts", "both") and prompts.clicks else None
     proposal = yield from segmenter.propose_iter(image, n_samples, steps, seed, prompts=given, kept=kept)
@@ -172,9 +171,9 @@ def click_session(
     proposal = first if first is not None else segmenter.propose(image, **sampling)
     mask = proposal.consensus
     session = ClickSession([dice(mask, truth)])
-    drawn = Box.around(truth) if box else None
-    drawn = drawn.at_least(*truth.shape) if drawn is not None else None  # a lesion thinner than the smallest box
+    drawn = Box.around(truth) if box else None  # None for an image without lesion
     if drawn is not None:
+        drawn = drawn.at_least(*truth.shape)  # a lesion thinner than the smallest box
         started = time.perf_counter()
         proposal = refine(segmenter, image, Prompts(), mode, reach=reach, box=drawn, **sampling)
         session.seconds.append(time.perf_counter() - started)
