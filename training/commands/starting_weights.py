@@ -117,6 +117,13 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
         "as it is, so the proposals without clicks stay bit for bit those of the starting weights, and so does their "
         "calibration. Needs --click-prob > 0",
     )
+    parser.add_argument(
+        "--own-errors", type=probability_arg, default=0.0, metavar="P",
+        help="of the samples trained with clicks, this share (0-1) gets its clicks on the model's own proposal for the "
+        "training image (RITM's iterative training: up to 2 more no-grad rounds of refinement, each clicked on its "
+        "largest error); the rest on a perturbed reference mask. Costs a few no-grad proposals per step. "
+        "Needs --click-prob > 0. Default 0",
+    )
 
 
 def with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, reporter) -> Segmenter:
@@ -124,6 +131,8 @@ def with_prompts_if_asked(segmenter: Segmenter, args: argparse.Namespace, report
         raise ValueError(f"--click-prob {args.click_prob}: must lie in [0, 1]")
     if args.freeze_base and args.click_prob <= 0:
         raise ValueError("--freeze-base trains only the prompt weights: give --click-prob > 0 (1 is usual with it)")
+    if args.own_errors > 0 and args.click_prob <= 0:
+        raise ValueError(f"--own-errors {args.own_errors}: clicks on the model's own proposals need --click-prob > 0")
     network = segmenter.config.network
     if getattr(args, "resume", None) is not None:
         # A resumed run continues its own network, optimizer and EMA: its architecture cannot change.

@@ -198,6 +198,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         high_t_fraction=args.high_t_fraction,
         click_prob=args.click_prob,
         freeze_base=args.freeze_base,
+        own_error_share=args.own_errors,
         augment=_augment_config(args),
     )
     command = args.command_line
@@ -290,6 +291,7 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
         click_prob=args.click_prob,
         freeze_base=args.freeze_base,
+        own_error_share=args.own_errors,
     )
     if args.click_prob > 0:  # the score train() selects on: the mean of no-click and one-click Dice
         before = sum(prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2

@@ -21,6 +21,7 @@ from model.diffusion.sampler import output_to_x0
 
 from ..data.augment import augment_batch
 from ..data.datasets import CachedDataset
+from ..interactive.own_errors import own_error_prompts
 from ..interactive.prompt_training import simulated_prompts
 from .losses import dice_loss
 
@@ -114,7 +115,15 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
     t = draw_timesteps(images.shape[0], schedule.timesteps, config.high_t_fraction, generator)
     noise = torch.randn((images.shape[0], *masks.shape[1:]), generator=generator)
     # Simulated clicks too are drawn for the whole global batch, then sliced like the noise.
-    prompts = simulated_prompts(masks, config.click_prob, generator)[part].to(device) if config.click_prob > 0 else None
+    prompts = None
+    if config.click_prob > 0:
+        prompts = simulated_prompts(masks, config.click_prob, generator)
+        if config.own_error_share > 0:  # RITM's clicks on the network's own proposals, for a share of them
+            prompts = own_error_prompts(
+                network, network_input(images, flat_field), masks, prompts, config.own_error_share,
+                schedule.config, generator, steps=config.val_steps,
+            )
+        prompts = prompts[part].to(device)
     # Under torchrun every rank draws the global batch's random numbers (its generator stays in step
     # with the others and with a single process's) and trains on its own slice ``part``.
     images, masks, t, noise = images[part], masks[part], t[part].to(device), noise[part].to(device)

@@ -56,6 +56,7 @@ class TrainConfig:
     high_t_fraction: float = 0.0
     click_prob: float = 0.0  # share of samples trained with simulated clicks (training/prompt_training.py); 0 = none
     freeze_base: bool = False  # train only the prompt weights (model/nets/prompt_control.py): no-click proposals stay the base's
+    own_error_share: float = 0.0  # of the prompted samples, the share clicked on the network's own proposals (interactive/own_errors.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -74,6 +75,10 @@ class TrainConfig:
             raise ValueError(f"click_prob (--click-prob) must lie in [0, 1], got {self.click_prob}")
         if self.freeze_base and self.click_prob <= 0:
             raise ValueError("freeze_base (--freeze-base) trains only the prompt weights: it needs click_prob > 0")
+        if not 0.0 <= self.own_error_share <= 1.0:
+            raise ValueError(f"own_error_share (--own-errors) must lie in [0, 1], got {self.own_error_share}")
+        if self.own_error_share > 0 and self.click_prob <= 0:
+            raise ValueError("own_error_share (--own-errors) places clicks on the model's own proposals: it needs click_prob > 0")
 
 
 class Reporter(Protocol):

@@ -1,0 +1,92 @@
+"""Clicks on the model's own errors (RITM's iterative training): the batch prompts and a short real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import Segmenter
+from model.inputs.prompts import with_prompt_channels
+from training.cli import main
+from training.interactive.own_errors import own_error_prompts
+
+from .conftest import SMALL_DATA
+
+TINY = ["--size", "32", "--widths", "8,16", "--batch-size", "4", "--device", "cpu"]
+
+
+def _batch(n: int = 6, size: int = 32):
+    rows, cols = np.ogrid[:size, :size]
+    masks = torch.stack([torch.from_numpy(((rows - 16) ** 2 + (cols - 8 - 2 * i) ** 2 <= 49).astype(np.float32))[None] for i in range(n)])
+    images = torch.rand((n, 3, size, size), generator=torch.Generator().manual_seed(1))
+    prompts = torch.zeros((n, 3, size, size))
+    prompts[1:, 2] = -1.0  # every sample but the first was drawn for clicks (a prior of all skin)
+    return images, masks, prompts
+
+
+def _clicks(channel: torch.Tensor) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in p) for p in torch.nonzero(channel == 1.0)]
+
+
+@pytest.fixture
+def prompted_network(tiny_segmenter):
+    network = with_prompt_channels(tiny_segmenter).network
+    return network.train()
+
+
+def test_own_error_clicks_land_on_the_errors_of_the_networks_own_proposal(prompted_network, tiny_segmenter):
+    images, masks, prompts = _batch()
+    diffusion = tiny_segmenter.config.diffusion
+    out = own_error_prompts(prompted_network, images, masks, prompts, 1.0, diffusion, torch.Generator().manual_seed(4), max_rounds=0)
+    assert out.shape == prompts.shape and prompted_network.training  # the training mode is given back
+    assert torch.count_nonzero(out[0]) == 0  # a sample drawn without clicks stays without
+    truth = masks[:, 0] >= 0.5
+    changed = 0
+    for b in range(1, len(out)):
+        positive, negative = _clicks(out[b, 0]), _clicks(out[b, 1])
+        prior = out[b, 2] > 0
+        if not torch.equal(out[b], prompts[b]):
+            changed += 1
+            assert len(positive) + len(negative) == 1  # max_rounds 0: exactly the first click
+        for r, c in positive:
+            assert truth[b, r, c] and not prior[r, c]  # a missed lesion pixel of the proposal
+        for r, c in negative:
+            assert not truth[b, r, c] and prior[r, c]  # a false lesion pixel of the proposal
+    assert changed >= 3  # an untrained network's proposals have errors to click on
+
+
+def test_own_error_rounds_add_clicks_and_replay_from_the_seed(prompted_network, tiny_segmenter):
+    images, masks, prompts = _batch()
+    diffusion = tiny_segmenter.config.diffusion
+    first = torch.Generator().manual_seed(7)
+    a = own_error_prompts(prompted_network, images, masks, prompts, 1.0, diffusion, first, max_rounds=2)
+    b = own_error_prompts(prompted_network, images, masks, prompts, 1.0, diffusion, torch.Generator().manual_seed(7), max_rounds=2)
+    assert torch.equal(a, b)
+    replay = torch.Generator().manual_seed(7)
+    torch.randint(0, 2**62, (1,), generator=replay), torch.randint(0, 2**31, (1,), generator=replay)
+    assert torch.equal(torch.rand(3, generator=first), torch.rand(3, generator=replay))  # two draws, whatever the batch
+    counts = [len(_clicks(a[i, 0])) + len(_clicks(a[i, 1])) for i in range(1, len(a))]
+    assert all(0 <= n <= 3 for n in counts) and max(counts) >= 1
+    none = own_error_prompts(prompted_network, images, masks, prompts, 0.0, diffusion, torch.Generator().manual_seed(7))
+    assert torch.equal(none, prompts)
+
+
+def test_own_error_prompts_refuse_bad_options(prompted_network, tiny_segmenter):
+    images, masks, prompts = _batch()
+    diffusion = tiny_segmenter.config.diffusion
+    with pytest.raises(ValueError, match="share"):
+        own_error_prompts(prompted_network, images, masks, prompts, 1.5, diffusion, torch.Generator())
+    with pytest.raises(ValueError, match="disagree"):
+        own_error_prompts(prompted_network, images, masks[:2], prompts, 1.0, diffusion, torch.Generator())
+
+
+def test_train_with_own_errors_writes_a_checkpoint_and_refuses_it_without_clicks(tmp_path, capsys):
+    out = tmp_path / "own.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--click-prob", "1", "--own-errors", "0.5"]) == 0
+    model = Segmenter.load(out, "cpu")
+    assert model.provenance["train_config"]["own_error_share"] == 0.5
+    assert model.network.prompt_stem.weight.abs().sum() > 0
+    capsys.readouterr()
+    assert main(["train", str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), *TINY, "--epochs", "1", "--own-errors", "0.5"]) == 2
+    assert "--own-errors" in capsys.readouterr().err
