@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from model import Segmenter
+from model.diffusion.sampler import sample_soft_masks_naive
 from model.inputs.prompts import with_prompt_channels
 from training.cli import main
+from training.interactive import own_errors
 from training.interactive.own_errors import own_error_prompts
+from training.loop.trainer import resume_path_for
 
 from .conftest import SMALL_DATA
 
@@ -54,6 +57,14 @@ def test_own_error_clicks_land_on_the_errors_of_the_networks_own_proposal(prompt
         for r, c in negative:
             assert not truth[b, r, c] and prior[r, c]  # a false lesion pixel of the proposal
     assert changed >= 3  # an untrained network's proposals have errors to click on
+    # The prior is the network's own no-prompt proposal: one sample of 2 steps with the call's second seed.
+    replay = torch.Generator().manual_seed(4)
+    torch.randint(0, 2**62, (1,), generator=replay)
+    seed = int(torch.randint(0, 2**31, (1,), generator=replay))
+    rows = [b for b in range(1, len(out)) if not torch.equal(out[b], prompts[b])]
+    with torch.no_grad():
+        own = sample_soft_masks_naive(prompted_network, images[rows], diffusion, len(rows), 2, seed)[:, 0] >= 0.5
+    assert torch.equal(out[rows, 2] > 0, own)
 
 
 def test_own_error_rounds_add_clicks_and_replay_from_the_seed(prompted_network, tiny_segmenter):
@@ -70,6 +81,53 @@ def test_own_error_rounds_add_clicks_and_replay_from_the_seed(prompted_network, 
     assert all(0 <= n <= 3 for n in counts) and max(counts) >= 1
     none = own_error_prompts(prompted_network, images, masks, prompts, 0.0, diffusion, torch.Generator().manual_seed(7))
     assert torch.equal(none, prompts)
+
+
+def test_later_rounds_repropose_with_the_clicks_and_the_prior_is_the_mask_before_the_last_click(prompted_network, tiny_segmenter, monkeypatch):
+    images, masks, prompts = _batch(8)
+    encoded, clicked = [], []
+    encode, click_rule = prompted_network.encode_image, own_errors.next_click
+
+    def spy_encode(x, channels=None):
+        encoded.append(channels)
+        return encode(x, channels)
+
+    def spy_click(prediction, truth):
+        click = click_rule(prediction, truth)
+        if click is not None:
+            clicked.append((truth.copy(), prediction.copy()))
+        return click
+
+    monkeypatch.setattr(prompted_network, "encode_image", spy_encode)
+    monkeypatch.setattr(own_errors, "next_click", spy_click)
+    out = own_error_prompts(prompted_network, images, masks, prompts, 1.0, tiny_segmenter.config.diffusion, torch.Generator().manual_seed(2), max_rounds=2)
+    assert encoded[0] is None and len(encoded) >= 2  # round 0 has no prompts; a later round re-proposes
+    assert all(bool((c[:, 2] != 0).all()) for c in encoded[1:])  # later rounds carry the prior (+-1 everywhere)
+    counts = [len(_clicks(out[i, 0])) + len(_clicks(out[i, 1])) for i in range(len(out))]
+    assert max(counts) >= 2  # some sample got more than its first click
+    truths = (masks[:, 0] >= 0.5).numpy()
+    last = {}
+    for truth, prediction in clicked:  # each sample has its own reference disk
+        (owner,) = [i for i in range(len(out)) if np.array_equal(truths[i], truth)]
+        last[owner] = prediction
+    assert last and all(torch.equal(out[i, 2] > 0, torch.from_numpy(p)) for i, p in last.items())
+
+
+def test_train_step_runs_the_own_error_rounds_and_resume_refuses_another_mix(tmp_path, capsys, monkeypatch):
+    import training.loop.train_step as train_step_module  # noqa: PLC0415
+
+    calls = []
+    real = train_step_module.own_error_prompts
+    monkeypatch.setattr(train_step_module, "own_error_prompts", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    out = tmp_path / "own.mlffm"
+    assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--click-prob", "1", "--own-errors", "0.5"]) == 0
+    assert calls and set(calls) == {0.5}  # every step asked for its share
+    capsys.readouterr()
+    again = ["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "2", "--click-prob", "1", "--resume", str(resume_path_for(out)), "--overwrite"]
+    assert main(again) == 2
+    err = capsys.readouterr().err
+    assert "the run started with --own-errors 0.5, not 0" in err and "Traceback" not in err
+    assert main([*again, "--own-errors", "0.5"]) == 0
 
 
 def test_own_error_prompts_refuse_bad_options(prompted_network, tiny_segmenter):

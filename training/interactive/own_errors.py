@@ -20,12 +20,19 @@ samples:
    largest error.
 
 The training sample then gets all its clicks and, as the prior, the mask
-proposed before the last click: exactly what the model is given at the
-(r + 1)-th click of a real session. A sample whose proposal has no error
-keeps the perturbed-reference prompts it was drawn with.
+proposed before the last click: what the model is given at the (r + 1)-th
+click of a session, as :func:`training.interactive.prompt_training.prompt_validation`
+gives it the first. It is not the full inference path: there the mask is
+the consensus of several samples and flip views, with the click disks and
+the click's reach added, and each refine starts from the same x_T, while
+here each round is one sample whose x_T follows its row in that round's
+batch. A sample whose proposal has no error keeps the perturbed-reference
+prompts it was drawn with; a lesion-free image gets clicks only when its
+perturbed reference did (never in ISIC's training split, where every image
+has a lesion).
 
 Cost: one no-grad proposal (image path plus ``steps`` denoiser passes) per
-round for the chosen samples, a fraction of a training step each.
+round for the chosen samples of this process's share of the batch.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ def own_error_prompts(
     generator: torch.Generator,
     steps: int = 2,
     max_rounds: int = MAX_ROUNDS,
+    part: slice = slice(None),
 ) -> torch.Tensor:
     """(B, 3, S, S) prompts where a ``share`` of the prompted samples click on the network's own errors.
 
@@ -63,6 +71,9 @@ def own_error_prompts(
     non-zero rows mark the prompted samples. Returns a new tensor; samples not
     chosen keep their rows. Every random draw comes from ``generator``: two
     draws per call, whatever the batch, so a seeded run replays exactly.
+    ``part``: the rows this process trains on (a DDP rank's share); the
+    choice is drawn for the whole batch, so every rank stays in step, and
+    only these rows are proposed.
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share of own-error samples must lie in [0, 1], got {share}")
@@ -74,6 +85,10 @@ def own_error_prompts(
     seed = int(torch.randint(0, 2**31, (1,), generator=generator))
     prompted = prompts.flatten(1).abs().sum(1).cpu() > 0
     chosen = [b for b in range(images.shape[0]) if prompted[b] and rng.random() < share]
+    all_rounds = rng.integers(0, max_rounds + 1, len(chosen))
+    mine = set(range(images.shape[0])[part])
+    rounds = np.array([r for b, r in zip(chosen, all_rounds) if b in mine], dtype=np.int64)
+    chosen = [b for b in chosen if b in mine]
     out = prompts.clone()
     if not chosen:
         return out
@@ -85,7 +100,6 @@ def own_error_prompts(
         device = images.device
         picked = images[chosen]
         truth = (masks[chosen, 0] >= 0.5).cpu().numpy()
-        rounds = rng.integers(0, max_rounds + 1, len(chosen))
 
         def propose(rows: list[int], channels: torch.Tensor | None) -> np.ndarray:
             features = module.encode_image(picked[rows], None if channels is None else channels.to(device))

@@ -17,13 +17,13 @@ imitate a refinement round of the protocol in :mod:`training.interactive.clicks`
    *before the last click*, which is what the model sees at inference: the
    clicks so far and the mask it proposed before the newest one.
 
-Why not simulate against the model's own predictions (RITM's iterative
-training)? That needs a full DDIM proposal per click per sample, several
-times the cost of a training step, which a CPU cannot afford; the
-perturbations reproduce the errors the model makes (a boundary too wide or
-too tight, a false blob, a missed lobe, a missed lesion) at no cost, and the
-corrected-region step gives later clicks the right context. The cost of a
-prompted step is a few distance transforms at the working size.
+The perturbations imitate the errors a segmenter makes (a boundary too
+wide or too tight, a false blob, a missed lobe, a missed lesion) at the
+cost of a few distance transforms at the working size, and the
+corrected-region step gives later clicks the right context. The errors of
+*this* model, with clicks simulated on its own proposals (RITM's iterative
+training), are :mod:`training.interactive.own_errors` (``--own-errors``),
+which costs a few no-grad proposals per step.
 
 :func:`prompt_validation` scores model selection on both the no-click
 Dice and the Dice after one click placed by the protocol on the model's own

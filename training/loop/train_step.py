@@ -121,7 +121,7 @@ def train_step(network, schedule, loss_fn, optimizer, images, masks, config, gen
         if config.own_error_share > 0:  # RITM's clicks on the network's own proposals, for a share of them
             prompts = own_error_prompts(
                 network, network_input(images, flat_field), masks, prompts, config.own_error_share,
-                schedule.config, generator, steps=config.val_steps,
+                schedule.config, generator, steps=config.val_steps, part=part,
             )
         prompts = prompts[part].to(device)
     # Under torchrun every rank draws the global batch's random numbers (its generator stays in step

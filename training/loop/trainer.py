@@ -228,6 +228,7 @@ def train(
         loaded, tensors, meta = Segmenter.load_with_state(resume, device)
         network.load_state_dict(loaded.network.state_dict())
         try:
+            _check_same_mix(meta.get("sample_mix"), config)
             unpack_training_state(tensors, meta, ema, optimizer, generator)
         except ValueError as err:
             raise ValueError(f"{resume}: {err}") from None
@@ -304,7 +305,7 @@ def train(
             reporter.message(f"{summary} (best {best_dice:.4f} at epoch {best_epoch})")
         reporter.epoch_end(epoch, record)
         seconds = spent + time.monotonic() - started
-        counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch}
+        counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch, "sample_mix": _sample_mix(config)}
         if ctx.enabled:
             counters["world_size"] = ctx.world_size
         tensors, meta = pack_training_state(ema, optimizer, generator, counters)
@@ -317,6 +318,23 @@ def train(
     if same:
         reporter.message(same)
     return TrainResult(epoch, best_dice, best_epoch, history, stopped_by, spent + time.monotonic() - started)
+
+
+# What each training sample is drawn with: a resumed run that changed it would neither replay nor train as it started.
+SAMPLE_MIX_OPTIONS = {"click_prob": "--click-prob", "own_error_share": "--own-errors", "high_t_fraction": "--high-t-fraction"}
+
+
+def _sample_mix(config: TrainConfig) -> dict[str, float]:
+    return {name: float(getattr(config, name)) for name in SAMPLE_MIX_OPTIONS}
+
+
+def _check_same_mix(saved: dict[str, float] | None, config: TrainConfig) -> None:
+    """Refuse to resume with another sample mix than the run started with (files written before it was saved pass)."""
+    if not isinstance(saved, dict):
+        return
+    for name, flag in SAMPLE_MIX_OPTIONS.items():
+        if name in saved and float(saved[name]) != float(getattr(config, name)):
+            raise ValueError(f"the run started with {flag} {saved[name]:g}, not {getattr(config, name):g}: resume with the options it started with")
 
 
 def _provenance(base: dict[str, Any], config: TrainConfig, history, best_dice, best_epoch, seconds) -> dict[str, Any]:
