@@ -114,6 +114,9 @@ def test_full_review_flow(make_napari_viewer, qtbot, plugin_env):
     assert found["proposals"].data.shape == (3, 512, 512)
     assert found["uncertainty"].data.shape == (512, 512) and found["uncertainty"].data.dtype == np.float32
     assert found["mask"].data.shape == (512, 512) and viewer.layers.selection.active is found["mask"]
+    for dock in (propose, review):  # the uncertainty map is not offered as an image to segment or review
+        dock.image.reset_choices()
+        assert layer in dock.image.choices and found["uncertainty"] not in dock.image.choices
 
     # 3: pick proposal 2 and paint a few pixels.
     viewer.dims.set_current_step(0, 1)

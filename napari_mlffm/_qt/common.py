@@ -11,6 +11,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
+from ..results import layer_names
 from ..settings import SETTINGS
 
 OTHER_FILE = "other file..."
@@ -18,7 +19,14 @@ _SEGMENTERS: dict[tuple[str, str], Segmenter] = {}
 
 
 def image_layer_choices(viewer):
-    return lambda widget=None: [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
+    """Choices of the image lists: every Image layer but the uncertainty maps the plugin drew for another."""
+
+    def choices(widget=None) -> list[tuple[str, Image]]:
+        images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+        maps = {layer_names(layer.name)["uncertainty"] for layer in images}
+        return [(layer.name, layer) for layer in images if layer.name not in maps]
+
+    return choices
 
 
 def model_choices(widget=None) -> list[tuple[str, str]]:
