@@ -217,3 +217,21 @@ def test_each_rank_takes_its_own_slice_of_the_global_batch():
     assert [Distributed(r, 4).batch_part(8) for r in range(4)] == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
     with pytest.raises(ValueError, match="global batch"):
         Distributed(0, 4).check_batch(6)
+
+
+def test_two_process_click_training_on_own_errors_scores_val_as_one_process_would(tmp_path):
+    from training.data.datasets import cache_dataset, list_cases
+    from training.interactive.prompt_training import prompt_validation
+
+    output = tmp_path / "clicks.mlffm"
+    args = ["train", SMALL_DATA, "-o", output, *TINY, "--batch-size", "2", "--epochs", "1", "--click-prob", "1", "--own-errors", "0.5", "--progress", "json"]
+    code, stdout, stderr = _run(args)
+    assert code == 0, stderr
+    model = Segmenter.load(output, "cpu")
+    record = model.provenance["history"][-1]
+    # The saved model is the one scored; its val split scored in one process gives the gathered numbers of two.
+    val = cache_dataset(list_cases(SMALL_DATA, "val").cases, 32)
+    assert len(val) >= 2
+    no_click, one_click = prompt_validation(model, val, model.provenance["train_config"]["val_steps"], seed=0)
+    assert (record["val_dice_0_clicks"], record["val_dice_1_click"]) == pytest.approx((no_click, one_click), abs=1e-6)
+    assert model.provenance["train_config"]["own_error_share"] == 0.5

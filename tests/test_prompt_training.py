@@ -116,3 +116,16 @@ def test_prompt_weights_stay_exact_when_training_without_clicks_and_freeze_base_
     assert "working size" in capsys.readouterr().err
     assert main(["train", str(SMALL_DATA), "-o", out, *TINY, "--epochs", "1", "--no-augment", "--acquisition-shifts", "0.5"]) == 2
     assert "--no-augment" in capsys.readouterr().err
+
+
+def test_prompt_validation_shards_gather_to_the_scores_of_one_process(tiny_segmenter):
+    from model.inputs.prompts import with_prompt_channels
+    from training.data.datasets import cache_dataset, list_cases
+    from training.interactive.prompt_training import mean_prompt_scores, prompt_validation, prompt_validation_scores
+
+    model = with_prompt_channels(tiny_segmenter)
+    data = cache_dataset(list_cases(SMALL_DATA).cases, 32)
+    whole = prompt_validation(model, data, 2, batch_size=3, seed=5)
+    shards = [batch for rank in range(2) for batch in prompt_validation_scores(model, data, 2, batch_size=3, seed=5, shard=(rank, 2))]
+    assert sorted(start for start, _, _ in shards) == list(range(0, len(data), 3))  # every batch once
+    assert mean_prompt_scores(shards) == whole

@@ -116,21 +116,39 @@ def simulated_prompts(masks: torch.Tensor, click_prob: float, generator: torch.G
     return out
 
 
-@torch.inference_mode()
 def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 32, seed: int = 0) -> tuple[float, float]:
     """(no-click Dice, Dice after one protocol click) of one DDIM sample per image at the working size.
 
     The click is placed on the model's own no-click mask against the
     reference, and the prompts are that click and that mask as the prior.
     """
-    from ..loop.train_step import to_batch  # noqa: PLC0415 (train_step imports this module)
-
     if len(data) == 0:
         return float("nan"), float("nan")
+    return mean_prompt_scores(prompt_validation_scores(segmenter, data, steps, batch_size, seed))
+
+
+def mean_prompt_scores(batches: list[tuple[int, list[float], list[float]]]) -> tuple[float, float]:
+    """The means of :func:`prompt_validation_scores`' batches (from one process or gathered from several)."""
+    plain = [score for _, chunk, _ in sorted(batches, key=lambda b: b[0]) for score in chunk]
+    clicked = [score for _, _, chunk in sorted(batches, key=lambda b: b[0]) for score in chunk]
+    return float(np.mean(plain)), float(np.mean(clicked))
+
+
+@torch.inference_mode()
+def prompt_validation_scores(
+    segmenter: Segmenter, data, steps: int, batch_size: int = 32, seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> list[tuple[int, list[float], list[float]]]:
+    """Per-image (no-click, one-click) Dice as (first index, scores, scores) for the batches ``shard = (i, n)`` owns.
+
+    Batch ``start`` is sampled with seed ``seed + start`` whichever process
+    runs it, so the gathered scores of n processes are those of one.
+    """
+    from ..loop.train_step import to_batch  # noqa: PLC0415 (train_step imports this module)
+
     network = segmenter.network.eval()
     size = segmenter.config.size
-    plain, clicked = [], []
-    for start in range(0, len(data), batch_size):
+    out = []
+    for start in range(0, len(data), batch_size)[shard[0] :: shard[1]]:
         index = np.arange(start, min(start + batch_size, len(data)))
         images, masks = to_batch(data, index)
         x = network_input(images, segmenter.config.flat_field).to(segmenter.device)
@@ -139,6 +157,7 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
         first = (run_to_completion(loop).cpu()[:, 0] >= 0.5).numpy()
         truth = (masks[:, 0] >= 0.5).numpy()
         channels = torch.zeros((len(index), PROMPT_CHANNELS, size, size))
+        plain = []
         for i in range(len(index)):
             plain.append(dice(first[i], truth[i]))
             click = next_click(first[i], truth[i])
@@ -147,5 +166,5 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
         features = network.encode_image(x, channels.to(segmenter.device))
         loop = iter_sample_soft_masks(network, features, segmenter.config.diffusion, len(index), size, steps, seed + start)
         second = (run_to_completion(loop).cpu()[:, 0] >= 0.5).numpy()
-        clicked.extend(dice(second[i], truth[i]) for i in range(len(index)))
-    return float(np.mean(plain)), float(np.mean(clicked))
+        out.append((start, plain, [dice(second[i], truth[i]) for i in range(len(index))]))
+    return out

@@ -150,6 +150,15 @@ class Distributed:
         scores = [score for _, chunk in sorted(pair for part in gathered for pair in part) for score in chunk]
         return float(np.mean(scores))
 
+    def prompt_validation(self, segmenter: Any, data: Any, steps: int, seed: int = 0) -> tuple[float, float]:
+        """:func:`training.interactive.prompt_training.prompt_validation`, sharded by batch over the ranks."""
+        from ..interactive.prompt_training import mean_prompt_scores, prompt_validation, prompt_validation_scores
+
+        if not self.enabled or len(data) == 0:
+            return prompt_validation(segmenter, data, steps, seed=seed)
+        own = prompt_validation_scores(segmenter, data, steps, seed=seed, shard=(self.rank, self.world_size))
+        return mean_prompt_scores([batch for part in self.all_gather(own) for batch in part])
+
     def check_same_weights(self, network: torch.nn.Module) -> str | None:
         """Raise RuntimeError unless every rank holds bit-identical weights; a line for the log, or None when alone."""
         if not self.enabled:

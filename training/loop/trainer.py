@@ -30,7 +30,6 @@ from ..data.augment import AugmentConfig
 from ..data.datasets import CachedDataset
 from .distributed import SINGLE, Distributed
 from .losses import SegmentationDiffusionLoss
-from ..interactive.prompt_training import prompt_validation
 from .state import EMA, pack_training_state, unpack_training_state
 from .train_step import epoch_order, gather_batch, to_batch, train_step, trainable_parameters
 
@@ -282,8 +281,8 @@ def train(
         clicks = {}
         if config.click_prob > 0:
             # Prompt training selects on the mean of the no-click Dice and the Dice after one click
-            # (every rank scores the whole val set: the same numbers on each, as the seed is shared).
-            no_click, one_click = prompt_validation(eval_segmenter, val_data, config.val_steps, seed=config.seed)
+            # (each rank scores its share of the batches; every rank gets the gathered means).
+            no_click, one_click = ctx.prompt_validation(eval_segmenter, val_data, config.val_steps, seed=config.seed)
             val_dice, clicks = (no_click + one_click) / 2, {"val_dice_0_clicks": no_click, "val_dice_1_click": one_click}
         else:
             val_dice = ctx.validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
