@@ -282,3 +282,20 @@ def test_training_numbers_that_are_not_finite_or_out_of_range_are_refused_by_arg
     with pytest.raises(SystemExit) as stop:
         main([command, str(SMALL_DATA), "-o", str(tmp_path / "x.mlffm"), flag, value])
     assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_an_epoch_cut_short_is_named_as_the_epoch_it_cut_and_still_scored(tmp_path):
+    from training.loop.trainer import SilentReporter, TrainConfig, train
+
+    data = cache_dataset(list_cases(SMALL_DATA, "train").cases, 32)
+    messages = []
+
+    class Collect(SilentReporter):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    asked = iter([False, False, False, False, True])  # epoch 1: 3 batches of 2; epoch 2 stops before its second batch
+    result = train(Segmenter(tiny_config(), "cpu"), data, data, TrainConfig(epochs=3, batch_size=2), tmp_path / "m.mlffm", provenance={}, reporter=Collect(), should_stop=lambda: next(asked))
+    assert result.stopped_by == "cancel" and len(result.history) == 2
+    assert any(m.startswith("epoch 1: train loss") for m in messages)
+    assert any(m.startswith("epoch 2 (stopped after 1 of 3 batches): train loss") for m in messages), messages

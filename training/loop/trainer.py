@@ -291,7 +291,9 @@ def train(
         record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"], **clicks}
         history.append(record)
         shown_loss = "n/a" if train_loss is None else f"{train_loss:.4f}"
-        summary = f"epoch {epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
+        # A stopped epoch is named as the one it cut short, not as the last complete one it follows.
+        shown_epoch = epoch if completed else f"{epoch + 1} (stopped after {batches_done} of {batches} batches)"
+        summary = f"epoch {shown_epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
         if clicks:
             summary += f" (mean of {clicks['val_dice_0_clicks']:.4f} with no click and {clicks['val_dice_1_click']:.4f} after 1)"
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
