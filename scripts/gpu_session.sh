@@ -7,7 +7,8 @@
 #   SMOKE=1 bash scripts/gpu_session.sh tests/fixtures/isic_small /tmp/smoke   # on the CPU first: same steps, tiny
 #
 # Runs (MINUTES each, default 7, all at once):
-#   prompt      the shipped weights + prompt branch, --freeze-base (no-click proposals stay the shipped ones)
+#   prompt      the shipped weights + prompt branch, --freeze-base (no-click proposals stay the shipped ones),
+#               clicks on its own errors for half the samples (--own-errors 0.5)
 #   shifts      the shipped weights, warm start with --acquisition-shifts 0.3 (another clinic's camera)
 #   noshifts    the same warm start without them: the control for "shifts" and "deepsup"
 #   deepsup     the same warm start with --deep-supervision 2 (clean-mask heads at 1/2 and 1/4 of the size)
@@ -47,7 +48,7 @@ guard=(--time-budget "$GUARD_MINUTES")
 common=(--batch-size "$BATCH" --device "$DEVICE" --progress json --time-budget "$MINUTES")
 warm=(--init model/weights/default.mlffm --epochs 3000 ${extra[@]+"${extra[@]}"} ${limit[@]+${limit[@]+"${limit[@]}"}})
 
-mlffm train "$DATA" -o "$OUT/prompt.mlffm" --init model/weights/default.mlffm ${limit[@]+"${limit[@]}"} "${common[@]}" --epochs 3000 --time-budget "$MINUTES" --click-prob 1 --freeze-base --lr 5e-4 --seed 21 >"$OUT/prompt.log" 2>&1 &
+mlffm train "$DATA" -o "$OUT/prompt.mlffm" --init model/weights/default.mlffm ${limit[@]+"${limit[@]}"} "${common[@]}" --epochs 3000 --time-budget "$MINUTES" --click-prob 1 --own-errors 0.5 --freeze-base --lr 5e-4 --seed 21 >"$OUT/prompt.log" 2>&1 &
 mlffm train "$DATA" -o "$OUT/shifts.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --acquisition-shifts 0.3 --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/shifts.log" 2>&1 &
 mlffm train "$DATA" -o "$OUT/noshifts.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/noshifts.log" 2>&1 &
 mlffm train "$DATA" -o "$OUT/deepsup.mlffm" "${warm[@]}" "${common[@]}" "${guard[@]}" --epochs "$WARM_EPOCHS" --deep-supervision 2 --lr 2e-4 --high-t-fraction 0.6 --seed 22 >"$OUT/deepsup.log" 2>&1 &
