@@ -113,6 +113,25 @@ def test_later_rounds_repropose_with_the_clicks_and_the_prior_is_the_mask_before
     assert last and all(torch.equal(out[i, 2] > 0, torch.from_numpy(p)) for i, p in last.items())
 
 
+def test_a_sample_whose_next_proposal_has_no_error_keeps_the_mask_its_last_click_was_placed_on(prompted_network, tiny_segmenter, monkeypatch):
+    images, masks, prompts = _batch(8)
+    click_rule, clicked = own_errors.next_click, {}
+
+    def first_click_only(prediction, truth):  # every re-proposal "has no error left"
+        key = truth.tobytes()
+        if key in clicked:
+            return None
+        clicked[key] = prediction.copy()
+        return click_rule(prediction, truth)
+
+    monkeypatch.setattr(own_errors, "next_click", first_click_only)
+    out = own_error_prompts(prompted_network, images, masks, prompts, 1.0, tiny_segmenter.config.diffusion, torch.Generator().manual_seed(2), max_rounds=2)
+    truths = (masks[:, 0] >= 0.5).numpy()
+    for i in range(1, len(out)):
+        assert len(_clicks(out[i, 0])) + len(_clicks(out[i, 1])) == 1
+        assert torch.equal(out[i, 2] > 0, torch.from_numpy(clicked[truths[i].tobytes()]))  # not the re-proposed mask
+
+
 def test_train_step_runs_the_own_error_rounds_and_resume_refuses_another_mix(tmp_path, capsys, monkeypatch):
     import training.loop.train_step as train_step_module  # noqa: PLC0415
 

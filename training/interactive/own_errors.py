@@ -108,8 +108,8 @@ def own_error_prompts(
             return (run_to_completion(loop).cpu()[:, 0] >= 0.5).numpy()
 
         current = propose(list(range(len(chosen))), None)
+        # Each session's prior is the mask its newest click was placed on: a copy, as ``current`` is overwritten.
         sessions = [Prompts() for _ in chosen]
-        priors = [current[i] for i in range(len(chosen))]
         alive = np.ones(len(chosen), bool)  # False once a proposal has no error left
         for step in range(int(rounds.max()) + 1):
             for i in range(len(chosen)):
@@ -119,18 +119,17 @@ def own_error_prompts(
                 if click is None:
                     alive[i] = False
                     continue
-                sessions[i] = sessions[i].with_click(click.point, click.positive)
-                priors[i] = current[i]
+                sessions[i] = sessions[i].with_click(click.point, click.positive).with_prior(current[i].copy())
             again = [i for i in range(len(chosen)) if alive[i] and step < rounds[i]]
             if not again:
                 break
-            channels = torch.cat([encode_prompts(sessions[i].with_prior(priors[i]), size, size, size) for i in again])
+            channels = torch.cat([encode_prompts(sessions[i], size, size, size) for i in again])
             fresh = propose(again, channels)
             for row, i in enumerate(again):
                 current[i] = fresh[row]
         for i, b in enumerate(chosen):
             if sessions[i].clicks:
-                out[b] = encode_prompts(sessions[i].with_prior(priors[i]), size, size, size)[0].to(out.device)
+                out[b] = encode_prompts(sessions[i], size, size, size)[0].to(out.device)
     finally:
         module.train(was_training)
     return out
