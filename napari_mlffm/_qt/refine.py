@@ -123,7 +123,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
         proposed = [c for c in choices if results.case_layers(napari_viewer, c.name)["mask"] is not None]
-        self.image.value = (proposed or choices)[-1] if choices else None  # an image with a mask, not its uncertainty map
+        self.image.value = (proposed or choices)[-1] if choices else None  # the last image that has a mask, if any
         self._take_over_layers()
 
     def _guard(self, action):

@@ -24,10 +24,9 @@ from ..loop.interrupt import StopOnInterrupt
 from ..corrections.lineage import resumed_base
 from ..files.outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from ..loop.progress import make_reporter
-from ..interactive.prompt_training import prompt_validation
 from ..corrections.store import report_problems, usable_cases
 from .starting_weights import add_deep_supervision_argument, add_prompt_arguments, starting_segmenter, with_prompts_if_asked
-from ..loop.trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train, validation_dice
+from ..loop.trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -294,9 +293,9 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         own_error_share=args.own_errors,
     )
     if args.click_prob > 0:  # the score train() selects on: the mean of no-click and one-click Dice
-        before = sum(prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2
+        before = sum(ctx.prompt_validation(base_model, held_out, config.val_steps, seed=args.seed)) / 2
     else:
-        before = validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
+        before = ctx.validation_dice(base_model, held_out, config.val_steps, seed=args.seed)
     # The card's Dice before/after use the calibration the model keeps (the base's; never fitted on these cases).
     held_cases = [c for c in listing.cases if c.case_id in set(held_out.ids)]
     calibrated_before = calibrated_dice(base_model, held_cases, args.seed)

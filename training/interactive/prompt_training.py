@@ -129,8 +129,9 @@ def prompt_validation(segmenter: Segmenter, data, steps: int, batch_size: int = 
 
 def mean_prompt_scores(batches: list[tuple[int, list[float], list[float]]]) -> tuple[float, float]:
     """The means of :func:`prompt_validation_scores`' batches (from one process or gathered from several)."""
-    plain = [score for _, chunk, _ in sorted(batches, key=lambda b: b[0]) for score in chunk]
-    clicked = [score for _, _, chunk in sorted(batches, key=lambda b: b[0]) for score in chunk]
+    ordered = sorted(batches, key=lambda batch: batch[0])
+    plain = [score for _, chunk, _ in ordered for score in chunk]
+    clicked = [score for _, _, chunk in ordered for score in chunk]
     return float(np.mean(plain)), float(np.mean(clicked))
 
 
