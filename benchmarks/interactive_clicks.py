@@ -1,7 +1,7 @@
 """The click protocol side by side: what trained prompts and kept pixels each add.
 
     python benchmarks/interactive_clicks.py DATA --split test [--prompted FILE] [--baseline FILE]
-        [--clicks 10] [--limit N] [--samples N] [--steps N] [--seed 0] [--reach on|off|both] [--box off|on|both] [--json FILE]
+        [--clicks 10] [--limit N] [--samples N] [--refine-samples N] [--steps N] [--seed 0] [--reach on|off|both] [--box off|on|both] [--json FILE]
     python benchmarks/interactive_clicks.py --merge ROW1.json ROW2.json   # rows run as separate processes, one table
 
 A simulated user (``training/interactive/clicks.py``, the RITM / SimpleClick rule: the
@@ -27,9 +27,11 @@ printed beside. ``--box both`` runs every row without and with the box.
 Without ``--prompted``, only row 1 is run. Columns: mean Dice after 0, 1, 2,
 3, 5, 10, 20 clicks (those up to K), NoC@85 and NoC@90 (mean clicks to reach
 that Dice; never reached counts as K), the share of images at Dice >= 0.90
-within 3 clicks, and the mean seconds per refine (one proposal). CPU time is
-scarce: ``--limit`` takes the first N images of the split and ``--samples``
-fewer proposals per refine; the table says what was run.
+within 3 clicks, and the mean seconds per refine (one proposal). ``--samples``
+sets the first proposal's samples and ``--refine-samples`` each refine's
+(default: the model's refine default, never more than the first's; 8 for
+the shipped weights). CPU time is scarce: ``--limit`` takes the first N
+images of the split; the table says what was run.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run_row(segmenter: Segmenter, cases, mode: str, reach: bool, box: bool, args
         image, truth = load_case(case)
         sessions.append(
             click_session(
-                segmenter, image, truth, args.clicks, mode, reach=reach, box=box, n_samples=args.samples, steps=args.steps, seed=args.seed
+                segmenter, image, truth, args.clicks, mode, reach=reach, box=box,
+                refine_samples=args.refine_samples, n_samples=args.samples, steps=args.steps, seed=args.seed,
             )
         )
     report = summarize_sessions(sessions, args.clicks, mode, reach, box)
@@ -69,9 +72,11 @@ def run_row(segmenter: Segmenter, cases, mode: str, reach: bool, box: bool, args
 
 def print_table(results: list[dict], split: str, n_images: int, clicks: int, seed: int, device: str) -> None:
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k <= clicks]
+    per_refine = results[0].get("refine_samples")
     print(
         f"\n{split}: {n_images} images, up to {clicks} clicks, seed {seed}, "
-        f"{results[0]['samples']} samples x {results[0]['steps']} steps, device {device}"
+        f"{results[0]['samples']} samples x {results[0]['steps']} steps"
+        f"{f', {per_refine} per refine' if per_refine is not None else ''}, device {device}"
     )
     header = ["row".ljust(50), "no box", *[f"Dice@{k}" for k in shown], "NoC@85", "NoC@90", ">=0.90 in 3", "s/refine"]
     print(" | ".join(header))
@@ -91,6 +96,8 @@ def _restricted(row: dict, ids: list[str], clicks: int) -> dict:
     ]
     summary = summarize_sessions(sessions, clicks, row.get("mode", ""), row.get("reach", False), row.get("box", False))
     summary.update(name=row["name"], samples=row["samples"], steps=row["steps"], seconds_per_refine=row["seconds_per_refine"])
+    if "refine_samples" in row:
+        summary["refine_samples"] = row["refine_samples"]
     summary["per_image"] = [by_id[i] for i in ids]
     return summary
 
@@ -108,7 +115,10 @@ def merge_tables(paths: list[Path]) -> int:
                 print(f"{path}: {key} {record.get(key)!r} differs from {paths[0]}'s {first.get(key)!r}", file=sys.stderr)
                 return 2
         for row in record["rows"]:
-            if (row["samples"], row["steps"]) != (first["rows"][0]["samples"], first["rows"][0]["steps"]):
+            # runs from before refines drew fewer samples refined with the first proposal's
+            if (row["samples"], row["steps"], row.get("refine_samples", row["samples"])) != (
+                first["rows"][0]["samples"], first["rows"][0]["steps"], first["rows"][0].get("refine_samples", first["rows"][0]["samples"])
+            ):
                 print(f"{path}: row {row['name']!r} was sampled differently", file=sys.stderr)
                 return 2
     rows = [row for record in records for row in record["rows"]]
@@ -138,6 +148,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--stride", type=int, default=1, help="score every Nth image of the split (after --limit): a deterministic subsample")
     parser.add_argument("--samples", type=int)
+    parser.add_argument("--refine-samples", type=int, help="proposals per refine (default: the model's refine default)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -64,11 +64,11 @@ class Segmenter:
         """A segmenter sharing this one's network, with inference options changed.
 
         Only options that leave the network alone may change:
-        ``default_steps``, ``default_samples``, ``output_smoothing``,
+        ``default_steps``, ``default_samples``, ``default_refine_samples``, ``output_smoothing``,
         ``flip_views``, ``probability_temperature``, ``decision_threshold``
         and ``flat_field``.
         """
-        allowed = {"default_steps", "default_samples", "output_smoothing", "flip_views", "probability_temperature", "decision_threshold", "flat_field"}
+        allowed = {"default_steps", "default_samples", "default_refine_samples", "output_smoothing", "flip_views", "probability_temperature", "decision_threshold", "flat_field"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} without retraining; allowed: {sorted(allowed)}")
@@ -199,6 +199,10 @@ class Segmenter:
         # A default above the schedule's timesteps (a hand-edited file) means "as many as it has", as in the plugin.
         steps = check_int("steps", min(self.config.default_steps, most) if steps is None else steps, 1, most)
         return n_samples, steps
+
+    def refine_sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
+        """(N, DDIM steps) for a refine: :meth:`sampling_settings` with ``default_refine_samples`` where N is None."""
+        return self.sampling_settings(self.config.default_refine_samples if n_samples is None else n_samples, steps)
 
     def propose_iter(
         self,

@@ -33,6 +33,35 @@ def test_summary_follows_the_contract():
     assert ClickSession([0.95, 0.95]).clicks_to(0.9) == 0
 
 
+def test_a_refine_draws_the_models_refine_default_never_more_than_the_first_proposal(tiny_segmenter):
+    image, truth = load_case(list_cases(SMALL_DATA, "all").cases[0])
+    image, truth = image[::8, ::8], truth[::8, ::8]
+    segmenter = tiny_segmenter.with_options(default_refine_samples=3)
+    prompts = Prompts().with_click((10, 10), True).with_prior(np.zeros(truth.shape, bool))
+    assert len(refine(segmenter, image, prompts, "kept", steps=1).samples) == 3  # None: the refine default
+    assert len(refine(segmenter, image, prompts, "kept", n_samples=5, steps=1).samples) == 5
+    assert protocol.refine_samples_for(segmenter, 2) == 2 and protocol.refine_samples_for(segmenter, 16) == 3
+    drawn = []
+    original = segmenter.propose_iter
+
+    def counting(image, n_samples=None, *args, **kwargs):
+        drawn.append(n_samples)
+        return original(image, n_samples, *args, **kwargs)
+
+    segmenter.propose_iter = counting
+    segmenter.propose = lambda image, n_samples=None, *a, **k: protocol.run_to_completion(counting(image, n_samples, *a, **k))
+    sessions = [
+        click_session(segmenter, image, truth, 2, "kept", n_samples=4, steps=1, seed=0),
+        click_session(segmenter, image, truth, 2, "kept", n_samples=2, steps=1, seed=0),
+        click_session(segmenter, image, truth, 2, "kept", refine_samples=4, n_samples=2, steps=1, seed=0),
+    ]
+    assert [s.refine_samples for s in sessions] == [3, 2, 4]
+    assert drawn == [4, 3, 3, 2, 2, 2, 2, 4, 4]  # each session: its first proposal, then two refines
+    assert summarize_sessions(sessions[:1], 2, "kept")["refine_samples"] == 3
+    assert summarize_sessions(sessions, 2, "kept")["refine_samples"] == [2, 3, 4]
+    assert "3 samples per refine" in protocol.format_clicks(summarize_sessions(sessions[:1], 2, "kept"))
+
+
 def test_kept_pixel_clicks_hold_their_disks_in_the_next_mask(tiny_segmenter):
     image, truth = load_case(list_cases(SMALL_DATA, "all").cases[0])
     image, truth = image[::8, ::8], truth[::8, ::8]
@@ -97,7 +126,9 @@ def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
     assert all(len(r["dice_after_clicks"]) == 4 for r in per_image)
     assert np.isclose(np.mean([r["dice_after_clicks"][0] for r in per_image]), clicks["dice_after"][0])
     assert clicks["reach"] is True and "click protocol (kept + reach" in out
-    assert main([*args, "--clicks", "1", "--click-reach", "off", "--json", str(report), "--overwrite"]) == 0
+    assert clicks["refine_samples"] == 2  # the refine default (8), never more than the first proposal's 2
+    assert main([*args, "--clicks", "1", "--click-reach", "off", "--refine-samples", "1", "--json", str(report), "--overwrite"]) == 0
     assert json.loads(report.read_text())["clicks"]["reach"] is False
+    assert json.loads(report.read_text())["clicks"]["refine_samples"] == 1
     assert main([*args, "--clicks", "2", "--click-mode", "prompts"]) == 2
     assert "prompt" in capsys.readouterr().err

@@ -185,3 +185,30 @@ def test_a_refine_dock_opened_again_takes_over_the_clicks_layer(make_napari_view
     assert again.start() is None and "is not a clicks layer" in again.status.value
     again.toggle_polarity()
     assert "next click" in again.status.value
+
+
+def test_a_refine_draws_fewer_proposals_unless_asked_for_as_many_as_the_proposal(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    SETTINGS.update(active_model="", samples=10, steps=1)  # more than the shipped weights' refine default (8)
+    fewer = Segmenter.load(None, "cpu").config.default_refine_samples
+    assert fewer < 10
+    viewer = make_napari_viewer()
+    propose, refine = (_dock(viewer, n) for n in ("Propose masks", "Refine with clicks"))
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    assert len(found["proposals"].data) == 10
+    refine.image.value = layer
+    points = refine.prompts_layer()
+    row, col, _ = farthest_point(np.asarray(found["mask"].data) == 0)
+    points.add([row, col])
+    _wait_refined(qtbot, refine, f"{fewer} proposals in")
+    assert len(found["proposals"].data) == fewer  # the proposals slider follows the layer's new length
+    assert found["mask"].metadata[results.KEY]["clicks"]["samples"] == fewer
+    refine.per_refine.value = refine.per_refine.choices[1]  # as many as the proposal
+    refine.refine()
+    _wait_refined(qtbot, refine, "10 proposals in")
+    assert len(found["proposals"].data) == 10
+    refine.per_refine.value = refine.per_refine.choices[0]
+    refine.undo_click()  # no clicks left: the first proposal again, as many as it drew
+    _wait_refined(qtbot, refine, "0 lesion / 0 skin clicks, 0 kept px, 10 proposals in")
+    assert len(found["proposals"].data) == 10

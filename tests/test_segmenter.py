@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.inputs.preprocess import flip_views, image_to_input, to_float_rgb
-from model import Segmenter
+from model import Segmenter, SegmenterConfig
 from model.diffusion.sampler import run_to_completion, sample_soft_masks, sample_soft_masks_naive
 
 from .conftest import tiny_config
@@ -219,6 +219,18 @@ def test_decision_threshold_moves_the_consensus_and_each_sample_at_the_same_cali
 def test_bad_test_time_options_are_refused(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         tiny_config(**overrides)
+
+
+def test_refine_samples_default_to_8_in_old_files_and_are_validated(tiny_segmenter):
+    data = tiny_segmenter.config.to_dict()
+    assert data.pop("default_refine_samples") == 8
+    assert SegmenterConfig.from_dict(data).default_refine_samples == 8  # a file written before the option existed
+    with pytest.raises(ValueError, match="default_refine_samples"):
+        SegmenterConfig.from_dict({**data, "default_refine_samples": 0})
+    with pytest.raises(ValueError, match="default_refine_samples"):
+        tiny_config(default_refine_samples=0)
+    assert tiny_segmenter.with_options(default_refine_samples=2).refine_sampling_settings(None, 1) == (2, 1)
+    assert tiny_segmenter.refine_sampling_settings(5, 1) == (5, 1)
 
 
 def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):

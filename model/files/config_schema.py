@@ -40,6 +40,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "DiffusionConfig.timesteps": (2, 100_000),
     "SegmenterConfig.default_steps": (1, MAX_STEPS),
     "SegmenterConfig.default_samples": (1, MAX_SAMPLES),
+    "SegmenterConfig.default_refine_samples": (1, MAX_SAMPLES),
     "SegmenterConfig.output_smoothing": (0.0, 64.0),
     "SegmenterConfig.flip_views": (1, 4),
     "SegmenterConfig.probability_temperature": (1e-3, 1e3),

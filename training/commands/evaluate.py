@@ -49,6 +49,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="each click also takes the probable region connected to it, near it (default on; docs/interactive.md)",
     )
     parser.add_argument(
+        "--refine-samples", type=samples_arg, metavar="N",
+        help="proposals per refine in the click protocol (default: the model's refine default, 8 for the shipped weights, "
+        "never more than --samples)",
+    )
+    parser.add_argument(
         "--box", action="store_true",
         help="the simulated user first drags the reference's tight box around the lesion (outside held as skin), "
         "then clicks; the 'clicks' report's Dice@0 is after the box (docs/interactive.md)",
@@ -107,7 +112,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             try:
                 session = click_session(
                     segmenter, image, truth, args.clicks, click_mode, first=proposal, reach=args.click_reach == "on", box=args.box,
-                    n_samples=args.samples, steps=args.steps, seed=args.seed,
+                    refine_samples=args.refine_samples, n_samples=args.samples, steps=args.steps, seed=args.seed,
                 )
             except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # a refine ran out of memory: the case is not scored at all
                 scoring.skip(case, err)

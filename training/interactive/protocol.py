@@ -72,12 +72,14 @@ class ClickSession:
 
     ``dice_before_box``: the plain proposal's Dice when the session began with
     a box (``dice[0]`` is then the box's refine), else None.
+    ``refine_samples``: the proposals each refine drew.
     """
 
     dice: list[float]
     clicks: list[tuple[int, int, bool]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     dice_before_box: float | None = None
+    refine_samples: int | None = None
 
     def clicks_to(self, level: float) -> int:
         """Clicks needed to reach Dice >= ``level`` (0 if the first proposal does; K if never)."""
@@ -85,6 +87,16 @@ class ClickSession:
             if value >= level:
                 return k
         return len(self.dice) - 1
+
+
+def refine_samples_for(segmenter: Segmenter, first_samples: int | None = None) -> int:
+    """How many proposals a refine draws by default: the model's ``default_refine_samples``, never more than ``first_samples``.
+
+    ``first_samples``: what the proposal being refined drew (None: no limit),
+    so a user who proposed with few samples is not made to wait for more.
+    """
+    wanted = segmenter.config.default_refine_samples
+    return wanted if first_samples is None else max(1, min(wanted, int(first_samples)))
 
 
 def refine_iter(
@@ -109,8 +121,11 @@ def refine_iter(
     probable region connected to it (:mod:`model.click_reach`). ``box``: the
     lesion lies inside it; the pixels outside are held as skin, over the
     click disks, and the prior is cut to it. Painted pixels win over both.
+    ``n_samples`` None: the model's ``default_refine_samples`` (fewer than
+    a first proposal's); ``steps`` None: its ``default_steps``.
     ValueError for a box too small for the image (:meth:`Box.window`).
     """
+    n_samples, steps = segmenter.refine_sampling_settings(n_samples, steps)
     height, width = image.shape[:2]
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
@@ -156,6 +171,7 @@ def click_session(
     first: Proposal | None = None,
     reach: bool = True,
     box: bool = False,
+    refine_samples: int | None = None,
     **sampling,
 ) -> ClickSession:
     """Run the protocol for one image with up to ``clicks`` clicks (``first``: the 0-click proposal, if made already).
@@ -164,18 +180,23 @@ def click_session(
     click (:mod:`model.click_reach`). ``box``: the user first drags the
     reference's tight box (grown to the smallest box allowed; none for an
     image without lesion), and every refine keeps it. ``sampling``: ``n_samples``, ``steps``, ``seed`` for
-    :meth:`Segmenter.propose`.
+    :meth:`Segmenter.propose` (the first proposal); each refine draws
+    ``refine_samples`` (None: :func:`refine_samples_for` the first
+    proposal) with the same steps and seed.
     """
     mode = resolve_mode(segmenter, mode)
     truth = np.asarray(truth, bool)
     proposal = first if first is not None else segmenter.propose(image, **sampling)
     mask = proposal.consensus
-    session = ClickSession([dice(mask, truth)])
+    if refine_samples is None:
+        refine_samples = refine_samples_for(segmenter, len(proposal.samples))
+    session = ClickSession([dice(mask, truth)], refine_samples=refine_samples)
+    refining = {**sampling, "n_samples": refine_samples}
     drawn = Box.around(truth) if box else None  # None for an image without lesion
     if drawn is not None:
         drawn = drawn.at_least(*truth.shape)  # a lesion thinner than the smallest box
         started = time.perf_counter()
-        proposal = refine(segmenter, image, Prompts(), mode, reach=reach, box=drawn, **sampling)
+        proposal = refine(segmenter, image, Prompts(), mode, reach=reach, box=drawn, **refining)
         session.seconds.append(time.perf_counter() - started)
         mask = proposal.consensus
         session.dice_before_box = session.dice[0]
@@ -189,7 +210,7 @@ def click_session(
         prompts = prompts.with_click(click.point, click.positive).with_prior(mask)
         session.clicks.append((click.row, click.col, click.positive))
         started = time.perf_counter()
-        proposal = refine(segmenter, image, prompts, mode, reach=reach, box=drawn, **sampling)
+        proposal = refine(segmenter, image, prompts, mode, reach=reach, box=drawn, **refining)
         session.seconds.append(time.perf_counter() - started)
         mask = proposal.consensus
         session.dice.append(dice(mask, truth))
@@ -219,6 +240,9 @@ def summarize_sessions(sessions: list[ClickSession], clicks: int, mode: str, rea
         "seconds_per_refine": float(np.mean(seconds)) if seconds else 0.0,
         "refines": len(seconds),
     }
+    drawn = sorted({s.refine_samples for s in sessions if s.refine_samples is not None})
+    if drawn:
+        report["refine_samples"] = drawn[0] if len(drawn) == 1 else drawn
     if box:
         report["dice_before_box"] = float(np.mean([s.dice[0] if s.dice_before_box is None else s.dice_before_box for s in sessions]))
     return report
@@ -230,7 +254,8 @@ def format_clicks(report: dict) -> str:
         return "clicks: no images"
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k < len(report["dice_after"])]
     how = report["mode"] + (" + reach" if report.get("reach") else "") + (", a box first" if report.get("box") else "")
-    lines = [f"click protocol ({how}, up to {report['k']} clicks, {report['n_images']} images):"]
+    per_refine = f", {report['refine_samples']} samples per refine" if "refine_samples" in report else ""
+    lines = [f"click protocol ({how}, up to {report['k']} clicks{per_refine}, {report['n_images']} images):"]
     if report.get("box"):
         lines.append(f"  Dice before the box {report['dice_before_box']:.4f}; Dice@0 is after it")
     lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
