@@ -1,6 +1,6 @@
 """Seconds per refine against a plain proposal, side by side in one run.
 
-    python benchmarks/bench_refine.py [--prompted FILE] [--repeats 5] [--samples N] [--steps N]
+    python benchmarks/bench_refine.py [--prompted FILE] [--repeats 5] [--samples N] [--refine-samples N] [--steps N]
 
 On one sample image (512 x 512), interleaved so machine load hits every row
 alike: the plain proposal of the shipped weights; a refine with 2 clicks as
@@ -12,7 +12,10 @@ tenth: everything outside held as skin). A refine
 is what the plugin and the click protocol run
 (:func:`training.interactive.protocol.refine`): one proposal, plus the prompt
 encoding, the kept-pixel replacement and the reach step, which is also
-timed alone. The ratio column shows the overhead over a plain proposal.
+timed alone. The ratio column shows a refine's time over a plain proposal's.
+A plain proposal draws ``--samples`` (default: the model's, 16 shipped) and a
+refine ``--refine-samples`` (default: the model's refine default, 8 shipped),
+as in the plugin; give both the same number to see a refine's overhead.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from model.click_reach import click_reach  # noqa: E402
 from model.inputs.box import Box  # noqa: E402
 from model.inputs.prompts import Prompts  # noqa: E402
 from training.data.imageio import read_image  # noqa: E402
-from training.interactive.protocol import refine  # noqa: E402
+from training.interactive.protocol import refine, refine_samples_for  # noqa: E402
 
 
 def main() -> int:
@@ -39,6 +42,7 @@ def main() -> int:
     parser.add_argument("--prompted", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int)
+    parser.add_argument("--refine-samples", type=int, help="proposals per refine (default: the model's refine default, at most --samples)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -47,12 +51,17 @@ def main() -> int:
     first = shipped.propose(image, args.samples, args.steps)
     h, w = image.shape[:2]
     prompts = Prompts(((h / 2, w / 2),), ((10.0, 10.0),), first.consensus)
-    sampling = {"n_samples": args.samples, "steps": args.steps}
+    n, steps = shipped.sampling_settings(args.samples, args.steps)
+    # as in the plugin: the model's refine default, never more than the proposal being refined drew
+    per_refine = {"shipped": args.refine_samples or refine_samples_for(shipped, n)}
+    plain = {"n_samples": per_refine["shipped"], "steps": args.steps}
     rows = {"plain proposal (shipped)": lambda: shipped.propose(image, args.samples, args.steps)}
-    rows["refine: kept disks (shipped)"] = lambda: refine(shipped, image, prompts, "kept", reach=False, **sampling)
-    rows["refine: kept disks + reach (shipped)"] = lambda: refine(shipped, image, prompts, "kept", **sampling)
+    rows["refine: kept disks (shipped)"] = lambda: refine(shipped, image, prompts, "kept", reach=False, **plain)
+    rows["refine: kept disks + reach (shipped)"] = lambda: refine(shipped, image, prompts, "kept", **plain)
     if args.prompted is not None:
         prompted = Segmenter.load(args.prompted, args.device)
+        per_refine["prompted"] = args.refine_samples or refine_samples_for(prompted, n)
+        sampling = {"n_samples": per_refine["prompted"], "steps": args.steps}
         rows["refine: prompts + kept (prompted)"] = lambda: refine(prompted, image, prompts, "both", reach=False, **sampling)
         rows["refine: prompts + kept + reach (prompted)"] = lambda: refine(prompted, image, prompts, "both", **sampling)
         box = (Box.around(first.consensus) or Box(0, 0, h, w)).grown(0.1)
@@ -64,8 +73,11 @@ def main() -> int:
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    n, steps = shipped.sampling_settings(args.samples, args.steps)
-    print(f"{n} samples x {steps} steps, {shipped.config.flip_views} flip views, device {args.device}, median of {args.repeats}")
+    refines = ", ".join(f"{count} ({name})" for name, count in per_refine.items()) if len(set(per_refine.values())) > 1 else per_refine["shipped"]
+    print(
+        f"plain proposal {n} samples, refines {refines} samples, x {steps} steps, {shipped.config.flip_views} flip views, "
+        f"device {args.device}, median of {args.repeats}"
+    )
     base = statistics.median(times["plain proposal (shipped)"])
     print(f"{'row':<44} {'s':>7} {'ratio':>6}")
     for name, values in times.items():

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from model import Segmenter  # noqa: E402
+from training.cli_types import samples_arg  # noqa: E402
 from training.data.datasets import list_cases, load_case  # noqa: E402
 from training.interactive.protocol import ClickSession, click_session, summarize_sessions  # noqa: E402
 
@@ -72,7 +73,7 @@ def run_row(segmenter: Segmenter, cases, mode: str, reach: bool, box: bool, args
 
 def print_table(results: list[dict], split: str, n_images: int, clicks: int, seed: int, device: str) -> None:
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k <= clicks]
-    per_refine = results[0].get("refine_samples")
+    per_refine = results[0].get("refine_samples", results[0]["samples"])
     print(
         f"\n{split}: {n_images} images, up to {clicks} clicks, seed {seed}, "
         f"{results[0]['samples']} samples x {results[0]['steps']} steps"
@@ -119,7 +120,12 @@ def merge_tables(paths: list[Path]) -> int:
             if (row["samples"], row["steps"], row.get("refine_samples", row["samples"])) != (
                 first["rows"][0]["samples"], first["rows"][0]["steps"], first["rows"][0].get("refine_samples", first["rows"][0]["samples"])
             ):
-                print(f"{path}: row {row['name']!r} was sampled differently", file=sys.stderr)
+                print(
+                    f"{path}: row {row['name']!r} was sampled differently (samples, steps, samples per refine: "
+                    f"{row['samples']}, {row['steps']}, {row.get('refine_samples', row['samples'])} against "
+                    f"{first['rows'][0]['samples']}, {first['rows'][0]['steps']}, {first['rows'][0].get('refine_samples', first['rows'][0]['samples'])})",
+                    file=sys.stderr,
+                )
                 return 2
     rows = [row for record in records for row in record["rows"]]
     ids = [[image["id"] for image in row["per_image"]] for row in rows]
@@ -147,8 +153,8 @@ def main() -> int:
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--stride", type=int, default=1, help="score every Nth image of the split (after --limit): a deterministic subsample")
-    parser.add_argument("--samples", type=int)
-    parser.add_argument("--refine-samples", type=int, help="proposals per refine (default: the model's refine default)")
+    parser.add_argument("--samples", type=samples_arg)
+    parser.add_argument("--refine-samples", type=samples_arg, help="proposals per refine (default: the model's refine default, at most --samples)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -140,10 +140,10 @@ class SegmenterConfig:
         default_refine_samples: proposals drawn per *refine* (a re-run
             steered by clicks, kept pixels or a box:
             :func:`training.interactive.protocol.refine`) when a caller does
-            not say. Fewer than ``default_samples`` by default, so a click is
-            answered in about half the time of a first proposal; the click
-            protocol scored the same on val with 8 as with 16
-            (docs/results.md). 8 in checkpoints written before it existed.
+            not say; a refine draws at most ``default_samples`` all the same.
+            Half of ``default_samples`` by default, so a click is answered in
+            about half the time of a first proposal (the click protocol on
+            val: docs/results.md). 8 in checkpoints written before it existed.
         output_smoothing: Gaussian sigma, in working-size pixels, applied to
             each soft mask before it is resized to the image (0 = none).
         flip_views: test-time flip averaging: 1 (off), 2 (the image and its

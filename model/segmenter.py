@@ -201,8 +201,11 @@ class Segmenter:
         return n_samples, steps
 
     def refine_sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
-        """(N, DDIM steps) for a refine: :meth:`sampling_settings` with ``default_refine_samples`` where N is None."""
-        return self.sampling_settings(self.config.default_refine_samples if n_samples is None else n_samples, steps)
+        """(N, DDIM steps) for a refine: :meth:`sampling_settings`, where N is None the smaller of
+        ``default_refine_samples`` and ``default_samples`` (a refine never draws more than a first proposal by default)."""
+        if n_samples is None:
+            n_samples = min(self.config.default_refine_samples, self.config.default_samples)
+        return self.sampling_settings(n_samples, steps)
 
     def propose_iter(
         self,

@@ -36,9 +36,11 @@ def test_summary_follows_the_contract():
 def test_a_refine_draws_the_models_refine_default_never_more_than_the_first_proposal(tiny_segmenter):
     image, truth = load_case(list_cases(SMALL_DATA, "all").cases[0])
     image, truth = image[::8, ::8], truth[::8, ::8]
-    segmenter = tiny_segmenter.with_options(default_refine_samples=3)
+    segmenter = tiny_segmenter.with_options(default_samples=6, default_refine_samples=3)
     prompts = Prompts().with_click((10, 10), True).with_prior(np.zeros(truth.shape, bool))
     assert len(refine(segmenter, image, prompts, "kept", steps=1).samples) == 3  # None: the refine default
+    assert len(refine(segmenter, image, Prompts().with_prior(prompts.prior), "kept", steps=1).samples) == segmenter.config.default_samples
+    assert len(refine(segmenter.with_options(default_samples=2), image, prompts, "kept", steps=1).samples) == 2  # never more than a first
     assert len(refine(segmenter, image, prompts, "kept", n_samples=5, steps=1).samples) == 5
     assert protocol.refine_samples_for(segmenter, 2) == 2 and protocol.refine_samples_for(segmenter, 16) == 3
     drawn = []
@@ -60,6 +62,18 @@ def test_a_refine_draws_the_models_refine_default_never_more_than_the_first_prop
     assert summarize_sessions(sessions[:1], 2, "kept")["refine_samples"] == 3
     assert summarize_sessions(sessions, 2, "kept")["refine_samples"] == [2, 3, 4]
     assert "3 samples per refine" in protocol.format_clicks(summarize_sessions(sessions[:1], 2, "kept"))
+
+
+def test_a_refine_over_the_size_limits_skips_its_case_and_the_run_goes_on(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    from model.inputs import limits
+
+    monkeypatch.setattr(limits, "MAX_PROPOSAL_MASK_BYTES", 3 * 96 * 96)  # the fixture's images are 96 x 96: 2 samples fit, 4 do not
+    report = tmp_path / "r.json"
+    args = ["evaluate", str(SMALL_DATA), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "2", "--steps", "1"]
+    assert main([*args, "--samples", "2", "--refine-samples", "4", "--clicks", "1", "--json", str(report)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("skipped") >= 2 and "use at most 3 samples" in err
+    assert main([*args, "--samples", "2", "--refine-samples", "2", "--clicks", "1", "--json", str(report), "--overwrite"]) == 0
 
 
 def test_kept_pixel_clicks_hold_their_disks_in_the_next_mask(tiny_segmenter):
@@ -130,5 +144,7 @@ def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
     assert main([*args, "--clicks", "1", "--click-reach", "off", "--refine-samples", "1", "--json", str(report), "--overwrite"]) == 0
     assert json.loads(report.read_text())["clicks"]["reach"] is False
     assert json.loads(report.read_text())["clicks"]["refine_samples"] == 1
+    assert main([*args, "--refine-samples", "1"]) == 2  # nothing to refine without --clicks or --box
+    assert "--refine-samples 1 needs the click protocol" in capsys.readouterr().err
     assert main([*args, "--clicks", "2", "--click-mode", "prompts"]) == 2
     assert "prompt" in capsys.readouterr().err

@@ -231,6 +231,7 @@ def test_refine_samples_default_to_8_in_old_files_and_are_validated(tiny_segment
         tiny_config(default_refine_samples=0)
     assert tiny_segmenter.with_options(default_refine_samples=2).refine_sampling_settings(None, 1) == (2, 1)
     assert tiny_segmenter.refine_sampling_settings(5, 1) == (5, 1)
+    assert tiny_segmenter.refine_sampling_settings(None, 1) == (2, 1)  # 8 by default, but never more than default_samples (2)
 
 
 def test_direct_prediction_is_one_deterministic_pass(tiny_segmenter, rgb_image):

@@ -362,7 +362,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         state = mask.metadata.setdefault(results.KEY, {})
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
-            kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3), refine_samples=len(proposal.samples),
+            kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
         )
         mask.data = consensus.astype(np.uint8)
         outside = _lesion_clicks_outside(prompts, box, consensus.shape)

@@ -50,7 +50,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refine-samples", type=samples_arg, metavar="N",
-        help="proposals per refine in the click protocol (default: the model's refine default, 8 for the shipped weights, "
+        help="proposals per refine in the click protocol (by default the model's refine default, 8 for the shipped weights, "
         "never more than --samples)",
     )
     parser.add_argument(
@@ -96,6 +96,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     interactive = bool(args.clicks or args.box)
     if interactive and args.direct:
         raise ValueError(f"{'--clicks' if args.clicks else '--box'} needs sampling: leave out --direct")
+    if args.refine_samples is not None and not interactive:
+        raise ValueError(f"--refine-samples {args.refine_samples} needs the click protocol: add --clicks K or --box")
     click_mode = resolve_mode(segmenter, args.click_mode) if interactive else None
     sessions = []
     accumulator = MetricAccumulator()
@@ -114,7 +116,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     segmenter, image, truth, args.clicks, click_mode, first=proposal, reach=args.click_reach == "on", box=args.box,
                     refine_samples=args.refine_samples, n_samples=args.samples, steps=args.steps, seed=args.seed,
                 )
-            except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # a refine ran out of memory: the case is not scored at all
+            except (MemoryError, torch.cuda.OutOfMemoryError, ValueError) as err:  # a refine ran out of memory or over the size limits: not scored at all
                 scoring.skip(case, err)
                 continue
             sessions.append(session)

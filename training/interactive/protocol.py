@@ -92,10 +92,11 @@ class ClickSession:
 def refine_samples_for(segmenter: Segmenter, first_samples: int | None = None) -> int:
     """How many proposals a refine draws by default: the model's ``default_refine_samples``, never more than ``first_samples``.
 
-    ``first_samples``: what the proposal being refined drew (None: no limit),
-    so a user who proposed with few samples is not made to wait for more.
+    ``first_samples``: what the proposal being refined drew (None: the
+    model's ``default_samples``), so a user who proposed with few samples is
+    not made to wait for more.
     """
-    wanted = segmenter.config.default_refine_samples
+    wanted = segmenter.refine_sampling_settings()[0]
     return wanted if first_samples is None else max(1, min(wanted, int(first_samples)))
 
 
@@ -121,11 +122,15 @@ def refine_iter(
     probable region connected to it (:mod:`model.click_reach`). ``box``: the
     lesion lies inside it; the pixels outside are held as skin, over the
     click disks, and the prior is cut to it. Painted pixels win over both.
-    ``n_samples`` None: the model's ``default_refine_samples`` (fewer than
-    a first proposal's); ``steps`` None: its ``default_steps``.
+    ``n_samples`` None: for a refine steered by clicks, painted pixels or a
+    box, :meth:`Segmenter.refine_sampling_settings` (the model's
+    ``default_refine_samples``, at most its ``default_samples``); with none
+    of them, the first proposal's ``default_samples``, so that it comes
+    back exactly. ``steps`` None: the model's ``default_steps``.
     ValueError for a box too small for the image (:meth:`Box.window`).
     """
-    n_samples, steps = segmenter.refine_sampling_settings(n_samples, steps)
+    steered = bool(prompts.clicks) or painted is not None or box is not None
+    n_samples, steps = (segmenter.refine_sampling_settings if steered else segmenter.sampling_settings)(n_samples, steps)
     height, width = image.shape[:2]
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
