@@ -4,7 +4,8 @@
 
 Opens the launcher's napari window (``python -m napari_mlffm``'s layout, at
 1366 x 768), then for each task times, with the shipped weights on the CPU
-and the model's default sampling (16 proposals x 5 DDIM steps):
+and the model's default sampling (16 proposals x 5 DDIM steps; a refine
+draws the model's refine default, 8, as the Refine dock does by default):
 
 * **Run**: a click on Propose masks' Run button until the mask layer holds
   the new proposal, against ``Segmenter.propose_iter`` on the same image
@@ -162,7 +163,8 @@ def main() -> None:
 
     cores = os.cpu_count()
     print(f"click-to-mask, shipped weights on the CPU ({cores} cores, torch threads {__import__('torch').get_num_threads()}), "
-          f"{segmenter.sampling_settings()[0]} proposals x {segmenter.sampling_settings()[1]} DDIM steps, window {window[0]}x{window[1]}")
+          f"{segmenter.sampling_settings()[0]} proposals x {segmenter.sampling_settings()[1]} DDIM steps "
+          f"({segmenter.refine_sampling_settings()[0]} per refine), window {window[0]}x{window[1]}")
     print(f"{'task':<12} {'repeats':>7} {'headless s':>11} {'GUI s':>8} {'GUI/headless':>13} {'CPU s headless':>15} {'CPU s GUI':>10}")
     for label, (h_wall, h_cpu), (g_wall, g_cpu), repeats in rows:
         print(f"{label:<12} {repeats:>7} {h_wall:>11.2f} {g_wall:>8.2f} {g_wall / h_wall:>12.2f}x {h_cpu:>15.2f} {g_cpu:>10.2f}")
