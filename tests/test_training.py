@@ -299,3 +299,5 @@ def test_an_epoch_cut_short_is_named_as_the_epoch_it_cut_and_still_scored(tmp_pa
     assert result.stopped_by == "cancel" and len(result.history) == 2
     assert any(m.startswith("epoch 1: train loss") for m in messages)
     assert any(m.startswith("epoch 2 (stopped after 1 of 3 batches): train loss") for m in messages), messages
+    assert [r["epoch"] for r in result.history] == [1, 2] and result.history[1]["batches_done"] == 1  # the cut epoch is the 2nd
+    assert result.best_epoch in (1, 2) and "batches_done" not in result.history[0]

@@ -227,8 +227,10 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
             segmenter, train_data, val_data, config, args.output,
             provenance=provenance, resume=args.resume, reporter=reporter, should_stop=interrupted, distributed=ctx,
         )
+    cut = result.history[-1].get("batches_done") if result.history else None
     reporter.message(
-        f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs in {result.seconds / 60:.1f} min; "
+        f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs"
+        f"{f' and {cut} batches of the next' if cut else ''} in {result.seconds / 60:.1f} min; "
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} -> {args.output} "
         f"(resume state: {resume_path_for(args.output)})"
     )

@@ -288,23 +288,27 @@ def train(
             val_dice = ctx.validation_dice(eval_segmenter, val_data, config.val_steps, seed=config.seed)
         loss_sum = ctx.mean(loss_sum)  # every rank's share of the batches, averaged
         train_loss = loss_sum / batches_done if batches_done else None  # None: stopped before this epoch's first batch
-        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"], **clicks}
+        # A stopped epoch is named as the one it cut short, not as the last complete one it follows
+        # (in the log, the history, the epoch_end event and the best epoch; the resume state counts complete epochs).
+        label = epoch if completed else epoch + 1
+        record = {"epoch": label, "step": step, "train_loss": train_loss, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"], **clicks}
+        if not completed:
+            record["batches_done"] = batches_done
         history.append(record)
         shown_loss = "n/a" if train_loss is None else f"{train_loss:.4f}"
-        # A stopped epoch is named as the one it cut short, not as the last complete one it follows.
-        shown_epoch = epoch if completed else f"{epoch + 1} (stopped after {batches_done} of {batches} batches)"
+        shown_epoch = epoch if completed else f"{label} (stopped after {batches_done} of {batches} batches)"
         summary = f"epoch {shown_epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
         if clicks:
             summary += f" (mean of {clicks['val_dice_0_clicks']:.4f} with no click and {clicks['val_dice_1_click']:.4f} after 1)"
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
         if val_dice > best_dice or len(val_data) == 0:
-            best_dice, best_epoch = val_dice, epoch
+            best_dice, best_epoch = val_dice, label
             if ctx.is_main:
                 eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
             reporter.message(f"{summary} (best), saved {output}")
         else:
             reporter.message(f"{summary} (best {best_dice:.4f} at epoch {best_epoch})")
-        reporter.epoch_end(epoch, record)
+        reporter.epoch_end(label, record)
         seconds = spent + time.monotonic() - started
         counters = {"epoch": epoch, "step": step, "history": history, "seconds": seconds, "best_val_dice": best_dice, "best_epoch": best_epoch, "sample_mix": _sample_mix(config)}
         if ctx.enabled:
