@@ -202,13 +202,20 @@ def test_a_refine_draws_fewer_proposals_unless_asked_for_as_many_as_the_proposal
     row, col, _ = farthest_point(np.asarray(found["mask"].data) == 0)
     points.add([row, col])
     _wait_refined(qtbot, refine, f"{fewer} proposals in")
-    assert len(found["proposals"].data) == fewer  # the proposals slider follows the layer's new length
+    found["proposals"].visible = False  # as in the layout the plugin opens: the proposals are hidden, the slider still follows them
+    points.add([row + 1, col])
+    _wait_refined(qtbot, refine, "refined with 2 lesion")
+    assert len(found["proposals"].data) == fewer and viewer.dims.nsteps[0] == fewer  # the proposals slider follows the new length
+    assert not found["proposals"].visible
     assert found["mask"].metadata[results.KEY]["clicks"]["samples"] == fewer
     refine.per_refine.value = refine.per_refine.choices[1]  # as many as the proposal
     refine.refine()
     _wait_refined(qtbot, refine, "10 proposals in")
     assert len(found["proposals"].data) == 10
     refine.per_refine.value = refine.per_refine.choices[0]
+    refine.undo_click()
+    _wait_refined(qtbot, refine, f"refined with 1 lesion / 0 skin clicks, 0 kept px, {fewer} proposals in")
+    assert viewer.dims.nsteps[0] == fewer
     refine.undo_click()  # no clicks left: the first proposal again, as many as it drew
     _wait_refined(qtbot, refine, "0 lesion / 0 skin clicks, 0 kept px, 10 proposals in")
     assert len(found["proposals"].data) == 10

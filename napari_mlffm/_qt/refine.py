@@ -31,7 +31,7 @@ mask's provenance, so Accept records them. The model, device, steps and
 seed are those that made the image's proposal. A refine draws fewer
 proposals than a first proposal ("proposals per refine": the model's refine
 default, 8 for the shipped weights, never more than the proposal drew), so
-a click is answered sooner; "as many as the proposal" draws the same number.
+a click is answered sooner; "as the proposal" draws the same number.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from .prompt_layers import box_layer_name, claim, is_answered_by, is_clicks_laye
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
-PER_REFINE_CHOICES = ("fewer, faster (the model's refine default)", "as many as the proposal")
+PER_REFINE_CHOICES = ("fewer, faster", "as the proposal")  # the model's refine default (8 shipped), or the proposal's number
 
 
 def refine_job(
@@ -348,7 +348,13 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return
         samples = proposal.samples.astype(np.uint8)
         if found["proposals"] is not None:
+            # A hidden layer's extent is not refreshed when its data changes (napari 0.5/0.6), so a refine that
+            # draws another number of samples would leave the proposals slider at the old length: show it while
+            # its data changes.
+            shown = found["proposals"].visible
+            found["proposals"].visible = True
             found["proposals"].data = samples
+            found["proposals"].visible = shown
             found["proposals"].metadata[results.KEY] = {
                 **found["proposals"].metadata.get(results.KEY, {}), "probability": proposal.probability, "threshold": proposal.threshold,
             }
