@@ -59,6 +59,20 @@ def mask_edited(mask_layer: Labels) -> bool:
     return start is not None and not np.array_equal(np.asarray(mask_layer.data) > 0, start)
 
 
+def replace_data(layer, data) -> None:
+    """Give ``layer`` new data whose shape may differ, so that the viewer's sliders follow it, visible or not.
+
+    napari (0.5/0.6) does not refresh a hidden layer's extent when its data
+    changes, so a hidden proposals layer given fewer samples would leave the
+    proposals slider at the old length: the layer is shown while its data
+    changes, then hidden again.
+    """
+    shown = layer.visible
+    layer.visible = True
+    layer.data = data
+    layer.visible = shown
+
+
 def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: dict[str, Any]) -> tuple[Labels, bool]:
     """Add or refresh the three result layers; returns (mask layer, whether an edited mask was kept).
 
@@ -73,7 +87,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     }
     layers = case_layers(viewer, image_layer.name)
     if layers["proposals"] is not None:
-        layers["proposals"].data = samples
+        replace_data(layers["proposals"], samples)
         layers["proposals"].metadata[KEY] = state
     else:
         viewer.add_labels(samples, name=names["proposals"], opacity=0.4, metadata={KEY: state}, visible=False)

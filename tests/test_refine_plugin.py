@@ -219,3 +219,17 @@ def test_a_refine_draws_fewer_proposals_unless_asked_for_as_many_as_the_proposal
     refine.undo_click()  # no clicks left: the first proposal again, as many as it drew
     _wait_refined(qtbot, refine, "0 lesion / 0 skin clicks, 0 kept px, 10 proposals in")
     assert len(found["proposals"].data) == 10
+
+
+def test_proposing_again_with_fewer_samples_shortens_the_hidden_proposals_slider(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    SETTINGS.update(active_model="", samples=4, steps=1)
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    found = results.case_layers(viewer, layer.name)
+    assert not found["proposals"].visible and viewer.dims.nsteps[0] == 4  # the plugin adds the proposals hidden
+    propose.samples.value = 2
+    _propose(qtbot, propose, layer)
+    assert len(found["proposals"].data) == 2 and viewer.dims.nsteps[0] == 2
+    assert not found["proposals"].visible

@@ -44,7 +44,7 @@ from napari.qt.threading import create_worker
 from model.inputs.box import Box
 from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
-from training.interactive.protocol import refine_iter, refine_samples_for, resolve_mode
+from training.interactive.protocol import is_steered, refine_iter, refine_samples_for, resolve_mode
 
 from .. import results
 from . import common
@@ -73,8 +73,8 @@ def refine_job(
     try:
         segmenter = common.get_segmenter(checkpoint, device, flat_field)
         mode = resolve_mode(segmenter, "auto")
-        steered = prompts.clicks or painted is not None or box is not None  # else: the first proposal again, as it was drawn
-        n_samples = refine_samples_for(segmenter, n_samples) if fewer_samples and steered else segmenter.sampling_settings(n_samples, steps)[0]
+        fewer = fewer_samples and is_steered(prompts, painted, box)  # else: the first proposal again, as it was drawn
+        n_samples = refine_samples_for(segmenter, n_samples) if fewer else segmenter.sampling_settings(n_samples, steps)[0]
         proposal = yield from refine_iter(segmenter, image, prompts, mode, painted, reach, n_samples, steps, seed, box=box)
     except (ValueError, OSError, RuntimeError) as err:
         return None, {"error": common.one_line(err)}
@@ -348,13 +348,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return
         samples = proposal.samples.astype(np.uint8)
         if found["proposals"] is not None:
-            # A hidden layer's extent is not refreshed when its data changes (napari 0.5/0.6), so a refine that
-            # draws another number of samples would leave the proposals slider at the old length: show it while
-            # its data changes.
-            shown = found["proposals"].visible
-            found["proposals"].visible = True
-            found["proposals"].data = samples
-            found["proposals"].visible = shown
+            results.replace_data(found["proposals"], samples)  # a refine may draw another number of samples
             found["proposals"].metadata[results.KEY] = {
                 **found["proposals"].metadata.get(results.KEY, {}), "probability": proposal.probability, "threshold": proposal.threshold,
             }

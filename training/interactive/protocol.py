@@ -100,6 +100,11 @@ def refine_samples_for(segmenter: Segmenter, first_samples: int | None = None) -
     return wanted if first_samples is None else max(1, min(wanted, int(first_samples)))
 
 
+def is_steered(prompts: Prompts, painted: KeptPixels | None = None, box: Box | None = None) -> bool:
+    """Whether a refine has anything to steer it: clicks, painted pixels or a box (else it is the first proposal again)."""
+    return bool(prompts.clicks) or painted is not None or box is not None
+
+
 def refine_iter(
     segmenter: Segmenter,
     image: np.ndarray,
@@ -129,8 +134,7 @@ def refine_iter(
     back exactly. ``steps`` None: the model's ``default_steps``.
     ValueError for a box too small for the image (:meth:`Box.window`).
     """
-    steered = bool(prompts.clicks) or painted is not None or box is not None
-    n_samples, steps = (segmenter.refine_sampling_settings if steered else segmenter.sampling_settings)(n_samples, steps)
+    n_samples, steps = (segmenter.refine_sampling_settings if is_steered(prompts, painted, box) else segmenter.sampling_settings)(n_samples, steps)
     height, width = image.shape[:2]
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
