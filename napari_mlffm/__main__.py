@@ -160,8 +160,9 @@ def _screenshots(folder: Path, window: tuple[int, int]) -> None:
     viewer.layers[f"{name} mask"].visible = True
     viewer.layers[f"{name} uncertainty"].visible = True
     review = docked["Review and export"]
-    review.start.value = "majority"
+    review.start.value = "consensus"
     review.apply_start()
+    review.step_outline(-1)  # Shift-G: the whole outline one level looser
     review.pixel_size.value = 0.02
     _raise(viewer, "Review and export")
     _settle()

@@ -49,6 +49,7 @@ class Case:
     mask: np.ndarray | None = None
     start: str | None = None
     start_mask: np.ndarray | None = None
+    level: float | None = None  # the outline level the start mask was cut at, if the reviewer moved it
     accepted_mask: np.ndarray | None = None
     record: dict | None = None
     error: str = ""
@@ -168,14 +169,20 @@ class CaseModel:
         self.changed.emit(case.case_id)
         return case
 
-    def set_mask(self, source: str | Path, mask: np.ndarray | None, start: str | None = None, start_mask: np.ndarray | None = None) -> Case:
-        """Remember the mask under review (e.g. as its case leaves the screen, or after a stroke)."""
+    def set_mask(
+        self, source: str | Path, mask: np.ndarray | None, start: str | None = None, start_mask: np.ndarray | None = None, level: float | None = None
+    ) -> Case:
+        """Remember the mask under review (e.g. as its case leaves the screen, or after a stroke).
+
+        ``level``: the outline level ``start_mask`` was cut at (None: the model's threshold); kept with ``start_mask``.
+        """
         case = self.case(source)
         case.mask = None if mask is None else np.asarray(mask).astype(bool)
         if start is not None:
             case.start = start
         if start_mask is not None:
             case.start_mask = np.asarray(start_mask).astype(bool)
+            case.level = None if level is None else float(level)
         self.changed.emit(case.case_id)
         return case
 

@@ -59,6 +59,26 @@ def mask_edited(mask_layer: Labels) -> bool:
     return start is not None and not np.array_equal(np.asarray(mask_layer.data) > 0, start)
 
 
+def painted_pixels(mask_layer: Labels) -> np.ndarray | None:
+    """(H, W) bool: the pixels the clinician painted on a mask since the model last wrote it; None if none.
+
+    Those are the pixels where the mask differs from what the model last
+    wrote (a refine's ``refined_mask``, else the ``start_mask``), together with
+    the pixels painted before earlier refines (``kept_mask``). The Refine dock
+    holds them fixed; the outline level keeps their values.
+    """
+    state = mask_layer.metadata.get(KEY, {})
+    current = np.asarray(mask_layer.data) > 0
+    painted = np.zeros(current.shape, bool)
+    kept = state.get("kept_mask")
+    if kept is not None and np.shape(kept) == current.shape:
+        painted |= np.asarray(kept, bool)
+    written = state.get("refined_mask", state.get("start_mask"))
+    if written is not None and np.shape(written) == current.shape:
+        painted |= current != np.asarray(written, bool)
+    return painted if painted.any() else None
+
+
 def replace_data(layer, data) -> None:
     """Give ``layer`` new data whose shape may differ, so that the viewer's sliders follow it, visible or not.
 
@@ -108,8 +128,8 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     elif not kept:
         mask.data = consensus.astype(np.uint8)
         mask.metadata[KEY] = mask_state
-    else:
-        mask.metadata[KEY] = {**mask.metadata.get(KEY, {}), **{k: v for k, v in info.items()}}
+    else:  # the edited mask stays, but an outline level belonged to the old probability
+        mask.metadata[KEY] = {**{k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}, **info}
     viewer.layers.selection.active = mask
     mask.selected_label = 1
     mask.mode = "paint"
@@ -117,11 +137,17 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
 
 
 def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
-    """Replace the reviewed mask with a new starting point (a proposal or a combination)."""
-    mask_layer.data = mask.astype(np.uint8)
+    """Replace the reviewed mask with a new starting point (a proposal or a combination).
+
+    The edits on the old mask go with it: no pixel counts as painted any more,
+    and the outline level starts again at the proposal's threshold.
+    """
     state = mask_layer.metadata.setdefault(KEY, {})
+    for stale in ("refined_mask", "kept_mask", "level"):
+        state.pop(stale, None)
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()
+    mask_layer.data = mask.astype(np.uint8)
 
 
 def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any]) -> Labels:

@@ -46,6 +46,13 @@ def test_states_follow_a_review_and_propose_all_skips_done_cases(folder, tmp_pat
     edited[:4, :4] = ~edited[:4, :4]
     model.set_mask(first.source, edited, "consensus", start)
     assert model.state(first) == "edited"
+    # An outline level travels with its start mask, and a start mask without one clears it.
+    model.set_mask(first.source, edited, "outline level 0.40", start, 0.4)
+    assert first.level == 0.4 and first.start == "outline level 0.40"
+    model.set_mask(first.source, edited)  # a stroke: the start and its level stay
+    assert first.level == 0.4
+    model.set_mask(first.source, edited, "consensus", start)
+    assert first.level is None
     model.set_mask(first.source, start)
     assert model.state(first) == "proposed"
 

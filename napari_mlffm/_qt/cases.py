@@ -161,7 +161,7 @@ class CasesWidget(common.RunCancel, Container):
         mask = layers["mask"]
         if mask is not None and case is not None:
             state = mask.metadata.get(results.KEY, {})
-            self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"))
+            self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"), state.get("level"))
         for layer in [*layers.values(), results.find(self.viewer, name)]:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -193,6 +193,8 @@ class CasesWidget(common.RunCancel, Container):
         if entry.mask is not None and entry.mask.shape == image_shape(layer):
             start_mask = entry.start_mask if entry.start_mask is not None else entry.mask
             state = {**base, "start": entry.start or "restored", "start_mask": start_mask.copy()}
+            if entry.level is not None and entry.start_mask is not None:
+                state["level"] = entry.level  # Grow / Shrink go on from where the reviewer left the outline
             if self.model.is_accepted(entry):
                 state["accepted"] = True
             results.show_mask(self.viewer, layer, entry.mask, state)

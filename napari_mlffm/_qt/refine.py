@@ -297,11 +297,10 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         mask_layer = found["mask"]
         state = mask_layer.metadata.setdefault(results.KEY, {})
         current = np.asarray(mask_layer.data) > 0
-        written = state.get("refined_mask", state.get("start_mask"))
-        kept_mask = np.asarray(state.get("kept_mask", np.zeros_like(current)), bool)
-        if written is not None and np.shape(written) == current.shape:
-            kept_mask = kept_mask | (current != written)  # painted since the model last wrote the mask
-        painted = KeptPixels(kept_mask, current) if kept_mask.any() else None
+        kept_mask = results.painted_pixels(mask_layer)  # painted before earlier refines and since the model last wrote the mask
+        painted = KeptPixels(kept_mask, current) if kept_mask is not None else None
+        if kept_mask is None:
+            kept_mask = np.zeros_like(current)
         try:
             prompts = self.clicks().with_prior(current)
             box = self.box()
@@ -360,6 +359,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
                   "reach": bool(info.get("click_reach")), "box": box.to_record() if box is not None else None,
                   "samples": len(proposal.samples)}
         state = mask.metadata.setdefault(results.KEY, {})
+        state.pop("level", None)  # a new probability: the outline starts again at its threshold
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),

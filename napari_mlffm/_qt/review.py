@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox)
 
+from training.corrections.outline_level import mask_at_level, step_level
 from training.corrections.postprocess import case_readout, clean_mask, combine
 from training.corrections.store import EXPORT_SUFFIXES, CorrectionsStore, case_id_for, export_case
 
@@ -33,6 +34,10 @@ class ReviewWidget(Container):
         self.image = ComboBox(label="image", choices=common.image_layer_choices(napari_viewer), nullable=True)
         self.start = ComboBox(label="start from", choices=list(STARTS), value="shown proposal")
         self.make_mask = PushButton(text="Make mask")
+        self.grow = PushButton(text="Grow", tooltip="the whole outline one level looser (Shift-G); painted pixels stay")
+        self.shrink = PushButton(text="Shrink", tooltip="the whole outline one level tighter (Shift-S); painted pixels stay")
+        outline_level = Container(layout="horizontal", widgets=[self.grow, self.shrink], labels=False, label="outline (Shift-G / S)")
+        outline_level.margins = (0, 0, 0, 0)
         self.fill_holes = CheckBox(text="fill holes", value=True)
         self.largest = CheckBox(text="keep largest component", value=True)
         self.min_size = SpinBox(label="remove objects below (px)", value=64, min=0, max=1_000_000)
@@ -47,7 +52,7 @@ class ReviewWidget(Container):
         self.export_button = PushButton(text="Export")
         self.status = Label(value="")
         self.extend([
-            self.image, self.start, self.make_mask, self.fill_holes, self.largest, self.min_size, self.smooth, self.clean,
+            self.image, self.start, self.make_mask, outline_level, self.fill_holes, self.largest, self.min_size, self.smooth, self.clean,
             self.pixel_size, self.readout, self.outline, self.annotator, self.accept_button, self.export_folder, self.export_button, self.status,
         ])
         self.confirm = lambda title, question: common.confirm(self.native, title, question)
@@ -67,6 +72,8 @@ class ReviewWidget(Container):
         self.image.changed.connect(self.update_readout)
         self.native.destroyed.connect(self._on_destroyed)
         self.make_mask.changed.connect(self.apply_start)
+        self.grow.changed.connect(lambda *_: self.step_outline(-1))
+        self.shrink.changed.connect(lambda *_: self.step_outline(1))
         self.clean.changed.connect(self.apply_clean)
         self.accept_button.changed.connect(self.accept)
         self.export_button.changed.connect(self.export)
@@ -75,6 +82,8 @@ class ReviewWidget(Container):
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
         napari_viewer.bind_key("Shift-A", lambda v: self.accept(), overwrite=True)
+        napari_viewer.bind_key("Shift-G", lambda v: self.step_outline(-1), overwrite=True)
+        napari_viewer.bind_key("Shift-S", lambda v: self.step_outline(1), overwrite=True)
         self.image.value = self._default_image()
 
     def _on_destroyed(self, *_):
@@ -106,7 +115,7 @@ class ReviewWidget(Container):
             self.readout.value = ""
             return
         state = found["mask"].metadata.get(results.KEY, {})
-        self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"))
+        self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
         self.update_readout()
 
     def _on_outline(self, outline: bool) -> None:
@@ -179,6 +188,45 @@ class ReviewWidget(Container):
 
         self._guard(run)
 
+    def step_outline(self, steps: int):
+        """Cut the stored probability ``steps`` outline levels higher (negative: lower, a larger mask); painted pixels stay.
+
+        The level starts at the proposal's threshold and goes back to it with
+        every new proposal or refine (:mod:`training.corrections.outline_level`).
+        """
+        def run():
+            _, found = self._layers()
+            proposals = found["proposals"]
+            stored = proposals.metadata.get(results.KEY, {}) if proposals is not None else {}
+            probability = stored.get("probability")
+            if probability is None:
+                raise ValueError("no stored probability for this image: run Propose masks first")
+            mask_layer = found["mask"]
+            current = self._current_mask(found)
+            if np.shape(probability) != current.shape:
+                raise ValueError(f"the stored probability is {np.shape(probability)}, the mask {current.shape}: propose again")
+            state = mask_layer.metadata.setdefault(results.KEY, {})
+            threshold = float(stored.get("threshold", 0.5))
+            level = float(state.get("level", threshold))
+            new_level = step_level(level, steps)
+            if new_level == level:
+                self.status.value = f"outline level already at its {'lowest' if steps < 0 else 'highest'} ({level:.2f})"
+                return None
+            painted = results.painted_pixels(mask_layer)
+            model_mask = mask_at_level(probability, new_level)
+            mask = mask_at_level(probability, new_level, painted, current) if painted is not None else model_mask
+            state.update(level=new_level, start=f"outline level {new_level:.2f}", start_mask=model_mask.copy())
+            if "refined_mask" in state:
+                state["refined_mask"] = model_mask.copy()
+            mask_layer.data = mask.astype(np.uint8)
+            grew = "grown" if new_level < level else "shrunk"
+            kept = f", {int(painted.sum())} painted pixels kept" if painted is not None else ""
+            self.status.value = f"outline {grew}: level {new_level:.2f} (the model's {threshold:.2f}){kept}"
+            self.update_readout()
+            return new_level
+
+        return self._guard(run)
+
     def apply_clean(self, *_):
         def run():
             _, found = self._layers()
@@ -220,7 +268,7 @@ class ReviewWidget(Container):
         mask = self._current_mask(found)
         start = state.get("start_mask")
         edited = int((mask != start).sum()) if start is not None and start.shape == mask.shape else None
-        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "clicks")  # clicks: _qt/refine.py
+        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "clicks", "level")  # clicks: _qt/refine.py
         return {
             **{k: state.get(k) for k in keep},
             "image_layer": layer.name,
