@@ -8,9 +8,11 @@ For each image: the first proposal at the default sampling, then
 * **default**: its mask at the model's decision threshold;
 * **stepped**: the simulated level user (``training/interactive/level_user.py``)
   steps the outline level by 0.05 (Shift-G / Shift-S in the Review dock)
-  while the Dice rises; the table gives the mean key presses;
-* **best level**: the best single level per image on a 0.01 grid (an upper
-  bound for any level rule);
+  while the Dice rises; the table gives the mean key presses, the probing
+  and undoing ones included, and the net steps;
+* **best level**: the best single level per image on a 0.01 grid, the
+  model's threshold and the stepped level (an upper bound for any rule that
+  picks one level per image);
 * with ``--clicks K``: the click protocol (``mlffm evaluate --clicks``'s
   simulated user, the shipped refine settings) from the default mask and,
   beside it, from the stepped mask, so the two corrections can be compared
@@ -52,8 +54,9 @@ def score_image(segmenter: Segmenter, case, args) -> dict:
     user = stepped_level(first.probability, truth, first.threshold)
     row = {
         "id": case.case_id, "threshold": first.threshold, "default": dice(first.consensus, truth),
-        "stepped": user.dice, "level": user.level, "steps": user.steps,
-        "best_level": max(dice(first.probability >= t, truth) for t in GRID),
+        "stepped": user.dice, "level": user.level, "steps": user.steps, "presses": user.presses,
+        # the grid, the model's threshold and the stepped level: never below the default or the stepped Dice
+        "best_level": max(dice(first.probability >= t, truth) for t in (*GRID, first.threshold, user.level)),
     }
     if args.clicks:
         sampling = {"n_samples": args.samples, "steps": args.steps, "seed": args.seed}
@@ -72,7 +75,10 @@ def print_table(rows: list[dict], header: str, clicks: int) -> None:
     print("| outline | mean Dice | Dice >= 0.90 | |")
     print("| --- | --- | --- | --- |")
     line("default (the model's threshold)", [r["default"] for r in rows])
-    line("stepped by the simulated user", [r["stepped"] for r in rows], f"{np.mean([r['steps'] for r in rows]):.2f} key presses on average, at most {max(r['steps'] for r in rows)}")
+    presses = [r["presses"] for r in rows]
+    line("stepped by the simulated user", [r["stepped"] for r in rows],
+         f"{np.mean(presses):.2f} key presses on average (probing and undoing included), at most {max(presses)}; "
+         f"{np.mean([r['steps'] for r in rows]):.2f} net steps")
     line("best level per image (upper bound)", [r["best_level"] for r in rows])
     if clicks:
         shown = list(range(1, clicks + 1))
@@ -98,6 +104,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     for name in ("stride", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:

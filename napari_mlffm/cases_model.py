@@ -157,9 +157,13 @@ class CaseModel:
 
     # ----- changes -----------------------------------------------------
     def set_proposal(self, source: str | Path, proposal, info: dict | None = None) -> Case:
-        """A proposal made for a case (from any widget); the case's own mask, if edited, is kept."""
+        """A proposal made for a case (from any widget, a refine's too); the case's own mask, if edited, is kept.
+
+        An outline level belonged to the old proposal's probability, so it is forgotten.
+        """
         case = self.case(source)
         case.proposal, case.info, case.error = proposal, dict(info or {}), ""
+        case.level = None
         self.changed.emit(case.case_id)
         return case
 

@@ -53,6 +53,9 @@ def test_states_follow_a_review_and_propose_all_skips_done_cases(folder, tmp_pat
     assert first.level == 0.4
     model.set_mask(first.source, edited, "consensus", start)
     assert first.level is None
+    model.set_mask(first.source, edited, "outline level 0.40", start, 0.4)
+    model.set_proposal(first.source, proposal, {"seed": 0})  # a new probability (a re-proposal or a refine)
+    assert first.level is None
     model.set_mask(first.source, start)
     assert model.state(first) == "proposed"
 

@@ -61,6 +61,9 @@ def test_steps_stay_in_range_and_do_not_drift():
     assert level == LEVEL_MIN
     assert step_level(0.5, 4) == pytest.approx(0.7) and step_level(0.5, 1000) == LEVEL_MAX
     assert step_level(0.99, -1) == pytest.approx(0.94)  # a threshold above the range steps into it
+    # ... but never the wrong way: Grow from 0.02 would be a tighter outline, Shrink from 0.99 a looser one.
+    assert step_level(0.02, -1) == 0.02 and step_level(0.02, 1) == pytest.approx(0.07)
+    assert step_level(0.99, 1) == 0.99 and step_level(0.5, 0) == 0.5
     with pytest.raises(ValueError):
         step_level(0.5, 1, step=0)
     with pytest.raises(ValueError):
@@ -72,11 +75,14 @@ def test_the_simulated_user_steps_towards_the_reference_outline():
     truth = probability >= 0.3  # an annotator who drew a looser outline than the model's 0.5 cut
     user = stepped_level(probability, truth, 0.5)
     assert user.level == pytest.approx(0.3) and user.steps == 4 and user.dice == 1.0
+    assert user.presses == 6  # four that helped, a fifth that did not, and its undo
     assert user.dice > dice(probability >= 0.5, truth)
     tighter = stepped_level(probability, probability >= 0.65, 0.5)
     assert tighter.level == pytest.approx(0.65) and tighter.steps == 3
-    # Already right: no key press.
-    assert stepped_level(probability, probability >= 0.5, 0.5).steps == 0
+    assert tighter.presses == 2 + 3 + 2  # Grow and its undo, three Shrinks that helped, a fourth and its undo
+    # Already right: both ways probed and undone, no net step.
+    right = stepped_level(probability, probability >= 0.5, 0.5)
+    assert right.steps == 0 and right.presses == 4 and right.level == 0.5
     with pytest.raises(ValueError):
         stepped_level(probability, truth[:10], 0.5)
 
@@ -123,20 +129,39 @@ def test_grow_and_shrink_in_the_review_dock(make_napari_viewer, qtbot, tmp_path,
         assert np.array_equal(found["mask"].data > 0, cone >= 0.45) and found["mask"].data.sum() > area
         assert "grown" in review.status.value and "0.45" in review.status.value
 
-        # A painted stroke outside the outline survives shrinking.
-        found["mask"].data = np.where(np.arange(width) < 5, 1, found["mask"].data).astype(np.uint8)
+        # A painted stroke outside the outline survives shrinking; so does a pixel erased where a later cut agrees with it.
+        erased = tuple(np.argwhere((cone > 0.47) & (cone < 0.49))[0])  # inside at 0.45, outside at 0.50 and above
+        data = np.where(np.arange(width) < 5, 1, found["mask"].data).astype(np.uint8)
+        data[erased] = 0
+        found["mask"].data = data
         for _ in range(3):
             viewer.keymap[KeyBinding.from_str("Shift+S")](viewer)  # 0.50, 0.55, 0.60
+        for _ in range(3):
+            review.step_outline(-1)  # back to 0.55, 0.50, then 0.45, where the erased pixel would be lesion again
+        review.step_outline(1)
+        review.step_outline(1)
         mask = found["mask"].data > 0
-        assert found["mask"].metadata["mlffm"]["level"] == pytest.approx(0.60)
-        assert mask[:, :5].all() and np.array_equal(mask[:, 5:], (cone >= 0.60)[:, 5:])
+        assert found["mask"].metadata["mlffm"]["level"] == pytest.approx(0.55)
+        assert mask[:, :5].all() and not mask[erased]
+        painted = np.zeros_like(mask)
+        painted[:, :5] = True
+        painted[erased] = True
+        assert np.array_equal(mask[~painted], (cone >= 0.55)[~painted])
         assert "painted pixels kept" in review.status.value
+        review.step_outline(1)
+        mask = found["mask"].data > 0
 
         # The level goes into the accepted record, and the edits are counted from the level's own mask.
         record = json.loads(review.accept().read_text())
         assert record["level"] == pytest.approx(0.60)
         assert record["edited_pixels"] == int((mask[:, :5] != (cone >= 0.60)[:, :5]).sum())
 
+        # A mask made from the union is not a cut of the probability: Grow refuses it in one line and leaves it be.
+        review.start.value = "union"
+        review.apply_start()
+        union = found["mask"].data.copy()
+        assert review.step_outline(-1) is None and "did not come from the proposals' probability" in review.status.value
+        assert np.array_equal(found["mask"].data, union)
         # A new mask from the proposals forgets the level and the paint.
         review.start.value = "consensus"
         review.apply_start()

@@ -46,7 +46,7 @@ from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
 from training.interactive.protocol import is_steered, refine_iter, refine_samples_for, resolve_mode
 
-from .. import results
+from .. import cases_model, results
 from . import common
 from .box_layer import BoxLayer
 from .prompt_layers import box_layer_name, claim, is_answered_by, is_clicks_layer, prompts_layer_name
@@ -364,6 +364,10 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
         )
+        cases = cases_model.for_viewer(self.viewer)  # the case keeps the refined proposal, so stepping back shows it
+        source = common.case_source(image_layer)
+        known = cases.get(cases_model.CaseModel.id_for(source))
+        cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
         mask.data = consensus.astype(np.uint8)
         outside = _lesion_clicks_outside(prompts, box, consensus.shape)
         self.status.value = (

@@ -208,6 +208,11 @@ class ReviewWidget(Container):
             state = mask_layer.metadata.setdefault(results.KEY, {})
             threshold = float(stored.get("threshold", 0.5))
             level = float(state.get("level", threshold))
+            written = state.get("refined_mask", state.get("start_mask"))
+            if written is None or np.shape(written) != current.shape or not np.array_equal(np.asarray(written, bool), probability >= level):
+                # e.g. a mask made from the union or one proposal, or a case whose proposal changed: re-cutting would replace it
+                raise ValueError(f"the mask did not come from the proposals' probability (it started from {state.get('start', 'elsewhere')}): "
+                                 "make the mask from the consensus, or refine, before Grow / Shrink")
             new_level = step_level(level, steps)
             if new_level == level:
                 self.status.value = f"outline level already at its {'lowest' if steps < 0 else 'highest'} ({level:.2f})"
@@ -218,6 +223,8 @@ class ReviewWidget(Container):
             state.update(level=new_level, start=f"outline level {new_level:.2f}", start_mask=model_mask.copy())
             if "refined_mask" in state:
                 state["refined_mask"] = model_mask.copy()
+            if painted is not None:
+                state["kept_mask"] = painted.copy()  # painted pixels stay painted, even where the next cut agrees with them
             mask_layer.data = mask.astype(np.uint8)
             grew = "grown" if new_level < level else "shrunk"
             kept = f", {int(painted.sum())} painted pixels kept" if painted is not None else ""
