@@ -57,7 +57,10 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
 
     # A painted edit is kept through the next refine; the click goes into the accepted record.
     points.add([row, col])
+    review.image.value = layer
+    assert review.step_outline(-1) is None and "a refine is running" in review.status.value  # it would be overwritten
     _wait_refined(qtbot, refine, "refined with 1 lesion")
+    assert "refining" not in found["mask"].metadata["mlffm"]
     painted = np.asarray(found["mask"].data).copy()
     painted[:12, :12] = 1 - painted[:12, :12]
     found["mask"].data = painted

@@ -320,6 +320,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             self.per_refine.value == PER_REFINE_CHOICES[0], _start_thread=False
         )
         self._pending = False
+        state["refining"] = True  # the Review dock's Grow / Shrink wait: the refine will replace the mask
+        worker.finished.connect(lambda: mask_layer.metadata.get(results.KEY, {}).pop("refining", None))
         where = " in a box" if box is not None else ""
         self._launch(
             worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",

@@ -206,6 +206,8 @@ class ReviewWidget(Container):
             if np.shape(probability) != current.shape:
                 raise ValueError(f"the stored probability is {np.shape(probability)}, the mask {current.shape}: propose again")
             state = mask_layer.metadata.setdefault(results.KEY, {})
+            if state.get("refining"):
+                raise ValueError("a refine is running for this image and will replace the mask: Grow / Shrink when it ends")
             threshold = float(stored.get("threshold", 0.5))
             level = float(state.get("level", threshold))
             written = state.get("refined_mask", state.get("start_mask"))
