@@ -234,3 +234,38 @@ def test_the_fine_tune_child_runs_at_the_main_threads_priority_not_the_worker_th
     thread.start()
     thread.join(60)
     assert printed[0] == ("line", str(main_nice)) and printed[-1][0] == 0
+
+
+def test_painted_pixels_and_the_outline_level_survive_stepping_away_and_back(make_napari_viewer, plugin_env, folder):  # noqa: F811
+    from model import Proposal
+    from training.data.imageio import read_image
+
+    viewer = make_napari_viewer()
+    review, cases = _dock(viewer, "Review and export"), _dock(viewer, "Cases")
+    cases.open_folder(folder)
+    entry = cases.cases[0]
+    height, width = read_image(entry.path).shape[:2]
+    rows, cols = np.mgrid[:height, :width]
+    cone = np.clip(1 - np.hypot(rows - height / 2, cols - width / 2) / (min(height, width) / 2), 0, 1).astype(np.float32)
+    proposal = Proposal(samples=(cone >= 0.5)[None].repeat(2, 0), probability=cone, uncertainty=np.zeros_like(cone), threshold=0.5)
+    cases.model.set_proposal(entry.source, proposal, {"source": str(entry.path)})
+
+    def shown_mask():
+        layer = viewer.layers[entry.path.stem]
+        review.image.value = layer
+        return results.case_layers(viewer, layer.name)["mask"]
+
+    cases.show_case(0)
+    mask = shown_mask()
+    pixel = tuple(np.argwhere((cone > 0.465) & (cone < 0.475))[0])  # skin at the 0.50 cut, lesion at 0.45
+    data = mask.data.copy()
+    data[pixel] = 1
+    mask.data = data
+    review.step_outline(-1)  # 0.45: the painted pixel now agrees with the cut
+    cases.step(1)
+    cases.step(-1)
+    mask = shown_mask()
+    assert mask.metadata["mlffm"]["level"] == pytest.approx(0.45)
+    review.step_outline(1)
+    review.step_outline(1)  # 0.55: the pixel is still painted, so it stays lesion
+    assert mask.metadata["mlffm"]["level"] == pytest.approx(0.55) and mask.data[pixel] == 1

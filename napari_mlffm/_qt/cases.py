@@ -162,6 +162,7 @@ class CasesWidget(common.RunCancel, Container):
         if mask is not None and case is not None:
             state = mask.metadata.get(results.KEY, {})
             self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"), state.get("level"))
+            case.extra["painted"] = results.painted_pixels(mask)  # held by the next refine and kept by Grow / Shrink, after a return too
         for layer in [*layers.values(), results.find(self.viewer, name)]:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -195,6 +196,9 @@ class CasesWidget(common.RunCancel, Container):
             state = {**base, "start": entry.start or "restored", "start_mask": start_mask.copy()}
             if entry.level is not None and entry.start_mask is not None:
                 state["level"] = entry.level  # Grow / Shrink go on from where the reviewer left the outline
+            painted = entry.extra.get("painted")
+            if painted is not None and painted.shape == entry.mask.shape:
+                state["kept_mask"] = painted.copy()
             if self.model.is_accepted(entry):
                 state["accepted"] = True
             results.show_mask(self.viewer, layer, entry.mask, state)
