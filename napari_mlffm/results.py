@@ -63,8 +63,8 @@ def painted_pixels(mask_layer: Labels) -> np.ndarray | None:
     """(H, W) bool: the pixels the clinician painted on a mask since the model last wrote it; None if none.
 
     Those are the pixels where the mask differs from what the model last
-    wrote (a refine's ``refined_mask``, else the ``start_mask``), together with
-    the pixels painted before earlier refines (``kept_mask``). The Refine dock
+    wrote (``start_mask``: the proposal's, a refine's or an outline level's
+    cut), together with the pixels painted before that (``kept_mask``). The Refine dock
     holds them fixed; the outline level keeps their values.
     """
     state = mask_layer.metadata.get(KEY, {})
@@ -73,7 +73,7 @@ def painted_pixels(mask_layer: Labels) -> np.ndarray | None:
     kept = state.get("kept_mask")
     if kept is not None and np.shape(kept) == current.shape:
         painted |= np.asarray(kept, bool)
-    written = state.get("refined_mask", state.get("start_mask"))
+    written = state.get("start_mask")
     if written is not None and np.shape(written) == current.shape:
         painted |= current != np.asarray(written, bool)
     return painted if painted.any() else None
@@ -143,7 +143,7 @@ def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
     and the outline level starts again at the proposal's threshold.
     """
     state = mask_layer.metadata.setdefault(KEY, {})
-    for stale in ("refined_mask", "kept_mask", "level"):
+    for stale in ("kept_mask", "level"):
         state.pop(stale, None)
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()

@@ -194,7 +194,7 @@ class CasesWidget(common.RunCancel, Container):
         if entry.mask is not None and entry.mask.shape == image_shape(layer):
             start_mask = entry.start_mask if entry.start_mask is not None else entry.mask
             state = {**base, "start": entry.start or "restored", "start_mask": start_mask.copy()}
-            if entry.level is not None and entry.start_mask is not None:
+            if entry.level is not None:
                 state["level"] = entry.level  # Grow / Shrink go on from where the reviewer left the outline
             painted = entry.extra.get("painted")
             if painted is not None and painted.shape == entry.mask.shape:

@@ -363,7 +363,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         state = mask.metadata.setdefault(results.KEY, {})
         state.pop("level", None)  # a new probability: the outline starts again at its threshold
         state.update(
-            start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(), refined_mask=consensus.copy(),
+            start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(),
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
         )
         cases = cases_model.for_viewer(self.viewer)  # the case keeps the refined proposal, so stepping back shows it

@@ -210,7 +210,7 @@ class ReviewWidget(Container):
                 raise ValueError("a refine is running for this image and will replace the mask: Grow / Shrink when it ends")
             threshold = float(stored.get("threshold", 0.5))
             level = float(state.get("level", threshold))
-            written = state.get("refined_mask", state.get("start_mask"))
+            written = state.get("start_mask")
             if written is None or np.shape(written) != current.shape or not np.array_equal(np.asarray(written, bool), probability >= level):
                 # e.g. a mask made from the union or one proposal, or a case whose proposal changed: re-cutting would replace it
                 raise ValueError(f"the mask did not come from the proposals' probability (it started from {state.get('start', 'elsewhere')}): "
@@ -223,8 +223,6 @@ class ReviewWidget(Container):
             model_mask = mask_at_level(probability, new_level)
             mask = mask_at_level(probability, new_level, painted, current) if painted is not None else model_mask
             state.update(level=new_level, start=f"outline level {new_level:.2f}", start_mask=model_mask.copy())
-            if "refined_mask" in state:
-                state["refined_mask"] = model_mask.copy()
             if painted is not None:
                 state["kept_mask"] = painted.copy()  # painted pixels stay painted, even where the next cut agrees with them
             mask_layer.data = mask.astype(np.uint8)
