@@ -119,6 +119,14 @@ def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it
     assert "leaves less than 8 x 8 pixels" in refine.status.value and len(boxes.data) == 1 and refine.worker is None
     boxes.add_ellipses(np.array([[100.0, 100.0], [300.0, 300.0]]))
     assert "is not a box" in refine.status.value and len(boxes.data) == 1 and np.array_equal(boxes.data[0], whole)
+    # The box shrunk to a press, moved off the image or turned is refused the same way, and goes back to where it was.
+    tiny = np.array([[100.0, 200.0], [100.0, 202.0], [102.0, 202.0], [102.0, 200.0]])
+    turned = np.array([[50.0, 150.0], [150.0, 250.0], [250.0, 150.0], [150.0, 50.0]])
+    for edited, refusal in ((tiny, "leaves less than 8 x 8"), (tiny + 5000, "leaves less than 8 x 8"), (turned, "")):
+        refine.status.value = ""
+        boxes.data = [(edited, "rectangle")]
+        assert refusal in refine.status.value and refine.status.value, refine.status.value
+        assert len(boxes.data) == 1 and np.array_equal(boxes.data[0], whole) and refine.worker is None
 
     # A renamed box layer still counts; deleting it whole re-runs without the box.
     refine.box_layer()

@@ -7,11 +7,14 @@ which provides ``viewer``, ``image``, ``auto``, ``status``, ``_case``,
 moving or deleting it (or its whole layer) re-runs, as a click does. A
 shape that is not an axis-aligned rectangle, or a box under
 :func:`model.inputs.box.min_box_side` (what a press meant to select draws),
-is refused in the status line and the earlier box stays.
+is refused in the status line and the earlier box stays; so is a box
+moved off the image, shrunk below that size or rotated: it goes back to
+where it was.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Shapes
 
 from model.inputs.box import Box
@@ -26,6 +29,7 @@ class BoxLayer:
     def _init_box_layer(self) -> None:
         self._trimming_boxes = False
         self._box_layers: dict[str, Shapes] = {}  # image name -> its box layer (renaming the layer keeps it)
+        self._good_boxes: dict[str, np.ndarray] = {}  # image name -> the (4, 2) corners of its last box that was a box
 
     def _listen_to_box(self, layer, image_name: str) -> None:
         """This dock answers the box layer's events from now on."""
@@ -63,23 +67,36 @@ class BoxLayer:
         layer = self._box_layers.get(image_name)
         if layer is None or layer not in self.viewer.layers or not self._answers(layer):
             return
-        if action == "added":
-            if not len(layer.data):
-                return  # napari drops an unfinished shape but still says "added"
+        if action in ("added", "changed") and len(layer.data):
             image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
             try:
                 box = box_of(layer, len(layer.data) - 1)
                 if image is not None:
                     box.window(*image.data.shape[:2])
-            except ValueError as err:  # the new shape is no box: it goes, the earlier box stays
-                self._remove_shapes(layer, {len(layer.data) - 1})
+            except ValueError as err:  # no box: a new shape goes, an edited one goes back; the earlier box stays
+                self._undo_bad_box(layer, image_name, action)
                 self.status.value = common.one_line(err)
                 common.notify_error(err)
                 return
             if len(layer.data) > 1:  # the newest box replaces the earlier one
                 self._remove_shapes(layer, set(range(len(layer.data) - 1)))
+            self._good_boxes[image_name] = np.array(layer.data[-1], copy=True)
+        elif action == "added":
+            return  # napari drops an unfinished shape but still says "added"
         if self.auto.value and self._is_chosen(image_name):
             self.refine()
+
+    def _undo_bad_box(self, layer, image_name: str, action: str) -> None:
+        """Take a shape that is no box off ``layer``: a new one is removed, an edited box returns to its last good corners."""
+        good = self._good_boxes.get(image_name)
+        if action == "added" or good is None or len(layer.data) != 1:
+            self._remove_shapes(layer, {len(layer.data) - 1})
+            return
+        self._trimming_boxes = True
+        try:
+            layer.data = [(good, "rectangle")]
+        finally:
+            self._trimming_boxes = False
 
     def _remove_shapes(self, layer, indices: set[int]) -> None:
         self._trimming_boxes = True
