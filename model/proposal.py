@@ -81,6 +81,13 @@ class Proposal:
         return float(1.0 - np.mean(dice))
 
 
+def empty_proposal(n_samples: int, height: int, width: int, threshold: float, note: str, kept: KeptPixels | None = None) -> Proposal:
+    """N empty (H, W) masks, probability 0 and no uncertainty, with ``note`` saying why; ``kept`` pixels still hold."""
+    zeros = np.zeros((height, width), np.float32)
+    proposal = Proposal(np.zeros((n_samples, height, width), bool), zeros, zeros.copy(), notes=(note,), threshold=threshold)
+    return proposal.with_kept(kept)
+
+
 def soft_masks_to_proposal(
     soft: torch.Tensor,
     height: int,

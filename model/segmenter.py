@@ -24,8 +24,8 @@ from .devices import resolve_device
 from .inputs.kept import KeptPixels
 from .nets.network import DualPathUNet
 from .inputs.prompts import Prompts, encode_prompts
-from .inputs.preprocess import flip_views, image_to_input, to_float_rgb, unflip_samples
-from .proposal import Proposal, soft_masks_to_proposal
+from .inputs.preprocess import BLANK_CONTRAST, flip_views, image_and_contrast, to_float_rgb, unflip_samples
+from .proposal import Proposal, empty_proposal, soft_masks_to_proposal
 from .diffusion.sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
 
 DEFAULT_WEIGHTS = "default.mlffm"
@@ -186,11 +186,20 @@ class Segmenter:
     # ----- inference ---------------------------------------------------
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """Validate an image and return ((1, 3, S, S) input tensor, (H, W) of the original)."""
+        x, size, _ = self._prepare(image)
+        return x, size
+
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], str | None]:
+        """:meth:`prepare`, and a note when the image is blank (nothing varies in it at the working size), else None."""
         if not isinstance(image, np.ndarray):
             raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
         height, width = image.shape[:2] if image.ndim >= 2 else (0, 0)
         rgb = to_float_rgb(image, max_side=self.config.size)
-        return image_to_input(rgb, self.config.size, self.device, self.config.flat_field), (height, width)
+        x, spread = image_and_contrast(rgb, self.config.size, self.device, self.config.flat_field)
+        blank = None
+        if spread < BLANK_CONTRAST:
+            blank = f"blank image (its pixels vary by {spread * 255:.2f} of 255 grey levels): nothing to outline, no lesion proposed"
+        return x, (height, width), blank
 
     def sampling_settings(self, n_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
         """(N, DDIM steps) to use: the config's defaults where None; ValueError below 1."""
@@ -237,8 +246,11 @@ class Segmenter:
             raise out_of_memory(err, f"{n_samples} samples of a {' x '.join(map(str, shape[1::-1]))} image on {self.device}") from None
 
     def _propose_iter(self, image, n_samples, steps, seed, eta, start, prompts=None, kept=None) -> Generator[tuple[int, int], None, Proposal]:
-        x, (height, width) = self.prepare(image)
+        x, (height, width), blank = self._prepare(image)
         guidance = self._guidance(prompts, kept, height, width)
+        if blank is not None:
+            proposal = empty_proposal(n_samples, height, width, self.config.decision_threshold, blank, kept)
+            return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
         notes: list[str] = []
         network = self.network
         max_batch = trajectories_per_call(n_samples, next(network.parameters()).device)
@@ -347,7 +359,9 @@ class Segmenter:
         """
         start = time.perf_counter()
         seed = check_seed(seed)
-        x, (height, width) = self.prepare(image)
+        x, (height, width), blank = self._prepare(image)
+        if blank is not None:
+            return dataclasses.replace(empty_proposal(1, height, width, self.config.decision_threshold, blank), seconds=time.perf_counter() - start)
         views = self.config.flip_views
         try:
             with torch.inference_mode():

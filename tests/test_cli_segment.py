@@ -40,6 +40,19 @@ def test_segment_writes_five_outputs_with_documented_shapes(tmp_path, tiny_check
         assert len(record["checkpoint_id"]) == 12 and record["timings"]["propose_seconds"] > 0
 
 
+def test_a_blank_image_in_a_batch_is_no_lesion_said_in_one_line_and_in_its_sidecar(tmp_path, tiny_checkpoint, sample_images, capsys):
+    blank = tmp_path / "flat grey.png"
+    Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(blank)
+    out = tmp_path / "out"
+    code, stdout, stderr = _run([blank, sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert code == 0 and "2 segmented, 0 skipped" in stdout, stderr
+    lines = [line for line in stderr.splitlines() if "blank image" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"mlffm segment: {blank}: blank image") and "Traceback" not in stderr
+    assert not np.asarray(Image.open(out / "flat grey_segmentation.png")).any()
+    assert json.loads((out / "flat grey.json").read_text())["notes"] == [lines[0].split(f"{blank}: ", 1)[1]]
+    assert json.loads((out / f"{sample_images[0].stem}.json").read_text())["notes"] == []
+
+
 def test_segment_defaults_to_the_models_sampling_settings_and_threshold(tmp_path, tiny_segmenter, sample_images, capsys):
     checkpoint = tmp_path / "fitted.mlffm"
     tiny_segmenter.with_options(default_samples=4, default_steps=1, decision_threshold=0.35).save(checkpoint)

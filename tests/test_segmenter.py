@@ -11,19 +11,24 @@ from model.diffusion.sampler import run_to_completion, sample_soft_masks, sample
 from .conftest import tiny_config
 
 
+_RNG = np.random.default_rng(7)
+
+
 @pytest.mark.parametrize(
     "image",
     [
-        np.full((40, 56, 3), 120, np.uint8),
+        _RNG.integers(100, 140, (40, 56, 3)).astype(np.uint8),
         np.linspace(0, 1, 30 * 20, dtype=np.float32).reshape(30, 20),
-        np.full((25, 33, 4), 200, np.uint8),
-        np.full((50, 40, 3), 40000, np.uint16),
-        np.ones((17, 9, 1), np.float64) * 0.3,
+        _RNG.integers(180, 220, (25, 33, 4)).astype(np.uint8),
+        _RNG.integers(39000, 41000, (50, 40, 3)).astype(np.uint16),
+        _RNG.uniform(0.2, 0.4, (17, 9, 1)),
     ],
     ids=["rgb-uint8", "gray-float", "rgba", "uint16", "single-channel"],
 )
 def test_proposal_is_at_image_resolution(tiny_segmenter, image):
+    calls = tiny_segmenter.encode_calls
     p = tiny_segmenter.propose(image, n_samples=3, steps=2, seed=0)
+    assert tiny_segmenter.encode_calls == calls + 1 and p.notes == ()  # none of them is blank: the network ran
     h, w = image.shape[:2]
     assert p.samples.shape == (3, h, w) and p.samples.dtype == bool
     assert p.probability.shape == (h, w) and p.probability.dtype == np.float32
@@ -274,3 +279,40 @@ def test_disagreement_is_one_minus_mean_pairwise_dice():
     # three pairs: (a, b) 4/6, (a, empty) 0, (b, empty) 0
     assert proposal([a, b, empty]).disagreement == pytest.approx(1 - (4 / 6) / 3)
     assert proposal([a, ~a]).disagreement == 1.0
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((40, 56, 3), 120, np.uint8),
+        np.zeros((30, 20), np.float32),
+        np.full((25, 33, 4), 255, np.uint8),
+        np.full((50, 40, 3), 40000, np.uint16),
+        np.full((64, 64, 3), 0.5) + np.random.default_rng(0).normal(0, 2e-4, (64, 64, 3)),  # below a grey level's noise
+    ],
+    ids=["grey-uint8", "black-float", "white-rgba", "uint16", "faint-noise"],
+)
+def test_a_blank_image_gets_empty_masks_and_a_note_without_running_the_network(tiny_segmenter, image):
+    calls = tiny_segmenter.encode_calls
+    h, w = image.shape[:2]
+    for p in (tiny_segmenter.propose(image, n_samples=3, steps=2, seed=0), tiny_segmenter.predict_direct(image)):
+        assert not p.samples.any() and p.samples.shape[1:] == (h, w) and p.samples.dtype == bool
+        assert not p.probability.any() and not p.uncertainty.any() and not p.consensus.any()
+        assert p.probability.dtype == p.uncertainty.dtype == np.float32 and p.disagreement == 0.0
+        assert len(p.notes) == 1 and p.notes[0].startswith("blank image") and "nothing to outline" in p.notes[0]
+    assert tiny_segmenter.encode_calls == calls
+
+
+def test_a_blank_image_still_holds_kept_pixels_and_a_faint_real_image_is_not_blank(tiny_segmenter):
+    from model.inputs.kept import KeptPixels
+
+    blank = np.full((32, 32, 3), 90, np.uint8)
+    where = np.zeros((32, 32), bool)
+    where[10:20, 10:20] = True
+    p = tiny_segmenter.propose(blank, n_samples=2, steps=1, kept=KeptPixels(where, where.copy()))
+    assert np.array_equal(p.consensus, where) and all(np.array_equal(s, where) for s in p.samples)
+    # One grey level of difference (a faint lesion on flat skin) is an image, not a blank.
+    faint = blank.copy()
+    faint[8:24, 8:24] += 1
+    calls = tiny_segmenter.encode_calls
+    assert tiny_segmenter.propose(faint, n_samples=2, steps=1).notes == () and tiny_segmenter.encode_calls == calls + 1

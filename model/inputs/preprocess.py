@@ -83,6 +83,19 @@ def _value_scale(image: np.ndarray) -> float:
     raise ValueError(f"unsupported image dtype {image.dtype}")
 
 
+# An image whose every channel varies less than this (standard deviation at the
+# working size, in [0, 1] units) is blank: the standardization below divides by
+# std + 1e-3, so the network would see (almost) nothing, and what it draws then
+# is its prior, not the image (a flat grey or black image came out 90 % "lesion").
+# The least varied ISIC 2018 image varies 22 times more (0.022).
+BLANK_CONTRAST = 1e-3
+
+
+def contrast(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, S, S) float images in [0, 1] -> (B,): each image's largest per-channel standard deviation."""
+    return images.flatten(2).std(dim=2).amax(dim=1)
+
+
 def standardize(batch: torch.Tensor) -> torch.Tensor:
     """Per-image, per-channel zero mean and unit variance.
 
@@ -107,8 +120,13 @@ def network_input(images: torch.Tensor, flat_field: bool = False) -> torch.Tenso
 
 def image_to_input(rgb: np.ndarray, size: int, device: torch.device, flat_field: bool = False) -> torch.Tensor:
     """(H, W, 3) float RGB -> (1, 3, size, size) network input on ``device`` (see :func:`network_input`)."""
+    return image_and_contrast(rgb, size, device, flat_field)[0]
+
+
+def image_and_contrast(rgb: np.ndarray, size: int, device: torch.device, flat_field: bool = False) -> tuple[torch.Tensor, float]:
+    """(H, W, 3) float RGB -> ((1, 3, size, size) network input on ``device``, the image's :func:`contrast` at ``size``)."""
     tensor = resize_to_working(torch.from_numpy(rgb).permute(2, 0, 1)[None], size)
-    return network_input(tensor, flat_field).to(device)
+    return network_input(tensor, flat_field).to(device), float(contrast(tensor)[0])
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

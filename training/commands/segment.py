@@ -107,8 +107,8 @@ def run_settings(segmenter: Segmenter, args: argparse.Namespace, source_sha256: 
     }
 
 
-def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace, state: CaseState, shard: str | None) -> None:
-    """Propose masks for one image and write its five files, all or nothing."""
+def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse.Namespace, state: CaseState, shard: str | None) -> tuple[str, ...]:
+    """Propose masks for one image and write its five files, all or nothing; return the proposal's notes (a blank image, a fallback)."""
     started = time.perf_counter()
     settings = run_settings(segmenter, args, file_sha256(path))
     image = read_image(path)
@@ -125,6 +125,7 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
         "threshold": proposal.threshold,
         "lesion_fraction": float(proposal.consensus.mean()),
         "mean_uncertainty": float(proposal.uncertainty.mean()),
+        "notes": list(proposal.notes),
         "timings": {"read_seconds": round(read_seconds, 4), "propose_seconds": round(proposal.seconds, 4), "total_seconds": round(time.perf_counter() - started, 4)},
     }
     case = encode_case(path.stem, proposal.consensus, proposal.probability, proposal.uncertainty, proposal.samples)
@@ -132,6 +133,7 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
         existing = next(p for p in output_paths(out_dir, path.stem) if p.exists())
         raise FileExistsError(f"{existing}: already exists and was not written by this run (use --overwrite to replace it)")
     write_case(out_dir, case, record)
+    return proposal.notes
 
 
 def describe_error(path: Path, err: BaseException) -> str:
@@ -219,7 +221,8 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     done = 0
     for path, state in tqdm(todo, desc="segmenting", unit="image", dynamic_ncols=True, disable=not ctx.is_main):
         try:
-            segment_case(segmenter, path, args.output, args, state, shard)
+            for note in segment_case(segmenter, path, args.output, args, state, shard):
+                tqdm.write(f"mlffm segment: {path}: {note}", file=sys.stderr)
             done += 1
         except Exception as err:  # noqa: BLE001 - one bad image must not end an archive's batch
             own_problems.append(describe_error(path, err))
