@@ -53,10 +53,47 @@ def case_layers(viewer, image_name: str) -> dict[str, Any]:
     return {kind: find(viewer, name) for kind, name in layer_names(image_name).items()}
 
 
+_KINDS = {"proposals": Labels, "uncertainty": Image, "mask": Labels}
+
+
+def _size(shape) -> str:
+    return " x ".join(map(str, tuple(shape)[::-1]))
+
+
+def check_case_layers(
+    found: dict[str, Any], image_name: str, height: int, width: int, sized: tuple[str, ...] = ("proposals", "uncertainty", "mask")
+) -> None:
+    """ValueError naming the first of ``found`` (from :func:`case_layers`) that is not the image's result layer.
+
+    Each must be of its kind (Labels, Image, Labels) and dimensions: proposals
+    (N, H, W), uncertainty and mask (H, W); the kinds named in ``sized`` must
+    also fit the (H, W) image. A layer of another kind or size under that name
+    (another image's, or the user's own) is refused, never reshaped, so
+    nothing in it is lost.
+    """
+    dimensions = {"proposals": 3, "uncertainty": 2, "mask": 2}
+    for kind, layer in found.items():
+        if layer is None:
+            continue
+        if not isinstance(layer, _KINDS[kind]):
+            raise ValueError(
+                f"layer '{layer.name}' is a {type(layer).__name__} layer, not the {kind} of '{image_name}': rename or remove it"
+            )
+        shape = tuple(np.shape(layer.data))
+        if len(shape) != dimensions[kind] or (kind in sized and shape[-2:] != (height, width)):
+            raise ValueError(
+                f"layer '{layer.name}' ({_size(shape)}) does not fit image '{image_name}' ({width} x {height}): "
+                "it belongs to another image; rename or remove it"
+            )
+
+
 def mask_edited(mask_layer: Labels) -> bool:
+    """Whether a mask holds the clinician's work: painted since the model wrote it, or a non-empty mask the plugin did not make."""
     state = mask_layer.metadata.get(KEY, {})
     start = state.get("start_mask")
-    return start is not None and not np.array_equal(np.asarray(mask_layer.data) > 0, start)
+    if start is None:
+        return bool(np.asarray(mask_layer.data).any())
+    return not np.array_equal(np.asarray(mask_layer.data) > 0, start)
 
 
 def painted_pixels(mask_layer: Labels) -> np.ndarray | None:
@@ -79,6 +116,31 @@ def painted_pixels(mask_layer: Labels) -> np.ndarray | None:
     return painted if painted.any() else None
 
 
+def placement(image_layer, leading: int = 0) -> dict[str, Any]:
+    """Keyword arguments that put a new layer where the image's last two axes are: scale, translate, rotate, shear, affine.
+
+    ``leading`` axes before them (the proposals' sample axis) get scale 1,
+    no shift and no rotation. The image's own leading axes, if any, are dropped.
+    """
+    def grown(matrix: np.ndarray) -> np.ndarray:  # an (n, n) transform of the last two axes, with identity in front
+        n = leading + matrix.shape[0]
+        out = np.eye(n)
+        out[leading:, leading:] = matrix
+        return out
+
+    rotate = np.asarray(image_layer.rotate, float)[-2:, -2:]
+    affine = np.asarray(image_layer.affine.affine_matrix, float)
+    affine2 = np.eye(3)
+    affine2[:2, :2], affine2[:2, 2] = affine[-3:-1, -3:-1], affine[-3:-1, -1]
+    shear = np.zeros(((leading + 2) * (leading + 1)) // 2)
+    shear[-1] = np.asarray(image_layer.shear, float)[-1] if len(image_layer.shear) else 0.0
+    return {
+        "scale": (1.0,) * leading + tuple(np.asarray(image_layer.scale, float)[-2:]),
+        "translate": (0.0,) * leading + tuple(np.asarray(image_layer.translate, float)[-2:]),
+        "rotate": grown(rotate), "shear": shear, "affine": grown(affine2),
+    }
+
+
 def replace_data(layer, data) -> None:
     """Give ``layer`` new data whose shape may differ, so that the viewer's sliders follow it, visible or not.
 
@@ -97,9 +159,17 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     """Add or refresh the three result layers; returns (mask layer, whether an edited mask was kept).
 
     An existing mask with edits is never replaced: only the proposals and the
-    uncertainty are refreshed.
+    uncertainty are refreshed. ValueError, before anything changes, when a
+    layer under one of the result names is of another kind, or holds an
+    edited mask of another size (:func:`check_case_layers`); an unedited
+    result layer of another size is replaced. New layers sit where the image
+    does (its scale, translate, rotation, shear and affine).
     """
     names = layer_names(image_layer.name)
+    height, width = proposal.probability.shape
+    found = case_layers(viewer, image_layer.name)
+    edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
+    check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
     samples = proposal.samples.astype(np.uint8)
     state = {
         **info, "probability": proposal.probability, "threshold": proposal.threshold,
@@ -110,20 +180,20 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         replace_data(layers["proposals"], samples)
         layers["proposals"].metadata[KEY] = state
     else:
-        viewer.add_labels(samples, name=names["proposals"], opacity=0.4, metadata={KEY: state}, visible=False)
+        viewer.add_labels(samples, name=names["proposals"], opacity=0.4, metadata={KEY: state}, visible=False, **placement(image_layer, 1))
     if layers["uncertainty"] is not None:
         layers["uncertainty"].data = proposal.uncertainty
     else:
         viewer.add_image(
             proposal.uncertainty, name=names["uncertainty"], colormap="inferno", blending="additive",
-            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False,
+            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement(image_layer),
         )
     mask = layers["mask"]
     kept = mask is not None and mask_edited(mask)
     consensus = proposal.consensus
     mask_state = {**info, "start": "consensus", "start_mask": consensus.copy()}
     if mask is None:
-        mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], metadata={KEY: mask_state})
+        mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], metadata={KEY: mask_state}, **placement(image_layer))
         style_mask(mask)
     elif not kept:
         mask.data = consensus.astype(np.uint8)
@@ -161,7 +231,7 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
     layer = find(viewer, name)
     data = np.asarray(mask).astype(np.uint8)
     if layer is None:
-        layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)})
+        layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)}, **placement(image_layer))
         style_mask(layer)
     else:
         layer.data = data

@@ -59,19 +59,27 @@ def test_clicks_refine_undo_reruns_and_accept_records_the_clicks(make_napari_vie
     points.add([row, col])
     review.image.value = layer
     assert review.step_outline(-1) is None and "a refine is running" in review.status.value  # it would be overwritten
+    review.confirm = lambda title, question: True
+    assert review.apply_start() is None and "Make mask when it ends" in review.status.value
+    # What is painted while the refine runs is laid over its result, and held as painted from then on.
+    during = np.asarray(found["mask"].data).copy()
+    during[-10:, -10:] = 1 - during[-10:, -10:]
+    found["mask"].data = during
     _wait_refined(qtbot, refine, "refined with 1 lesion")
+    assert "the 100 px you painted meanwhile were kept" in refine.status.value
+    assert np.array_equal(np.asarray(found["mask"].data)[-10:, -10:], during[-10:, -10:])
     assert "refining" not in found["mask"].metadata["mlffm"]
     painted = np.asarray(found["mask"].data).copy()
     painted[:12, :12] = 1 - painted[:12, :12]
     found["mask"].data = painted
     refine.refine()
-    _wait_refined(qtbot, refine, "144 kept px")
+    _wait_refined(qtbot, refine, "244 kept px")  # the 144 just painted and the 100 painted during the refine
     assert np.array_equal(np.asarray(found["mask"].data)[:12, :12], painted[:12, :12])
     review.image.value = layer
     assert review.accept() is not None
     record = json.loads((plugin_env["store"] / "meta" / f"{sorted(SAMPLES.glob('*.jpg'))[0].stem}.json").read_text())
     assert record["clicks"]["positive"] == [[float(row), float(col)]] and record["clicks"]["negative"] == []
-    assert record["clicks"]["kept_pixels"] == 144 and record["clicks"]["mode"] == mode
+    assert record["clicks"]["kept_pixels"] == 244 and record["clicks"]["mode"] == mode
     assert record["clicks"]["prior"] == (mode != "kept")
     assert record["clicks"]["reach"] is True  # on by default
 

@@ -168,7 +168,13 @@ class ProposeWidget(common.RunCancel, Container):
         steps = None if self.steps.value == own[1] else self.steps.value
         flat = None if own[2] is None or self.flat_field.value == own[2] else self.flat_field.value
         SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
+        try:  # a layer of another kind under a result name is refused now, not after the run
+            results.check_case_layers(results.case_layers(self.viewer, layer.name), layer.name, 0, 0, sized=())
+        except ValueError as err:
+            self._on_error(err)
+            return None
         image = common.image_data(layer)
+        started_with = layer.data
         info = {"source": common.case_source(layer), "image_layer": layer.name}
         bar = self._progress
         bar.begin(f"loading the model for {layer.name}...", self.steps.value)
@@ -177,7 +183,7 @@ class ProposeWidget(common.RunCancel, Container):
             self.flat_field.value, _start_thread=False,
         )
         worker.yielded.connect(lambda done_total: self._on_step(bar, done_total))
-        self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result))
+        self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result, started_with))
         return worker
 
     def cancel(self, *_):
@@ -192,7 +198,7 @@ class ProposeWidget(common.RunCancel, Container):
         if not self._closed and not self._cancelling:
             bar.set(done, total, progress_text(done, total))
 
-    def _on_done(self, layer, info, result):
+    def _on_done(self, layer, info, result, started_with=None):
         proposal, extra = result
         if self._closed:
             return
@@ -202,9 +208,16 @@ class ProposeWidget(common.RunCancel, Container):
         if layer not in self.viewer.layers:
             self.status.value = "image layer was closed; results dropped"
             return
+        if started_with is not None and layer.data is not started_with:
+            self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
+            return
         info = {**info, **extra}
         self.cases.set_proposal(info["source"], proposal, info)  # the proposal belongs to the image's case, whichever widget shows it
-        _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
+        try:
+            _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
+        except ValueError as err:  # a layer under a result name is not this image's: nothing was changed
+            self._on_error(err)
+            return
         message = f"{proposal.samples.shape[0]} proposals in {proposal.seconds:.1f} s on {extra['device']}"
         if kept:
             message += "; your edited mask was kept"

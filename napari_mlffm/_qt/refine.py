@@ -154,6 +154,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
+        results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
         return layer, found
 
     def prompts_layer(self):
@@ -168,7 +169,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return layer
         size = max(6.0, min(image_layer.data.shape[:2]) / 60)
         layer = self.viewer.add_points(
-            np.empty((0, 2)), ndim=2, name=name, size=size, scale=image_layer.scale[:2], translate=image_layer.translate[:2],
+            np.empty((0, 2)), ndim=2, name=name, size=size, **results.placement(image_layer),
             features={"positive": np.zeros(0, bool)}, border_color="white",
         )
         self._listen_to_clicks(layer, image_layer.name)
@@ -325,7 +326,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         where = " in a box" if box is not None else ""
         self._launch(
             worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",
-            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box),
+            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box, current),
         )
         return worker
 
@@ -336,7 +337,9 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             if not self._closed:
                 self.status.value = "refine cancelled"
 
-    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None):
+    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None, sent: np.ndarray | None = None):
+        """Show a refine's result. ``sent``: (H, W) bool, the mask when the refine started; strokes painted
+        since then are laid over the refined mask and held as painted pixels, not lost."""
         proposal, info = result
         if self._closed:
             return
@@ -357,6 +360,10 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             found["uncertainty"].data = proposal.uncertainty
         consensus = proposal.consensus
         mask = found["mask"]
+        now = np.asarray(mask.data) > 0
+        during = now != sent if sent is not None and sent.shape == now.shape == consensus.shape else np.zeros(consensus.shape, bool)
+        shown = np.where(during, now, consensus)
+        kept_mask = kept_mask | during
         record = {**prompts.to_record(), "prior": info.get("refine_mode") in ("prompts", "both"), "kept_pixels": int(kept_mask.sum()), "mode": info.get("refine_mode"),
                   "reach": bool(info.get("click_reach")), "box": box.to_record() if box is not None else None,
                   "samples": len(proposal.samples)}
@@ -370,12 +377,13 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         source = common.case_source(image_layer)
         known = cases.get(cases_model.CaseModel.id_for(source))
         cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
-        mask.data = consensus.astype(np.uint8)
+        mask.data = shown.astype(np.uint8)
         outside = _lesion_clicks_outside(prompts, box, consensus.shape)
         self.status.value = (
             f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks{' in a box' if box is not None else ''}, "
             f"{record['kept_pixels']} kept px, {len(proposal.samples)} proposals in {proposal.seconds:.2f} s ({record['mode']})"
             + (f"; {outside} lesion click{'s' if outside > 1 else ''} outside the box had no effect: redraw the box" if outside else "")
+            + (f"; the {int(during.sum())} px you painted meanwhile were kept" if during.any() else "")
         )
 
     def _on_finished(self):

@@ -145,6 +145,7 @@ class ReviewWidget(Container):
             found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
+        results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
         return layer, found
 
     def _guard(self, action):
@@ -180,6 +181,7 @@ class ReviewWidget(Container):
                 if samples is None:
                     raise ValueError("no proposals layer")
                 mask, label = combine(samples, choice), choice
+            _wait_for_refine(found["mask"], "Make mask")
             if results.mask_edited(found["mask"]) and not self.confirm("Replace mask", "The mask has edits. Replace it?"):
                 return
             results.set_mask(found["mask"], mask, label)
@@ -206,8 +208,7 @@ class ReviewWidget(Container):
             if np.shape(probability) != current.shape:
                 raise ValueError(f"the stored probability is {np.shape(probability)}, the mask {current.shape}: propose again")
             state = mask_layer.metadata.setdefault(results.KEY, {})
-            if state.get("refining"):
-                raise ValueError("a refine is running for this image and will replace the mask: Grow / Shrink when it ends")
+            _wait_for_refine(mask_layer, "Grow / Shrink")
             threshold = float(stored.get("threshold", 0.5))
             level = float(state.get("level", threshold))
             written = state.get("start_mask")
@@ -335,3 +336,9 @@ class ReviewWidget(Container):
             return written
 
         return self._guard(run)
+
+
+def _wait_for_refine(mask_layer, action: str) -> None:
+    """ValueError while a refine of the mask's image runs: it will replace the mask (what is painted meanwhile is kept)."""
+    if mask_layer.metadata.get(results.KEY, {}).get("refining"):
+        raise ValueError(f"a refine is running for this image and will replace the mask: {action} when it ends (painting is kept)")
