@@ -32,8 +32,9 @@ from typing import Any, Callable
 import numpy as np
 from psygnal import Signal
 
-from training.data.imageio import ImageReadError, is_image_file, read_image
+from training.data.imageio import IMAGE_SUFFIXES, ImageReadError, is_image_file, read_image
 from training.corrections.store import CorrectionsStore, case_id_for
+from training.files.outputs import display
 
 STATES = ("new", "proposed", "edited", "accepted", "unreadable")
 
@@ -79,6 +80,8 @@ class CaseModel:
         self.cases: dict[str, Case] = {}
         self.order: list[str] = []  # the case list (a folder), in display order
         self.current: str | None = None  # the case on screen, if any
+        self.folder: Path | None = None  # the open folder, if any
+        self.skipped: list[str] = []  # one line for each of its images left out of the list
 
     # ----- lookup ------------------------------------------------------
     @property
@@ -104,17 +107,22 @@ class CaseModel:
 
     # ----- the list ----------------------------------------------------
     def open_folder(self, folder: str | Path) -> list[Case]:
-        """Make the folder's images the case list (sorted by name); keeps what is known about each case."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ValueError(f"{folder}: not a folder")
-        paths = sorted(p for p in folder.iterdir() if is_image_file(p))
-        self.order = []
-        for path in paths:
-            case = self.case(path)
-            case.source = str(path)
-            if case.case_id not in self.order:
-                self.order.append(case.case_id)
+        """Make the folder's images the case list (sorted by name); keeps what is known about each case.
+
+        All or nothing: a folder that cannot be listed raises ValueError (one
+        line) and leaves the list, the current case and :attr:`folder` as
+        they were. Images left out (see :func:`list_folder`) are in
+        :attr:`skipped`, one line each.
+        """
+        listing, skipped = list_folder(folder)
+        for case_id, path in listing:  # nothing can fail from here on
+            case = self.cases.get(case_id)
+            if case is None:
+                self.cases[case_id] = Case(case_id, str(path))
+            else:
+                case.source = str(path)
+        self.order = [case_id for case_id, _ in listing]
+        self.folder, self.skipped = Path(folder), skipped
         self.changed.emit("")
         return self.listed()
 
@@ -218,6 +226,49 @@ class CaseModel:
     def set_current(self, case_id: str | None) -> None:
         self.current = case_id
         self.changed.emit("")
+
+
+def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """A folder's images as (case id, path), sorted by name, and one line for each image left out.
+
+    Raises ValueError (one line) when the folder itself cannot be listed. An
+    image is left out, and the rest are listed, when no safe case id can be
+    made from its name (too long, not UTF-8) or when its case id is also an
+    earlier image's: a case id holds one stored correction, so the first
+    image in sorted order keeps it (``a.jpg`` before ``a.png``) and the other
+    is skipped until one is renamed.
+    """
+    folder = Path(folder)
+    try:
+        if not folder.is_dir():
+            raise ValueError(f"{display(folder)}: not a folder")
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise ValueError(f"{display(folder)}: cannot be listed ({err.strerror or type(err).__name__})") from None
+    listing: list[tuple[str, Path]] = []
+    owners: dict[str, Path] = {}
+    skipped: list[str] = []
+    for path in entries:
+        name = display(path.name)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            if not is_image_file(path):
+                continue
+        except OSError as err:
+            skipped.append(f"{name}: skipped, it cannot be read ({err.strerror or type(err).__name__})")
+            continue
+        try:
+            case_id = case_id_for(path)
+        except ValueError:
+            skipped.append(f"{name}: skipped, no safe case id can be made from its name (too long, or not UTF-8); rename it")
+            continue
+        if case_id in owners:
+            skipped.append(f"{name}: skipped, its case id '{case_id}' is also {display(owners[case_id].name)}'s; rename one")
+            continue
+        owners[case_id] = path
+        listing.append((case_id, path))
+    return listing, skipped
 
 
 _MODELS: "weakref.WeakKeyDictionary[Any, CaseModel]" = weakref.WeakKeyDictionary()

@@ -225,11 +225,13 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
 
     ``mask`` (H, W) bool; ``state`` becomes the layer's ``metadata["mlffm"]``
     (with ``start`` and ``start_mask``, so edits are counted from there).
-    Creates the mask layer if the image has none, else replaces its data.
+    Creates the mask layer if the image has none, else replaces its data;
+    ValueError when a layer of another kind holds the mask's name.
     """
     name = layer_names(image_layer.name)["mask"]
     layer = find(viewer, name)
     data = np.asarray(mask).astype(np.uint8)
+    check_case_layers({"mask": layer}, image_layer.name, *data.shape, sized=())  # ValueError for a layer of another kind
     if layer is None:
         layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)}, **placement(image_layer))
         style_mask(layer)

@@ -16,11 +16,14 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
 
 from training.data.imageio import ImageReadError, read_image
+from training.files.outputs import display
 
 from .. import cases_model, results
 from ..settings import SETTINGS
 from . import common
 from .progress import InlineProgress, progress_text
+
+MAX_SKIPPED_SHOWN = 5  # lines naming skipped images in the status line; the rest are counted
 
 
 def propose_all_job(
@@ -109,14 +112,34 @@ class CasesWidget(common.RunCancel, Container):
         return self.model.index_of(self.model.current)
 
     def open_folder(self, folder) -> int:
+        """Open a folder as the case list; returns how many cases it lists (0 when refused).
+
+        A refused folder changes nothing (list, shown case, folder field) and
+        says why in one line; images left out are named, one line each, in
+        the status line and a warning.
+        """
         try:
             listed = self.model.open_folder(folder)
         except ValueError as err:
-            common.notify_error(err)
+            line = common.one_line(err)
+            opened = self.model.folder
+            if opened is not None:
+                line += f"; still showing {display(opened.name)}"
+                if str(self.folder.value) != str(opened):
+                    self.folder.value = str(opened)  # the field keeps naming the folder on the list
+            self.status.value = line
+            common.notify_error(line)
             return 0
         if str(self.folder.value) != str(folder):
             self.folder.value = str(folder)  # the field shows the open folder (its tail, where it is long)
-        self.status.value = f"{len(listed)} cases in {Path(folder).name}"
+        status = f"{len(listed)} case{'' if len(listed) == 1 else 's'} in {display(Path(folder).name)}"
+        skipped = self.model.skipped
+        if skipped:
+            shown = skipped[:MAX_SKIPPED_SHOWN]
+            more = [f"... and {len(skipped) - len(shown)} more"] if len(skipped) > len(shown) else []
+            status += f"; {len(skipped)} skipped:\n" + "\n".join(shown + more)
+            common.notify(status, warning=True)
+        self.status.value = status
         return len(listed)
 
     def state(self, entry: cases_model.Case) -> str:
@@ -183,9 +206,15 @@ class CasesWidget(common.RunCancel, Container):
             return
         layer = self.viewer.add_image(image, name=entry.path.stem, rgb=image.ndim == 3, metadata={"source": str(entry.path)})
         self._layer_name = layer.name
-        if entry.proposal is not None:
-            results.add_proposal_layers(self.viewer, layer, entry.proposal, entry.info or {"source": str(entry.path)})
-        self._restore_mask(layer, entry)
+        try:
+            if entry.proposal is not None:
+                results.add_proposal_layers(self.viewer, layer, entry.proposal, entry.info or {"source": str(entry.path)})
+            self._restore_mask(layer, entry)
+        except ValueError as err:  # a layer of another kind or size under a result name: left alone
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            self.model.set_current(entry.case_id)
+            return
         self.model.set_current(entry.case_id)
         self.status.value = f"case {index + 1}/{len(self.cases)}: {entry.path.name} [{self.state(entry)}]"
 
@@ -259,7 +288,11 @@ class CasesWidget(common.RunCancel, Container):
         self.model.set_proposal(entry.source, proposal, info)
         if entry.case_id == self.model.current and self._layer_name in self.viewer.layers:
             layer = self.viewer.layers[self._layer_name]  # the shown case gets its layers now; an edited mask is kept
-            results.add_proposal_layers(self.viewer, layer, proposal, info)
+            try:
+                results.add_proposal_layers(self.viewer, layer, proposal, info)
+            except ValueError as err:  # the proposal stays with its case; the layer in the way is named
+                self.status.value = common.one_line(err)
+                common.notify_error(err)
 
     def _on_finished(self):
         self._end_run(self.propose_button, "Propose all")
