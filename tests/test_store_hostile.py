@@ -272,3 +272,50 @@ def test_a_holdout_that_takes_every_case_names_the_numbers(tmp_path, tiny_checkp
     assert "need at least 2 usable cases" not in err
     assert "--holdout 0.9" in err and "all 4 usable cases" in err and "none to train on" in err
     assert not (tmp_path / "tuned.mlffm").exists()
+
+
+def _victim(folder: Path) -> dict[str, bytes]:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "keep.txt").write_bytes(b"keep")
+    (folder / "sub" / "notes.txt").write_bytes(b"important")
+    (folder / "sub" / "COMMIT").write_bytes(b"commit\n")
+    (folder / "sub" / "record.json").write_bytes(b"{}")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@posix_only
+def test_a_staging_folder_that_is_a_link_is_refused_and_nothing_it_points_to_is_touched(tmp_path, tiny_checkpoint):
+    root = tmp_path / "store"
+    store = make_store(root, 3)
+    victim = tmp_path / "victim"
+    before = _victim(victim)
+    shutil.rmtree(root / ".staging", ignore_errors=True)
+    (root / ".staging").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"\.staging: is a symbolic link"):
+        store.check()
+    done = run_cli(finetune_args(root, tmp_path / "tuned.mlffm", tiny_checkpoint))
+    assert done.returncode != 0 and ".staging: is a symbolic link" in done.stderr
+    one_line_errors(done.stderr)
+    assert _contents(victim) == before and not (tmp_path / "tuned.mlffm").exists()
+
+
+@posix_only
+def test_links_inside_the_staging_folder_are_removed_never_followed(tmp_path):
+    root = tmp_path / "store"
+    store = make_store(root, 3)
+    victim = tmp_path / "victim"
+    before = _victim(victim)
+    staging = root / ".staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "ISIC_0000001").symlink_to(victim / "sub", target_is_directory=True)  # a "committed" case that is a link
+    (staging / "stray").symlink_to(victim / "keep.txt")
+    real = staging / "ISIC_0000002"
+    real.mkdir()
+    (real / "COMMIT").write_bytes(b"commit\n")
+    (real / "image.png").symlink_to(victim / "keep.txt")  # a file that is a link is not moved into the store
+    check = store.check()
+    assert len(check.ids) == 3 and _contents(victim) == before and not any(staging.iterdir())

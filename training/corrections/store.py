@@ -226,23 +226,32 @@ class CorrectionsStore:
         image_path, mask_path, meta_path = self.paths(case_id)
         for name, target in (("image.png", image_path), ("mask.png", mask_path), ("record.json", meta_path)):
             source = staging / name
-            if source.is_file():
+            if source.is_file() and not source.is_symlink():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
         shutil.rmtree(staging, ignore_errors=True)
 
     def _recover(self) -> list[str]:
-        """Finish committed writes and discard uncommitted ones that a killed writer left (lock held)."""
+        """Finish committed writes and discard uncommitted ones that a killed writer left (lock held).
+
+        Symbolic links are never followed: ValueError (one line) when the
+        staging folder itself is one, and a link inside it is removed, not
+        what it points to, so nothing outside the store is moved or deleted.
+        """
         done = []
         staging_root = self.root / STAGING
+        if staging_root.is_symlink():
+            raise ValueError(f"{display(staging_root)}: is a symbolic link, not the store's own folder; remove the link (nothing was changed)")
         if not staging_root.is_dir():
             return done
         for folder in sorted(staging_root.iterdir()):
-            if folder.is_dir() and safe_id(folder.name) and (folder / "COMMIT").is_file():
+            if folder.is_symlink() or not folder.is_dir():
+                folder.unlink(missing_ok=True)
+            elif safe_id(folder.name) and (folder / "COMMIT").is_file() and not (folder / "COMMIT").is_symlink():
                 self._apply(folder.name)
                 done.append(f"{display(folder)}: completed the write of case {folder.name!r} that a killed process had committed")
             else:
-                shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
+                shutil.rmtree(folder, ignore_errors=True)
         return done
 
     def check(self) -> StoreCheck:
