@@ -116,3 +116,24 @@ def test_console_script_runs_without_traceback(tmp_path, tiny_checkpoint, sample
 def test_missing_gpu_is_a_clear_error(tmp_path, tiny_checkpoint, sample_images, capsys):
     code, _, stderr = _run([sample_images[0], "-o", tmp_path, "--checkpoint", tiny_checkpoint, "--device", "cuda"], capsys)
     assert code == 2 and "CUDA is not available" in stderr
+
+
+def test_a_case_another_run_wrote_after_this_one_looked_is_kept_not_replaced(tmp_path, tiny_checkpoint, sample_images, capsys, monkeypatch):
+    from training.commands import segment as segment_command
+    from training.files.segment_case import CaseState, claim_new_case, marker_path
+
+    out = tmp_path / "out"
+    args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
+    assert _run([*args, "--seed", "0"], capsys)[0] == 0
+    sidecar = out / f"{sample_images[0].stem}.json"
+    first = sidecar.read_bytes()
+    # A second run that looked at the folder before the first one wrote (two runs started together).
+    monkeypatch.setattr(segment_command, "case_state", lambda out_dir, stem: CaseState.NEW)
+    code, stdout, stderr = _run([*args, "--seed", "1"], capsys)
+    assert code == 1 and "0 segmented, 1 skipped" in stdout
+    assert f"{sidecar}: written by another run since this one started; kept" in stderr and "Traceback" not in stderr
+    assert sidecar.read_bytes() == first and not marker_path(out, sample_images[0].stem).exists()
+    # Two writers claiming one new case: the second is refused while the first holds it.
+    claim_new_case(out, "fresh")
+    with pytest.raises(FileExistsError, match="written by another run"):
+        claim_new_case(out, "fresh")

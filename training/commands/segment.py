@@ -34,6 +34,7 @@ from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
     case_state,
+    claim_new_case,
     clear_marker,
     encode_case,
     file_sha256,
@@ -132,7 +133,10 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
     if state is CaseState.FOREIGN and not args.overwrite and not matches_existing(out_dir, case):
         existing = next(p for p in output_paths(out_dir, path.stem) if p.exists())
         raise FileExistsError(f"{existing}: already exists and was not written by this run (use --overwrite to replace it)")
-    write_case(out_dir, case, record)
+    claimed = state is CaseState.NEW and not args.overwrite
+    if claimed:
+        claim_new_case(out_dir, path.stem)  # another run into the same folder may have written it meanwhile
+    write_case(out_dir, case, record, claimed=claimed)
     return proposal.notes
 
 

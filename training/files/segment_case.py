@@ -180,11 +180,30 @@ def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
     return True
 
 
-def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any]) -> list[Path]:
+def claim_new_case(out_dir: Path, stem: str) -> None:
+    """Create the case's marker exclusively, for a case that had no files when this run looked.
+
+    FileExistsError (one line) when another writer holds the marker now, or
+    wrote any of the case's files since: two runs into one folder never
+    replace each other's cases without ``--overwrite``.
+    """
+    marker = marker_path(out_dir, stem)
+    taken = f"{out_dir / (stem + '.json')}: written by another run since this one started; kept (use --overwrite to replace it)"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise FileExistsError(taken) from None
+    if any(path.exists() for path in output_paths(out_dir, stem)):
+        marker.unlink(missing_ok=True)
+        raise FileExistsError(taken)
+
+
+def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any], claimed: bool = False) -> list[Path]:
     """Write a case all or nothing (see the module docstring); returns the paths written.
 
-    On any failure (OSError such as a full disk, KeyboardInterrupt) every file
-    of the case is removed before the error propagates.
+    ``claimed``: the marker was made by :func:`claim_new_case` (it is this
+    run's). On any failure (OSError such as a full disk, KeyboardInterrupt)
+    every file of the case is removed before the error propagates.
     """
     marker = marker_path(out_dir, case.stem)
     sidecar = out_dir / f"{case.stem}.json"
@@ -192,7 +211,8 @@ def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any]) -> list
     full = {**record, "outputs": [p.name for p in written], "output_bytes": {name: len(data) for name, data in case.files.items()}}
     text = encode_json(full)
     try:
-        imageio.atomic_write_bytes(marker, b"")
+        if not claimed:
+            imageio.atomic_write_bytes(marker, b"")
         if sidecar.exists():
             sidecar.unlink()  # an old commit record must not vouch for a half-replaced case
         for name, data in case.files.items():
