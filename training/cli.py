@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from model import CheckpointError
+from model.inputs.limits import is_out_of_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_evaluate(args)
     except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError, MemoryError) as err:
         print(f"mlffm {args.command}: error: {str(err) or ('out of memory' if isinstance(err, MemoryError) else 'no message') + f' ({type(err).__name__})'}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # torch's failed allocations (CPU or GPU) are RuntimeErrors: one line, not a traceback
+        if not (is_out_of_memory(err) or "out of memory" in str(err).lower()):
+            raise
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        print(
+            f"mlffm {args.command}: error: out of memory ({detail}): use a smaller --batch-size, --size or --samples, "
+            "or a machine with more memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"mlffm {args.command}: interrupted", file=sys.stderr)
