@@ -106,3 +106,42 @@ def test_timedelta_images_are_refused_and_json_records_are_strict():
         to_float_rgb(np.zeros((4, 4, 3), "timedelta64[s]"))
     text = encode_json({"hd95": float("nan"), "per_image": [{"x": np.float32("inf")}, 1.5]}).decode()
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON")) == {"hd95": None, "per_image": [{"x": None}, 1.5]}
+
+
+def _square(value, dtype=np.uint8, channels=None):
+    shape = (60, 80) if channels is None else (60, 80, channels)
+    image = np.zeros(shape, dtype)
+    image[20:40, 30:50] = value
+    return image
+
+
+def test_tiff_colour_types_are_read_as_they_look(tmp_path):
+    """MINISWHITE is stored inverted, a palette TIFF holds indices into a colour map, CMYK may be 16-bit: each reads as its picture."""
+    tifffile.imwrite(tmp_path / "white8.tif", 255 - _square(200), photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "white16.tif", 65535 - _square(50000, np.uint16), photometric="miniswhite")
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, 1] = (200 * 257, 30 * 257, 30 * 257)  # index 1 is red
+    tifffile.imwrite(tmp_path / "palette.tif", _square(1), photometric="palette", colormap=colormap)
+    cmyk = _square(0, np.uint16, 4)
+    cmyk[20:40, 30:50] = (0, 65535, 65535, 0)  # no cyan, full magenta and yellow: red
+    tifffile.imwrite(tmp_path / "cmyk16.tif", cmyk, photometric="separated")
+    assert read_image(tmp_path / "white8.tif")[30, 40].tolist() in (200, [200, 200, 200])
+    assert read_image(tmp_path / "white8.tif")[0, 0].tolist() in (0, [0, 0, 0])
+    assert read_image(tmp_path / "white16.tif")[30, 40].tolist() in (50000, [50000] * 3)
+    assert read_image(tmp_path / "palette.tif")[30, 40].tolist() == [200, 30, 30]
+    red = read_image(tmp_path / "cmyk16.tif")
+    assert red.dtype == np.uint8 and red[30, 40, 0] > 200 and red[30, 40, 1] < 40 and red[0, 0].min() > 200  # white paper around
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "LAB"])
+def test_other_tiff_colour_spaces_are_converted_or_refused_in_one_line(tmp_path, mode):
+    rgb = _square(0, np.uint8, 3) + 255
+    rgb[20:40, 30:50] = (200, 30, 30)
+    path = tmp_path / f"{mode}.tif"
+    Image.fromarray(rgb).convert(mode).save(path)
+    try:
+        image = read_image(path)
+    except ImageReadError as err:
+        assert str(err).startswith(str(path)) and "\n" not in str(err)
+        return
+    assert image.shape == (60, 80, 3) and abs(int(image[30, 40, 0]) - 200) < 30 and image[30, 40, 1] < 70

@@ -67,18 +67,42 @@ def _read_tiff(path: Path) -> np.ndarray:
             page = tif.pages[0]
             array = page.asarray()
             photometric = getattr(page, "photometric", None)
+            photometric = None if photometric is None else int(photometric)
+            colormap = page.colormap if photometric == _PALETTE else None
             orientation = _tiff_orientation(page)
     except Exception as err:  # tifffile raises many types for damaged files
         try:
             return _read_pillow(path)
         except ImageReadError:
             raise ImageReadError(f"{path}: cannot read TIFF ({type(err).__name__}: {err})") from None
+    if photometric not in _PLAIN_PHOTOMETRIC:
+        return _read_pillow(path)  # YCbCr, CIELab, ...: Pillow converts them to RGB, or says in one line it cannot
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # planar -> interleaved
-    if photometric is not None and int(photometric) == 5 and array.ndim == 3 and array.shape[-1] == 4:  # separated / CMYK
-        array = Image.fromarray(array.astype(np.uint8), "CMYK").convert("RGB")
-        array = np.asarray(array)
+    if photometric == _MINISWHITE:  # 0 is white: stored inverted
+        if array.dtype == np.bool_:
+            array = ~array
+        elif array.dtype.kind == "u":
+            array = np.iinfo(array.dtype).max - array
+        else:
+            return _read_pillow(path)
+    elif photometric == _PALETTE:  # the pixels are indices into a 16-bit RGB colour map
+        if colormap is None or array.dtype.kind != "u" or array.ndim != 2 or int(array.max(initial=0)) >= np.shape(colormap)[-1]:
+            return _read_pillow(path)
+        array = np.moveaxis(np.asarray(colormap)[:, array], 0, -1)
+        array = (array >> 8).astype(np.uint8) if array.dtype == np.uint16 else array
+    elif photometric == _SEPARATED and array.ndim == 3 and array.shape[-1] == 4:  # CMYK
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        elif array.dtype != np.uint8:
+            raise ImageReadError(f"{path}: CMYK TIFF of {array.dtype} pixels is not supported; save it as RGB")
+        array = np.asarray(Image.fromarray(array, "CMYK").convert("RGB"))
     return orient(array, orientation)
+
+
+_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED = 0, 1, 2, 3, 5
+_PLAIN_PHOTOMETRIC = (None, _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED)
+"""TIFF photometric interpretations read here; others (YCbCr, CIELab, ...) go to Pillow."""
 
 
 def _tiff_orientation(page: Any) -> int:
