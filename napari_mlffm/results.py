@@ -87,6 +87,11 @@ def check_case_layers(
             )
 
 
+def is_uncertainty_map(layer) -> bool:
+    """Whether ``layer`` is an uncertainty map this plugin drew (it stays one after its image is removed or renamed)."""
+    return isinstance(layer.metadata.get(KEY), dict) and layer.metadata[KEY].get("result") == "uncertainty"
+
+
 def mask_edited(mask_layer: Labels) -> bool:
     """Whether a mask holds the clinician's work: painted since the model wrote it, or a non-empty mask the plugin did not make."""
     state = mask_layer.metadata.get(KEY, {})
@@ -186,7 +191,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     else:
         viewer.add_image(
             proposal.uncertainty, name=names["uncertainty"], colormap="inferno", blending="additive",
-            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement(image_layer),
+            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, metadata={KEY: {"result": "uncertainty"}}, **placement(image_layer),
         )
     mask = layers["mask"]
     kept = mask is not None and mask_edited(mask)

@@ -23,17 +23,37 @@ def labels_to_png_array(data: np.ndarray) -> np.ndarray:
     return data.astype(np.uint8 if top < 256 else np.uint16)
 
 
+def _label_array(data: Any, path: str) -> np.ndarray:
+    """``data`` as a non-empty array of whole label values (bool, integers, or floats that are whole numbers); ValueError naming ``path``."""
+    array = np.asarray(data)
+    if array.size == 0:
+        raise ValueError(f"{path}: the layer is empty ({array.shape}); nothing to write")
+    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
+        return array
+    if np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (array == np.round(array)).all():
+        top = float(np.abs(array).max())
+        if top < 2**31:
+            return array.astype(np.int64)
+    raise ValueError(f"{path}: labels must be whole numbers (bool or integers), got {array.dtype} values that are not")
+
+
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
-    """Write one Labels layer to ``path`` (.png or .tif/.tiff) atomically; returns [path]."""
+    """Write one Labels layer to ``path`` (.png or .tif/.tiff) atomically; returns [path].
+
+    ValueError (one line naming ``path``) for an empty layer, labels that are
+    not whole numbers, a folder that does not exist or another extension.
+    """
     target = Path(path)
     suffix = target.suffix.lower()
-    array = np.asarray(data)
+    if suffix not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"{path}: unsupported extension (use .png or .tif)")
+    if not target.parent.is_dir():
+        raise ValueError(f"{path}: its folder {target.parent} does not exist")
+    array = _label_array(data, path)
     if suffix == ".png":
         write_png(target, labels_to_png_array(array))
     elif suffix in (".tif", ".tiff"):
         if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() >= 0:
             array = array.astype(np.uint16 if array.max() < 65536 else np.uint32)
         write_tiff(target, array)
-    else:
-        raise ValueError(f"{path}: unsupported extension (use .png or .tif)")
     return [str(target)]

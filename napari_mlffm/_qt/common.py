@@ -11,7 +11,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
-from ..results import layer_names
+from ..results import is_uncertainty_map, layer_names
 from ..settings import SETTINGS
 
 OTHER_FILE = "other file..."
@@ -24,7 +24,7 @@ def image_layer_choices(viewer):
     def choices(widget=None) -> list[tuple[str, Image]]:
         images = [layer for layer in viewer.layers if isinstance(layer, Image)]
         maps = {layer_names(layer.name)["uncertainty"] for layer in images}
-        return [(layer.name, layer) for layer in images if layer.name not in maps]
+        return [(layer.name, layer) for layer in images if layer.name not in maps and not is_uncertainty_map(layer)]
 
     return choices
 

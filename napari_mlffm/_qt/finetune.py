@@ -223,7 +223,11 @@ class FinetuneWidget(common.RunCancel, Container):
             common.notify_error(err)
             return None
         folder = SETTINGS.get().model_folder_path
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            common.notify_error(f"{folder}: cannot make the model folder here ({err.strerror or type(err).__name__}); choose another in the settings")
+            return None
         self.kind = kind
         if kind == "adapt":
             self.output = new_version_path(folder, "adapted")

@@ -1,0 +1,61 @@
+"""The plugin's writer, Fine-tune and image lists given what a hostile user (or a script) gives them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_mlffm.writer import write_labels
+
+from .test_plugin import _dock, _propose, plugin_env  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.full((8, 8), 0.5), "must be whole numbers"),
+        (np.full((8, 8), np.nan), "must be whole numbers"),
+        (np.zeros((0, 8), np.uint8), "the layer is empty"),
+    ],
+    ids=["fractions", "nan", "empty"],
+)
+def test_the_writer_refuses_what_is_no_labels_in_one_line_naming_the_file(tmp_path, data, message):
+    target = tmp_path / "m.png"
+    with pytest.raises(ValueError, match=message) as caught:
+        write_labels(str(target), data, {})
+    assert str(caught.value).startswith(str(target)) and not target.exists()
+
+
+def test_the_writer_takes_whole_floats_and_names_a_missing_folder(tmp_path):
+    mask = np.zeros((8, 8))
+    mask[2:5, 2:5] = 1.0
+    assert write_labels(str(tmp_path / "m.png"), mask, {}) == [str(tmp_path / "m.png")]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")) == 255, mask == 1)
+    missing = tmp_path / "nowhere" / "m.png"
+    with pytest.raises(ValueError, match=r"m\.png: its folder .*nowhere does not exist"):
+        write_labels(str(missing), mask, {})
+
+
+def test_a_model_folder_that_cannot_be_made_is_one_line_and_nothing_starts(make_napari_viewer, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    store = tmp_path / "s"
+    (store / "images").mkdir(parents=True)
+    widget.store.value = str(store)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    widget.model_folder.value = str(blocker / "models")  # under a file: no folder can be made there
+    for kind in ("finetune", "adapt"):
+        assert widget.start(kind) is None and widget.worker is None
+
+
+def test_an_uncertainty_map_stays_out_of_the_image_lists_after_its_image_is_removed(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, review = _dock(viewer, "Propose masks"), _dock(viewer, "Review and export")
+    image = viewer.add_image(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8), name="g", rgb=True)
+    _propose(qtbot, propose, image)
+    viewer.layers.remove(image)
+    for widget in (propose, review):
+        widget.reset_choices()
+        assert [c for c in widget.image.choices if c is not None] == []
