@@ -238,6 +238,9 @@ def test_cases_widget_steps_proposes_and_sorts(make_napari_viewer, qtbot, plugin
     cases.show_case(0)
     assert [l.name for l in viewer.layers][0] == cases.cases[0].path.stem  # the previous case was closed
     assert results.case_layers(viewer, cases.cases[0].path.stem)["mask"] is not None
+    broken = next(i for i, e in enumerate(cases.cases) if e.path.name == "corrupt.png")
+    cases.show_case(broken)  # the status names the unreadable case, not the one shown before
+    assert cases.status.value.startswith(f"case {broken + 1}/4: ") and "corrupt.png" in cases.status.value
 
 
 def test_corrupt_image_shows_error_and_does_not_crash(make_napari_viewer, plugin_env, tmp_path):

@@ -90,6 +90,14 @@ def test_export_refuses_before_writing_anything(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
 
 
+def test_an_export_replaced_with_overwrite_is_replaced_whole(tmp_path):
+    mask = np.ones((4, 4), bool)
+    export_case(tmp_path, "c", mask, np.ones((4, 4)), np.zeros((4, 4)), {})
+    written = export_case(tmp_path, "c", mask, None, None, {}, overwrite=True)  # no maps this time
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written) == ["c.json", "c_segmentation.png"]
+    assert json.loads((tmp_path / "c.json").read_text())["outputs"] == ["c_segmentation.png", "c.json"]
+
+
 def test_full_disk_midway_keeps_earlier_outputs_intact(tmp_path, tiny_checkpoint, sample_images, monkeypatch, capsys):
     out = tmp_path / "out"
     calls = {"n": 0}

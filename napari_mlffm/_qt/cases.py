@@ -203,6 +203,7 @@ class CasesWidget(common.RunCancel, Container):
             self.model.set_error(entry.source, str(err))
             common.notify_error(err)
             self.model.set_current(entry.case_id)
+            self.status.value = f"case {index + 1}/{len(self.cases)}: {common.one_line(err)}"  # not the case shown before
             return
         layer = self.viewer.add_image(image, name=entry.path.stem, rgb=image.ndim == 3, metadata={"source": str(entry.path)})
         self._layer_name = layer.name

@@ -368,7 +368,9 @@ def export_case(
 ) -> list[Path]:
     """Write ``<stem>_segmentation.png`` (0/255), probability and uncertainty TIFFs
     (float32), optionally ``<stem>_samples.tif`` (N x H x W uint8), and the
-    ``<stem>.json`` sidecar. Refuses before writing anything if any exists."""
+    ``<stem>.json`` sidecar. Refuses before writing anything if any exists,
+    unless ``overwrite``: then the case's earlier export is replaced whole
+    (a map this export has not is removed, so the files match the sidecar)."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
@@ -385,5 +387,8 @@ def export_case(
         write_tiff(targets["_uncertainty.tif"], uncertainty.astype(np.float32))
     if samples is not None:
         write_tiff(targets["_samples.tif"], samples.astype(np.uint8))
+    if overwrite:  # an earlier export's map that this one has not: the export replaced is replaced whole
+        for stale in set(targets.values()) - set(wanted):
+            stale.unlink(missing_ok=True)
     write_json(targets[".json"], {**record, "outputs": [p.name for p in wanted]})
     return wanted
