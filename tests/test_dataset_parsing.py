@@ -234,3 +234,18 @@ def test_evaluate_and_calibrate_skip_an_image_that_runs_out_of_memory_and_go_on(
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err and "out of memory" in captured.out
     assert Segmenter.load(calibrated, "cpu").provenance["calibration"]["n_images"] == 1
+
+
+def test_a_split_that_selects_nothing_names_the_splits_the_file_holds(tmp_path, capsys):
+    from training.cli import main
+
+    from .conftest import SMALL_DATA
+
+    data = tmp_path / "data"
+    shutil.copytree(SMALL_DATA, data)
+    rows = (data / "splits.csv").read_text().splitlines()
+    (data / "splits.csv").write_text("\n".join([rows[0]] + [row.rsplit(",", 1)[0] + "," + row.rsplit(",", 1)[1].title() for row in rows[1:]]) + "\n")
+    for args in (["evaluate", str(data), "--split", "val"], ["train", str(data), "-o", str(tmp_path / "m.mlffm"), "--size", "32", "--epochs", "1"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.endswith(f"no cases in split '{'val' if args[0] == 'evaluate' else 'train'}' (its splits.csv has 'Train', 'Val')"), err

@@ -19,7 +19,7 @@ from model.inputs.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
 from ..scoring.calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
-from ..data.datasets import list_cases
+from ..data.datasets import list_cases, no_cases_in_split
 from ..scoring.metrics import dice
 from ..files.outputs import check_output_file
 from .case_scoring import CaseScoring
@@ -66,7 +66,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     listing = list_cases(args.data, args.split)
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
-        raise ValueError(f"{args.data}: no cases in split {args.split!r}")
+        raise ValueError(no_cases_in_split(args.data, args.split))
     base = Segmenter.load(args.checkpoint, args.device)
     trained = set(base.provenance.get("finetune_train_ids", []))
     if trained & {c.case_id for c in cases}:

@@ -11,7 +11,7 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 
 from ..cli_types import add_flat_field_argument, bounded_int, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
-from ..data.datasets import list_cases
+from ..data.datasets import list_cases, no_cases_in_split
 from ..data.imageio import write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from ..scoring.metrics import METRIC_NAMES, MetricAccumulator
@@ -85,7 +85,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     listing = list_cases(args.data, args.split)
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
-        raise ValueError(f"{args.data}: no cases in split {args.split!r}")
+        raise ValueError(no_cases_in_split(args.data, args.split))
     segmenter = Segmenter.load(args.checkpoint, args.device)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)

@@ -17,7 +17,7 @@ from model import Segmenter
 
 from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
-from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, read_id_list, without_cases
+from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, no_cases_in_split, read_id_list, without_cases
 from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..loop.distributed import Distributed, rank_device, session, stop_signals
 from ..loop.interrupt import StopOnInterrupt
@@ -172,6 +172,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     size = segmenter.config.size
     train_listing = list_cases(args.data, args.split)
     report_problems(train_listing)
+    if not train_listing.cases:
+        raise ValueError(no_cases_in_split(args.data, args.split))
     excluded: tuple[str, ...] = ()
     if args.exclude is not None:
         excluded = read_id_list(args.exclude)

@@ -181,6 +181,16 @@ def read_splits(root: Path) -> dict[str, str] | None:
         raise DatasetError(f"{shown}: cannot read ({err})") from None
 
 
+def no_cases_in_split(root: str | Path, split: str) -> str:
+    """One line for a split that selected nothing, naming the splits that ``splits.csv`` does hold."""
+    try:
+        names = sorted(set((read_splits(Path(root)) or {}).values()))
+    except DatasetError:
+        names = []
+    held = f" (its splits.csv has {', '.join(repr(n) for n in names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+    return f"{root}: no cases in split {split!r}{held}"
+
+
 def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     """Find the image/mask pairs under ``root``, optionally only those of ``split``.
 
