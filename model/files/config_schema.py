@@ -22,14 +22,14 @@ import types
 import typing
 from typing import Any
 
-from ..inputs.limits import MAX_SAMPLES, MAX_STEPS
+from ..inputs.limits import MAX_SAMPLES, MAX_STEPS, MAX_WORKING_SIZE
 
 DEFAULT_BOUND = 1 << 20
 MAX_TUPLE_LENGTH = 16
 
 BOUNDS: dict[str, tuple[float, float]] = {
     # field name (or "Class.field"): inclusive (low, high); for tuples, each item's range.
-    "SegmenterConfig.size": (4, 2048),
+    "SegmenterConfig.size": (4, MAX_WORKING_SIZE),
     "NetworkConfig.in_channels": (1, 64),
     "NetworkConfig.widths": (4, 2048),
     "NetworkConfig.mask_widths": (4, 2048),
@@ -123,9 +123,13 @@ def _check_value(annotation: Any, value: Any, where: str, key: str) -> None:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{where} must be a number, got {_kind(value)}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{where} must be finite, got {value}")
-        return _check_range(float(value), where, key)
+        try:
+            number = float(value)
+        except (OverflowError, ValueError, TypeError):
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"{where} must be finite, got {_shown(value)}")
+        return _check_range(number, where, key)
     if annotation is str:
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a string, got {_kind(value)}")
@@ -138,8 +142,20 @@ def _check_value(annotation: Any, value: Any, where: str, key: str) -> None:
 def _check_range(value: float, where: str, key: str) -> None:
     low, high = BOUNDS.get(key, (-DEFAULT_BOUND, DEFAULT_BOUND))
     if not low <= value <= high:
-        shown = str(value) if isinstance(value, int) and abs(value) < 10**30 else f"{value:.6g}"
-        raise ValueError(f"{where} must be in {low:g}..{high:g}, got {shown}")
+        raise ValueError(f"{where} must be in {low:g}..{high:g}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a one-line message, whatever its size: a huge int by its number of digits, never an OverflowError."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+        if abs(value) < 10**30:
+            return str(value)
+        return f"{'a negative' if value < 0 else 'an'} integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        return f"{float(value):.6g}"
+    except (OverflowError, ValueError, TypeError):
+        return _kind(value)
 
 
 def _kind(value: Any) -> str:

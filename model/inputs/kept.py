@@ -42,9 +42,15 @@ class KeptPixels:
     values: np.ndarray
 
     def check(self, height: int, width: int) -> None:
+        """ValueError naming the array unless mask and values are both (H, W) and hold only 0/1 (bool, or 0 and 1 as numbers)."""
         for name, array in (("kept mask", self.mask), ("kept values", self.values)):
-            if np.shape(array) != (height, width):
-                raise ValueError(f"{name} must be {height} x {width} like the image, got shape {np.shape(array)}")
+            try:
+                shape = np.shape(array)
+            except (ValueError, TypeError):  # a ragged nested list
+                raise ValueError(f"{name} must be a {height} x {width} array, got {type(array).__name__}") from None
+            if shape != (height, width):
+                raise ValueError(f"{name} must be {height} x {width} like the image, got shape {shape}")
+            _check_binary(name, np.asarray(array))
 
     @property
     def any(self) -> bool:
@@ -68,6 +74,17 @@ class KeptPixels:
         # Working pixels with only a sliver kept are left free: the sampler's result there is better than a blur.
         weight = torch.where(weight >= 0.25, weight, torch.zeros_like(weight))
         return weight, (2 * known.clamp(0, 1) - 1)
+
+
+def _check_binary(name: str, array: np.ndarray) -> None:
+    """Refuse an array that is not boolean or numbers that are all exactly 0 or 1 (NaN, 0.5, -1, objects, strings)."""
+    if array.dtype == np.bool_:
+        return
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name} must be a boolean array (or 0/1 numbers), got dtype {array.dtype}")
+    if array.size and not ((array == 0) | (array == 1)).all():
+        bad = array[(array != 0) & (array != 1)].flat[0].item()
+        raise ValueError(f"{name} must hold only 0/1 (or True/False), got {bad!r:.40}")
 
 
 def click_disks(

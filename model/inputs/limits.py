@@ -27,6 +27,10 @@ MAX_SAMPLES = 256
 MAX_STEPS = 1000
 """Most DDIM steps per proposal (a model also allows no more than its training timesteps)."""
 
+MAX_WORKING_SIZE = 512
+"""Largest working size (the square the network runs at, ``mlffm train --size``): the shipped model runs at 96;
+a checkpoint claiming 2048 would need over 13 GB for one proposal of 16 samples."""
+
 MAX_SEED = 2**63 - 1
 """Seeds are integers in 0..MAX_SEED (what a torch generator takes)."""
 
@@ -42,21 +46,38 @@ class InsufficientMemoryError(MemoryError):
 def check_int(name: str, value: object, low: int, high: int) -> int:
     """``value`` as an int in ``low..high``; ValueError otherwise (floats and bools are not ints)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {_shown(value)}")
     value = int(value)
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+        raise ValueError(f"{name} must be in {low}..{high}, got {_shown(value)}")
     return value
 
 
 def check_float(name: str, value: object, low: float, high: float) -> float:
     """``value`` as a finite float in [low, high]; ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
-    return value
+        raise ValueError(f"{name} must be a number, got {_shown(value)}")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):  # an int beyond float range, or a Real that will not convert
+        number = math.nan
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {_shown(value)}")
+    return number
+
+
+def _shown(value: object) -> str:
+    """``value`` for a one-line message: short, and never an error of its own (a 400-digit int is shown by its size)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+        if abs(value) >= 10**30:
+            return f"{'a negative' if value < 0 else 'an'} integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        return str(value)
+    try:
+        text = repr(float(value)) if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not replace the message
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_seed(seed: object) -> int:

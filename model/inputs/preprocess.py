@@ -3,7 +3,9 @@
 Accepted images (numpy arrays):
 * (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped);
 * dtypes uint8 (0..255), uint16 (0..65535), bool, other integers holding
-  values in 0..255 or 0..65535, or floats in [0, 1].
+  values in 0..255 or 0..65535, or floats in [0, 1];
+* numpy array subclasses are taken as their plain data; a masked array only
+  when no pixel is masked (a masked pixel has no value to segment).
 Anything else raises ValueError with a message saying what was wrong.
 """
 
@@ -28,6 +30,10 @@ def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
     """
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if type(image) is not np.ndarray:
+        if np.ma.isMaskedArray(image) and np.ma.is_masked(image):
+            raise ValueError("image is a masked array with masked pixels: give plain pixel values (e.g. np.ma.filled(image, 0))")
+        image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] in (1, 3, 4):
         pass
     elif image.ndim != 2:
@@ -178,7 +184,18 @@ def untempered_threshold(threshold: float, temperature: float) -> float:
     """The raw probability p with sigmoid(logit(p) / T) == ``threshold``: sigmoid(T * logit(threshold))."""
     if temperature == 1.0 or threshold == 0.5:
         return threshold
-    return float(1 / (1 + math.exp(-temperature * math.log(threshold / (1 - threshold)))))
+    # In log space, and a sigmoid that never overflows: any threshold in (0, 1) and temperature > 0 give a
+    # probability in [0, 1] (0.0 or 1.0 where the exact answer is beyond float precision), never an OverflowError.
+    logit = math.log(threshold) - math.log1p(-threshold)
+    return _sigmoid(temperature * logit)
+
+
+def _sigmoid(z: float) -> float:
+    """1 / (1 + exp(-z)) without overflow for any z (exp only ever sees a number <= 0)."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def apply_temperature(probability: torch.Tensor, temperature: float) -> torch.Tensor:

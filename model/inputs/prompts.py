@@ -22,6 +22,7 @@ DDIM step.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class Prompts:
 
     @property
     def clicks(self) -> int:
-        return len(self.positive) + len(self.negative)
+        return _count(self.positive) + _count(self.negative)
 
     @property
     def empty(self) -> bool:
@@ -78,11 +79,15 @@ class Prompts:
     def check(self, height: int, width: int) -> None:
         """ValueError naming the problem if a click lies outside the (H, W) image or the prior has another shape."""
         for name, points in (("positive", self.positive), ("negative", self.negative)):
+            if isinstance(points, (str, bytes)) or not isinstance(points, (Sequence, np.ndarray)) or np.ndim(points) == 0:
+                raise ValueError(f"{name} clicks must be a sequence of (row, col) pairs, got {_brief(points)}")
             for point in points:
                 if not _is_point(point):
-                    raise ValueError(f"{name} click {point!r:.60} must be a (row, col) pair of numbers")
-                r, c = point
-                if not (np.isfinite(r) and np.isfinite(c) and -0.5 <= r < height + 0.5 and -0.5 <= c < width + 0.5):
+                    raise ValueError(f"{name} click {_brief(point)} must be a (row, col) pair of numbers")
+                r, c = _finite_pair(point)
+                if r is None:
+                    raise ValueError(f"{name} click {_brief(point)} must be a (row, col) pair of finite numbers")
+                if not (-0.5 <= r < height + 0.5 and -0.5 <= c < width + 0.5):
                     raise ValueError(f"{name} click ({r:g}, {c:g}) lies outside the {height} x {width} image")
         if self.prior is not None:
             prior = np.asarray(self.prior)
@@ -99,6 +104,32 @@ class Prompts:
         return {"positive": pick(self.positive), "negative": pick(self.negative), "prior": self.prior is not None}
 
 
+def _count(points) -> int:
+    """How many clicks ``points`` holds; 1 for something that is not a sequence, so :meth:`Prompts.check` sees and refuses it."""
+    try:
+        return len(points)
+    except TypeError:
+        return 1
+
+
+def _brief(value) -> str:
+    """``value`` for a one-line message: at most 60 characters of its repr, or its type."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not replace the message
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite_pair(point) -> tuple[float, float] | tuple[None, None]:
+    """(row, col) as finite floats, or (None, None) for a NaN, an infinity or an int beyond float range."""
+    try:
+        r, c = (float(v) for v in point)
+    except (OverflowError, ValueError, TypeError):
+        return None, None
+    return (r, c) if math.isfinite(r) and math.isfinite(c) else (None, None)
+
+
 def _is_point(point) -> bool:
     """True for a (row, col) pair of real numbers (bools, strings and complex numbers are not)."""
     try:
@@ -111,7 +142,7 @@ def _is_point(point) -> bool:
 def _points_map(points: Sequence[Point], height: int, width: int, size: int) -> torch.Tensor:
     """(S, S) float32 clipped distance map of ``points`` (image pixels) at the working size."""
     out = torch.zeros((size, size))
-    if not points:
+    if not len(points):
         return out
     axis = torch.arange(size, dtype=torch.float32)
     radius = click_radius(size)

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from model import Segmenter
+from model.inputs.limits import MAX_WORKING_SIZE
 
 from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
@@ -35,7 +36,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split to train on (default: train; 'all' for every case)")
     parser.add_argument("--val-split", default="val", help="split for model selection (default: val)")
     parser.add_argument(
-        "--size", type=int, default=None,
+        "--size", type=bounded_int(4, MAX_WORKING_SIZE), default=None,
         help="working resolution in pixels (default: 128; with --init, the warm start's own size unless given)",
     )
     parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated")

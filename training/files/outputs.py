@@ -7,7 +7,12 @@
 * :class:`ExclusiveLock` is a lock file created with ``O_CREAT | O_EXCL``:
   two processes can never both hold it. It records the holder's pid and
   host; a lock whose holder is gone (a killed run on this machine) is stale
-  and is taken over, with a message. It is removed when released.
+  and is taken over, with a message. It is removed when released. A lock
+  record naming a pid no process can have (not an int, or outside
+  1..2**31-1) on this host is stale too. Something at the lock's path that
+  is not a regular file (a folder, a link, a FIFO) was not made by this
+  program: it is refused in one line (:class:`LockedError`), never moved or
+  deleted.
 * :func:`display` turns any path, including one whose name is not valid
   UTF-8 (surrogate-escaped by Python), into a printable string.
 """
@@ -17,12 +22,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
 from typing import Callable
 
 from model.files.checkpoint import CheckpointError, read_checkpoint_meta
+from model.files.file_access import file_kind
 
 
 def display(path: str | os.PathLike) -> str:
@@ -120,6 +127,11 @@ class ExclusiveLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
+                if holder is not None and holder.get("foreign"):
+                    raise LockedError(
+                        f"{display(self.path)}: is {holder['foreign']}, not a lock file of this program, "
+                        f"so {self.what} cannot be locked; remove it if nothing uses it"
+                    ) from None
                 if holder is not None and not _alive(holder):
                     self._break_stale(holder)
                     continue
@@ -146,6 +158,14 @@ class ExclusiveLock:
                 pass
 
     def _holder(self) -> dict | None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return None
+        except OSError:
+            mode = stat.S_IFREG  # cannot tell: read it below, and judge it as damaged if that fails
+        if not stat.S_ISREG(mode):  # never read a FIFO (it would block) or follow a link
+            return {"pid": None, "host": None, "foreign": "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -197,20 +217,28 @@ class ExclusiveLock:
         )
 
 
+MAX_PID = 2**31 - 1
+"""Largest pid a process can have (pid_t is a signed 32-bit int; Linux stops at 2**22)."""
+
+
 def _alive(holder: dict) -> bool:
     """False only when the holder is certainly gone: a pid on this host that no longer exists, or a damaged lock over a minute old."""
     if holder.get("damaged"):
         return holder.get("age", 0) < 60
     pid, host = holder.get("pid"), holder.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
+    if host != socket.gethostname():
         return True  # another machine (a shared folder): cannot tell, so respect it
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= MAX_PID:
+        # This program writes its own pid; no process here has this one (and 0 or -1 would make os.kill
+        # signal a whole process group, 2**70 raise OverflowError): the record is damaged, the lock stale.
+        return False
     if pid == os.getpid():
         return True
     if os.name == "nt":  # os.kill would terminate the process there
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

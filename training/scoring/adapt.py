@@ -70,8 +70,7 @@ class Calibration:
 
     @classmethod
     def from_raw(cls, temperature: float, raw_threshold: float) -> Calibration:
-        logit = math.log(raw_threshold / (1 - raw_threshold))
-        return cls(temperature, float(1 / (1 + math.exp(-logit / temperature))))
+        return cls(temperature, untempered_threshold(raw_threshold, 1 / temperature))  # sigmoid(logit(raw) / T), never overflowing
 
 
 def case_stats(
