@@ -137,3 +137,18 @@ def test_a_case_another_run_wrote_after_this_one_looked_is_kept_not_replaced(tmp
     claim_new_case(out, "fresh")
     with pytest.raises(FileExistsError, match="written by another run"):
         claim_new_case(out, "fresh")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes and links are POSIX")
+def test_paths_that_are_no_file_say_what_they_are(tmp_path, tiny_checkpoint, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    names = ["pipe.png", "loop1.png", "dangling.png", "missing.png"]
+    code, _, stderr = _run([*(tmp_path / n for n in names), "-o", tmp_path / "out", "--checkpoint", tiny_checkpoint], capsys)
+    assert code == 1 and "Traceback" not in stderr
+    for name, words in zip(names, ["a named pipe", "a symbolic link in a loop", "a symbolic link to nothing", "no such file or folder"]):
+        assert f"{tmp_path / name}: {words}" in stderr, stderr

@@ -88,8 +88,25 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
         elif path.is_file():
             images.append(path)
         else:
-            problems.append(f"{path}: no such file or folder")
+            problems.append(f"{path}: {_why_not_a_file(path)}")
     return images, problems, ignored
+
+
+def _why_not_a_file(path: Path) -> str:
+    """Why ``path`` is neither a folder nor a regular file, in words."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except RuntimeError:
+        return "a loop of symbolic links"
+    except OSError as err:
+        if path.is_symlink():
+            return "a symbolic link " + ("in a loop" if err.errno == 40 else "to nothing")
+        return "no such file or folder" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror or type(err).__name__})"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe, not an image file"
+    return "not a regular file or folder (a device or socket)"
 
 
 ETA = 0.0  # deterministic DDIM; recorded (and compared) so that a future --eta cannot reuse stale outputs
