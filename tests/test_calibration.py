@@ -192,3 +192,9 @@ def test_average_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_
     assert main(["average", str(first), str(second), "-o", str(out)]) == 2  # no silent overwrite
     assert "already exists" in capsys.readouterr().err
     assert not (tmp_path / "x.mlffm").exists()
+    # -o a folder, or in a folder that does not exist: named in one line, not the temporary file
+    assert main(["average", str(first), str(second), "-o", str(tmp_path), "--overwrite"]) == 2
+    assert f"{tmp_path}: is a folder; -o needs a file name" in capsys.readouterr().err
+    assert main(["average", str(first), str(second), "-o", str(tmp_path / "missing" / "x.mlffm")]) == 2
+    err = capsys.readouterr().err
+    assert "missing: folder of -o" in err and ".tmp" not in err

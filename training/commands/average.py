@@ -21,7 +21,7 @@ import torch
 
 from model import Segmenter
 
-from ..data.imageio import check_writable
+from ..files.outputs import check_output_file
 
 
 def add_average_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ def run_average(args: argparse.Namespace) -> int:
         raise ValueError(f"need two or more checkpoints to average, got {len(args.checkpoints)}")
     if len(set(p.resolve() for p in args.checkpoints)) < len(args.checkpoints):
         raise ValueError("the same checkpoint is named twice; each model should count once")
-    check_writable([args.output], args.overwrite)
+    check_output_file(args.output, args.overwrite)  # a missing folder or a folder as -o: one line now, before loading anything
     models = [Segmenter.load(path, "cpu") for path in args.checkpoints]
     for path, model in zip(args.checkpoints[1:], models[1:]):
         if _architecture(model) != _architecture(models[0]):
