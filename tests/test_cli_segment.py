@@ -152,3 +152,27 @@ def test_paths_that_are_no_file_say_what_they_are(tmp_path, tiny_checkpoint, cap
     assert code == 1 and "Traceback" not in stderr
     for name, words in zip(names, ["a named pipe", "a symbolic link in a loop", "a symbolic link to nothing", "no such file or folder"]):
         assert f"{tmp_path / name}: {words}" in stderr, stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(tmp_path, tiny_checkpoint, sample_images, capsys, monkeypatch):
+    """As root, permissions never refuse a write, so the refusal of the folder (EACCES) is made by the probe's os.open."""
+    import errno
+    import os
+
+    from model import Segmenter
+    from training.files import outputs
+
+    real_open, proposed = os.open, []
+
+    def refusing(path, *args, **kwargs):
+        if ".probe-" in os.fspath(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(outputs.os, "open", refusing)
+    monkeypatch.setattr(Segmenter, "propose", lambda *a, **k: proposed.append(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, stderr = _run([*sample_images[:2], "-o", out, "--checkpoint", tiny_checkpoint], capsys)
+    assert code == 2 and proposed == [] and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"mlffm segment: error: {out}: -o cannot be written to (Permission denied)"

@@ -30,6 +30,7 @@ from model import Segmenter
 from ..cli_types import add_flat_field_argument, flat_field_choice, path_arg, samples_arg, seed_arg, steps_arg
 from ..loop.distributed import Distributed, parse_shard, rank_device, session
 from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
+from ..files.outputs import check_writable_folder
 from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
@@ -212,6 +213,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field, segmenter.config.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
     args.output.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(args.output)  # a read-only folder: one line now, not one per image after its work
     swept = sweep_temporaries(args.output, {p.stem for p in mine})
     own_problems: list[str] = []
     todo: list[tuple[Path, CaseState]] = []

@@ -60,12 +60,21 @@ def check_output_file(path: Path, overwrite: bool, option: str = "-o") -> None:
         raise NotADirectoryError(f"{display(folder)}: not a folder, so {option} {display(path)} cannot be written")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{display(path)}: already exists (use --overwrite to replace it)")
-    probe = folder / f".{path.name}.probe-{os.getpid()}.tmp"
+    _probe(folder, f".{path.name}", f"cannot write {option} {display(path)} here")
+
+
+def check_writable_folder(folder: Path, option: str = "-o") -> None:
+    """PermissionError (one line naming ``folder`` and ``option``) unless a file can be created in the existing ``folder``."""
+    _probe(Path(folder), "", f"{option} cannot be written to")
+
+
+def _probe(folder: Path, stem: str, what: str) -> None:
+    probe = folder / f"{stem}.probe-{os.getpid()}.tmp"
     try:
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise PermissionError(f"{display(folder)}: cannot write {option} {display(path)} here ({reason})") from None
+        raise PermissionError(f"{display(folder)}: {what} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
 
