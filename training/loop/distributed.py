@@ -354,9 +354,12 @@ class StopOnSignals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            # A rank leaving because another was lost is about to say so and exit; torchrun's agent sends it
+            # SIGTERM meanwhile, which must not end it before its one line is printed.
+            lost = exc_type is not None and issubclass(exc_type, PeerLostError) and sig == signal.SIGTERM
+            signal.signal(sig, signal.SIG_IGN if lost else previous)
         self._previous.clear()
 
 
