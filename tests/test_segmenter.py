@@ -288,7 +288,7 @@ def test_disagreement_is_one_minus_mean_pairwise_dice():
         np.zeros((30, 20), np.float32),
         np.full((25, 33, 4), 255, np.uint8),
         np.full((50, 40, 3), 40000, np.uint16),
-        np.full((64, 64, 3), 0.5) + np.random.default_rng(0).normal(0, 2e-4, (64, 64, 3)),  # below a grey level's noise
+        np.full((64, 64, 3), 0.5) + np.random.default_rng(0).normal(0, 2e-6, (64, 64, 3)),  # float rounding, no picture
     ],
     ids=["grey-uint8", "black-float", "white-rgba", "uint16", "faint-noise"],
 )
@@ -311,8 +311,11 @@ def test_a_blank_image_still_holds_kept_pixels_and_a_faint_real_image_is_not_bla
     where[10:20, 10:20] = True
     p = tiny_segmenter.propose(blank, n_samples=2, steps=1, kept=KeptPixels(where, where.copy()))
     assert np.array_equal(p.consensus, where) and all(np.array_equal(s, where) for s in p.samples)
-    # One grey level of difference (a faint lesion on flat skin) is an image, not a blank.
+    # One grey level of difference (a faint lesion on flat skin) is an image, not a blank; so is an
+    # image of 8-bit values stored as uint16 (read as a dim 16-bit image: 1/256 of the range).
     faint = blank.copy()
     faint[8:24, 8:24] += 1
-    calls = tiny_segmenter.encode_calls
-    assert tiny_segmenter.propose(faint, n_samples=2, steps=1).notes == () and tiny_segmenter.encode_calls == calls + 1
+    dim = (np.random.default_rng(1).integers(0, 256, (32, 32, 3))).astype(np.uint16)
+    for image in (faint, dim):
+        calls = tiny_segmenter.encode_calls
+        assert tiny_segmenter.propose(image, n_samples=2, steps=1).notes == () and tiny_segmenter.encode_calls == calls + 1

@@ -90,11 +90,13 @@ def _value_scale(image: np.ndarray) -> float:
 
 
 # An image whose every channel varies less than this (standard deviation at the
-# working size, in [0, 1] units) is blank: the standardization below divides by
-# std + 1e-3, so the network would see (almost) nothing, and what it draws then
-# is its prior, not the image (a flat grey or black image came out 90 % "lesion").
-# The least varied ISIC 2018 image varies 22 times more (0.022).
-BLANK_CONTRAST = 1e-3
+# working size, in [0, 1] units of its dtype's range) is blank: one flat colour.
+# The standardization below divides by std + 1e-3, so the network sees (almost)
+# nothing, and what it draws then is its prior, not the image (a flat grey or
+# black frame came out 90 % "lesion"). The bound is far below any real picture:
+# a uint16 image holding 8-bit values varies about 1e-3 in these units and is
+# segmented as before; the least varied ISIC 2018 image varies 0.022.
+BLANK_CONTRAST = 1e-5
 
 
 def contrast(images: torch.Tensor) -> torch.Tensor:
