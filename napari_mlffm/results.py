@@ -76,9 +76,8 @@ def check_case_layers(
         if layer is None:
             continue
         if not isinstance(layer, _KINDS[kind]):
-            raise ValueError(
-                f"layer '{layer.name}' is a {type(layer).__name__} layer, not the {kind} of '{image_name}': rename or remove it"
-            )
+            shown = type(getattr(layer, "__wrapped__", layer)).__name__  # a dock may hold napari's proxy of the layer
+            raise ValueError(f"layer '{layer.name}' is a {shown} layer, not the {kind} of '{image_name}': rename or remove it")
         shape = tuple(np.shape(layer.data))
         if len(shape) != dimensions[kind] or (kind in sized and shape[-2:] != (height, width)):
             raise ValueError(
@@ -175,6 +174,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     found = case_layers(viewer, image_layer.name)
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
+    check_not_refining(found, image_layer.name)
     samples = proposal.samples.astype(np.uint8)
     state = {
         **info, "probability": proposal.probability, "threshold": proposal.threshold,
@@ -205,10 +205,26 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         mask.metadata[KEY] = mask_state
     else:  # the edited mask stays, but an outline level belonged to the old probability
         mask.metadata[KEY] = {**{k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}, **info}
+    for kind, layer in case_layers(viewer, image_layer.name).items():  # layers kept from before follow the image too
+        if layer is not None:
+            place(layer, image_layer, leading=1 if kind == "proposals" else 0)
     viewer.layers.selection.active = mask
     mask.selected_label = 1
     mask.mode = "paint"
     return mask, kept
+
+
+def check_not_refining(found: dict[str, Any], image_name: str) -> None:
+    """ValueError while a refine of the image runs: it will replace the mask, and a proposal landing meanwhile would be mixed in."""
+    mask = found.get("mask")
+    if mask is not None and isinstance(mask.metadata.get(KEY), dict) and mask.metadata[KEY].get("refining"):
+        raise ValueError(f"a refine of '{image_name}' is running and will replace its mask: propose again when it ends")
+
+
+def place(layer, image_layer, leading: int = 0) -> None:
+    """Move an existing ``layer`` to where the image is (see :func:`placement`)."""
+    for name, value in placement(image_layer, leading).items():
+        setattr(layer, name, value)
 
 
 def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:

@@ -101,3 +101,59 @@ def test_result_and_prompt_layers_sit_where_a_scaled_turned_image_does(make_napa
     refine.image.value = image
     assert np.allclose(refine.prompts_layer()._data_to_world.affine_matrix, expected)
     assert np.allclose(refine.box_layer()._data_to_world.affine_matrix, expected)
+
+
+def test_a_refine_meets_a_proposal_a_foreign_layer_or_new_pixels_without_mixing_them_in(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, refine = _dock(viewer, "Propose masks"), _dock(viewer, "Refine with clicks")
+    image = viewer.add_image(_rgb(), name="g", rgb=True)
+    _propose(qtbot, propose, image)
+    mask = viewer.layers["g mask"]
+    refine.image.value = image
+    # A proposal asked for while the refine runs is refused: it would be mixed into the refine's result.
+    assert refine.start() is not None
+    assert propose.start() is None and "a refine of 'g' is running" in propose.status.value
+    qtbot.waitUntil(lambda: refine.worker is None, timeout=120_000)
+    assert "painted meanwhile" not in refine.status.value and not mask.metadata["mlffm"]["kept_mask"].any()
+    # Another kind of layer put under a result name during the refine: one line, the layer left alone.
+    assert refine.start() is not None
+    viewer.layers.remove("g uncertainty")
+    theirs = viewer.add_labels(np.zeros((64, 64), np.uint8), name="g uncertainty")
+    qtbot.waitUntil(lambda: refine.worker is None, timeout=120_000)
+    assert "layer 'g uncertainty' is a Labels layer, not the uncertainty of 'g'" in refine.status.value
+    assert not np.asarray(theirs.data).any()
+    viewer.layers.remove(theirs)
+    # New pixels during the refine: its result is dropped.
+    before = np.asarray(mask.data).copy()
+    assert refine.start() is not None
+    image.data = _rgb(seed=5)
+    qtbot.waitUntil(lambda: refine.worker is None, timeout=120_000)
+    assert "given other pixels during the refine; refine dropped" in refine.status.value
+    assert np.array_equal(np.asarray(mask.data), before)
+
+
+def test_kept_result_layers_follow_the_image_and_cases_leave_a_foreign_layer_alone(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    from PIL import Image as PILImage
+
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    first = viewer.add_image(_rgb(), name="g", rgb=True)
+    _propose(qtbot, propose, first)
+    viewer.layers.remove(first)
+    second = viewer.add_image(_rgb(seed=3), name="g", rgb=True, scale=(2.0, 2.0), translate=(50.0, 0.0))
+    _propose(qtbot, propose, second)
+    for layer in results.case_layers(viewer, "g").values():
+        assert np.allclose(layer._data_to_world.affine_matrix[-3:, -3:], second._data_to_world.affine_matrix), layer.name
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for index in range(2):
+        PILImage.fromarray(_rgb(40, 48, index)).save(folder / f"c{index}.png")
+    cases = _dock(viewer, "Cases")
+    theirs = viewer.add_points([[1, 1], [5, 5]], name="c0 mask")  # the user's own layer under the mask's name
+    cases.model.set_mask(str(folder / "c0.png"), np.ones((40, 48), bool))
+    assert cases.open_folder(folder) == 2
+    cases.step(1)
+    assert "layer 'c0 mask' is a Points layer" in cases.status.value
+    cases.step(1)
+    assert theirs in viewer.layers and cases.model.get("c0").mask.shape == (40, 48)

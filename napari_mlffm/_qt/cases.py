@@ -181,6 +181,14 @@ class CasesWidget(common.RunCancel, Container):
         case = self.model.get(self.model.current)
         name = self._layer_name or case.path.stem
         layers = results.case_layers(self.viewer, name)
+        image = results.find(self.viewer, name)
+        size = image_shape(image) if image is not None else None
+        for kind, layer in layers.items():  # a layer of another kind or size under a result name is not this case's
+            try:
+                if layer is not None:
+                    results.check_case_layers({kind: layer}, name, *(size or (0, 0)), sized=(kind,) if size else ())
+            except ValueError:
+                layers[kind] = None  # left in the viewer as it is
         mask = layers["mask"]
         if mask is not None and case is not None:
             state = mask.metadata.get(results.KEY, {})

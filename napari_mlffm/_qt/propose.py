@@ -169,7 +169,9 @@ class ProposeWidget(common.RunCancel, Container):
         flat = None if own[2] is None or self.flat_field.value == own[2] else self.flat_field.value
         SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
         try:  # a layer of another kind under a result name is refused now, not after the run
-            results.check_case_layers(results.case_layers(self.viewer, layer.name), layer.name, 0, 0, sized=())
+            found = results.case_layers(self.viewer, layer.name)
+            results.check_case_layers(found, layer.name, 0, 0, sized=())
+            results.check_not_refining(found, layer.name)
         except ValueError as err:
             self._on_error(err)
             return None

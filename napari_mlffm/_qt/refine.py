@@ -313,6 +313,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return None
         checkpoint = state.get("checkpoint")
         checkpoint = None if checkpoint in (None, "shipped default") else checkpoint
+        started_with = image_layer.data  # a result for other pixels is dropped
         args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
         flat = state.get("flat_field")  # the proposal's own; absent in records made before it existed
@@ -326,7 +327,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         where = " in a box" if box is not None else ""
         self._launch(
             worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",
-            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box, current),
+            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box, current, started_with),
         )
         return worker
 
@@ -337,7 +338,10 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             if not self._closed:
                 self.status.value = "refine cancelled"
 
-    def _on_done(self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None, sent: np.ndarray | None = None):
+    def _on_done(
+        self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None,
+        sent: np.ndarray | None = None, started_with=None,
+    ):
         """Show a refine's result. ``sent``: (H, W) bool, the mask when the refine started; strokes painted
         since then are laid over the refined mask and held as painted pixels, not lost."""
         proposal, info = result
@@ -349,6 +353,14 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         found = results.case_layers(self.viewer, image_layer.name)
         if found["mask"] is None:
             self.status.value = "mask layer was closed; refine dropped"
+            return
+        if image_layer not in self.viewer.layers or (started_with is not None and image_layer.data is not started_with):
+            self._on_error(f"image '{image_layer.name}' was closed or given other pixels during the refine; refine dropped")
+            return
+        try:  # a layer of another kind or size put under a result name meanwhile is left alone
+            results.check_case_layers(found, image_layer.name, *proposal.probability.shape)
+        except ValueError as err:
+            self._on_error(err)
             return
         samples = proposal.samples.astype(np.uint8)
         if found["proposals"] is not None:
