@@ -176,3 +176,30 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(tmp
     code, _, stderr = _run([*sample_images[:2], "-o", out, "--checkpoint", tiny_checkpoint], capsys)
     assert code == 2 and proposed == [] and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == f"mlffm segment: error: {out}: -o cannot be written to (Permission denied)"
+
+
+def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written_again(tmp_path, tiny_checkpoint, sample_images, capsys):
+    import json as json_module
+    import socket
+
+    from training.files.segment_case import marker_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stem = sample_images[0].stem
+    partial = out / f"{stem}_segmentation.png"
+    partial.write_bytes(b"half")  # what a writer leaves between its first file and its sidecar
+    args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        code, _, stderr = _run(args, capsys)
+        assert code == 1 and f"being written by another run (pid {live.pid}); kept" in stderr
+        assert partial.read_bytes() == b"half" and marker_path(out, stem).exists()
+    finally:
+        live.kill()
+        live.wait()
+    # The same marker once its writer is gone: a killed run's case, written again.
+    code, _, stderr = _run(args, capsys)
+    assert code == 0, stderr
+    assert partial.read_bytes() != b"half" and not marker_path(out, stem).exists()

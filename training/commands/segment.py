@@ -35,6 +35,7 @@ from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
     case_state,
+    check_still,
     claim_new_case,
     clear_marker,
     encode_case,
@@ -154,6 +155,8 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
     claimed = state is CaseState.NEW and not args.overwrite
     if claimed:
         claim_new_case(out_dir, path.stem)  # another run into the same folder may have written it meanwhile
+    elif not args.overwrite:
+        check_still(out_dir, path.stem, state)  # a killed run's case, unless a live run is writing or has written it
     write_case(out_dir, case, record, claimed=claimed)
     return proposal.notes
 

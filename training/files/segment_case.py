@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -180,6 +181,41 @@ def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
     return True
 
 
+def marker_record() -> bytes:
+    """What a marker holds: the writing process's pid and host, so another run can tell a live write from a killed one."""
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+
+
+def writer_alive(out_dir: Path, stem: str) -> int | None:
+    """The pid of another live process on this host whose marker says it is writing case ``stem`` now, else None
+    (no marker, an empty one from an older version, another host's, or a writer that is gone: a killed run)."""
+    try:
+        record = json.loads(marker_path(out_dir, stem).read_bytes()[:4096] or b"null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("host") != socket.gethostname():
+        return None
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31 or pid == os.getpid() or os.name == "nt":
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return None
+    except OSError:
+        return pid  # it exists (another user's)
+    return pid
+
+
+def check_still(out_dir: Path, stem: str, planned: CaseState) -> None:
+    """FileExistsError (one line) when case ``stem`` is no longer as this run found it, or another live run is writing it."""
+    pid = writer_alive(out_dir, stem)
+    if pid is not None:
+        raise FileExistsError(f"{out_dir / (stem + '.json')}: being written by another run (pid {pid}); kept (rerun when it ends)")
+    if case_state(out_dir, stem) is not planned:
+        raise FileExistsError(f"{out_dir / (stem + '.json')}: written by another run since this one started; kept (use --overwrite to replace it)")
+
+
 def claim_new_case(out_dir: Path, stem: str) -> None:
     """Create the case's marker exclusively, for a case that had no files when this run looked.
 
@@ -190,9 +226,13 @@ def claim_new_case(out_dir: Path, stem: str) -> None:
     marker = marker_path(out_dir, stem)
     taken = f"{out_dir / (stem + '.json')}: written by another run since this one started; kept (use --overwrite to replace it)"
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         raise FileExistsError(taken) from None
+    try:
+        os.write(fd, marker_record())
+    finally:
+        os.close(fd)
     if any(path.exists() for path in output_paths(out_dir, stem)):
         marker.unlink(missing_ok=True)
         raise FileExistsError(taken)
@@ -212,7 +252,7 @@ def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any], claimed
     text = encode_json(full)
     try:
         if not claimed:
-            imageio.atomic_write_bytes(marker, b"")
+            imageio.atomic_write_bytes(marker, marker_record())
         if sidecar.exists():
             sidecar.unlink()  # an old commit record must not vouch for a half-replaced case
         for name, data in case.files.items():
