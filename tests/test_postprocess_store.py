@@ -92,8 +92,8 @@ def test_export_refuses_before_writing_anything(tmp_path):
 
 def test_an_export_replaced_with_overwrite_is_replaced_whole(tmp_path):
     mask = np.ones((4, 4), bool)
-    export_case(tmp_path, "c", mask, np.ones((4, 4)), np.zeros((4, 4)), {})
-    written = export_case(tmp_path, "c", mask, None, None, {}, overwrite=True)  # no maps this time
+    export_case(tmp_path, "c", mask, np.ones((4, 4)), np.zeros((4, 4)), {}, samples=np.ones((2, 4, 4), bool))
+    written = export_case(tmp_path, "c", mask, None, None, {}, overwrite=True)  # no maps, no samples this time
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written) == ["c.json", "c_segmentation.png"]
     assert json.loads((tmp_path / "c.json").read_text())["outputs"] == ["c_segmentation.png", "c.json"]
 

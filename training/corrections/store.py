@@ -374,10 +374,9 @@ def export_case(
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
-    targets = {suffix: folder / f"{stem}{suffix}" for suffix in EXPORT_SUFFIXES}
-    if samples is not None:
-        targets["_samples.tif"] = folder / f"{stem}_samples.tif"
-    wanted = [p for s, p in targets.items() if (s != "_probability.tif" or probability is not None) and (s != "_uncertainty.tif" or uncertainty is not None)]
+    targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
+    optional = {"_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples}
+    wanted = [p for s, p in targets.items() if optional.get(s, True) is not None]
     check_writable(wanted, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     write_png(targets["_segmentation.png"], mask.astype(np.uint8) * 255)
