@@ -249,3 +249,24 @@ def test_a_split_that_selects_nothing_names_the_splits_the_file_holds(tmp_path, 
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.endswith(f"no cases in split '{'val' if args[0] == 'evaluate' else 'train'}' (its splits.csv has 'Train', 'Val')"), err
+
+
+def test_masks_named_as_other_datasets_name_them_are_found_and_read(tmp_path):
+    data = tmp_path / "clinic"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    lesion = np.zeros((30, 40), np.uint8)
+    lesion[10:20, 12:30] = 255
+    names = {"a": "a_lesion.bmp", "b": "b_mask.PNG", "c": "c_segmentation.tif", "d": "d.gif", "e": "e.png"}
+    for case_id, mask_name in names.items():
+        Image.fromarray(np.full((30, 40, 3), 120, np.uint8)).save(data / "images" / f"{case_id}.jpg")
+        Image.fromarray(lesion).save(data / "masks" / mask_name)
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(data / "masks" / "e_mask.png")  # e.png comes first
+    Image.fromarray(np.full((30, 40, 3), 120, np.uint8)).save(data / "images" / "f.jpg")  # no mask at all
+    listing = list_cases(data, "all")
+    assert {c.case_id: c.mask_path.name for c in listing.cases} == names
+    assert any("f.jpg: skipped, no mask masks/f.png (nor f_segmentation, _lesion or _mask" in p for p in listing.problems)
+    from training.data.datasets import load_case
+
+    for case in listing.cases:
+        assert np.array_equal(load_case(case)[1], lesion > 0), case.case_id

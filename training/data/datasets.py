@@ -241,10 +241,11 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     problems.extend(message for _, message in left_out)
 
     cases = []
+    masks = _mask_files(masks_dir)
     for case_id, image_path in by_id.items():
-        mask_path = _find_mask(masks_dir, case_id)
+        mask_path = _find_mask(masks, case_id)
         if mask_path is None:
-            message = f"{display(image_path)}: skipped, no mask masks/{case_id}.png"
+            message = f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, .png .bmp .tif .gif)"
             problems.append(message)
             skipped.append(message)
             continue
@@ -252,11 +253,27 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped))
 
 
-def _find_mask(masks_dir: Path, case_id: str) -> Path | None:
-    for name in (f"{case_id}.png", f"{case_id}_segmentation.png"):
-        candidate = masks_dir / name
-        if candidate.is_file():
-            return candidate
+MASK_NAMES = ("", "_segmentation", "_lesion", "_mask")
+"""What may follow a case id in its mask's file name: ISIC's ``_segmentation``, PH2's ``_lesion``, a plain ``_mask``."""
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
+"""A mask's file types, first match wins (lossless ones only: JPEG smears a mask's edge)."""
+
+
+def _mask_files(masks_dir: Path) -> dict[str, Path]:
+    """The files of ``masks/`` by lower-cased name (one listing, so ``.PNG`` and ``.png`` are found alike)."""
+    try:
+        return {p.name.lower(): p for p in masks_dir.iterdir() if not p.name.startswith(".")} if masks_dir.is_dir() else {}
+    except OSError:
+        return {}
+
+
+def _find_mask(masks: dict[str, Path], case_id: str) -> Path | None:
+    """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order."""
+    for name in MASK_NAMES:
+        for suffix in MASK_SUFFIXES:
+            candidate = masks.get(f"{case_id}{name}{suffix}".lower())
+            if candidate is not None and candidate.is_file():
+                return candidate
     return None
 
 
