@@ -59,3 +59,28 @@ def test_an_uncertainty_map_stays_out_of_the_image_lists_after_its_image_is_remo
     for widget in (propose, review):
         widget.reset_choices()
         assert [c for c in widget.image.choices if c is not None] == []
+
+
+def test_a_model_folder_of_odd_cards_and_names_lists_only_real_versions_with_dict_cards(tmp_path):
+    from training.corrections.model_store import list_versions
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    cards = {"null": "null", "list": "[1, 2]", "nan": "NaN", "deep": "[" * 100_000 + "]" * 100_000, "bad": "{not json", "good": '{"val_dice_before": 0.8}'}
+    for name, text in cards.items():
+        (folder / f"finetuned-{name}.mlffm").write_bytes(b"weights")
+        (folder / f"finetuned-{name}.json").write_text(text)
+    (folder / "finetuned-folder.mlffm").mkdir()
+    (folder / "finetuned-dangling.mlffm").symlink_to(folder / "nowhere")
+    versions = {v.label: v.card for v in list_versions(folder) if v.path is not None}
+    assert sorted(versions) == sorted(f"finetuned-{name}" for name in cards)
+    assert versions["finetuned-good"] == {"val_dice_before": 0.8}
+    assert all(card == {} for label, card in versions.items() if label != "finetuned-good")
+
+
+def test_the_dock_opens_over_a_model_folder_with_a_card_that_is_no_object(make_napari_viewer, plugin_env):  # noqa: F811
+    (plugin_env["models"] / "finetuned-20240101-000000.mlffm").write_bytes(b"weights")
+    (plugin_env["models"] / "finetuned-20240101-000000.json").write_text("null")
+    viewer = make_napari_viewer()
+    for name in ("Fine-tune", "Propose masks"):
+        assert _dock(viewer, name) is not None

@@ -48,15 +48,24 @@ def list_versions(folder: str | Path | None) -> list[ModelVersion]:
     if folder is not None and Path(folder).is_dir():
         # by the timestamp after the kind ("finetuned-", "adapted-"), so the kinds interleave by age
         for path in sorted(Path(folder).glob("*.mlffm"), key=lambda p: (p.stem.partition("-")[2], p.name)):
-            if path.name.endswith(".resume.mlffm"):
-                continue
-            card_path = path.with_suffix(".json")
-            try:
-                card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-            except (OSError, ValueError):
-                card = {}
-            versions.append(ModelVersion(path.stem, path, card))
+            if path.name.endswith(".resume.mlffm") or not path.is_file():
+                continue  # a resume state, or a folder, dangling link or link loop named like a version
+            versions.append(ModelVersion(path.stem, path, read_card(path.with_suffix(".json"))))
     return versions
+
+
+MAX_CARD_BYTES = 1_000_000
+
+
+def read_card(card_path: Path) -> dict[str, Any]:
+    """A version's card as a dict; {} when it is missing, unreadable, too large, too deep or not a JSON object."""
+    try:
+        if not card_path.is_file() or card_path.stat().st_size > MAX_CARD_BYTES:
+            return {}
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return card if isinstance(card, dict) else {}
 
 
 def write_card(checkpoint: Path) -> dict[str, Any]:
