@@ -148,6 +148,27 @@ def test_figures_of_an_evaluation_report(tmp_path, tiny_checkpoint, capsys):
         assert image.width > 1.5 * image.height  # two panels: mean uncertainty and disagreement
     old = json.loads(report.read_text())
     assert all("disagreement" in r for r in old["per_image"]) and "disagreement_error_spearman" in old
+    # Figures already there are kept without --overwrite; a rho that could not be computed (null) is drawn as n/a.
+    capsys.readouterr()
+    assert figures([str(report), str(tmp_path / "figs")]) == 2 and "already exist (use --overwrite" in capsys.readouterr().err
+    nulls = {**old, "uncertainty_error_spearman": None, "disagreement_error_spearman": None, "metrics": {"ece": None}}
+    report.write_text(json.dumps(nulls))
+    assert figures([str(report), str(tmp_path / "figs"), "--overwrite"]) == 0
+    # Hand-edited reports: one line each, and nothing written.
+    broken = {
+        "a list": [1, 2],
+        "metrics null": {**old, "metrics": None, "calibration_bins": {"rows": [[1, 2]]}},
+        "bins a list": {**old, "calibration_bins": [1]},
+        "rows 1-D": {**old, "calibration_bins": {"rows": [1, 2, 3]}},
+        "per_image ints": {**old, "per_image": [1, 2]},
+        "dice text": {**old, "per_image": [{**r, "dice": "x"} for r in old["per_image"]]},
+    }
+    for name, content in broken.items():
+        report.write_text(json.dumps(content))
+        assert figures([str(report), str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"figures: error: {report}: ") and len(err.strip().splitlines()) == 1, (name, err)
+        assert not (tmp_path / name).exists(), name
     del old["calibration_bins"]
     report.write_text(json.dumps(old))
     assert figures([str(report), str(tmp_path / "figs2")]) == 2
