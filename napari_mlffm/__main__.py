@@ -37,7 +37,7 @@ def build_viewer(images: list[str], window: tuple[int, int] | None = None):
 
     viewer = napari.Viewer(title="napari-mlffm")
     for image in images or [str(sorted(SAMPLES.glob("*.jpg"))[0])]:
-        viewer.open(image, plugin=PLUGIN)
+        open_image(viewer, image)
     docked, docks = {}, []
     for index, name in enumerate(WIDGETS):
         dock, docked[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=index > 0)
@@ -45,6 +45,25 @@ def build_viewer(images: list[str], window: tuple[int, int] | None = None):
         docks.append(dock)
     fit_window(viewer, docks, window)
     return viewer, docked
+
+
+def open_image(viewer, image: str) -> bool:
+    """Open one image with this plugin's reader; one line (stderr and a napari warning) and False when it cannot be."""
+    from napari.utils.notifications import show_warning
+
+    from training.data.imageio import ImageReadError, read_image
+
+    path = Path(image)
+    try:
+        if not path.is_file():
+            raise ImageReadError(f"{image}: {'a folder, not an image (open it in Cases)' if path.is_dir() else 'no such file'}")
+        read_image(path)  # the reader's own checks, with a message that names the file and says what is wrong
+        viewer.open(image, plugin=PLUGIN)
+        return True
+    except (ImageReadError, OSError, ValueError) as err:
+        line = str(err).strip().splitlines()[0] if str(err).strip() else f"{image}: cannot be opened"
+        show_warning(f"skipped {line}")  # in the viewer, and on the terminal before the window is up
+        return False
 
 
 def fit_window(viewer, docks, window: tuple[int, int] | None = None) -> None:

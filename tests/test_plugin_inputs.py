@@ -84,3 +84,23 @@ def test_the_dock_opens_over_a_model_folder_with_a_card_that_is_no_object(make_n
     viewer = make_napari_viewer()
     for name in ("Fine-tune", "Propose masks"):
         assert _dock(viewer, name) is not None
+
+
+def test_the_launcher_skips_what_it_cannot_open_in_one_line_and_opens_the_rest(make_napari_viewer, tmp_path):
+    from napari.utils import notifications
+
+    from napari_mlffm.__main__ import open_image
+
+    from .conftest import SAMPLES
+
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "afolder").mkdir()
+    viewer = make_napari_viewer()
+    shown = []
+    notifications.notification_manager.notification_ready.connect(lambda n: shown.append(str(n.message)))
+    for name in ("missing.jpg", "afolder", "text.jpg", "corrupt.png"):
+        assert open_image(viewer, str(tmp_path / name)) is False
+    good = sorted(SAMPLES.glob("*.jpg"))[0]
+    assert open_image(viewer, str(good)) is True and [layer.name for layer in viewer.layers] == [good.stem]
+    assert len(shown) == 4 and all(m.startswith(f"skipped {tmp_path}") and "\n" not in m for m in shown), shown
