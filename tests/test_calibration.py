@@ -219,3 +219,18 @@ def test_average_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_
     assert main(["average", str(first), str(second), "-o", str(tmp_path / "missing" / "x.mlffm")]) == 2
     err = capsys.readouterr().err
     assert "missing: folder of -o" in err and ".tmp" not in err
+
+
+def test_calibrate_on_cases_that_are_all_skipped_names_them(tmp_path, tiny_checkpoint, capsys):
+    from PIL import Image
+
+    data = tmp_path / "thin"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((4, 300, 3), 90 + index, np.uint8)).save(data / "images" / f"t{index}.png")
+        Image.fromarray(np.zeros((4, 300), np.uint8)).save(data / "masks" / f"t{index}.png")
+    code = main(["calibrate", str(data), "-o", str(tmp_path / "c.mlffm"), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--samples", "2", "--steps", "1"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith(f"mlffm calibrate: error: {data}: none of the 2 cases of split 'all' could be used (")
+    assert "t0.png" in line and "t1.png" in line and not (tmp_path / "c.mlffm").exists()

@@ -91,6 +91,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         histogram.update(proposal.probability, truth)
         sweep.update(proposal.probability, truth)
         scores.append(dice(proposal.consensus, truth))
+    if not scores:  # every case was skipped: say which, not only that no pixels were left
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise ValueError(f"{args.data}: none of the {len(cases)} cases of split {args.split!r} could be used ({shown or 'no reason given'})")
     temperature = histogram.fit_temperature(args.objective)
     before, after = histogram.ece(1.0), histogram.ece(temperature)
     nll_before, nll_after = histogram.nll(1.0), histogram.nll(temperature)
