@@ -137,6 +137,11 @@ def test_uncertainty_error_spearman_ranks():
     doubt = [{"disagreement": u, "dice": d} for u, d in [(0.4, 0.95), (0.3, 0.9), (0.2, 0.7), (0.1, 0.5)]]
     assert uncertainty_error_spearman(doubt, "disagreement") == pytest.approx(-1.0)
     assert math.isnan(uncertainty_error_spearman(doubt))  # no mean_uncertainty in these records
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant error (every mask empty and found) ranks nothing, without a warning
+        assert math.isnan(uncertainty_error_spearman([{"mean_uncertainty": u, "dice": 1.0} for u in (0.1, 0.2, 0.3)]))
 
 
 def test_strata_group_images_by_true_lesion_size_and_border_contact():

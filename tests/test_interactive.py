@@ -146,5 +146,8 @@ def test_evaluate_with_clicks_on_any_folder(tmp_path, tiny_checkpoint, capsys):
     assert json.loads(report.read_text())["clicks"]["refine_samples"] == 1
     assert main([*args, "--refine-samples", "1"]) == 2  # nothing to refine without --clicks or --box
     assert "--refine-samples 1 needs the click protocol" in capsys.readouterr().err
+    for option in (["--click-mode", "kept"], ["--click-reach", "off"]):  # no silent no-op either
+        assert main([*args, *option]) == 2
+        assert "--click-mode and --click-reach need the click protocol" in capsys.readouterr().err
     assert main([*args, "--clicks", "2", "--click-mode", "prompts"]) == 2
     assert "prompt" in capsys.readouterr().err

@@ -71,6 +71,8 @@ def uncertainty_error_spearman(per_image: list[dict], score: str = "mean_uncerta
     if len(pairs) < 3:
         return float("nan")
     uncertainty, error = zip(*pairs)
+    if len(set(uncertainty)) < 2 or len(set(error)) < 2:
+        return float("nan")  # a constant score or error ranks nothing (scipy would warn and say NaN)
     rho = spearmanr(uncertainty, error).statistic
     return float(rho) if rho == rho else float("nan")
 
@@ -98,6 +100,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{'--clicks' if args.clicks else '--box'} needs sampling: leave out --direct")
     if args.refine_samples is not None and not interactive:
         raise ValueError(f"--refine-samples {args.refine_samples} needs the click protocol: add --clicks K or --box")
+    if not interactive and (args.click_mode != "auto" or args.click_reach != "on"):
+        raise ValueError("--click-mode and --click-reach need the click protocol: add --clicks K or --box")
     click_mode = resolve_mode(segmenter, args.click_mode) if interactive else None
     sessions = []
     accumulator = MetricAccumulator()
