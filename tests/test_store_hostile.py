@@ -319,3 +319,35 @@ def test_links_inside_the_staging_folder_are_removed_never_followed(tmp_path):
     (real / "image.png").symlink_to(victim / "keep.txt")  # a file that is a link is not moved into the store
     check = store.check()
     assert len(check.ids) == 3 and _contents(victim) == before and not any(staging.iterdir())
+
+
+def test_adapt_never_removes_what_it_did_not_make_and_keeps_one_run_per_output(tmp_path, tiny_checkpoint, capsys):
+    from training.commands.adapt import work_folder_for
+    from training.files.outputs import ExclusiveLock, lock_path_for
+
+    from training.commands.adapt import _fine_tune
+    from training.loop.trainer import SilentReporter
+
+    root = tmp_path / "store"
+    make_store(root, MIN_CASES)
+    out = tmp_path / "m.mlffm"
+    base = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--samples", "1", "--steps", "1"]
+    # A folder that happens to have the work folder's name (here: a copy of the store) is used beside, never removed;
+    # a work folder adapt made itself is removed once its own candidate is gone.
+    work = work_folder_for(out)
+    shutil.copytree(root, work)
+    before = _contents(work)
+    cases = list(usable_cases(root, "all").cases[:4])
+    assert _fine_tune(tiny_checkpoint, "cpu", cases, 1.0, 0, SilentReporter(), lambda: False, work) is not None
+    assert _contents(work) == before
+    fresh = work_folder_for(tmp_path / "other.mlffm")
+    assert _fine_tune(tiny_checkpoint, "cpu", cases, 1.0, 0, SilentReporter(), lambda: False, fresh) is not None
+    assert not fresh.exists()
+    # -o ending in .json would be the card's own name: refused before anything runs.
+    assert main(["adapt", str(root), "-o", str(tmp_path / "j.json"), *base, "--no-finetune"]) == 2
+    assert "-o must not end in .json" in capsys.readouterr().err and not (tmp_path / "j.json").exists()
+    # A second adapt on the same -o while one holds it fails at once, naming the output.
+    with ExclusiveLock(lock_path_for(tmp_path / "n.mlffm"), "n.mlffm"):
+        assert main(["adapt", str(root), "-o", str(tmp_path / "n.mlffm"), *base, "--no-finetune"]) == 2
+    err = capsys.readouterr().err
+    assert "n.mlffm" in err and "Traceback" not in err and not (tmp_path / "n.mlffm").exists()

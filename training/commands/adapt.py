@@ -46,6 +46,7 @@ from ..scoring.adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats
 from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import Case, cache_dataset
 from ..data.imageio import check_writable
+from ..files.outputs import ExclusiveLock, display, lock_path_for
 from ..loop.interrupt import StopOnInterrupt
 from ..corrections.model_store import write_card
 from ..loop.progress import make_reporter
@@ -157,15 +158,24 @@ def _fine_tune(
         time_budget_minutes=seconds / 60,
         high_t_fraction=float(segmenter.provenance.get("train_config", {}).get("high_t_fraction", 0.0)),
     )
+    made = False
     if work is not None:
+        if work.is_symlink() or (work.exists() and not work.is_dir()):
+            raise ValueError(f"{work}: in the way of adapt's work folder (not a folder); remove it")
+        made = not work.exists()
         work.mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="finetune-", dir=work))
+    folder = Path(tempfile.mkdtemp(prefix="finetune-", dir=work))  # this run's own: only it is removed
     try:
         output = folder / "candidate.mlffm"
         train(segmenter, data, empty, config, output, provenance=dict(segmenter.provenance), reporter=reporter, should_stop=stop)
         return Segmenter.load(output, device)
     finally:
-        shutil.rmtree(work if work is not None else folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        if made:
+            try:
+                work.rmdir()  # only when empty: another run's folder or anything put there stays
+            except OSError:
+                pass
 
 
 def adapt_model(
@@ -283,9 +293,16 @@ def _calibrated(segmenter: Segmenter, calibration: Calibration, samples: int, st
 
 def run_adapt(args: argparse.Namespace) -> int:
     card_path = args.output.with_suffix(".json")
+    if card_path.name == args.output.name:
+        raise ValueError(f"{args.output}: -o must not end in .json, the name of the card written beside the model; use .mlffm")
     check_writable([args.output, card_path], args.overwrite)
     if not args.output.parent.is_dir():
         raise FileNotFoundError(f"{args.output.parent}: output folder does not exist")
+    with ExclusiveLock(lock_path_for(args.output), display(args.output)):  # one adapt per -o: a second fails at once, naming the first
+        return _run_adapt(args)
+
+
+def _run_adapt(args: argparse.Namespace) -> int:
     if not args.time_budget > 0:
         raise ValueError(f"--time-budget must be > 0 minutes, got {args.time_budget}")
     listing = usable_cases(args.data, args.split)  # a corrections store: only its verified cases, as finetune reads it
