@@ -351,3 +351,33 @@ def test_adapt_never_removes_what_it_did_not_make_and_keeps_one_run_per_output(t
         assert main(["adapt", str(root), "-o", str(tmp_path / "n.mlffm"), *base, "--no-finetune"]) == 2
     err = capsys.readouterr().err
     assert "n.mlffm" in err and "Traceback" not in err and not (tmp_path / "n.mlffm").exists()
+
+
+@pytest.mark.parametrize(
+    "image, mask, message",
+    [
+        (np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 256, np.int32), "mask must be boolean or 0/1"),
+        (np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 0.5), "mask must be boolean or 0/1"),
+        (np.zeros((8, 8, 3), np.uint8), np.full((8, 8), -1, np.int8), "mask must be boolean or 0/1"),
+        (np.full((8, 8, 3), np.nan), np.zeros((8, 8), bool), "NaN"),
+        (np.full((8, 8, 3), 70000, np.int32), np.zeros((8, 8), bool), "0..65535"),
+        (np.zeros((8, 8, 3), np.complex64), np.zeros((8, 8), bool), "dtype"),
+    ],
+    ids=["mask 256", "mask 0.5", "mask -1", "image NaN", "image int32 70000", "image complex"],
+)
+def test_accept_refuses_what_it_would_store_wrongly_and_writes_nothing(tmp_path, image, mask, message):
+    store = CorrectionsStore(tmp_path / "store")
+    with pytest.raises(ValueError, match=message):
+        store.accept("c1", image, mask, {})
+    assert not (tmp_path / "store" / "meta").exists() or not any((tmp_path / "store" / "meta").iterdir())
+
+
+def test_accept_takes_0_1_masks_and_a_record_cannot_rename_the_case(tmp_path):
+    store = CorrectionsStore(tmp_path / "store")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    store.accept("c1", np.full((8, 8, 3), 0.5), mask, {"id": "someone else", "annotator": "A"})
+    check = store.check()
+    assert check.ids == ("c1",) and not check.problems
+    record = json.loads((tmp_path / "store" / "meta" / "c1.json").read_text())
+    assert record["id"] == "c1" and record["lesion_pixels"] == 9 and record["annotator"] == "A"

@@ -43,6 +43,7 @@ import numpy as np
 from model.files.checkpoint import atomic_write_bytes
 from model.files.file_access import FileTooLarge, UnreadableFile, open_regular, read_limited, sha256_of_handle
 from model.inputs.limits import MAX_DECODED_IMAGE_BYTES
+from model.inputs.preprocess import to_float_rgb
 
 from ..data.datasets import Case, DatasetListing, list_cases, safe_id
 from ..data.imageio import check_writable, encode_json, encode_png, write_json, write_png, write_tiff
@@ -71,11 +72,24 @@ def image_sha256(image: np.ndarray) -> str:
 
 
 def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        return (image // 257).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return image.astype(np.uint8)
+    """An image the model accepts as stored pixels: uint8 RGB or grey as given, anything else through
+    :func:`model.inputs.preprocess.to_float_rgb` (ValueError for NaN, values out of range, other dtypes or shapes)."""
+    rgb = to_float_rgb(image)
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3):
+        return image
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def _as_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask`` as (H, W) bool; ValueError unless boolean or numbers that are all 0 or 1."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        return mask
+    if mask.dtype.kind not in "uif" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"mask must be boolean or 0/1, got {mask.dtype} values other than 0 and 1")
+    return mask.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -189,19 +203,25 @@ class CorrectionsStore:
     def accept(self, case_id: str, image: np.ndarray, mask: np.ndarray, record: dict[str, Any], overwrite: bool = False) -> Path:
         """Save image, mask and record as one unit; returns the record's path.
 
-        ``image`` (H, W, 3) or (H, W); ``mask`` (H, W) bool. The record gets
+        ``image`` (H, W, 3) or (H, W), any dtype the model accepts; ``mask`` (H, W)
+        bool (or 0/1); ValueError for anything else, before anything is written. The record gets
         the image hash, the mask's lesion pixels, the time and the files'
         hashes added. Raises FileExistsError (the case exists and not
         ``overwrite``) before anything is written.
         """
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+        mask = _as_mask(mask)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
+        if not isinstance(record, dict):
+            raise ValueError(f"record must be a dict, got {type(record).__name__}")
         image_path, mask_path, meta_path = self.paths(case_id)
         image_png = encode_png(_to_uint8_rgb(image))
         mask_png = encode_png(mask.astype(np.uint8) * 255)
         full = {
-            "id": case_id,
             **record,
+            "id": case_id,  # the record's own "id", if any, cannot rename the case
             "image_sha256": image_sha256(image),
             "lesion_pixels": int(mask.sum()),
             "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
