@@ -49,6 +49,10 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert state.is_file() and model_path.is_file()
     _, _, meta = Segmenter.load_with_state(state, "cpu")
     assert meta["epoch"] < 3
+    # -o naming the resume file itself is refused; the state is left as it was.
+    before = state.read_bytes()
+    assert main(["train", str(SMALL_DATA), "-o", str(state), *TINY, "--epochs", "3", "--resume", str(state)]) == 2
+    assert "-o is the resume file itself" in capsys.readouterr().err and state.read_bytes() == before
     # Resume finishes the two epochs and keeps the best.
     assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--resume", str(state)]) == 0
     out = capsys.readouterr().out
@@ -73,6 +77,12 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     tuned_model = Segmenter.load(tuned, "cpu")
     assert tuned_model.provenance["parent"]["checkpoint_id"] == trained.checkpoint_id
     assert len(tuned_model.provenance["holdout_ids"]) >= 1
+    # The replay set is the corrections' own folder here: its held-out cases are not replayed, and what was is recorded.
+    trained_ids = set(tuned_model.provenance["finetune_train_ids"])
+    assert trained_ids.isdisjoint(tuned_model.provenance["holdout_ids"]) and tuned_model.provenance["replay_data"]["n_images"] >= 1
+    split_of = dict(line.split(",")[:2] for line in (SMALL_DATA / "splits.csv").read_text().split()[1:])
+    replayable = {i for i, split in split_of.items() if split == "train"}
+    assert tuned_model.provenance["replay_data"]["n_images"] == len(replayable - set(tuned_model.provenance["holdout_ids"]))
 
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(tuned), "--split", "val", "--samples", "2", "--steps", "2", "--json", str(report)]) == 0

@@ -6,9 +6,6 @@ import argparse
 import shlex
 import sys
 
-from model import CheckpointError
-from model.inputs.limits import is_out_of_memory
-
 
 def build_parser() -> argparse.ArgumentParser:
     from .commands.adapt import add_adapt_arguments
@@ -32,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports torch and the commands: a Ctrl-C here is one line too
+    except KeyboardInterrupt:
+        print("mlffm: interrupted", file=sys.stderr)
+        return 130
     args.command_line = "mlffm " + shlex.join(argv)  # the command as given, for the provenance of what it writes
     try:
         if args.command == "segment":
@@ -62,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         from .commands.evaluate import run_evaluate
 
         return run_evaluate(args)
-    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError, PermissionError, OSError, MemoryError) as err:
+    except (ValueError, OSError, MemoryError) as err:  # CheckpointError is a ValueError; FileExistsError etc. are OSErrors
         print(f"mlffm {args.command}: error: {str(err) or ('out of memory' if isinstance(err, MemoryError) else 'no message') + f' ({type(err).__name__})'}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # torch's failed allocations (CPU or GPU) are RuntimeErrors: one line, not a traceback
+        from model.inputs.limits import is_out_of_memory
+
         if not (is_out_of_memory(err) or "out of memory" in str(err).lower()):
             raise
         detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__

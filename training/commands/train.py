@@ -279,6 +279,13 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     replay = None
     if args.replay is not None:
         replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None)
+        held_ids = set(held_out.ids)
+        kept = tuple(c for c in replay_listing.cases if c.case_id not in held_ids)
+        if len(kept) < len(replay_listing.cases):  # the same ids held out here: training on them would score them on themselves
+            reporter.message(f"left out {len(replay_listing.cases) - len(kept)} replay cases that are held out here (the same ids)")
+            replay_listing = replace(replay_listing, cases=kept)
+        if not replay_listing.cases:
+            raise ValueError(f"{args.replay}: --replay has no cases to mix in (its train split, or every case, is empty or held out)")
         replay = _cache(replay_listing, segmenter.config.size, "replay", bars)
     epochs = args.epochs if args.time_budget is None else 10_000
     config = TrainConfig(
@@ -317,7 +324,10 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
             "finetune_data": _data_provenance(listing, len(data), "all"),
             "holdout_ids": held_out.ids,
             # mlffm calibrate and adapt never fit on these (the parent's training cases included)
-            "finetune_train_ids": sorted(set(base_model.provenance.get("finetune_train_ids", [])) | set(train_data.ids)),
+            "finetune_train_ids": sorted(
+                set(base_model.provenance.get("finetune_train_ids", [])) | set(train_data.ids) | set(replay.ids if replay is not None else ())
+            ),
+            **({"replay_data": {"folder": Path(args.replay).resolve().name, "n_images": len(replay)}} if replay is not None else {}),
             "val_dice_before": before,
             "distributed": ctx.provenance(config.batch_size),
         }

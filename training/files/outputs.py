@@ -275,6 +275,11 @@ def check_run_outputs(output: Path, state: Path, resume: Path | None, overwrite:
     """
     output, state = Path(output), Path(state)
     check_output_file(output, overwrite=True)
+    if resume is not None and output.resolve() == Path(resume).resolve():
+        raise ValueError(
+            f"{display(output)}: -o is the resume file itself; -o names the model file the run writes beside it "
+            f"(its resume file is then <model>.resume.mlffm)"
+        )
     if overwrite:
         return
     if resume is None:
