@@ -126,7 +126,7 @@ def test_evaluate_with_a_box(tmp_path, tiny_checkpoint, capsys):
     args = ["evaluate", str(folder), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "2", "--samples", "2", "--steps", "2"]
     assert main([*args, "--box", "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "a box first" in out and "Dice before the box" in out
+    assert "a box first" in out and "Dice before the box" in out and "NoC" not in out  # no clicks to count
     record = json.loads(report.read_text())
     clicks = record["clicks"]
     assert clicks["box"] is True and len(clicks["dice_after"]) == 1 and clicks["k"] == 0

@@ -269,8 +269,11 @@ def format_clicks(report: dict) -> str:
         lines.append(f"  Dice before the box {report['dice_before_box']:.4f}; Dice@0 is after it")
     lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
     lines.append("  " + "  ".join(f"{report['dice_after'][k]:7.4f}" for k in shown))
+    if report["k"] == 0:  # a box alone: no clicks to count
+        lines.append(f"  Dice >= 0.90 {100 * report['share_90_within_3']:.1f} %  {report['seconds_per_refine']:.3f} s / refine")
+        return "\n".join(lines)
     lines.append(
         f"  NoC@85 {report['noc85']:.2f}  NoC@90 {report['noc90']:.2f}  "
-        f"Dice >= 0.90 within 3 clicks {100 * report['share_90_within_3']:.1f} %  {report['seconds_per_refine']:.3f} s / refine"
+        f"Dice >= 0.90 within {min(3, report['k'])} clicks {100 * report['share_90_within_3']:.1f} %  {report['seconds_per_refine']:.3f} s / refine"
     )
     return "\n".join(lines)
