@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--window", type=_window_size, metavar="WxH", help="window size in px (default: fit the screen; 1366x768 for --screenshot)")
     args = parser.parse_args()
     if args.screenshot:
+        if args.screenshot.exists() and not args.screenshot.is_dir():
+            parser.error(f"--screenshot {args.screenshot}: is a file; give a folder for the screenshots")
         screenshots(args.screenshot, args.window or (1366, 768))
         return
     import napari
