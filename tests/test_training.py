@@ -53,6 +53,9 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     before = state.read_bytes()
     assert main(["train", str(SMALL_DATA), "-o", str(state), *TINY, "--epochs", "3", "--resume", str(state)]) == 2
     assert "-o is the resume file itself" in capsys.readouterr().err and state.read_bytes() == before
+    # Other data than the run began with: refused (its best val Dice would compare different things).
+    assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--resume", str(state), "--split", "all"]) == 2
+    assert "--resume continues a run on its own data" in capsys.readouterr().err and state.read_bytes() == before
     # Resume finishes the two epochs and keeps the best.
     assert main(["train", str(SMALL_DATA), "-o", str(model_path), *TINY, "--epochs", "3", "--resume", str(state)]) == 0
     out = capsys.readouterr().out

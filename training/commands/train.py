@@ -158,6 +158,19 @@ def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict
     return {"folder": listing.root.resolve().name, "split": split, "n_images": n_loaded, "ids_sha256": listing.ids_hash()}
 
 
+def _check_same_data(provenance: dict, listing: DatasetListing, args: argparse.Namespace) -> None:
+    """ValueError when ``--resume`` is given other training cases or another validation split than its run began with:
+    the run's best validation Dice, which decides what ``-o`` holds, would then compare different things."""
+    began = provenance.get("data", {}) if isinstance(provenance.get("data"), dict) else {}
+    was_val = (provenance.get("val_data") or {}).get("split") if isinstance(provenance.get("val_data"), dict) else None
+    if began.get("ids_sha256") not in (None, listing.ids_hash()) or (was_val is not None and was_val != args.val_split):
+        raise ValueError(
+            f"{display(args.resume)}: its run trained on other cases ({began.get('n_images', '?')} of {began.get('folder', '?')}, "
+            f"split {began.get('split', '?')!r}, validated on {was_val!r}) than {args.data} --split {args.split!r} --val-split {args.val_split!r}; "
+            "--resume continues a run on its own data (use --init to start a new run from its weights)"
+        )
+
+
 def run_train(args: argparse.Namespace) -> int:
     """``mlffm train``; under torchrun, one rank of a DistributedDataParallel run (training/loop/distributed.py)."""
     with _claim_output(args), session(args.device) as ctx:
@@ -181,6 +194,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         known = {c.case_id for c in list_cases(args.data, "all").cases}
         train_listing, dropped = without_cases(train_listing, excluded, known)
         reporter.message(f"left out {dropped} training cases listed in {args.exclude} ({len(excluded)} ids listed)")
+    if args.resume is not None:
+        _check_same_data(segmenter.provenance, train_listing, args)
     val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
     train_data = _cache(replace(train_listing, cases=train_cases), size, args.split, bars)
