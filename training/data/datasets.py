@@ -42,7 +42,7 @@ class DatasetError(ValueError):
 
 
 def safe_id(case_id: str) -> bool:
-    """True if ``case_id`` can name a file inside a folder without escaping it (and is valid UTF-8)."""
+    """True if ``case_id`` can name a file inside a folder without escaping it, is valid UTF-8 and holds no control character."""
     if not _is_utf8(case_id):
         return False
     return (
@@ -51,7 +51,7 @@ def safe_id(case_id: str) -> bool:
         and not case_id.startswith(".")
         and "/" not in case_id
         and "\\" not in case_id
-        and "\x00" not in case_id
+        and not any(ord(c) < 32 or ord(c) == 127 for c in case_id)  # NUL, newlines, tabs, escapes: no one-line messages otherwise
         and ":" not in case_id
         and len(case_id.encode("utf-8")) <= 200
     )
