@@ -281,6 +281,8 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     segmenter = with_prompts_if_asked(segmenter, args, reporter)
     # "Dice before" is scored as train() selects: with prompt channels when clicks are learnt (zero weights: same no-click masks)
     base_model = segmenter if base_model is loaded else with_prompts_if_asked(base_model, args, SilentReporter())
+    # the replay set's folder is checked before the corrections are read (a wrong path is one line at once)
+    replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None) if args.replay is not None else None
     listing = usable_cases(args.data)  # a corrections store: only complete cases whose files match their records
     report_problems(listing)
     if not listing.cases:
@@ -292,8 +294,7 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
             raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out), found {len(data)}")
         raise ValueError(f"{args.data}: --holdout {args.holdout:g} holds out all {len(data)} usable cases, leaving none to train on (use a smaller --holdout)")
     replay = None
-    if args.replay is not None:
-        replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None)
+    if replay_listing is not None:
         held_ids = set(held_out.ids)
         kept = tuple(c for c in replay_listing.cases if c.case_id not in held_ids)
         if len(kept) < len(replay_listing.cases):  # the same ids held out here: training on them would score them on themselves
