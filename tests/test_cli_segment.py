@@ -180,7 +180,9 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(tmp
 
 def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written_again(tmp_path, tiny_checkpoint, sample_images, capsys):
     import json as json_module
+    import os
     import socket
+    import time
 
     from training.files.segment_case import marker_path
 
@@ -196,6 +198,13 @@ def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written
         code, _, stderr = _run(args, capsys)
         assert code == 1 and f"being written by another run (pid {live.pid}); kept" in stderr
         assert partial.read_bytes() == b"half" and marker_path(out, stem).exists()
+        # A marker older than any write of one case is a killed run's, even if its pid is alive again (reused).
+        old = time.time() - 3600
+        os.utime(marker_path(out, stem), (old, old))
+        assert _run(args, capsys)[0] == 0 and partial.read_bytes() != b"half"
+        partial.write_bytes(b"half")
+        (out / f"{stem}.json").unlink()
+        marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "host": socket.gethostname()}))
     finally:
         live.kill()
         live.wait()

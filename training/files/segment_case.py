@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -181,6 +182,9 @@ def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
     return True
 
 
+LIVE_MARKER_SECONDS = 600
+
+
 def marker_record() -> bytes:
     """What a marker holds: the writing process's pid and host, so another run can tell a live write from a killed one."""
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
@@ -188,9 +192,16 @@ def marker_record() -> bytes:
 
 def writer_alive(out_dir: Path, stem: str) -> int | None:
     """The pid of another live process on this host whose marker says it is writing case ``stem`` now, else None
-    (no marker, an empty one from an older version, another host's, or a writer that is gone: a killed run)."""
+    (no marker, an empty one from an older version, another host's, or a writer that is gone: a killed run).
+
+    A case's files are written within seconds of its marker, so a marker older than
+    :data:`LIVE_MARKER_SECONDS` is a killed run's even if its pid now belongs to another process.
+    """
+    marker = marker_path(out_dir, stem)
     try:
-        record = json.loads(marker_path(out_dir, stem).read_bytes()[:4096] or b"null")
+        if time.time() - marker.stat().st_mtime > LIVE_MARKER_SECONDS:
+            return None
+        record = json.loads(marker.read_bytes()[:4096] or b"null")
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("host") != socket.gethostname():
