@@ -194,9 +194,17 @@ def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written
     args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        from training.files.segment_case import _started
+
+        marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "started": _started(live.pid), "host": socket.gethostname()}))
         code, _, stderr = _run(args, capsys)
         assert code == 1 and f"being written by another run (pid {live.pid}); kept" in stderr
+        if _started(live.pid) is not None:  # the same pid, started at another time: a reused pid, the writer gone
+            marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "started": _started(live.pid) - 1, "host": socket.gethostname()}))
+            assert _run(args, capsys)[0] == 0 and partial.read_bytes() != b"half"
+            partial.write_bytes(b"half")
+            (out / f"{stem}.json").unlink()
+            marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "host": socket.gethostname()}))
         assert partial.read_bytes() == b"half" and marker_path(out, stem).exists()
         # A marker older than any write of one case is a killed run's, even if its pid is alive again (reused).
         old = time.time() - 3600

@@ -270,3 +270,19 @@ def test_masks_named_as_other_datasets_name_them_are_found_and_read(tmp_path):
 
     for case in listing.cases:
         assert np.array_equal(load_case(case)[1], lesion > 0), case.case_id
+
+
+def test_a_mask_name_never_crosses_to_another_image(tmp_path):
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for case_id, value in (("A", 1), ("a", 2), ("mole", 3), ("mole_lesion", 4)):
+        Image.fromarray(np.full((10, 12, 3), 100 + value, np.uint8)).save(data / "images" / f"{case_id}.png")
+    for name in ("A.png", "a.png", "mole_lesion.png"):  # no mask for "mole": mole_lesion.png is the image mole_lesion's
+        Image.fromarray(np.zeros((10, 12), np.uint8)).save(data / "masks" / name)
+    (data / "splits.csv").write_text("id,split\nA,train\na,train\nmole,train\nmole_lesion,val\n")
+    for split in ("all", "train"):
+        listing = list_cases(data, split)
+        found = {c.case_id: c.mask_path.name for c in listing.cases}
+        assert found == {"A": "A.png", "a": "a.png"} | ({"mole_lesion": "mole_lesion.png"} if split == "all" else {}), split
+        assert any("mole.png: skipped, no mask" in p for p in listing.problems)

@@ -222,6 +222,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             continue
         by_id[case_id] = path
 
+    image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
     splits = read_splits(root)
     in_split = lambda case_id: True  # noqa: E731
     if split is not None:
@@ -243,7 +244,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     cases = []
     masks = _mask_files(masks_dir)
     for case_id, image_path in by_id.items():
-        mask_path = _find_mask(masks, case_id)
+        mask_path = _find_mask(masks, case_id, image_ids)
         if mask_path is None:
             message = f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, .png .bmp .tif .gif)"
             problems.append(message)
@@ -259,21 +260,36 @@ MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
 """A mask's file types, first match wins (lossless ones only: JPEG smears a mask's edge)."""
 
 
-def _mask_files(masks_dir: Path) -> dict[str, Path]:
-    """The files of ``masks/`` by lower-cased name (one listing, so ``.PNG`` and ``.png`` are found alike)."""
+def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
+    """The files of ``masks/`` by lower-cased name (one listing; ``.PNG`` and ``.png`` are found alike)."""
+    found: dict[str, list[Path]] = {}
     try:
-        return {p.name.lower(): p for p in masks_dir.iterdir() if not p.name.startswith(".")} if masks_dir.is_dir() else {}
+        entries = list(masks_dir.iterdir()) if masks_dir.is_dir() else []
     except OSError:
-        return {}
+        return found
+    for path in entries:
+        if not path.name.startswith("."):
+            found.setdefault(path.name.lower(), []).append(path)
+    return found
 
 
-def _find_mask(masks: dict[str, Path], case_id: str) -> Path | None:
-    """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order."""
+def _find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] | frozenset[str] = frozenset()) -> Path | None:
+    """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order.
+
+    A file name is matched exactly first; ignoring letter case only when one file alone matches (``A.png`` and
+    ``a.png`` are two masks). ``<id><name>`` that is itself an image's id (an image ``mole_lesion``) is that
+    image's mask, never this one's.
+    """
     for name in MASK_NAMES:
+        if name and f"{case_id}{name}" in image_ids:
+            continue
         for suffix in MASK_SUFFIXES:
-            candidate = masks.get(f"{case_id}{name}{suffix}".lower())
-            if candidate is not None and candidate.is_file():
-                return candidate
+            wanted = f"{case_id}{name}{suffix}"
+            candidates = masks.get(wanted.lower(), [])
+            exact = [p for p in candidates if p.name == wanted]
+            chosen = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
+            if chosen is not None and chosen.is_file():
+                return chosen
     return None
 
 

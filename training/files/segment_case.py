@@ -185,9 +185,19 @@ def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
 LIVE_MARKER_SECONDS = 600
 
 
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22 of stat, counted after the command name
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def marker_record() -> bytes:
-    """What a marker holds: the writing process's pid and host, so another run can tell a live write from a killed one."""
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+    """What a marker holds: the writing process's pid, start time and host, so another run can tell a live write
+    from a killed one whose pid a new process has taken."""
+    return json.dumps({"pid": os.getpid(), "started": _started(os.getpid()), "host": socket.gethostname()}).encode()
 
 
 def writer_alive(out_dir: Path, stem: str) -> int | None:
@@ -214,7 +224,10 @@ def writer_alive(out_dir: Path, stem: str) -> int | None:
     except (ProcessLookupError, OverflowError):
         return None
     except OSError:
-        return pid  # it exists (another user's)
+        pass  # it exists (another user's)
+    started = record.get("started")
+    if isinstance(started, int) and _started(pid) not in (None, started):
+        return None  # the pid was reused: the writer is gone
     return pid
 
 
