@@ -180,20 +180,19 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         **info, "probability": proposal.probability, "threshold": proposal.threshold,
         "mean_uncertainty": float(proposal.uncertainty.mean()),
     }
-    layers = case_layers(viewer, image_layer.name)
-    if layers["proposals"] is not None:
-        replace_data(layers["proposals"], samples)
-        layers["proposals"].metadata[KEY] = state
+    if found["proposals"] is not None:
+        replace_data(found["proposals"], samples)
+        found["proposals"].metadata[KEY] = state
     else:
         viewer.add_labels(samples, name=names["proposals"], opacity=0.4, metadata={KEY: state}, visible=False, **placement(image_layer, 1))
-    if layers["uncertainty"] is not None:
-        layers["uncertainty"].data = proposal.uncertainty
+    if found["uncertainty"] is not None:
+        found["uncertainty"].data = proposal.uncertainty
     else:
         viewer.add_image(
             proposal.uncertainty, name=names["uncertainty"], colormap="inferno", blending="additive",
             contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, metadata={KEY: {"result": "uncertainty"}}, **placement(image_layer),
         )
-    mask = layers["mask"]
+    mask = found["mask"]
     kept = mask is not None and mask_edited(mask)
     consensus = proposal.consensus
     mask_state = {**info, "start": "consensus", "start_mask": consensus.copy()}

@@ -194,7 +194,7 @@ def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written
     args = [sample_images[0], "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from training.files.segment_case import _started
+        from training.files.outputs import process_started as _started
 
         marker_path(out, stem).write_text(json_module.dumps({"pid": live.pid, "started": _started(live.pid), "host": socket.gethostname()}))
         code, _, stderr = _run(args, capsys)

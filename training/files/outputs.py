@@ -245,21 +245,39 @@ def _alive(holder: dict) -> bool:
         return True
     if os.name == "nt":  # os.kill would terminate the process there
         return True
+    return process_exists(pid)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a live process on this host (POSIX) has ``pid`` in 1..MAX_PID: False for none or a zombie,
+    True for another user's (it exists, though it may not be signalled)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
-    return _not_zombie(pid)
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
-def _not_zombie(pid: int) -> bool:
+def process_started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of /proc/<pid>/stat), or None where unreadable;
+    with the pid, it tells a process from a later one that took its pid."""
+    fields = _proc_stat(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None where there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+            return handle.read().rsplit(")", 1)[-1].split()
     except OSError:
-        return True
+        return None
 
 
 def check_run_outputs(output: Path, state: Path, resume: Path | None, overwrite: bool, epochs: int | None = None) -> None:

@@ -45,6 +45,7 @@ import numpy as np
 from model.files.file_access import sha256_of_handle
 
 from ..data import imageio
+from .outputs import MAX_PID, process_exists, process_started
 from ..data.imageio import encode_json, encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
@@ -185,19 +186,10 @@ def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
 LIVE_MARKER_SECONDS = 600
 
 
-def _started(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or None where that cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22 of stat, counted after the command name
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def marker_record() -> bytes:
     """What a marker holds: the writing process's pid, start time and host, so another run can tell a live write
     from a killed one whose pid a new process has taken."""
-    return json.dumps({"pid": os.getpid(), "started": _started(os.getpid()), "host": socket.gethostname()}).encode()
+    return json.dumps({"pid": os.getpid(), "started": process_started(os.getpid()), "host": socket.gethostname()}).encode()
 
 
 def writer_alive(out_dir: Path, stem: str) -> int | None:
@@ -217,16 +209,12 @@ def writer_alive(out_dir: Path, stem: str) -> int | None:
     if not isinstance(record, dict) or record.get("host") != socket.gethostname():
         return None
     pid = record.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31 or pid == os.getpid() or os.name == "nt":
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= MAX_PID or pid == os.getpid() or os.name == "nt":
         return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
+    if not process_exists(pid):
         return None
-    except OSError:
-        pass  # it exists (another user's)
     started = record.get("started")
-    if isinstance(started, int) and _started(pid) not in (None, started):
+    if isinstance(started, int) and process_started(pid) not in (None, started):
         return None  # the pid was reused: the writer is gone
     return pid
 
