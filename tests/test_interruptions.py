@@ -81,3 +81,41 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert "stopped by interrupt" in out and "Traceback" not in out
     Segmenter.load_with_state(state, "cpu")
     assert output.is_file()
+
+
+def test_sigterm_stops_training_as_ctrl_c_does_and_saves(tmp_path):
+    output = tmp_path / "m.mlffm"
+    process = _start(["train", str(SMALL_DATA), "-o", str(output), *TINY, "--epochs", "500"])
+    state = resume_path_for(output)
+    _wait_for(state, process)
+    process.send_signal(signal.SIGTERM)  # what kill, timeout and batch schedulers send
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    assert "SIGTERM received" in out and "stopped by interrupt" in out and "Traceback" not in out
+    Segmenter.load_with_state(state, "cpu")
+    assert output.is_file()
+
+
+def test_sigterm_during_segment_is_one_line_and_leaves_no_marker_or_temporary(tmp_path, tiny_checkpoint):
+    from training.files import segment_case
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images = sorted((SMALL_DATA / "images").glob("*.jpg"))
+    for i in range(12):
+        folder.joinpath(f"case{i:02d}.jpg").write_bytes(images[i % len(images)].read_bytes())
+    out = tmp_path / "out"
+    process = _start(["segment", str(folder), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1", "--device", "cpu"])
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(p.suffix == ".json" for p in out.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out_text, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, out_text
+    assert "mlffm segment: terminated (SIGTERM)" in out_text and "Traceback" not in out_text
+    left = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(segment_case.MARKER_SUFFIX)]
+    assert not left
+    # every case is either complete (sidecar written last) or absent
+    for sidecar in out.glob("*.json"):
+        assert (out / f"{sidecar.stem}_segmentation.png").is_file()

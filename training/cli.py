@@ -28,12 +28,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for an error, 130 for Ctrl-C, 143 for SIGTERM).
+
+    A SIGTERM (``kill``, ``timeout``, a batch scheduler) is handled as a Ctrl-C is: the clean-ups run
+    (locks, claim markers, work folders) and one line says so. Training loops stop after the batch
+    and save, as they do for a first Ctrl-C.
+    """
+    from .loop.interrupt import TerminateAsInterrupt
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    with TerminateAsInterrupt():
+        return _main(argv)
+
+
+def _interrupted(command: str, err: KeyboardInterrupt) -> int:
+    from .loop.interrupt import Terminated
+
+    terminated = isinstance(err, Terminated)
+    print(f"{command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+    return 143 if terminated else 130
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)  # imports torch and the commands: a Ctrl-C here is one line too
-    except KeyboardInterrupt:
-        print("mlffm: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        return _interrupted("mlffm", err)
     args.command_line = "mlffm " + shlex.join(argv)  # the command as given, for the provenance of what it writes
     try:
         if args.command == "segment":
@@ -78,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"mlffm {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        return _interrupted(f"mlffm {args.command}", err)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import Case, cache_dataset
 from ..data.imageio import check_writable
 from ..files.outputs import ExclusiveLock, display, lock_path_for
-from ..loop.interrupt import StopOnInterrupt
+from ..loop.interrupt import StopOnInterrupt, Terminated
 from ..corrections.model_store import write_card
 from ..loop.progress import make_reporter
 from ..corrections.store import report_problems, usable_cases
@@ -234,7 +234,7 @@ def adapt_model(
         with StopOnInterrupt() as interrupted:
             tuned = _fine_tune(base_path, device, train_part, ft_seconds, seed, reporter, interrupted, work)
         if interrupted:
-            raise KeyboardInterrupt
+            raise Terminated if interrupted.terminated else KeyboardInterrupt
         tuned_stats = case_stats(tuned, held_part, samples, steps, seed, lambda items: stages.wrap(list(items), "scoring the fine-tuned model"))
         ft_plan = plan_calibration(tuned_stats, base_cal, prior_cases)
         win = fine_tune_wins(cal_plan.after.dice[held_index], ft_plan.after.dice, FINETUNE_MARGIN)
