@@ -9,7 +9,8 @@ from PIL import Image
 from training.data import imageio
 from training.cli import main
 from training.corrections.postprocess import border_pixels, case_readout, clean_mask, combine, max_diameter
-from training.corrections.store import CorrectionsStore, case_id_for, export_case
+from training.corrections.store import CorrectionsStore, case_id_for
+from training.files.export import export_case
 
 
 def test_combinations():

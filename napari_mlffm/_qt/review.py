@@ -9,7 +9,8 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from training.corrections.outline_level import mask_at_level, step_level
 from training.corrections.postprocess import case_readout, clean_mask, combine
-from training.corrections.store import EXPORT_SUFFIXES, CorrectionsStore, case_id_for, export_case
+from training.corrections.store import CorrectionsStore, case_id_for
+from training.files.export import EXPORT_SUFFIXES, export_case
 
 from .. import cases_model, results
 from ..settings import SETTINGS

@@ -1,0 +1,54 @@
+"""Exporting one reviewed case: the mask, the maps and a sidecar beside each other in a folder.
+
+Not a dataset layout (that is :mod:`training.corrections.store`): the files a
+user keeps or hands on, named as ``mlffm segment`` names its outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.datasets import safe_id
+from ..data.imageio import check_writable, write_json, write_png, write_tiff
+
+EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
+
+
+def export_case(
+    folder: str | Path,
+    stem: str,
+    mask: np.ndarray,
+    probability: np.ndarray | None,
+    uncertainty: np.ndarray | None,
+    record: dict[str, Any],
+    samples: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``<stem>_segmentation.png`` (0/255), probability and uncertainty TIFFs
+    (float32), optionally ``<stem>_samples.tif`` (N x H x W uint8), and the
+    ``<stem>.json`` sidecar. Refuses before writing anything if any exists,
+    unless ``overwrite``: then the case's earlier export is replaced whole
+    (a map this export has not is removed, so the files match the sidecar)."""
+    folder = Path(folder)
+    if not safe_id(stem):
+        raise ValueError(f"unsafe output name {stem!r}")
+    targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
+    optional = {"_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples}
+    wanted = [p for s, p in targets.items() if optional.get(s, True) is not None]
+    check_writable(wanted, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_png(targets["_segmentation.png"], mask.astype(np.uint8) * 255)
+    if probability is not None:
+        write_tiff(targets["_probability.tif"], probability.astype(np.float32))
+    if uncertainty is not None:
+        write_tiff(targets["_uncertainty.tif"], uncertainty.astype(np.float32))
+    if samples is not None:
+        write_tiff(targets["_samples.tif"], samples.astype(np.uint8))
+    if overwrite:  # an earlier export's map that this one has not: the export replaced is replaced whole
+        for stale in set(targets.values()) - set(wanted):
+            stale.unlink(missing_ok=True)
+    write_json(targets[".json"], {**record, "outputs": [p.name for p in wanted]})
+    return wanted
