@@ -19,8 +19,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     ``mps`` where it is absent raises ValueError (no silent fallback), so a
     user who asked for the GPU learns they are not getting it.
     """
-    if isinstance(name, torch.device):
-        return name
+    if isinstance(name, torch.device):  # checked as its name is: a torch.device("cuda") without CUDA is no way round
+        name = str(name)
     key = str(name).strip().lower()
     if key == "auto":
         if torch.cuda.is_available():

@@ -145,3 +145,23 @@ def test_other_tiff_colour_spaces_are_converted_or_refused_in_one_line(tmp_path,
         assert str(err).startswith(str(path)) and "\n" not in str(err)
         return
     assert image.shape == (60, 80, 3) and abs(int(image[30, 40, 0]) - 200) < 30 and image[30, 40, 1] < 70
+
+
+def test_a_big_endian_uint16_image_is_read_by_its_values(tiny_segmenter):
+    image = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint16)  # dark 16-bit values, all below 256
+    native = tiny_segmenter.propose(image, 2, 1)
+    swapped = tiny_segmenter.propose(image.astype(">u2"), 2, 1)  # was scaled as 8-bit: a different proposal
+    assert np.array_equal(native.probability, swapped.probability)
+
+
+def test_a_torch_device_is_checked_as_its_name_is():
+    import torch
+
+    from model.devices import resolve_device
+
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'meta'"):
+        resolve_device(torch.device("meta"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device(torch.device("cuda"))

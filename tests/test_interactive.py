@@ -67,7 +67,7 @@ def test_a_refine_draws_the_models_refine_default_never_more_than_the_first_prop
 def test_a_refine_over_the_size_limits_skips_its_case_and_the_run_goes_on(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     from model.inputs import limits
 
-    monkeypatch.setattr(limits, "MAX_PROPOSAL_MASK_BYTES", 3 * 96 * 96)  # the fixture's images are 96 x 96: 2 samples fit, 4 do not
+    monkeypatch.setattr(limits, "MAX_PROPOSAL_BYTES", (3 + limits.PROPOSAL_BYTES_PER_PIXEL) * 96 * 96)  # the fixture's images are 96 x 96: 2 samples fit, 4 do not
     report = tmp_path / "r.json"
     args = ["evaluate", str(SMALL_DATA), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "2", "--steps", "1"]
     assert main([*args, "--samples", "2", "--refine-samples", "4", "--clicks", "1", "--json", str(report)]) == 1

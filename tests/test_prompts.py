@@ -214,3 +214,40 @@ def test_weights_that_overflow_give_one_line_not_nan_masks(rgb_image):
             weight.mul_(1e30)  # finite, so a file with them loads; float32 arithmetic overflows
     with pytest.raises(ValueError, match="the network's output is not finite"):
         segmenter.propose(rgb_image, 2, 1)
+
+
+def test_clicks_given_as_arrays_or_lists_are_points_and_with_click_appends():
+    prompts = Prompts(np.array([[30.0, 40.0]]), [(10.0, 10.0), (20.0, 20.0)])
+    assert prompts.positive == ((30.0, 40.0),) and prompts.negative == ((10.0, 10.0), (20.0, 20.0))
+    more = prompts.with_click((5, 5), True).with_click((1, 2), False)
+    assert more.positive == ((30.0, 40.0), (5.0, 5.0))  # an array used to add (5, 5) to every click
+    assert more.negative[-1] == (1.0, 2.0) and more.clicks == 5
+
+
+@pytest.mark.parametrize("mode", ["kept", "both", "prompts", "auto"])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompts=Prompts(((1e6, 1e6),))), r"positive click \(1e\+06, 1e\+06\) lies outside the 40 x 56 image"),
+        (dict(prompts=Prompts(((float("nan"), 5.0),))), "finite numbers"),
+        (dict(prompts=Prompts(negative=(("a", 5),))), "must be a"),
+        (dict(prompts=Prompts(((5.0, 5.0),)), painted=KeptPixels(np.ones(56, bool), np.ones(56, bool))), "kept mask must be 40 x 56"),
+        (dict(prompts=Prompts(((5.0, 5.0),)), painted=KeptPixels(np.full((40, 56), np.nan), np.full((40, 56), np.nan))), "kept mask"),
+        (dict(prompts={"positive": [(1, 2)]}), "prompts must be a model.inputs.prompts.Prompts"),
+    ],
+)
+def test_refine_checks_its_clicks_and_painted_pixels_in_every_mode_before_any_work(mode, kwargs, message, rgb_image):
+    from training.interactive.protocol import refine
+
+    segmenter = with_prompt_channels(Segmenter(tiny_config(), "cpu"))
+    with pytest.raises(ValueError, match=message):
+        refine(segmenter, rgb_image, mode=mode, n_samples=2, steps=1, **kwargs)
+    assert segmenter.encode_calls == 0
+
+
+def test_refine_refuses_an_unknown_mode(rgb_image, tiny_segmenter):
+    from training.interactive.protocol import refine
+
+    with pytest.raises(ValueError, match="click mode must be one of"):
+        refine(tiny_segmenter, rgb_image, Prompts(((5.0, 5.0),)), "Both", n_samples=2, steps=1)  # was ignored: the click did nothing
+    assert tiny_segmenter.encode_calls == 0

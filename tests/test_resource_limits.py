@@ -154,10 +154,15 @@ def test_api_numbers_are_bounded_before_allocation(kwargs, message, rgb_image):
     assert MAX_SAMPLES == 256 and MAX_SEED == 2**63 - 1  # the documented limits
 
 
-def test_proposal_masks_too_large_for_memory_are_refused_before_sampling(tiny_segmenter):
-    huge_view = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))  # no memory behind it
-    with pytest.raises(ValueError, match="use at most 10 samples"):
-        tiny_segmenter.propose(huge_view, n_samples=16, steps=1)
+def test_proposals_too_large_for_memory_are_refused_before_sampling(tiny_segmenter):
+    huge_view = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10000, 10000, 3))  # no memory behind it
+    # 64 masks and the float maps of 100 Mpx: about 10 GB (the masks alone were 6.4 GB and passed a 4.3 GB bound by count)
+    with pytest.raises(ValueError, match="use at most 45 samples"):
+        tiny_segmenter.propose(huge_view, n_samples=64, steps=1)
+    # the files' pixel bound holds for arrays too: 144 Mpx with one sample needed 5.6 GB and was accepted
+    too_many_pixels = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (12000, 12000, 3))
+    with pytest.raises(ValueError, match="above the limit of 120 Mpx"):
+        tiny_segmenter.propose(too_many_pixels, n_samples=1, steps=1)
     assert tiny_segmenter.encode_calls == 0
 
 

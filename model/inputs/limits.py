@@ -34,9 +34,15 @@ a checkpoint claiming 2048 would need over 13 GB for one proposal of 16 samples.
 MAX_SEED = 2**63 - 1
 """Seeds are integers in 0..MAX_SEED (what a torch generator takes)."""
 
-MAX_PROPOSAL_MASK_BYTES = 2**32
-"""Most bytes of the (N, H, W) boolean masks of one proposal (N samples of an H x W image):
-16 samples of a 120-Mpx image would need 1.9 GB, 256 samples of it 31 GB."""
+MAX_PROPOSAL_BYTES = 2**33
+"""Most bytes one proposal of N samples of an H x W image may need at the image's resolution: the (N, H, W)
+boolean masks and :data:`PROPOSAL_BYTES_PER_PIXEL` of float maps and their intermediates (8.6 GB:
+16 samples of a 120-Mpx image need 6.7 GB, 256 samples of it 35 GB)."""
+
+PROPOSAL_BYTES_PER_PIXEL = 40
+"""Bytes per image pixel that one proposal needs beside its N masks: the probability, uncertainty and
+consensus maps and the temporaries of resizing them (peak memory measured at 36-39 bytes per pixel with
+one sample, 57 with 16)."""
 
 
 class InsufficientMemoryError(MemoryError):
@@ -99,13 +105,20 @@ def check_image_shape(height: int, width: int, name: str = "image") -> None:
 
 
 def check_proposal_size(n_samples: int, height: int, width: int) -> None:
-    """Refuse a proposal whose N full-resolution masks alone would exceed :data:`MAX_PROPOSAL_MASK_BYTES`."""
-    need = int(n_samples) * int(height) * int(width)
-    if need > MAX_PROPOSAL_MASK_BYTES:
-        most = max(MAX_PROPOSAL_MASK_BYTES // max(int(height) * int(width), 1), 0)
+    """Refuse, before anything is allocated, an image above :data:`MAX_IMAGE_PIXELS` (the bound on files
+    applies to arrays too) or a proposal that would need more than :data:`MAX_PROPOSAL_BYTES`."""
+    pixels = int(height) * int(width)
+    if pixels > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"{n_samples} samples of a {width} x {height} image need {need / 1e9:.1f} GB of masks "
-            f"(limit {MAX_PROPOSAL_MASK_BYTES / 1e9:.1f} GB): use at most {most} samples or a smaller image"
+            f"image is {width} x {height} pixels ({pixels / 1e6:,.0f} Mpx), above the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx: downsample it first"
+        )
+    need = (int(n_samples) + PROPOSAL_BYTES_PER_PIXEL) * pixels
+    if need > MAX_PROPOSAL_BYTES:
+        most = max(MAX_PROPOSAL_BYTES // max(pixels, 1) - PROPOSAL_BYTES_PER_PIXEL, 0)
+        raise ValueError(
+            f"{n_samples} samples of a {width} x {height} image need about {need / 1e9:.1f} GB "
+            f"(limit {MAX_PROPOSAL_BYTES / 1e9:.1f} GB): use at most {most} samples or a smaller image"
         )
 
 

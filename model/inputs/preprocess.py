@@ -34,6 +34,8 @@ def to_float_rgb(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
         if np.ma.isMaskedArray(image) and np.ma.is_masked(image):
             raise ValueError("image is a masked array with masked pixels: give plain pixel values (e.g. np.ma.filled(image, 0))")
         image = np.asarray(image)
+    if not image.dtype.isnative:  # a big-endian uint16 is a uint16: its values, not its bytes, set the scale
+        image = image.astype(image.dtype.newbyteorder("="))
     if image.ndim == 3 and image.shape[2] in (1, 3, 4):
         pass
     elif image.ndim != 2:

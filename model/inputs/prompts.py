@@ -58,6 +58,16 @@ class Prompts:
     negative: tuple[Point, ...] = ()
     prior: np.ndarray | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # Clicks given as an (N, 2) array or a list are kept as a tuple of points, so that with_click appends
+        # a click (an array would add the point to every row) and every reader sees one form.
+        for name in ("positive", "negative"):
+            points = getattr(self, name)
+            if isinstance(points, np.ndarray) and points.ndim == 2 and points.shape[1] == 2 and points.dtype.kind in "iuf":
+                object.__setattr__(self, name, tuple((float(r), float(c)) for r, c in points))
+            elif isinstance(points, list):
+                object.__setattr__(self, name, tuple(points))
+
     @property
     def clicks(self) -> int:
         return _count(self.positive) + _count(self.negative)

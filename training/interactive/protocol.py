@@ -134,8 +134,17 @@ def refine_iter(
     back exactly. ``steps`` None: the model's ``default_steps``.
     ValueError for a box too small for the image (:meth:`Box.window`).
     """
+    mode = resolve_mode(segmenter, mode)
+    height, width = _image_size(image)
+    # Checked here, in every mode: the kept-pixel disks, the box and the reach read them before the proposal would.
+    if not isinstance(prompts, Prompts):
+        raise ValueError(f"prompts must be a model.inputs.prompts.Prompts, got {type(prompts).__name__}")
+    prompts.check(height, width)
+    if painted is not None:
+        if not isinstance(painted, KeptPixels):
+            raise ValueError(f"painted must be a model.inputs.kept.KeptPixels, got {type(painted).__name__}")
+        painted.check(height, width)
     n_samples, steps = (segmenter.refine_sampling_settings if is_steered(prompts, painted, box) else segmenter.sampling_settings)(n_samples, steps)
-    height, width = image.shape[:2]
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
     kept = None
@@ -155,6 +164,14 @@ def refine_iter(
         # The refine's time is the proposal's and the reach's together (the plugin's status line shows it).
         proposal = replace(proposal, seconds=proposal.seconds + time.perf_counter() - started)
     return proposal
+
+
+def _image_size(image: np.ndarray) -> tuple[int, int]:
+    """(H, W) of an (H, W) or (H, W, C) array; ValueError otherwise (the proposal checks the rest)."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        shown = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"image must be an (H, W) or (H, W, 3) numpy array, got {shown}")
+    return int(image.shape[0]), int(image.shape[1])
 
 
 def refine(
