@@ -234,3 +234,15 @@ def test_calibrate_on_cases_that_are_all_skipped_names_them(tmp_path, tiny_check
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and line.startswith(f"mlffm calibrate: error: {data}: none of the 2 cases of split 'all' could be used (")
     assert "t0.png" in line and "t1.png" in line and not (tmp_path / "c.mlffm").exists()
+
+
+def test_average_refuses_models_that_differ_in_flat_field_correction(tmp_path, tiny_segmenter, capsys):
+    plain, corrected = tmp_path / "plain.mlffm", tmp_path / "ff.mlffm"
+    tiny_segmenter.save(plain)
+    torch.manual_seed(1)
+    Segmenter(tiny_segmenter.config, "cpu").with_options(flat_field=True).save(corrected)
+    for order in ((corrected, plain), (plain, corrected)):  # the first one's setting was kept, whichever it was
+        assert main(["average", str(order[0]), str(order[1]), "-o", str(tmp_path / "soup.mlffm")]) == 2
+        err = capsys.readouterr().err
+        assert "flat-field correction is" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "soup.mlffm").exists()

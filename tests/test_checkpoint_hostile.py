@@ -247,3 +247,86 @@ def test_config_checks_follow_the_dataclass_fields_so_new_fields_just_work():
     for bad in ({"prompt_channels": 2.0}, {"prompt_channels": True}, {"prompt_channels": 10**12}, {"scale": "x"}, {"levels": [4, "8"]}, {"other": 1}):
         with pytest.raises(ValueError):
             check_config_values(WithNewFields, bad)
+
+
+def test_integer_bytes_relabelled_as_weights_are_refused(tmp_path, parts):
+    header, data = parts
+    name = next(k for k, v in header.items() if k.startswith("model.") and v["dtype"] == "F32")
+    header = json.loads(json.dumps(header))
+    header[name]["dtype"] = "I32"  # same bytes: loaded as integers near 1e9, which gave masks
+    path = write_raw(tmp_path / "ints.mlffm", header, data)
+    with pytest.raises(CheckpointError, match=r"is torch.int32, the network needs a floating-point tensor"):
+        Segmenter.load(path, "cpu")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("commands", 5), ("commands", [1]), ("finetune_train_ids", [[1]]), ("train_config", [1]), ("parent", "x"),
+     ("best_val_dice", "high"), ("train_config", {"high_t_fraction": "abc"})],
+)
+def test_provenance_entries_the_program_reads_are_checked_at_load(tmp_path, parts, key, value):
+    header, data = parts
+    path = write_raw(tmp_path / "prov.mlffm", with_meta(header, lambda m: m.setdefault("provenance", {}).update({key: value})), data)
+    assert_refused(path, f"provenance '{key}'")
+
+
+def test_the_cli_reports_a_checkpoint_with_bad_provenance_in_one_line(tmp_path, parts, tiny_checkpoint, capsys):
+    header, data = parts
+    bad = write_raw(tmp_path / "prov.mlffm", with_meta(header, lambda m: m.setdefault("provenance", {}).update({"commands": 5})), data)
+    assert main(["average", str(bad), str(tiny_checkpoint), "-o", str(tmp_path / "soup.mlffm")]) == 2  # was a TypeError traceback
+    err = capsys.readouterr().err
+    assert "prov.mlffm" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "provenance, match",
+    [({"note": {1, 2}}, "not JSON"), ({"commands": 5}, "provenance 'commands'"), ("deep", "nested"), ("long", "header would be")],
+)
+def test_save_refuses_what_load_would_refuse_and_keeps_the_file_it_would_replace(tmp_path, tiny_segmenter, provenance, match):
+    path = tmp_path / "mine.mlffm"
+    tiny_segmenter.save(path)
+    before = path.read_bytes()
+    if provenance == "deep":
+        provenance = nested = {}
+        for _ in range(40):
+            nested["a"] = {}
+            nested = nested["a"]
+    elif provenance == "long":
+        provenance = {"note": "x" * (17 * 2**20)}
+    with pytest.raises(ValueError, match=match):
+        tiny_segmenter.save(path, provenance=provenance)
+    assert path.read_bytes() == before
+    Segmenter.load(path, "cpu")
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    path = tmp_path / "big.mlffm"
+    with open(path, "wb") as handle:
+        handle.truncate(200 * 2**20)  # 200 MB of zeros (sparse): the 8-byte length says 0
+    reads = []
+
+    class Counting:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, n=-1):
+            data = self.handle.read(n)
+            reads.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    import model.files.checkpoint_check as check
+
+    real_open_regular = check.open_regular
+    monkeypatch.setattr(check, "open_regular", lambda p, limit: (lambda f, info: (Counting(f), info))(*real_open_regular(p, limit)))
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(path)
+    assert sum(reads) <= 8  # the whole file was read before the header was checked

@@ -37,14 +37,15 @@ def config_of(path: str | os.PathLike, meta: dict[str, Any]) -> SegmenterConfig:
 
 def _meta_state_shapes(config: SegmenterConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the network's state for ``config``, built on the meta device (nothing allocated)."""
-    return dict(_network_state_shapes(config.network))
+    return {name: shape for name, shape, _ in _network_state(config.network)}
 
 
 @functools.lru_cache(maxsize=16)
-def _network_state_shapes(network_config) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _network_state(network_config) -> tuple[tuple[str, tuple[int, ...], bool], ...]:
+    """(name, shape, is floating point) of each tensor of the network's state."""
     with torch.device("meta"):
         network = DualPathUNet(network_config)
-    return tuple((name, tuple(t.shape)) for name, t in network.state_dict().items())
+    return tuple((name, tuple(t.shape), t.is_floating_point()) for name, t in network.state_dict().items())
 
 
 def check_network_size(config: SegmenterConfig) -> None:
@@ -67,3 +68,10 @@ def check_weight_shapes(path: str | os.PathLike, config: SegmenterConfig, tensor
             else f"{wrong[0]} is {list(stored[wrong[0]])}, the config needs {list(expected[wrong[0]])}"
         )
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({first})")
+    # Integer bytes relabelled as weights would load as numbers near 1e9 and give masks; a weight is floating point.
+    floating = {name: is_float for name, _, is_float in _network_state(config.network)}
+    for name, tensor in tensors.items():
+        key = name[len(MODEL_PREFIX):]
+        if name.startswith(MODEL_PREFIX) and tensor.is_floating_point() != floating[key]:
+            need = "a floating-point" if floating[key] else "an integer"
+            raise CheckpointError(f"{path}: weights do not match the stored architecture ({key} is {tensor.dtype}, the network needs {need} tensor)")

@@ -29,7 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .checkpoint_check import FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, CheckpointError, check_finite, _checked_meta, _open_checkpoint, _read_header
+from .checkpoint_check import (
+    FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_JSON_DEPTH, CheckpointError, check_finite, json_depth, provenance_problem, _checked_meta, _open_checkpoint, _read_header,
+)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "save_checkpoint"]
 
@@ -85,10 +87,30 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``."""
+    """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``.
+
+    ValueError, before anything is written, for a ``meta`` that :func:`load_checkpoint` would refuse
+    (not JSON, nested deeper than the loader reads, a header above its size limit, a provenance
+    entry of the wrong kind, :func:`model.files.checkpoint_check.provenance_problem`): a save
+    never replaces a loadable file with one that does not load.
+    """
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    header = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
-    atomic_write_bytes(path, save_safetensors(contiguous, metadata=header))
+    try:
+        text = json.dumps(meta)  # NaN is allowed: the loader reads it, and a diverged run's history may hold one
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: not saved: the checkpoint's meta is not JSON ({err})") from None
+    depth = json_depth(text.encode("utf-8", "surrogatepass"))
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{path}: not saved: the checkpoint's meta is nested {depth} deep, more than the {MAX_JSON_DEPTH} a load reads")
+    problem = provenance_problem(meta.get("provenance") or {}) if isinstance(meta.get("provenance", {}), dict) else "must be a JSON object"
+    if problem:
+        raise ValueError(f"{path}: not saved: the checkpoint's provenance {problem}")
+    header = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "meta": text}
+    data = save_safetensors(contiguous, metadata=header)
+    length = int.from_bytes(data[:8], "little")
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"{path}: not saved: the checkpoint's header would be {length} bytes, above the {MAX_HEADER_BYTES} a load reads")
+    atomic_write_bytes(path, data)
 
 
 def load_checkpoint(
@@ -107,16 +129,17 @@ def load_checkpoint(
     """
     path = Path(path)
     with _open_checkpoint(path) as (file, size):
+        # The header first: a file that is no checkpoint is refused before its (up to 8 GiB of) data is read.
+        head = _read_head(path, file, size)
+        meta = _checked_meta(path, _read_header(path, head, size))
+        if check_meta is not None:
+            check_meta(meta)
         try:
-            data = file.read(size + 1)
+            data = head + file.read(size - len(head) + 1)
         except OSError as err:
             raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
     if len(data) != size:
         raise CheckpointError(f"{path}: the file changed size while it was read")
-    header = _read_header(path, data)
-    meta = _checked_meta(path, header)
-    if check_meta is not None:
-        check_meta(meta)
     try:
         tensors = load_safetensors(data)
     except SafetensorError as err:
@@ -134,12 +157,18 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     with _open_checkpoint(path) as (file, size):
-        try:
-            head = file.read(8)
-            if len(head) == 8:
-                length = int.from_bytes(head, "little")
-                if 0 < length <= min(MAX_HEADER_BYTES, size - 8):
-                    head += file.read(length)
-        except OSError as err:
-            raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+        head = _read_head(path, file, size)
     return _checked_meta(path, _read_header(path, head, size))
+
+
+def _read_head(path: Path, file: Any, size: int) -> bytes:
+    """The first 8 bytes and, where their length is plausible, the header they announce (checked by the caller)."""
+    try:
+        head = file.read(8)
+        if len(head) == 8:
+            length = int.from_bytes(head, "little")
+            if 0 < length <= min(MAX_HEADER_BYTES, size - 8):
+                head += file.read(length)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+    return head

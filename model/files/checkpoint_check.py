@@ -18,7 +18,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -179,7 +179,43 @@ def _checked_meta(path: Path, header: dict[str, Any]) -> dict[str, Any]:
     for key in ("config", "provenance", "training"):
         if key in meta and not isinstance(meta[key], dict):
             raise CheckpointError(f"{path}: damaged checkpoint (meta {key!r} must be a JSON object, got {type(meta[key]).__name__})")
+    problem = provenance_problem(meta.get("provenance", {}))
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint (provenance {problem})")
     return meta
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The provenance entries the program reads back (commands chain, held-out ids, the training recipe, ...), with
+# the JSON kind each must have; None is allowed for each (a value not recorded). Other entries are not read.
+_PROVENANCE_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{key: ("a string", lambda v: isinstance(v, str)) for key in ("command", "run_id", "licence", "torch")},
+    **{key: ("a list of strings", _is_strings) for key in ("commands", "finetune_train_ids")},
+    **{key: ("a JSON object", lambda v: isinstance(v, dict)) for key in (
+        "data", "val_data", "finetune_data", "replay_data", "distributed", "train_config", "parent", "adaptation", "calibration")},
+    "history": ("a list", lambda v: isinstance(v, list)),
+    **{key: ("a number", _is_number) for key in (
+        "planned_epochs", "best_epoch", "best_val_dice", "val_dice_before", "held_out_dice_before", "held_out_dice_after", "train_seconds")},
+}
+
+
+def provenance_problem(provenance: dict[str, Any]) -> str | None:
+    """What is wrong with the entries of a checkpoint's provenance that the program reads, or None."""
+    for key, (kind, fits) in _PROVENANCE_KINDS.items():
+        value = provenance.get(key)
+        if value is not None and not fits(value):
+            return f"{key!r} must be {kind}, got {type(value).__name__}"
+    fraction = (provenance.get("train_config") or {}).get("high_t_fraction")
+    if fraction is not None and not (_is_number(fraction) and 0.0 <= fraction <= 1.0):
+        return f"'train_config' 'high_t_fraction' must be a number in [0, 1], got {str(fraction)[:40]!r}"
+    return None
 
 
 def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:

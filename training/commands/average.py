@@ -66,6 +66,11 @@ def run_average(args: argparse.Namespace) -> int:
     for path, model in zip(args.checkpoints[1:], models[1:]):
         if _architecture(model) != _architecture(models[0]):
             raise ValueError(f"{path}: its size, network or diffusion settings differ from {args.checkpoints[0]}'s; only one architecture can be averaged")
+        if model.config.flat_field != models[0].config.flat_field:  # the networks were trained on other inputs
+            raise ValueError(
+                f"{path}: flat-field correction is {'on' if model.config.flat_field else 'off'} in it and "
+                f"{'on' if models[0].config.flat_field else 'off'} in {args.checkpoints[0]}; weights trained on other inputs cannot be averaged"
+            )
     config = dataclasses.replace(models[0].config, probability_temperature=1.0, decision_threshold=0.5)
     soup = Segmenter(config, "cpu")
     soup.network.load_state_dict(average_weights(models))
