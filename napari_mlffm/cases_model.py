@@ -1,7 +1,7 @@
 """One case model shared by the Propose, Review and Cases widgets (Qt-free, testable without a viewer).
 
 A *case* is one image, keyed by its store id (:func:`training.corrections.store.case_id_for`
-of its source file, or of the layer name when there is no file). The model
+of its source file, or of the whole layer name when there is no file). The model
 keeps, per case:
 
 * the latest proposal and the record of what made it (model, seed, steps);
@@ -17,6 +17,12 @@ States, in the order a review moves through them (:data:`STATES`):
 ``accepted`` (in the store, no edits since); ``unreadable`` when the file
 could not be read.
 
+A case id holds one image at a time. Two files of one name in different
+folders (cameras name every session's photos IMG_0001, ...) have one id: a
+case is only ever given to the file it was made for (:meth:`CaseModel.for_source`),
+a file of the open folder's list keeps its id (another file with it is
+refused in one line), and any other case is replaced by the newest file's.
+
 Every change emits :attr:`CaseModel.changed` with the case id, so each widget
 can refresh what it shows. Nothing here touches napari or Qt.
 """
@@ -24,6 +30,7 @@ can refresh what it shows. Nothing here touches napari or Qt.
 from __future__ import annotations
 
 import json
+import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,14 +97,42 @@ class CaseModel:
 
     @staticmethod
     def id_for(source: str | Path) -> str:
-        return case_id_for(source)
+        return source_case_id(source)
 
     def case(self, source: str | Path) -> Case:
-        """The case of a source file (or layer name), created as 'new' the first time."""
-        case_id = case_id_for(source)
-        if case_id not in self.cases:
-            self.cases[case_id] = Case(case_id, str(source))
-        return self.cases[case_id]
+        """The case of a source file (or layer name), created as 'new' the first time.
+
+        ValueError (one line) when no safe id can be made from it, or when its id is
+        that of another file in the open folder's list; a case of another file that is
+        not in the list is replaced by a new one for this file.
+        """
+        case_id = source_case_id(source)
+        case = self.cases.get(case_id)
+        if case is not None and not same_source(case.source, source):
+            if case_id in self.order:
+                raise ValueError(
+                    f"{display(source)}: its case id '{case_id}' is that of {display(case.source)} in the open folder "
+                    "(one case per id: the corrections store keys cases by it); rename one of them"
+                )
+            case = None  # another file of the same name: a new case
+        if case is None:
+            case = self.cases[case_id] = Case(case_id, str(source))
+        return case
+
+    def for_source(self, source: str | Path) -> Case | None:
+        """The case made for this very file (or layer name), if any: never another file's of the same name."""
+        try:
+            case = self.cases.get(source_case_id(source))
+        except ValueError:
+            return None
+        return case if case is not None and same_source(case.source, source) else None
+
+    def check_source(self, source: str | Path) -> None:
+        """ValueError (one line) if :meth:`case` would refuse ``source``; creates nothing."""
+        case_id = source_case_id(source)
+        case = self.cases.get(case_id)
+        if case is not None and case_id in self.order and not same_source(case.source, source):
+            self.case(source)  # raises its message
 
     def get(self, case_id: str) -> Case | None:
         return self.cases.get(case_id)
@@ -117,7 +152,7 @@ class CaseModel:
         listing, skipped = list_folder(folder)
         for case_id, path in listing:  # nothing can fail from here on
             case = self.cases.get(case_id)
-            if case is None:
+            if case is None or not same_source(case.source, path):  # another folder's file of this name is another case
                 self.cases[case_id] = Case(case_id, str(path))
             else:
                 case.source = str(path)
@@ -226,6 +261,24 @@ class CaseModel:
     def set_current(self, case_id: str | None) -> None:
         self.current = case_id
         self.changed.emit("")
+
+
+def is_file_source(source: str | Path) -> bool:
+    """Whether a case's source is a file's path (the reader and the Cases list record paths), not a layer's name."""
+    text = str(source)
+    return "/" in text or os.sep in text
+
+
+def source_case_id(source: str | Path) -> str:
+    """The case id of a source: a file's stem, or the whole of a layer's name (``lesion.left`` is not ``lesion``)."""
+    return case_id_for(source, whole_name=not is_file_source(source))
+
+
+def same_source(a: str | Path, b: str | Path) -> bool:
+    """Whether two sources are one image: the same name, or paths of the same file."""
+    if str(a) == str(b):
+        return True
+    return is_file_source(a) and is_file_source(b) and os.path.realpath(a) == os.path.realpath(b)
 
 
 def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:

@@ -20,6 +20,8 @@ from napari.layers import Image, Labels
 
 from model import Proposal
 
+from .cases_model import same_source
+
 KEY = "mlffm"
 OUTLINE_COLOUR = (0.0, 1.0, 1.0, 1.0)  # cyan: high contrast on skin and on dark, pigmented lesions
 OUTLINE_PX = 2
@@ -175,6 +177,8 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
     check_not_refining(found, image_layer.name)
+    if edited:
+        check_same_image(found["mask"], image_layer.name, info.get("source"))
     samples = proposal.samples.astype(np.uint8)
     state = {
         **info, "probability": proposal.probability, "threshold": proposal.threshold,
@@ -211,6 +215,22 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     mask.selected_label = 1
     mask.mode = "paint"
     return mask, kept
+
+
+def check_same_image(mask_layer, image_name: str, source: str | None) -> None:
+    """ValueError when an edited mask was made for another file than ``source`` (one of the same name and size,
+    whose layer was removed): its edits are not this image's to keep, nor the plugin's to throw away."""
+    state = mask_layer.metadata.get(KEY)
+    made_for = state.get("source") if isinstance(state, dict) else None
+    if isinstance(made_for, str) and isinstance(source, str) and not same_source(made_for, source):
+        raise ValueError(
+            f"layer '{mask_layer.name}' holds edits made on another file ({_tail(made_for)}), not on '{image_name}' "
+            f"({_tail(source)}): rename or remove it, or accept it with its own image first"
+        )
+
+
+def _tail(path: str, parts: int = 2) -> str:
+    return "/".join(str(path).replace("\\", "/").split("/")[-parts:])
 
 
 def check_not_refining(found: dict[str, Any], image_name: str) -> None:

@@ -43,6 +43,17 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     ValueError (one line naming ``path``) for an empty layer, labels that are
     not whole numbers, a folder that does not exist or another extension.
     """
+    try:
+        return _write_labels(path, data)
+    except ValueError as err:
+        # napari answers a writer's error with a generic "not a valid writer": say why, too
+        from napari.utils.notifications import show_error
+
+        show_error(str(err) if str(err).startswith(str(path)) else f"{path}: {err}")
+        raise
+
+
+def _write_labels(path: str, data: Any) -> list[str]:
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".png", ".tif", ".tiff"):
@@ -54,6 +65,8 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
         write_png(target, labels_to_png_array(array))
     elif suffix in (".tif", ".tiff"):
         if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() >= 0:
-            array = array.astype(np.uint16 if array.max() < 65536 else np.uint32)
+            top = int(array.max())
+            if top < 2**32:  # labels above that stay 64-bit (a cast to uint32 wrapped them)
+                array = array.astype(np.uint16 if top < 65536 else np.uint32)
         write_tiff(target, array)
     return [str(target)]

@@ -172,6 +172,7 @@ class ProposeWidget(common.RunCancel, Container):
             found = results.case_layers(self.viewer, layer.name)
             results.check_case_layers(found, layer.name, 0, 0, sized=())
             results.check_not_refining(found, layer.name)
+            self.cases.check_source(common.case_source(layer))  # a name that makes no case id, or the open folder's file's id
         except ValueError as err:
             self._on_error(err)
             return None
@@ -214,10 +215,10 @@ class ProposeWidget(common.RunCancel, Container):
             self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
             return
         info = {**info, **extra}
-        self.cases.set_proposal(info["source"], proposal, info)  # the proposal belongs to the image's case, whichever widget shows it
         try:
             _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
-        except ValueError as err:  # a layer under a result name is not this image's: nothing was changed
+            self.cases.set_proposal(info["source"], proposal, info)  # the proposal belongs to the image's case, whichever widget shows it
+        except ValueError as err:  # a layer under a result name is not this image's (nothing was changed), or the case id is taken
             self._on_error(err)
             return
         message = f"{proposal.samples.shape[0]} proposals in {proposal.seconds:.1f} s on {extra['device']}"

@@ -44,55 +44,16 @@ from napari.qt.threading import create_worker
 from model.inputs.box import Box
 from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
-from training.interactive.protocol import is_steered, refine_iter, refine_samples_for, resolve_mode
 
 from .. import cases_model, results
 from . import common
 from .box_layer import BoxLayer
+from .refine_job import lesion_clicks_outside, refine_job
 from .prompt_layers import box_layer_name, claim, is_answered_by, is_clicks_layer, prompts_layer_name
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
 PER_REFINE_CHOICES = ("fewer, faster", "as the proposal")  # the model's refine default (8 shipped), or the proposal's number
-
-
-def refine_job(
-    checkpoint, device, image, prompts: Prompts, painted: KeptPixels | None, n_samples, steps, seed, flat_field=None, reach=True, box=None,
-    fewer_samples=True,
-):
-    """Worker body: yields (done, total) per DDIM step, returns (proposal, info) or (None, {"error": line}).
-
-    ``flat_field``: that of the proposal being refined (None: the model's choice).
-    ``reach``: each click also takes the probable region connected to it.
-    ``box``: a :class:`model.inputs.box.Box` around the lesion, or None.
-    ``n_samples``: what the proposal being refined drew; with ``fewer_samples``
-    a refine steered by clicks, painted pixels or a box draws
-    :func:`training.interactive.protocol.refine_samples_for` it (one with
-    none of them gives back the first proposal, with its own number).
-    """
-    try:
-        segmenter = common.get_segmenter(checkpoint, device, flat_field)
-        mode = resolve_mode(segmenter, "auto")
-        fewer = fewer_samples and is_steered(prompts, painted, box)  # else: the first proposal again, as it was drawn
-        n_samples = refine_samples_for(segmenter, n_samples) if fewer else segmenter.sampling_settings(n_samples, steps)[0]
-        proposal = yield from refine_iter(segmenter, image, prompts, mode, painted, reach, n_samples, steps, seed, box=box)
-    except (ValueError, OSError, RuntimeError) as err:
-        return None, {"error": common.one_line(err)}
-    if not prompts.clicks:  # nothing to steer with but what was painted or the box
-        mode = "kept" if painted is not None or box is not None else "none"
-    info = {
-        **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed),
-        "refine_mode": mode, "click_reach": bool(reach and prompts.clicks),
-    }
-    return proposal, info
-
-
-def _lesion_clicks_outside(prompts: Prompts, box: Box | None, shape: tuple[int, int]) -> int:
-    """How many lesion clicks lie outside ``box`` (the box holds its outside as skin, so they change nothing)."""
-    if box is None or not prompts.positive:
-        return 0
-    inside = box.inside(*shape)
-    return sum(not inside[min(max(int(round(r)), 0), shape[0] - 1), min(max(int(round(c)), 0), shape[1] - 1)] for r, c in prompts.positive)
 
 
 class RefineWidget(BoxLayer, common.RunCancel, Container):
@@ -254,6 +215,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         layer = getattr(event, "source", None)
         if layer is None or not self._answers(layer):
             return
+        if self._drop_clicks_outside(layer, image_name):
+            return
         positive = np.asarray(layer.features["positive"], bool) if len(layer.data) else np.zeros(0, bool)
         layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
         count = len(layer.data)
@@ -261,6 +224,22 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         self._counts[layer.name] = count
         if changed and self.auto.value and self._is_chosen(image_name):
             self.refine()
+
+    def _drop_clicks_outside(self, layer, image_name: str) -> bool:
+        """Remove clicks placed off the image (they would fail every later refine); True if any were."""
+        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+        if image is None or not len(layer.data):
+            return False
+        height, width = common.image_data(image).shape[:2]
+        rows, cols = np.asarray(layer.data, float)[:, -2], np.asarray(layer.data, float)[:, -1]
+        outside = ~((rows >= -0.5) & (rows < height + 0.5) & (cols >= -0.5) & (cols < width + 0.5))
+        if not outside.any():
+            return False
+        self._counts[layer.name] = int((~outside).sum())  # the removal below is no new click: no refine
+        layer.selected_data = set(np.flatnonzero(outside).tolist())
+        layer.remove_selected()
+        self.status.value = f"{int(outside.sum())} click{'s' if outside.sum() > 1 else ''} off the image removed: click on the image"
+        return True
 
     def clicks(self) -> Prompts:
         """The current clicks (positive, negative) in the image's pixels, without a prior."""
@@ -387,10 +366,13 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         )
         cases = cases_model.for_viewer(self.viewer)  # the case keeps the refined proposal, so stepping back shows it
         source = common.case_source(image_layer)
-        known = cases.get(cases_model.CaseModel.id_for(source))
-        cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
+        known = cases.for_source(source)
+        try:
+            cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
+        except ValueError:
+            pass  # no case can be kept for this image (the open folder's file has its id): its layers hold the result
         mask.data = shown.astype(np.uint8)
-        outside = _lesion_clicks_outside(prompts, box, consensus.shape)
+        outside = lesion_clicks_outside(prompts, box, consensus.shape)
         self.status.value = (
             f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks{' in a box' if box is not None else ''}, "
             f"{record['kept_pixels']} kept px, {len(proposal.samples)} proposals in {proposal.seconds:.2f} s ({record['mode']})"

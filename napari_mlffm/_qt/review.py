@@ -9,7 +9,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from training.corrections.outline_level import mask_at_level, step_level
 from training.corrections.postprocess import case_readout, clean_mask, combine
-from training.corrections.store import CorrectionsStore, case_id_for
+from training.corrections.store import CorrectionsStore
 from training.files.export import EXPORT_SUFFIXES, export_case
 
 from .. import cases_model, results
@@ -116,7 +116,10 @@ class ReviewWidget(Container):
             self.readout.value = ""
             return
         state = found["mask"].metadata.get(results.KEY, {})
-        self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
+        try:
+            self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
+        except ValueError:
+            pass  # no case can be kept for this image (its name makes no id, or the open folder's file has it): the layer holds the mask
         self.update_readout()
 
     def _on_outline(self, outline: bool) -> None:
@@ -140,7 +143,7 @@ class ReviewWidget(Container):
         if layer is None:
             raise ValueError("choose an image first")
         found = results.case_layers(self.viewer, layer.name)
-        case = self.cases.get(cases_model.CaseModel.id_for(common.case_source(layer)))
+        case = self.cases.for_source(common.case_source(layer))  # never another file's of the same name
         if create and found["mask"] is None and case is not None and case.proposal is not None:
             results.add_proposal_layers(self.viewer, layer, case.proposal, case.info or {})  # proposed from elsewhere
             found = results.case_layers(self.viewer, layer.name)
@@ -170,7 +173,8 @@ class ReviewWidget(Container):
             if choice == "shown proposal":
                 if samples is None:
                     raise ValueError("no proposals layer")
-                index = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+                # the proposals layer's own first axis, wherever it sits among the viewer's (another layer may have more)
+                index = int(round(float(proposals.world_to_data(self.viewer.dims.point)[0])))
                 index = min(max(index, 0), samples.shape[0] - 1)
                 mask, label = samples[index], f"proposal {index + 1}"
             elif choice == "consensus":
@@ -292,10 +296,14 @@ class ReviewWidget(Container):
             layer, found = self._layers()
             store = CorrectionsStore(SETTINGS.get().store_path)
             source = found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer)
-            case_id = case_id_for(source)
+            case_id = cases_model.CaseModel.id_for(source)
+            self.cases.check_source(source)  # before the store is written
             overwrite = False
             if store.has(case_id):
-                question = (f"{case_id} was accepted before. Accept this mask in its place?\n"
+                other = store.source_of(case_id)
+                whose = (f"{case_id} was accepted before from another file, {other}" if other and not cases_model.same_source(other, source)
+                         else f"{case_id} was accepted before")
+                question = (f"{whose}. Accept this mask in its place?\n"
                             f"These files in {store.root} will be replaced:\n{file_list(store.paths(case_id))}")
                 if not self.confirm("Accept again", question):
                     self.status.value = "not accepted (kept the stored version)"
@@ -322,7 +330,7 @@ class ReviewWidget(Container):
             proposals = found["proposals"]
             probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
             uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
-            stem = case_id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or layer.name)
+            stem = cases_model.CaseModel.id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer))
             args = (folder, stem, self._current_mask(found), probability, uncertainty, self._record(layer, found))
             existing = [Path(folder) / f"{stem}{suffix}" for suffix in EXPORT_SUFFIXES if (Path(folder) / f"{stem}{suffix}").exists()]
             overwrite = False

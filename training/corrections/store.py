@@ -55,12 +55,18 @@ MAX_RECORD_BYTES = 2**20  # a record is a few kB of JSON; a larger one is not a 
 MAX_STORE_FILE_BYTES = MAX_DECODED_IMAGE_BYTES  # a lossless PNG of the largest image read is below its decoded size
 
 
-def case_id_for(source: str | Path) -> str:
-    """A safe store id from a source file name: its stem with path-like characters replaced."""
-    stem = Path(str(source)).stem or "case"
+def case_id_for(source: str | Path, whole_name: bool = False) -> str:
+    """A safe store id from a source file name: its stem with path-like characters replaced.
+
+    ``whole_name``: ``source`` is a name, not a file (a napari layer's): all of it counts, so
+    ``lesion.left`` and ``lesion.right`` are two cases. ValueError for a name that makes no safe id.
+    """
+    stem = (str(source) if whole_name else Path(str(source)).stem) or "case"
     cleaned = re.sub(r"[\\/:\x00]", "_", stem).lstrip(".") or "case"
     if not safe_id(cleaned):
-        raise ValueError(f"{source}: cannot make a safe case id from this name")
+        shown = display(str(source))
+        shown = repr(shown) if any(ord(c) < 32 or ord(c) == 127 for c in shown) else shown  # a newline would cut the one line
+        raise ValueError(f"{shown[:120]}{'...' if len(shown) > 120 else ''}: cannot make a safe case id from this name")
     return cleaned
 
 
@@ -189,6 +195,15 @@ class CorrectionsStore:
         if not safe_id(case_id):
             raise ValueError(f"unsafe case id {case_id!r}: it would write outside {self.root}")
         return self.root / "images" / f"{case_id}.png", self.root / "masks" / f"{case_id}.png", self.root / "meta" / f"{case_id}.json"
+
+    def source_of(self, case_id: str) -> str | None:
+        """The ``source`` a stored case's record names (the file it was accepted from), or None if none can be read."""
+        try:
+            record = _read_record(self.paths(case_id)[2])
+        except (_Unusable, ValueError):
+            return None
+        source = record.get("source") if isinstance(record, dict) else None
+        return source if isinstance(source, str) else None
 
     def has(self, case_id: str) -> bool:
         return safe_id(case_id) and self.paths(case_id)[2].is_file()
