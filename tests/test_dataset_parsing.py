@@ -286,3 +286,146 @@ def test_a_mask_name_never_crosses_to_another_image(tmp_path):
         found = {c.case_id: c.mask_path.name for c in listing.cases}
         assert found == {"A": "A.png", "a": "a.png"} | ({"mole_lesion": "mole_lesion.png"} if split == "all" else {}), split
         assert any("mole.png: skipped, no mask" in p for p in listing.problems)
+
+
+def test_two_non_zero_levels_either_side_of_half_are_refused_not_cut(tmp_path):
+    touched = np.zeros((16, 16), np.uint8)
+    touched[4:12, 4:12] = 1
+    touched[0:2, 0:2] = 255  # a 0/1 mask touched with 255: the grey rule kept only the dab, Dice 0 against the lesion
+    with pytest.raises(ImageReadError, match=r"mask values 0, 1 and 255 .*ambiguous"):
+        read_mask(_png(tmp_path / "touched.png", touched))
+    ring = np.zeros((16, 16), np.uint8)
+    ring[2:14, 2:14] = 127
+    ring[4:12, 4:12] = 255
+    with pytest.raises(ImageReadError, match="trimap"):
+        read_mask(_png(tmp_path / "trimap.png", ring))
+    ring[ring == 127] = 128  # both levels at or above half: lesion either way, no ambiguity
+    assert np.array_equal(read_mask(_png(tmp_path / "both.png", ring)), ring > 0)
+
+
+def test_a_12_bit_ramp_in_a_16_bit_file_is_a_grey_level_mask(tmp_path):
+    rows, cols = np.mgrid[0:64, 0:64]
+    distance = np.hypot(rows - 32, cols - 32)
+    soft = np.clip((20 - distance) / 4 + 0.5, 0, 1)  # an anti-aliased disk of radius 20
+    values = (soft * 4095).round().astype(np.uint16)  # 12-bit values: below half the 16-bit range everywhere
+    tifffile_path = tmp_path / "m12.png"
+    Image.fromarray(values).save(tifffile_path)
+    assert np.array_equal(read_mask(tifffile_path), values >= 2048)  # was refused as "labels"
+
+
+def test_a_lesion_drawn_in_alpha_over_one_colour_is_read_from_alpha(tmp_path):
+    truth = np.zeros((8, 8), bool)
+    truth[1:5, 2:7] = True
+    for colour in ((255, 255, 255), (255, 0, 0)):
+        rgba = np.zeros((8, 8, 4), np.uint8)
+        rgba[..., :3] = colour
+        rgba[truth, 3] = 255
+        assert np.array_equal(read_mask(_png(tmp_path / f"alpha{colour[1]}.png", rgba)), truth)  # was all lesion
+
+
+def test_a_mask_matched_ignoring_letter_case_is_never_another_image_s_exact_mask(tmp_path):
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for case_id, value in (("Lesion", 1), ("lesion", 2), ("Mole", 3)):
+        Image.fromarray(np.full((10, 12, 3), 100 + value, np.uint8)).save(data / "images" / f"{case_id}.png")
+    for name in ("Lesion.png", "MOLE_lesion.png"):
+        Image.fromarray(np.zeros((10, 12), np.uint8)).save(data / "masks" / name)
+    listing = list_cases(data, "all")
+    found = {c.case_id: c.mask_path.name for c in listing.cases}
+    assert found == {"Lesion": "Lesion.png", "Mole": "MOLE_lesion.png"}  # "lesion" was scored against "Lesion"'s mask
+    assert any("lesion.png: skipped, no mask" in p for p in listing.problems)
+
+
+def test_evaluate_names_the_cases_of_its_split_that_it_cannot_score(data, tiny_checkpoint, capsys):
+    shutil.copy(data / "images" / "ISIC_0000015.jpg", data / "images" / "ISIC_0000099.webp")  # a photograph of a type not read
+    shutil.copy(data / "masks" / "ISIC_0000015.png", data / "masks" / "ISIC_0000099.png")
+    (data / "images" / "batch2").mkdir()
+    shutil.copy(data / "images" / "ISIC_0000015.jpg", data / "images" / "batch2" / "ISIC_0000098.jpg")
+    (data / "images" / "Thumbs.db").write_bytes(b"\0" * 16)  # not a case: a problem for train's listing, no skip
+    (data / "splits.csv").write_text((data / "splits.csv").read_text() + "ISIC_0000099,val\nISIC_0000097,val\nISIC_0000096,test\n")
+    code = main(["evaluate", str(data), "--split", "val", "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1  # was exit 0 with "val: 2 images" and not a word
+    assert "skipped 2 cases of val" in captured.out
+    assert "ISIC_0000099.webp: skipped, .webp is not a supported image type" in captured.out
+    assert "id 'ISIC_0000097' has no image" in captured.out and "ISIC_0000096" not in captured.out  # another split's
+    listing = list_cases(data, "train")
+    assert any("batch2/: a folder, not read" in p for p in listing.problems) and any("Thumbs.db" in p for p in listing.problems)
+    assert listing.skipped == ()
+
+
+def test_evaluate_says_what_hd95_is_over_and_that_nothing_could_be_scored(tmp_path, tiny_checkpoint, capsys):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    skin = np.full((32, 32, 3), (200, 150, 130), np.uint8)
+    skin[::2] = (190, 140, 120)  # not blank
+    lesion = np.zeros((32, 32), np.uint8)
+    lesion[8:24, 8:24] = 255
+    for case_id, mask in (("a", lesion), ("b", np.zeros((32, 32), np.uint8))):
+        Image.fromarray(skin).save(root / "images" / f"{case_id}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{case_id}.png")
+    report = tmp_path / "r.json"
+    args = ["evaluate", str(root), "--split", "all", "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1", "--device", "cpu"]
+    assert main([*args, "--json", str(report)]) == 0
+    saved = json.loads(report.read_text())
+    defined = sum(r["hd95"] is not None and r["hd95"] == r["hd95"] for r in saved["per_image"])
+    assert saved["hd95_images"] == defined
+    if defined < 2:
+        assert f"over {defined} of 2 images" in capsys.readouterr().out
+    for name in ("a", "b"):
+        (root / "masks" / f"{name}.png").write_bytes(b"not a png")
+    assert main(args) == 2  # was a table of NaN
+    assert "none of the 2 cases of split 'all' could be scored" in capsys.readouterr().err
+
+
+def test_finetune_never_trains_on_test_cases_and_needs_a_held_out_case(data, tiny_checkpoint, capsys):
+    from training.commands.train import without_test_cases
+
+    (data / "splits.csv").write_text((data / "splits.csv").read_text().replace("ISIC_0000000,train", "ISIC_0000000,test"))
+    kept = without_test_cases(list_cases(data), data)
+    assert "ISIC_0000000" not in {c.case_id for c in kept.cases} and len(kept.cases) == 7
+    assert "left out 1 cases that" in capsys.readouterr().err
+    one = data.parent / "one"
+    (one / "images").mkdir(parents=True)
+    (one / "masks").mkdir()
+    shutil.copy(data / "images" / "ISIC_0000001.jpg", one / "images")
+    shutil.copy(data / "masks" / "ISIC_0000001.png", one / "masks")
+    code = main(["finetune", str(one), "-o", str(data.parent / "ft.mlffm"), "--checkpoint", str(tiny_checkpoint), "--epochs", "1", "--batch-size", "2", "--device", "cpu"])
+    assert code == 2 and "need at least 2 usable cases" in capsys.readouterr().err  # was "val Dice nan (best)"
+
+
+def test_calibrate_warns_when_its_fit_cannot_hold(tmp_path, tiny_checkpoint, capsys):
+    from training.commands.calibrate import fit_warnings
+
+    assert fit_warnings(40, 30, 40, 1.3, 0.05, 0.03) == []
+    lines = fit_warnings(4, 0, 4, 8.0, 0.2, 0.3)
+    assert len(lines) == 4 and "no mask holds any lesion" in lines[0] and "fitted on 4 cases" in lines[1]
+    assert "end of its search range" in lines[2] and "calibration error rose" in lines[3]
+
+
+def test_a_val_split_that_is_the_training_split_is_said_and_a_missing_splits_csv_names_the_option(tmp_path, capsys):
+    root = tmp_path / "d"
+    shutil.copytree(SMALL_DATA, root)
+    (root / "splits.csv").unlink()
+    args = ["train", str(root), "--split", "all", "-o", str(tmp_path / "m.mlffm"), *TINY, "--epochs", "1"]
+    assert main(args) == 2
+    assert "(for --val-split val)" in capsys.readouterr().err
+    assert main([*args, "--val-split", "all"]) == 0
+    assert "shares cases with --split all" in capsys.readouterr().out + capsys.readouterr().err
+
+
+def test_evaluate_warns_when_it_scores_cases_the_model_was_fine_tuned_on(data, tiny_segmenter, capsys):
+    tuned = data.parent / "tuned.mlffm"
+    tiny_segmenter.save(tuned, provenance={"finetune_train_ids": ["ISIC_0000015", "ISIC_0000001"]})
+    assert main(["evaluate", str(data), "--split", "val", "--checkpoint", str(tuned), "--samples", "2", "--steps", "1", "--device", "cpu"]) == 0
+    assert "1 of the 2 cases were in this model's fine-tuning data (e.g. ISIC_0000015)" in capsys.readouterr().err
+
+
+def test_evaluate_warns_when_most_reference_masks_look_inverted():
+    from training.commands.evaluate import warn_if_swapped
+
+    inverted = [{"truth_area_fraction": 0.9, "truth_touches_border": True}] * 3 + [{"truth_area_fraction": 0.2, "truth_touches_border": False}]
+    assert warn_if_swapped(inverted)
+    assert not warn_if_swapped(inverted[2:])  # one whole-frame lesion in two cases: legitimate, no warning

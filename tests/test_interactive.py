@@ -70,9 +70,9 @@ def test_a_refine_over_the_size_limits_skips_its_case_and_the_run_goes_on(tmp_pa
     monkeypatch.setattr(limits, "MAX_PROPOSAL_BYTES", (3 + limits.PROPOSAL_BYTES_PER_PIXEL) * 96 * 96)  # the fixture's images are 96 x 96: 2 samples fit, 4 do not
     report = tmp_path / "r.json"
     args = ["evaluate", str(SMALL_DATA), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--limit", "2", "--steps", "1"]
-    assert main([*args, "--samples", "2", "--refine-samples", "4", "--clicks", "1", "--json", str(report)]) == 1
+    assert main([*args, "--samples", "2", "--refine-samples", "4", "--clicks", "1", "--json", str(report)]) == 2  # nothing could be scored
     err = capsys.readouterr().err
-    assert err.count("skipped") >= 2 and "use at most 3 samples" in err
+    assert err.count("skipped") >= 2 and "use at most 3 samples" in err and "none of the 2 cases" in err
     assert main([*args, "--samples", "2", "--refine-samples", "2", "--clicks", "1", "--json", str(report), "--overwrite"]) == 0
 
 

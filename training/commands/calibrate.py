@@ -87,10 +87,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     scoring = CaseScoring(listing)
     skipped = scoring.skipped
     propose = lambda image: segmenter.propose(image, seed=args.seed)  # noqa: E731
+    lesion_cases = skin_cases = 0
     for _, _, truth, proposal, _ in scoring.proposals(cases, f"calibrating on {args.split}", propose):
         histogram.update(proposal.probability, truth)
         sweep.update(proposal.probability, truth)
         scores.append(dice(proposal.consensus, truth))
+        lesion_cases += bool(truth.any())
+        skin_cases += bool((~truth).any())
     if not scores:  # every case was skipped: say which, not only that no pixels were left
         shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise ValueError(f"{args.data}: none of the {len(cases)} cases of split {args.split!r} could be used ({shown or 'no reason given'})")
@@ -102,6 +105,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         threshold = float(apply_temperature(torch.tensor(raw, dtype=torch.float64), temperature))
     else:
         threshold, raw = chosen_threshold, untempered_threshold(chosen_threshold, temperature)
+    for line in fit_warnings(len(scores), lesion_cases, skin_cases, temperature, before, after):
+        print(f"warning: {line}", file=sys.stderr)
     calibrated = segmenter.with_options(probability_temperature=temperature, decision_threshold=threshold)
     command = args.command_line
     calibrated.provenance["commands"] = [*base.provenance.get("commands", []), command]
@@ -137,3 +142,22 @@ def run_calibrate(args: argparse.Namespace) -> int:
     how = "fitted" if chosen_threshold == "fit" else "set"
     print(f"decision threshold {threshold:.3f} ({how}): Dice {record['dice_at_threshold']:.4f} -> {args.output}")
     return 1 if skipped else 0
+
+
+STABLE_FIT_CASES = 20
+"""Fewer cases than this give a temperature and threshold that move with every case (``mlffm adapt`` requires 20)."""
+
+
+def fit_warnings(n_cases: int, lesion_cases: int, skin_cases: int, temperature: float, ece_before: float, ece_after: float) -> list[str]:
+    """One line for each reason the fitted calibration may not hold for other images (printed, the model is still written)."""
+    lines = []
+    if lesion_cases == 0 or skin_cases == 0:
+        what = "no mask holds any lesion" if lesion_cases == 0 else "every mask is all lesion"
+        lines.append(f"{what}: a calibration fitted on them says nothing about a lesion's outline; calibrate on cases with lesions and skin")
+    if n_cases < STABLE_FIT_CASES:
+        lines.append(f"fitted on {n_cases} case{'s' if n_cases != 1 else ''}: {STABLE_FIT_CASES} or more give a temperature and threshold that hold for other images")
+    if temperature <= 0.25 * 1.001 or temperature >= 8.0 / 1.001:
+        lines.append(f"the temperature {temperature:.3g} is at the end of its search range (0.25..8): these cases do not pin it down")
+    if ece_after > ece_before + 0.01:  # a small rise can come with a better NLL, the default objective
+        lines.append(f"the calibration error rose ({ece_before:.4f} -> {ece_after:.4f}) on the very cases it was fitted on")
+    return lines

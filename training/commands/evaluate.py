@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 import torch
@@ -89,6 +91,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not cases:
         raise ValueError(no_cases_in_split(args.data, args.split))
     segmenter = Segmenter.load(args.checkpoint, args.device)
+    trained_on = set(segmenter.provenance.get("finetune_train_ids") or []) & {c.case_id for c in cases}
+    if trained_on:  # scored all the same (the user asked for these cases), but the scores are optimistic
+        print(f"warning: {len(trained_on)} of the {len(cases)} cases were in this model's fine-tuning data "
+              f"(e.g. {sorted(trained_on)[0]}): their scores are optimistic", file=sys.stderr)
     if args.flip_views is not None:
         segmenter = segmenter.with_options(flip_views=args.flip_views)
     segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field, segmenter.config.flat_field))
@@ -133,6 +139,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             record["disagreement"] = proposal.disagreement
         record["seconds"] = seconds[-1]
         scoring.bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
+    if not accumulator.per_image:  # a table of NaN says nothing: say why instead
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise ValueError(f"{args.data}: none of the {len(cases)} cases of split {args.split!r} could be scored ({shown or 'no reason given'})")
+    warn_if_swapped(accumulator.per_image)
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)
     rho_disagreement = uncertainty_error_spearman(accumulator.per_image, "disagreement")
@@ -147,8 +157,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for line in skipped:
             print(f"  {line}")
     print(f"{'metric':<12} {'value':>9}")
+    hd95_images = sum(1 for r in accumulator.per_image if not math.isnan(r["hd95"]))
     for name in METRIC_NAMES:
-        print(f"{name:<12} {summary[name]:>9.4f}")
+        note = ""
+        if name == "hd95" and hd95_images < len(accumulator.per_image):
+            note = f"  over {hd95_images} of {len(accumulator.per_image)} images (undefined where one mask is empty and the other not)"
+        print(f"{name:<12} {summary[name]:>9.4f}{note}")
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
     print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {rho:.3f}")
     print(f"Spearman rho between per-image sample disagreement (the triage score) and error: {rho_disagreement:.3f}")
@@ -170,6 +184,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             {
                 "n_images": len(seconds),
                 "metrics": summary,
+                "hd95_images": hd95_images,  # the images the mean HD95 is over: it is undefined where exactly one mask is empty
                 "seconds_per_image": per_image_seconds,
                 "uncertainty_error_spearman": rho,
                 "disagreement_error_spearman": rho_disagreement,
@@ -193,3 +208,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
             },
         )
     return 1 if skipped else 0
+
+
+def warn_if_swapped(per_image: list[dict]) -> bool:
+    """Warn (stderr) when most reference masks look inverted: lesion over 80 % of the image and reaching its edge.
+
+    Whole-frame lesions exist (8 of 594 ISIC test references cover over 95 %), but not in most cases of a
+    split; masks written with the lesion as 0 and the skin as the bright value look like this. True if warned.
+    """
+    full = sum(1 for r in per_image if r.get("truth_area_fraction", 0.0) > 0.8 and r.get("truth_touches_border"))
+    if len(per_image) < 2 or full * 2 <= len(per_image):
+        return False
+    print(
+        f"warning: in {full} of {len(per_image)} reference masks the lesion covers over 80 % of the image and reaches its edge: "
+        "if lesion and skin are swapped in these masks (the lesion must be the non-zero, brighter value), every score is inverted",
+        file=sys.stderr,
+    )
+    return True

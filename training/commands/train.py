@@ -18,7 +18,7 @@ from model.inputs.limits import MAX_WORKING_SIZE
 
 from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
-from ..data.datasets import CachedDataset, DatasetListing, cache_dataset, list_cases, no_cases_in_split, read_id_list, without_cases
+from ..data.datasets import CachedDataset, DatasetError, DatasetListing, cache_dataset, list_cases, no_cases_in_split, read_id_list, read_splits, without_cases
 from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..loop.distributed import Distributed, rank_device, session, stop_signals
 from ..loop.interrupt import StopOnInterrupt
@@ -118,6 +118,18 @@ def _cache(listing: DatasetListing, size: int, label: str, show_bar: bool = True
     return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
 
 
+def without_test_cases(listing: DatasetListing, root: Path) -> DatasetListing:
+    """``listing`` without the cases that the folder's ``splits.csv`` puts in the ``test`` split (a fine-tune never
+    trains on test cases: their scores would be optimistic), with one warning line saying how many were left out."""
+    splits = read_splits(Path(root)) or {}
+    test = {case_id for case_id, split in splits.items() if split == "test"}
+    kept = tuple(c for c in listing.cases if c.case_id not in test)
+    if len(kept) < len(listing.cases):
+        print(f"warning: left out {len(listing.cases) - len(kept)} cases that {Path(root) / 'splits.csv'} puts in split 'test': "
+              "a model is never trained on its test cases", file=sys.stderr)
+    return replace(listing, cases=kept)
+
+
 def split_holdout(data: CachedDataset, fraction: float) -> tuple[CachedDataset, CachedDataset]:
     """Deterministic hold-out by id hash: the same ids are held out on every run."""
     if not 0 < fraction < 1:
@@ -196,7 +208,12 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         reporter.message(f"left out {dropped} training cases listed in {args.exclude} ({len(excluded)} ids listed)")
     if args.resume is not None:
         _check_same_data(segmenter.provenance, train_listing, args)
-    val_listing = list_cases(args.data, args.val_split) if args.val_split else None
+    try:
+        val_listing = list_cases(args.data, args.val_split) if args.val_split else None
+    except DatasetError as err:
+        raise DatasetError(f"{err} (for --val-split {args.val_split})") from None
+    if val_listing is not None and {c.case_id for c in val_listing.cases} & {c.case_id for c in train_listing.cases}:
+        reporter.message(f"warning: --val-split {args.val_split} shares cases with --split {args.split}: the model is selected on cases it trained on")
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
     train_data = _cache(replace(train_listing, cases=train_cases), size, args.split, bars)
     if val_listing is not None and val_listing.cases:
@@ -283,12 +300,14 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     base_model = segmenter if base_model is loaded else with_prompts_if_asked(base_model, args, SilentReporter())
     # the replay set's folder is checked before the corrections are read (a wrong path is one line at once)
     replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None) if args.replay is not None else None
-    listing = usable_cases(args.data)  # a corrections store: only complete cases whose files match their records
+    listing = without_test_cases(usable_cases(args.data), args.data)  # a corrections store: only complete cases whose files match their records
     report_problems(listing)
     if not listing.cases:
         raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
     data = _cache(listing, segmenter.config.size, "corrections", bars)
     train_data, held_out = split_holdout(data, args.holdout)
+    if len(held_out) == 0:  # one case: nothing to score the fine-tune on, so "best" would mean nothing
+        raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out to score the fine-tune), found {len(data)}")
     if len(train_data) == 0:
         if len(data) < 2:
             raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out), found {len(data)}")

@@ -205,10 +205,17 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     left_out: list[tuple[str | None, str]] = []  # (id or None when it has none, message): images that are not cases
     by_id: dict[str, Path] = {}
     for path in sorted(images_dir.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            problems.append(f"{display(path)}/: a folder, not read (a case is images/<id>.<type>; move its images up)")
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(f"{display(path)}: skipped, not an image file")
+            if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:  # an image this program does not read: a case left out, said as one
+                line = f"{display(path)}: skipped, {path.suffix.lower()} is not a supported image type (use {', '.join(IMAGE_SUFFIXES)})"
+                left_out.append((path.stem if safe_id(path.stem) else None, line))
+            else:
+                problems.append(f"{display(path)}: skipped, not an image file")
             continue
         case_id = path.stem
         if not _is_utf8(case_id):
@@ -230,16 +237,19 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             if split in ("all", "*"):
                 splits = {}
             else:
-                raise DatasetError(f"{root}: no splits.csv, so split {split!r} cannot be selected (use --split all)")
+                raise DatasetError(f"{root}: no splits.csv, so split {split!r} cannot be selected (without one, ask for the split 'all')")
         named = {case_id for case_id, _ in left_out if case_id is not None}
-        for case_id in splits:
+        for case_id, case_split in splits.items():
             if case_id not in by_id and case_id not in named:
-                problems.append(f"{display(root / 'splits.csv')}: id {case_id!r} has no image")
+                line = f"{display(root / 'splits.csv')}: id {case_id!r} has no image"
+                problems.append(line)
+                if split in ("all", "*") or case_split == split:  # a case of this split that cannot be scored: say so
+                    left_out.append((case_id, line))
         if split not in ("all", "*"):
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
             in_split = lambda case_id: case_id is None or splits.get(case_id) == split  # noqa: E731
     skipped = [message for case_id, message in left_out if in_split(case_id)]
-    problems.extend(message for _, message in left_out)
+    problems.extend(message for _, message in left_out if message not in problems)
 
     cases = []
     masks = _mask_files(masks_dir)
@@ -253,6 +263,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         cases.append(Case(case_id, image_path, mask_path))
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped))
 
+
+UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")
+"""Photographs in types this program does not read: left out as cases (and said to be), not ignored as other files."""
 
 MASK_NAMES = ("", "_segmentation", "_lesion", "_mask")
 """What may follow a case id in its mask's file name: ISIC's ``_segmentation``, PH2's ``_lesion``, a plain ``_mask``."""
@@ -277,7 +290,8 @@ def _find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] |
     """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order.
 
     A file name is matched exactly first; ignoring letter case only when one file alone matches (``A.png`` and
-    ``a.png`` are two masks). ``<id><name>`` that is itself an image's id (an image ``mole_lesion``) is that
+    ``a.png`` are two masks) and it is not exactly another image's mask name (``Lesion.png`` is image
+    ``Lesion``'s, never image ``lesion``'s). ``<id><name>`` that is itself an image's id (an image ``mole_lesion``) is that
     image's mask, never this one's.
     """
     for name in MASK_NAMES:
@@ -288,9 +302,21 @@ def _find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] |
             candidates = masks.get(wanted.lower(), [])
             exact = [p for p in candidates if p.name == wanted]
             chosen = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
+            if chosen is not None and not exact and _names_another_image(chosen.name, suffix, case_id, image_ids):
+                chosen = None  # image "lesion" must not take "Lesion.png", the mask of image "Lesion"
             if chosen is not None and chosen.is_file():
                 return chosen
     return None
+
+
+def _names_another_image(file_name: str, suffix: str, case_id: str, image_ids: set[str] | frozenset[str]) -> bool:
+    """Whether ``file_name`` is, letter case and all, the mask name of an image other than ``case_id``."""
+    stem = file_name[: len(file_name) - len(suffix)]
+    for name in MASK_NAMES:
+        owner = stem[: len(stem) - len(name)] if name and stem.endswith(name) else (stem if not name else None)
+        if owner is not None and owner != case_id and owner in image_ids:
+            return True
+    return False
 
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:

@@ -6,17 +6,22 @@
    16 colours in which different colours share a brightest channel (black,
    red and green labels) is refused as ambiguous. Otherwise a pixel's value
    is its brightest channel (so anti-aliased red on black counts). Alpha is
-   used only where the colour channels are all black and alpha varies (a
-   lesion drawn in alpha).
+   used only where the colour channels hold one colour throughout (black,
+   white, ...) and alpha varies (a lesion drawn in alpha).
 2. On the resulting single-channel values:
 
    * all zero: an empty mask (a case with no lesion); one non-zero value
      everywhere: all lesion;
    * exactly two values, one of them 0 (0/1, 0/255, 0/38 from a palette,
      0/65535, ...): lesion = the non-zero value;
+   * 0 and two non-zero levels, one below half the range and one at or
+     above it (0/1/255, 0/127/255: a label map, a trimap, or a 0/1 mask
+     touched with 255): refused as ambiguous;
    * otherwise, values reaching half the range (128 for 8-bit values,
-     32768 for 16-bit ones): a grey-level or anti-aliased mask, lesion =
-     values at or above half the range;
+     32768 for 16-bit ones; for a ramp of more than 16 values below 32768
+     in a 16-bit file, half of its own bit depth, so 12-bit masks stored in
+     16 bits work): a grey-level or anti-aliased mask, lesion = values at
+     or above half the range;
    * otherwise (several small values, e.g. the labels 0/1/2): refused as
      ambiguous with a message naming the values; which label is the lesion
      cannot be guessed. Write the lesion as 255 (or 1) and the rest as 0.
@@ -27,6 +32,10 @@ A mask with any lesion value is therefore never read as empty.
 from __future__ import annotations
 
 import numpy as np
+
+
+RAMP_VALUES = 16
+"""More distinct values than this make a grey-level ramp (anti-aliasing, a blurred or resampled mask), not labels."""
 
 
 class AmbiguousMaskError(ValueError):
@@ -55,6 +64,13 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
     if len(present) == 2 and present[0] == 0:
         return values == present[1]
     half = 128 if top <= 255 else 32768
+    if top < half and top > 255 and len(present) > RAMP_VALUES:
+        half = 2 ** (top.bit_length() - 1)  # a ramp of 10- or 12-bit values in a 16-bit file: half of its own range
+    if len(present) == 3 and present[0] == 0 and present[1] < half <= present[2]:
+        raise AmbiguousMaskError(
+            f"mask values 0, {present[1]} and {present[2]} are two non-zero levels on either side of half the range "
+            f"({half}), so which is the lesion is ambiguous (a label map or a trimap?); write the lesion as 255 or 1 and everything else as 0"
+        )
     if top >= half:
         return values >= half
     shown = ", ".join(str(v) for v in present[:6]) + (", ..." if len(present) > 6 else "")
@@ -82,7 +98,7 @@ def mask_values_from_pil(img) -> np.ndarray:
     rgba = np.asarray(img.convert("RGBA"))
     rgb = rgba[..., :3]
     colour = rgb.max(axis=2)
-    if has_alpha and not colour.any():
+    if has_alpha and (not colour.any() or (rgb == rgb.reshape(-1, 3)[0]).all()):  # one colour throughout: the drawing is in alpha
         alpha = rgba[..., 3]
         if alpha.min() != alpha.max():
             return alpha
