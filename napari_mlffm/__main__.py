@@ -245,6 +245,10 @@ def _box_screenshot(viewer, refine, image_layer, path: Path) -> None:
     viewer.window.screenshot(str(path), canvas_only=False)
 
 
+MAX_IMAGES = 50
+"""Most images the launcher opens as layers (50 took about 27 s; 500 gave no window in 400 s)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m napari_mlffm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="*")
@@ -254,8 +258,14 @@ def main() -> None:
     if args.screenshot:
         if args.screenshot.exists() and not args.screenshot.is_dir():
             parser.error(f"--screenshot {args.screenshot}: is a file; give a folder for the screenshots")
+        try:
+            args.screenshot.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--screenshot {args.screenshot}: cannot be made ({err.strerror or err})")
         screenshots(args.screenshot, args.window or (1366, 768))
         return
+    if len(args.images) > MAX_IMAGES:  # each is a layer: hundreds make napari unusable for minutes
+        parser.error(f"{len(args.images)} images: open at most {MAX_IMAGES} this way; for a folder of cases, open it in the Cases dock")
     import napari
 
     build_viewer(args.images, args.window)

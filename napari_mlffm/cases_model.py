@@ -89,6 +89,7 @@ class CaseModel:
         self.current: str | None = None  # the case on screen, if any
         self.folder: Path | None = None  # the open folder, if any
         self.skipped: list[str] = []  # one line for each of its images left out of the list
+        self._sources: dict[tuple[str, str], tuple[int, str | None]] = {}  # (store, id) -> (record's mtime, its source)
 
     # ----- lookup ------------------------------------------------------
     @property
@@ -155,7 +156,7 @@ class CaseModel:
             if case is None or not same_source(case.source, path):  # another folder's file of this name is another case
                 self.cases[case_id] = Case(case_id, str(path))
             else:
-                case.source = str(path)
+                case.source, case.error = str(path), ""  # read again when shown: a file put back is readable again
         self.order = [case_id for case_id, _ in listing]
         self.folder, self.skipped = Path(folder), skipped
         self.changed.emit("")
@@ -171,10 +172,23 @@ class CaseModel:
 
     # ----- state -------------------------------------------------------
     def is_accepted(self, case: Case) -> bool:
+        """Whether the store holds this case: its id, accepted from this file (another folder's IMG_0001 is not it)."""
         try:
-            return self.store.has(case.case_id)
-        except ValueError:
+            store = self.store
+            if not store.has(case.case_id):
+                return False
+            other = self._stored_source(store, case.case_id)
+        except (ValueError, OSError):
             return False
+        return not (other and is_file_source(other) and is_file_source(case.source) and not same_source(other, case.source))
+
+    def _stored_source(self, store: CorrectionsStore, case_id: str) -> str | None:
+        """The file a stored case was accepted from, read once per version of its record."""
+        stamp = store.paths(case_id)[2].stat().st_mtime_ns
+        known = self._sources.get((str(store.root), case_id))
+        if known is None or known[0] != stamp:
+            known = self._sources[(str(store.root), case_id)] = (stamp, store.source_of(case_id))
+        return known[1]
 
     def state(self, case: Case | str) -> str:
         """One of :data:`STATES`."""
@@ -200,13 +214,23 @@ class CaseModel:
 
     # ----- changes -----------------------------------------------------
     def set_proposal(self, source: str | Path, proposal, info: dict | None = None) -> Case:
-        """A proposal made for a case (from any widget, a refine's too); the case's own mask, if edited, is kept.
+        """A proposal made for a case (from any widget, a refine's too); the case's own mask, if edited, is kept,
+        and one left as the old proposal drew it is forgotten, so the new proposal's is shown.
 
         An outline level belonged to the old proposal's probability, so it is forgotten.
         """
         case = self.case(source)
         case.proposal, case.info, case.error = proposal, dict(info or {}), ""
         case.level = None
+        if is_file_source(case.source):
+            try:  # what the file was when proposed: a photo saved over it later is noticed (the Cases dock)
+                stat = os.stat(case.source)
+                case.extra["file_stamp"] = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                pass
+        untouched = case.mask is not None and case.start_mask is not None and np.array_equal(case.mask, case.start_mask)
+        if untouched and case.extra.get("painted") is None:  # a mask left as the old proposal drew it follows the new one
+            case.mask = case.start_mask = case.start = None
         self.changed.emit(case.case_id)
         return case
 
@@ -264,9 +288,9 @@ class CaseModel:
 
 
 def is_file_source(source: str | Path) -> bool:
-    """Whether a case's source is a file's path (the reader and the Cases list record paths), not a layer's name."""
-    text = str(source)
-    return "/" in text or os.sep in text
+    """Whether a case's source is a file's path, not a layer's name: the reader and the Cases list record
+    absolute paths, so a relative text (``IMG_0001.png``, ``a/b``) is a layer's name."""
+    return os.path.isabs(str(source))
 
 
 def source_case_id(source: str | Path) -> str:
@@ -320,7 +344,7 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
             skipped.append(f"{name}: skipped, its case id '{case_id}' is also {display(owners[case_id].name)}'s; rename one")
             continue
         owners[case_id] = path
-        listing.append((case_id, path))
+        listing.append((case_id, path.absolute()))  # a case's source is its file's absolute path (a folder "." too)
     return listing, skipped
 
 

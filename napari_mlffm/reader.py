@@ -44,7 +44,7 @@ def read_images(path: str | list[str]) -> LayerData:
     layers: LayerData = []
     for p in paths:
         image = read_image(p)
-        layers.append((image, {"name": Path(p).stem, "rgb": True, "metadata": {"source": str(Path(p).resolve())}}, "image"))
+        layers.append((image, {"name": Path(p).stem, "rgb": True, "metadata": {"source": str(Path(p).absolute())}}, "image"))
     return layers
 
 

@@ -68,9 +68,21 @@ def _in_range(value, bounds: tuple[int, int]) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
 
 
+def _usable_path(text: str) -> bool:
+    """A path every stat and open can take: no NUL, at most 4096 bytes, no name over 255 bytes, encodable (no lone
+    surrogates). Others made the docks fail to open (a long name is an OSError, a surrogate a UnicodeEncodeError)."""
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return b"\x00" not in encoded and len(encoded) <= 4096 and all(len(part) <= 255 for part in encoded.split(b"/"))
+
+
 def _valid_field(name: str, value) -> bool:
-    if name in ("model_folder", "corrections_store", "annotator", "active_model"):
+    if name == "annotator":
         return isinstance(value, str) and "\x00" not in value and len(value) <= 4096
+    if name in ("model_folder", "corrections_store", "active_model"):
+        return isinstance(value, str) and _usable_path(value)
     if name == "device":
         return isinstance(value, str) and value in DEVICE_CHOICES
     if name == "samples":

@@ -82,6 +82,9 @@ def test_cancel_adapt_leaves_no_version_and_no_work_files(make_napari_viewer, qt
     finetune.start("adapt")
     qtbot.waitUntil(lambda: finetune.status.value.startswith("fine-tune candidate"), timeout=240_000)
     finetune.adapt_or_cancel()
+    assert finetune.adapt_button.text == "Cancelling..." and not finetune.adapt_button.enabled  # the button pressed says so
     qtbot.waitUntil(lambda: finetune.worker is None, timeout=60_000)
     assert "cancelled" in finetune.status.value
+    assert sorted(p.name for p in plugin_env["models"].iterdir()) == ["tiny-base.mlffm"]
+    qtbot.wait(3000)  # a child that stopped gracefully on SIGTERM would save a version about now
     assert sorted(p.name for p in plugin_env["models"].iterdir()) == ["tiny-base.mlffm"]

@@ -40,10 +40,10 @@ def test_a_file_of_the_same_name_in_another_folder_never_gets_the_other_s_propos
     # A's own proposal is A's; B's layers stay B's
     _propose(qtbot, propose, a)
     mask_a = results.case_layers(viewer, a.name)["mask"]
-    assert mask_a.metadata[results.KEY]["source"] == str(path_a.resolve())
-    assert results.case_layers(viewer, b.name)["mask"].metadata[results.KEY]["source"] == str(path_b.resolve())
+    assert mask_a.metadata[results.KEY]["source"] == str(path_a.absolute())
+    assert results.case_layers(viewer, b.name)["mask"].metadata[results.KEY]["source"] == str(path_b.absolute())
     model = cases_model.for_viewer(viewer)
-    assert model.for_source(str(path_a.resolve())) is not None and model.for_source(str(path_b.resolve())) is None
+    assert model.for_source(str(path_a.absolute())) is not None and model.for_source(str(path_b.absolute())) is None
 
 
 def test_an_edited_mask_left_by_another_file_of_the_same_name_is_refused_not_kept(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
@@ -141,3 +141,59 @@ def test_a_writer_refusal_is_shown_with_its_reason(make_napari_viewer, tmp_path)
         pass
     assert any("save it as .tif" in message for message in shown), shown
     assert not (tmp_path / "stack.png").exists()
+
+
+def _session_folders(tmp_path):
+    """Two camera folders whose photos have the same names (IMG_0001.png, IMG_0002.png), different pixels."""
+    folders = []
+    for name, seed in (("sessionA", 10), ("sessionB", 20)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for k in (1, 2):
+            Image.fromarray(_rgb(seed + k)).save(folder / f"IMG_000{k}.png")
+        folders.append(folder)
+    return folders
+
+
+def test_opening_another_folder_puts_the_shown_case_away_and_its_edits_stay_its_own(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, cases = _dock(viewer, "Propose masks"), _dock(viewer, "Cases")
+    first, second = _session_folders(tmp_path)
+    cases.open_folder(first)
+    cases.step(1)
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])
+    mask = results.case_layers(viewer, "IMG_0001")["mask"]
+    painted = np.asarray(mask.data).copy()
+    painted[:6, :6] = 1 - painted[:6, :6]
+    mask.data = painted
+    assert cases.open_folder(second) == 2
+    assert "IMG_0001" not in viewer.layers and cases.model.current is None  # put away, not left on screen
+    cases.step(1)
+    cases.step(1)  # the edits of session A's IMG_0001 used to be kept as session B's on this step
+    model = cases.model
+    assert model.for_source(str((second / "IMG_0001.png").absolute())).mask is None
+    assert [cases.state(c) for c in cases.cases] == ["new", "new"]
+
+
+def test_another_folder_is_refused_while_propose_all_runs(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    first, second = _session_folders(tmp_path)
+    cases.open_folder(first)
+    cases.propose_or_cancel()
+    assert cases.worker is not None
+    assert cases.open_folder(second) == 0 and "Propose all is running" in cases.status.value  # was a traceback per case
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    assert [cases.state(c) for c in cases.cases] == ["proposed", "proposed"] and cases.model.folder == first
+
+
+def test_the_folder_dot_lists_cases_by_their_files(make_napari_viewer, qtbot, plugin_env, tmp_path, monkeypatch):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    first, _ = _session_folders(tmp_path)
+    monkeypatch.chdir(first)
+    cases.open_folder(".")
+    cases.propose_or_cancel()
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    assert [cases.state(c) for c in cases.cases] == ["proposed", "proposed"]  # were 'new': their ids became 'IMG_0001.png'
+    assert sorted(cases.model.cases) == ["IMG_0001", "IMG_0002"]

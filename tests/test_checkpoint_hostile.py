@@ -262,7 +262,8 @@ def test_integer_bytes_relabelled_as_weights_are_refused(tmp_path, parts):
 @pytest.mark.parametrize(
     "key, value",
     [("commands", 5), ("commands", [1]), ("finetune_train_ids", [[1]]), ("train_config", [1]), ("parent", "x"),
-     ("best_val_dice", "high"), ("train_config", {"high_t_fraction": "abc"})],
+     ("best_val_dice", "high"), ("train_config", {"high_t_fraction": "abc"}), ("commands", None), ("train_config", None),
+     ("finetune_train_ids", None)],
 )
 def test_provenance_entries_the_program_reads_are_checked_at_load(tmp_path, parts, key, value):
     header, data = parts

@@ -288,29 +288,38 @@ def test_a_mask_name_never_crosses_to_another_image(tmp_path):
         assert any("mole.png: skipped, no mask" in p for p in listing.problems)
 
 
-def test_two_non_zero_levels_either_side_of_half_are_refused_not_cut(tmp_path):
+def test_a_small_label_beside_a_level_above_half_is_refused_not_cut(tmp_path):
     touched = np.zeros((16, 16), np.uint8)
     touched[4:12, 4:12] = 1
     touched[0:2, 0:2] = 255  # a 0/1 mask touched with 255: the grey rule kept only the dab, Dice 0 against the lesion
-    with pytest.raises(ImageReadError, match=r"mask values 0, 1 and 255 .*ambiguous"):
+    with pytest.raises(ImageReadError, match=r"mask values 0, 1 and 255: .*ambiguous"):
         read_mask(_png(tmp_path / "touched.png", touched))
     ring = np.zeros((16, 16), np.uint8)
     ring[2:14, 2:14] = 127
     ring[4:12, 4:12] = 255
-    with pytest.raises(ImageReadError, match="trimap"):
-        read_mask(_png(tmp_path / "trimap.png", ring))
-    ring[ring == 127] = 128  # both levels at or above half: lesion either way, no ambiguity
+    assert np.array_equal(read_mask(_png(tmp_path / "grey.png", ring)), ring == 255)  # a grey level, not a label: cut at half
+    ring[ring == 127] = 128
     assert np.array_equal(read_mask(_png(tmp_path / "both.png", ring)), ring > 0)
+
+
+def test_a_16_bit_label_map_or_a_linear_ramp_is_not_taken_for_an_anti_aliased_mask(tmp_path):
+    labels = np.repeat(np.arange(1, 301, dtype=np.uint16), 20).reshape(60, 100)  # instance labels 1..300
+    with pytest.raises(ImageReadError, match="look like labels"):
+        read_mask(_png(tmp_path / "labels16.png", labels))
+    ramp = np.tile(np.linspace(0, 4096, 64).astype(np.uint16), (64, 1))  # spread evenly: no solid lesion
+    with pytest.raises(ImageReadError, match="look like labels"):
+        read_mask(_png(tmp_path / "ramp.png", ramp))
 
 
 def test_a_12_bit_ramp_in_a_16_bit_file_is_a_grey_level_mask(tmp_path):
     rows, cols = np.mgrid[0:64, 0:64]
     distance = np.hypot(rows - 32, cols - 32)
     soft = np.clip((20 - distance) / 4 + 0.5, 0, 1)  # an anti-aliased disk of radius 20
-    values = (soft * 4095).round().astype(np.uint16)  # 12-bit values: below half the 16-bit range everywhere
-    tifffile_path = tmp_path / "m12.png"
-    Image.fromarray(values).save(tifffile_path)
-    assert np.array_equal(read_mask(tifffile_path), values >= 2048)  # was refused as "labels"
+    for top in (4095, 4080):  # 12-bit values, or 8-bit ones times 16: below half the 16-bit range everywhere
+        values = (soft * top).round().astype(np.uint16)
+        path = tmp_path / f"m{top}.png"
+        Image.fromarray(values).save(path)
+        assert np.array_equal(read_mask(path), values >= (top + 1) // 2)  # was refused as "labels"
 
 
 def test_a_lesion_drawn_in_alpha_over_one_colour_is_read_from_alpha(tmp_path):

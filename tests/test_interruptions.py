@@ -91,7 +91,7 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_saves(tmp_path):
     process.send_signal(signal.SIGTERM)  # what kill, timeout and batch schedulers send
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
-    assert "SIGTERM received" in out and "stopped by interrupt" in out and "Traceback" not in out
+    assert "SIGTERM received" in out and "stopped by SIGTERM" in out and "Traceback" not in out
     Segmenter.load_with_state(state, "cpu")
     assert output.is_file()
 

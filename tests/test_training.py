@@ -314,3 +314,25 @@ def test_an_epoch_cut_short_is_named_as_the_epoch_it_cut_and_still_scored(tmp_pa
     assert any(m.startswith("epoch 2 (stopped after 1 of 3 batches): train loss") for m in messages), messages
     assert [r["epoch"] for r in result.history] == [1, 2] and result.history[1]["batches_done"] == 1  # the cut epoch is the 2nd
     assert result.best_epoch in (1, 2) and "batches_done" not in result.history[0]
+
+
+@pytest.mark.parametrize("asked_to_stop", [False, True])
+def test_an_interrupt_inside_a_batch_stops_gracefully_unless_a_stop_was_already_asked_for(tmp_path, monkeypatch, asked_to_stop):
+    from training.loop import trainer
+    from training.loop.trainer import TrainConfig, train
+
+    data = cache_dataset(list_cases(SMALL_DATA, "train").cases, 32)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what a signal handler raises inside a batch
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    flags = iter([False] + [asked_to_stop] * 10)  # the loop's check before the batch, then the handler's
+    output = tmp_path / "m.mlffm"
+    run = lambda: train(Segmenter(tiny_config(), "cpu"), data, data, TrainConfig(epochs=2, batch_size=2), output, provenance={}, should_stop=lambda: next(flags))  # noqa: E731
+    if asked_to_stop:  # the second signal: abort, as promised, nothing saved (it used to validate and save too)
+        with pytest.raises(KeyboardInterrupt):
+            run()
+        assert not output.exists()
+    else:  # a KeyboardInterrupt with no handler installed (the first one): a graceful stop
+        assert run().stopped_by == "interrupt"

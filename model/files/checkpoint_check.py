@@ -194,7 +194,7 @@ def _is_strings(value: Any) -> bool:
 
 
 # The provenance entries the program reads back (commands chain, held-out ids, the training recipe, ...), with
-# the JSON kind each must have; None is allowed for each (a value not recorded). Other entries are not read.
+# the JSON kind each must have; null is allowed (a value not recorded) except for those of _NOT_NULL. Other entries are not read.
 _PROVENANCE_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **{key: ("a string", lambda v: isinstance(v, str)) for key in ("command", "run_id", "licence", "torch")},
     **{key: ("a list of strings", _is_strings) for key in ("commands", "finetune_train_ids")},
@@ -206,12 +206,16 @@ _PROVENANCE_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+# Entries read as provenance.get(key, default): a null would reach the reader as None, not as the default.
+_NOT_NULL = ("commands", "finetune_train_ids", "train_config", "history")
+
+
 def provenance_problem(provenance: dict[str, Any]) -> str | None:
     """What is wrong with the entries of a checkpoint's provenance that the program reads, or None."""
     for key, (kind, fits) in _PROVENANCE_KINDS.items():
         value = provenance.get(key)
-        if value is not None and not fits(value):
-            return f"{key!r} must be {kind}, got {type(value).__name__}"
+        if (value is not None or (key in _NOT_NULL and key in provenance)) and not fits(value):
+            return f"{key!r} must be {kind}, got {'null' if value is None else type(value).__name__}"
     fraction = (provenance.get("train_config") or {}).get("high_t_fraction")
     if fraction is not None and not (_is_number(fraction) and 0.0 <= fraction <= 1.0):
         return f"'train_config' 'high_t_fraction' must be a number in [0, 1], got {str(fraction)[:40]!r}"

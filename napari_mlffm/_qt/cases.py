@@ -119,6 +119,11 @@ class CasesWidget(common.RunCancel, Container):
         the status line and a warning.
         """
         try:
+            if self.worker is not None:  # its proposals are for the list it started on
+                raise ValueError("Propose all is running: cancel it, or let it end, before opening another folder")
+            cases_model.list_folder(folder)  # refused here, the shown case stays; else it is put away before the list changes
+            self._close_current()
+            self.model.set_current(None)
             listed = self.model.open_folder(folder)
         except ValueError as err:
             line = common.one_line(err)
@@ -179,9 +184,11 @@ class CasesWidget(common.RunCancel, Container):
         if self.model.current is None:
             return True
         case = self.model.get(self.model.current)
-        name = self._layer_name or case.path.stem
+        name = self._layer_name or (case.path.stem if case is not None else "")
         layers = results.case_layers(self.viewer, name)
         image = results.find(self.viewer, name)
+        if case is not None and image is not None and not cases_model.same_source(case.source, common.case_source(image)):
+            case = None  # the id is another file's now: the shown image's mask is not its to keep
         size = image_shape(image) if image is not None else None
         for kind, layer in layers.items():  # a layer of another kind or size under a result name is not this case's
             try:
@@ -213,6 +220,7 @@ class CasesWidget(common.RunCancel, Container):
             self.model.set_current(entry.case_id)
             self.status.value = f"case {index + 1}/{len(self.cases)}: {common.one_line(err)}"  # not the case shown before
             return
+        self._check_unchanged(entry)
         layer = self.viewer.add_image(image, name=entry.path.stem, rgb=image.ndim == 3, metadata={"source": str(entry.path)})
         self._layer_name = layer.name
         try:
@@ -226,6 +234,23 @@ class CasesWidget(common.RunCancel, Container):
             return
         self.model.set_current(entry.case_id)
         self.status.value = f"case {index + 1}/{len(self.cases)}: {entry.path.name} [{self.state(entry)}]"
+
+    def _check_unchanged(self, entry: cases_model.Case) -> None:
+        """Forget what was made for the case's file if the file has changed on disk since (another photo saved over
+        it): its proposal and mask are not this image's. Clears an earlier read error (the file reads now)."""
+        try:
+            info = entry.path.stat()
+            stamp = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            return
+        if entry.error:
+            self.model.set_error(entry.source, "")
+        known = entry.extra.get("file_stamp")
+        entry.extra["file_stamp"] = stamp
+        if known is not None and known != stamp and (entry.proposal is not None or entry.mask is not None):
+            entry.proposal = entry.info = entry.mask = entry.start_mask = entry.start = None
+            entry.extra.pop("painted", None)
+            common.notify(f"{entry.path.name} changed on disk since its proposal: its proposal and mask were dropped; propose again", warning=True)
 
     def _restore_mask(self, layer, entry: cases_model.Case) -> None:
         base = {**(entry.info or {}), "source": str(entry.path)}
@@ -291,10 +316,13 @@ class CasesWidget(common.RunCancel, Container):
             return
         _, k, proposal, info = item
         entry = todo[k]
-        if proposal is None:
-            self.model.set_error(entry.source, info)
+        try:
+            if proposal is None:
+                self.model.set_error(entry.source, info)
+                return
+            self.model.set_proposal(entry.source, proposal, info)
+        except ValueError:  # its id is another file's now: the proposal is not kept
             return
-        self.model.set_proposal(entry.source, proposal, info)
         if entry.case_id == self.model.current and self._layer_name in self.viewer.layers:
             layer = self.viewer.layers[self._layer_name]  # the shown case gets its layers now; an edited mask is kept
             try:

@@ -145,7 +145,7 @@ def finetune_job(command: list[str], handle: dict):
         return process.wait(), tail
     finally:
         if process.poll() is None:
-            process.terminate()
+            process.kill()  # SIGTERM would be a graceful stop that saves; a cancelled run saves nothing
             process.wait(timeout=30)
 
 
@@ -203,6 +203,10 @@ class FinetuneWidget(common.RunCancel, Container):
 
     def use_selected(self, *_):
         value = self.versions.value
+        if value and not Path(value).is_file():  # deleted since the list was drawn: Propose would fall back silently
+            self.status.value = f"{Path(value).name} no longer exists: choose another version"
+            self.versions.reset_choices()
+            return
         SETTINGS.update(active_model=value or "")
         self.status.value = f"Propose masks now uses {Path(value).stem if value else 'the shipped default'}"
 
@@ -259,9 +263,9 @@ class FinetuneWidget(common.RunCancel, Container):
         self._cancelled = True
         process = self._handle.get("process")
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.kill()  # SIGTERM would be a graceful stop that saves; a cancelled run saves nothing
         self.worker.quit()
-        self._show_cancelling(self.run_button)
+        self._show_cancelling(self.adapt_button if self.kind == "adapt" else self.run_button)  # the button that reads Cancel
 
     def _on_event(self, bar, event):
         if self._cancelled or self.worker is None or self._closed:
@@ -308,12 +312,16 @@ class FinetuneWidget(common.RunCancel, Container):
         if self._closed:
             return
         self.versions.reset_choices()
-        self.versions.value = str(self.output)
+        where = ""
+        if str(self.output) in list(self.versions.choices):
+            self.versions.value = str(self.output)
+        else:  # the model folder setting changed during the run: the version is not in the list shown
+            where = f" in {self.output.parent}"
         change = adapt_change(card) if self.kind == "adapt" else dice_change(card)
         if self.kind == "adapt":
-            self.status.value = f"saved {self.output.name}" + (f": {change}" if change else "")
+            self.status.value = f"saved {self.output.name}{where}" + (f": {change}" if change else "")
         else:
-            self.status.value = f"saved {self.output.name}" + (f": held-out {change}" if change else "")
+            self.status.value = f"saved {self.output.name}{where}" + (f": held-out {change}" if change else "")
 
     def _fail(self, message: str):
         if self._closed:

@@ -167,7 +167,8 @@ class ProposeWidget(common.RunCancel, Container):
         samples = None if self.samples.value == own[0] else self.samples.value
         steps = None if self.steps.value == own[1] else self.steps.value
         flat = None if own[2] is None or self.flat_field.value == own[2] else self.flat_field.value
-        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
+        # the model run becomes the active one: the choice stays shown, and Propose all and Refine use it too
+        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat, active_model=checkpoint or "")
         try:  # a layer of another kind under a result name is refused now, not after the run
             found = results.case_layers(self.viewer, layer.name)
             results.check_case_layers(found, layer.name, 0, 0, sized=())

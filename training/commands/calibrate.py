@@ -18,7 +18,8 @@ from model.config import FLIP_VIEWS
 from model.inputs.preprocess import apply_temperature, untempered_threshold
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
-from ..scoring.calibration import OBJECTIVES, LogitHistogram, ThresholdSweep
+from ..scoring.calibration import OBJECTIVES, TEMPERATURE_RANGE, LogitHistogram, ThresholdSweep
+from .adapt import MIN_CASES  # as many cases as adapt asks for give a fit that holds
 from ..data.datasets import list_cases, no_cases_in_split
 from ..scoring.metrics import dice
 from ..files.outputs import check_output_file
@@ -144,20 +145,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-STABLE_FIT_CASES = 20
-"""Fewer cases than this give a temperature and threshold that move with every case (``mlffm adapt`` requires 20)."""
-
-
 def fit_warnings(n_cases: int, lesion_cases: int, skin_cases: int, temperature: float, ece_before: float, ece_after: float) -> list[str]:
     """One line for each reason the fitted calibration may not hold for other images (printed, the model is still written)."""
     lines = []
     if lesion_cases == 0 or skin_cases == 0:
         what = "no mask holds any lesion" if lesion_cases == 0 else "every mask is all lesion"
         lines.append(f"{what}: a calibration fitted on them says nothing about a lesion's outline; calibrate on cases with lesions and skin")
-    if n_cases < STABLE_FIT_CASES:
-        lines.append(f"fitted on {n_cases} case{'s' if n_cases != 1 else ''}: {STABLE_FIT_CASES} or more give a temperature and threshold that hold for other images")
-    if temperature <= 0.25 * 1.001 or temperature >= 8.0 / 1.001:
-        lines.append(f"the temperature {temperature:.3g} is at the end of its search range (0.25..8): these cases do not pin it down")
+    if n_cases < MIN_CASES:
+        lines.append(f"fitted on {n_cases} case{'s' if n_cases != 1 else ''}: {MIN_CASES} or more give a temperature and threshold that hold for other images")
+    low, high = TEMPERATURE_RANGE
+    if temperature <= low * 1.001 or temperature >= high / 1.001:
+        lines.append(f"the temperature {temperature:.3g} is at the end of its search range ({low:g}..{high:g}): these cases do not pin it down")
     if ece_after > ece_before + 0.01:  # a small rise can come with a better NLL, the default objective
         lines.append(f"the calibration error rose ({ece_before:.4f} -> {ece_after:.4f}) on the very cases it was fitted on")
     return lines

@@ -273,7 +273,9 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
 
 
 def _stop_reason(result: TrainResult, interrupted: StopOnInterrupt) -> str:
-    return "interrupt" if interrupted and result.stopped_by == "cancel" else result.stopped_by
+    if interrupted and result.stopped_by == "cancel":
+        return "SIGTERM" if getattr(interrupted, "terminated", False) else "interrupt"
+    return result.stopped_by
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -309,8 +311,6 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     if len(held_out) == 0:  # one case: nothing to score the fine-tune on, so "best" would mean nothing
         raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out to score the fine-tune), found {len(data)}")
     if len(train_data) == 0:
-        if len(data) < 2:
-            raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out), found {len(data)}")
         raise ValueError(f"{args.data}: --holdout {args.holdout:g} holds out all {len(data)} usable cases, leaving none to train on (use a smaller --holdout)")
     replay = None
     if replay_listing is not None:

@@ -249,7 +249,8 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
             in_split = lambda case_id: case_id is None or splits.get(case_id) == split  # noqa: E731
     skipped = [message for case_id, message in left_out if in_split(case_id)]
-    problems.extend(message for _, message in left_out if message not in problems)
+    known = set(problems)
+    problems.extend(message for _, message in left_out if message not in known)
 
     cases = []
     masks = _mask_files(masks_dir)

@@ -14,14 +14,14 @@
      everywhere: all lesion;
    * exactly two values, one of them 0 (0/1, 0/255, 0/38 from a palette,
      0/65535, ...): lesion = the non-zero value;
-   * 0 and two non-zero levels, one below half the range and one at or
-     above it (0/1/255, 0/127/255: a label map, a trimap, or a 0/1 mask
-     touched with 255): refused as ambiguous;
+   * 0, a small label-like value (at most 16) and a level at or above half
+     the range (0/1/255: a 0/1 mask touched with 255, or a label map):
+     refused as ambiguous;
    * otherwise, values reaching half the range (128 for 8-bit values,
-     32768 for 16-bit ones; for a ramp of more than 16 values below 32768
-     in a 16-bit file, half of its own bit depth, so 12-bit masks stored in
-     16 bits work): a grey-level or anti-aliased mask, lesion = values at
-     or above half the range;
+     32768 for 16-bit ones; for an anti-aliased mask of more than 16 values
+     whose top is below 32768, most of its non-zero pixels near that top,
+     half of its top, so 10- and 12-bit masks stored in 16 bits work): a
+     grey-level or anti-aliased mask, lesion = values at or above half;
    * otherwise (several small values, e.g. the labels 0/1/2): refused as
      ambiguous with a message naming the values; which label is the lesion
      cannot be guessed. Write the lesion as 255 (or 1) and the rest as 0.
@@ -35,7 +35,10 @@ import numpy as np
 
 
 RAMP_VALUES = 16
-"""More distinct values than this make a grey-level ramp (anti-aliasing, a blurred or resampled mask), not labels."""
+"""More distinct values than this can make a grey-level mask (anti-aliasing, a blurred or resampled mask), not labels."""
+
+LABEL_LIKE = 16
+"""Non-zero values up to this are label-like (1, 2, ... 16), not a grey level of an 8- or 16-bit mask."""
 
 
 class AmbiguousMaskError(ValueError):
@@ -64,12 +67,13 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
     if len(present) == 2 and present[0] == 0:
         return values == present[1]
     half = 128 if top <= 255 else 32768
-    if top < half and top > 255 and len(present) > RAMP_VALUES:
-        half = 2 ** (top.bit_length() - 1)  # a ramp of 10- or 12-bit values in a 16-bit file: half of its own range
-    if len(present) == 3 and present[0] == 0 and present[1] < half <= present[2]:
+    if 255 < top < half and len(present) > RAMP_VALUES and _mostly_at_top(values, top):
+        half = (top + 1) // 2  # an anti-aliased mask of 10- or 12-bit values in a 16-bit file: half of its own top
+    if len(present) == 3 and present[0] == 0 and present[1] <= LABEL_LIKE < half <= present[2]:
         raise AmbiguousMaskError(
-            f"mask values 0, {present[1]} and {present[2]} are two non-zero levels on either side of half the range "
-            f"({half}), so which is the lesion is ambiguous (a label map or a trimap?); write the lesion as 255 or 1 and everything else as 0"
+            f"mask values 0, {present[1]} and {present[2]}: a small label and a level above half the range, "
+            "so which is the lesion is ambiguous (a 0/1 mask touched with 255, or a label map?); "
+            "write the lesion as 255 or 1 and everything else as 0"
         )
     if top >= half:
         return values >= half
@@ -78,6 +82,13 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
         f"mask values {shown} look like labels, not a binary mask, so which is the lesion is ambiguous "
         "(write the lesion as 255 or 1 and everything else as 0)"
     )
+
+
+def _mostly_at_top(values: np.ndarray, top: int) -> bool:
+    """Whether most non-zero pixels sit near the top value, as in an anti-aliased mask (a band of grey at the
+    edge of a solid lesion), not spread as in a label map or a ramp."""
+    nonzero = int(np.count_nonzero(values))
+    return nonzero > 0 and int(np.count_nonzero(values >= 0.9 * top)) * 2 >= nonzero
 
 
 def _distinct(values: np.ndarray, top: int) -> list[int]:

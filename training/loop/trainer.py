@@ -272,6 +272,8 @@ def train(
                 loss_sum += losses.get("loss", float("nan"))
                 reporter.batch_end(losses)
         except KeyboardInterrupt:
+            if should_stop():  # a second signal, after the first asked to stop: abort, as promised, without saving
+                raise
             stopped_by, completed = "interrupt", False
         if completed:
             epoch += 1

@@ -29,6 +29,10 @@ LOGIT_LIMIT = 14.0
 OBJECTIVES = ("nll", "ece")
 
 
+TEMPERATURE_RANGE = (0.25, 8.0)
+"""The temperatures :meth:`LogitHistogram.fit_temperature` searches (a fit at either end is not pinned down)."""
+
+
 @dataclass
 class LogitHistogram:
     """Pooled (count, lesion count) of pixels per logit(p) bin of width ``width``."""
@@ -83,7 +87,7 @@ class LogitHistogram:
         )
         return ece_from_bins(table)
 
-    def fit_temperature(self, objective: str = "nll", low: float = 0.25, high: float = 8.0, points: int = 241) -> float:
+    def fit_temperature(self, objective: str = "nll", low: float = TEMPERATURE_RANGE[0], high: float = TEMPERATURE_RANGE[1], points: int = 241) -> float:
         """The temperature in [low, high] (log-spaced grid) that minimizes ``objective`` ("nll" or "ece")."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
