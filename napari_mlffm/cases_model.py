@@ -89,7 +89,7 @@ class CaseModel:
         self.current: str | None = None  # the case on screen, if any
         self.folder: Path | None = None  # the open folder, if any
         self.skipped: list[str] = []  # one line for each of its images left out of the list
-        self._sources: dict[tuple[str, str], tuple[int, str | None]] = {}  # (store, id) -> (record's mtime, its source)
+        self._sources: dict[tuple[str, str], tuple[tuple, str | None]] = {}  # (store, id) -> (record's stat, its source)
 
     # ----- lookup ------------------------------------------------------
     @property
@@ -180,11 +180,15 @@ class CaseModel:
             other = self._stored_source(store, case.case_id)
         except (ValueError, OSError):
             return False
-        return not (other and is_file_source(other) and is_file_source(case.source) and not same_source(other, case.source))
+        # Another file's only if that file is still there (session A's IMG_0001 beside B's): a folder moved, renamed
+        # or mounted elsewhere since keeps its accepted cases (the Cases dock compares pixels before drawing a mask).
+        other_file = other and is_file_source(other) and is_file_source(case.source) and not same_source(other, case.source)
+        return not (other_file and os.path.exists(other))
 
     def _stored_source(self, store: CorrectionsStore, case_id: str) -> str | None:
         """The file a stored case was accepted from, read once per version of its record."""
-        stamp = store.paths(case_id)[2].stat().st_mtime_ns
+        info = store.paths(case_id)[2].stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         known = self._sources.get((str(store.root), case_id))
         if known is None or known[0] != stamp:
             known = self._sources[(str(store.root), case_id)] = (stamp, store.source_of(case_id))
@@ -222,12 +226,8 @@ class CaseModel:
         case = self.case(source)
         case.proposal, case.info, case.error = proposal, dict(info or {}), ""
         case.level = None
-        if is_file_source(case.source):
-            try:  # what the file was when proposed: a photo saved over it later is noticed (the Cases dock)
-                stat = os.stat(case.source)
-                case.extra["file_stamp"] = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                pass
+        if isinstance(info, dict) and isinstance(info.get("image_sha256"), str):
+            case.extra["pixels"] = info["image_sha256"]  # what the file held when proposed (the Cases dock compares)
         untouched = case.mask is not None and case.start_mask is not None and np.array_equal(case.mask, case.start_mask)
         if untouched and case.extra.get("painted") is None:  # a mask left as the old proposal drew it follows the new one
             case.mask = case.start_mask = case.start = None
@@ -260,6 +260,7 @@ class CaseModel:
     def mark_accepted(self, source: str | Path, mask: np.ndarray, record: dict | None = None) -> Case:
         """The case went into the store with this mask (call after the store write)."""
         case = self.case(source)
+        self._sources.clear()  # the record was just written: read its source again
         case.accepted_mask = np.asarray(mask).astype(bool).copy()
         case.mask = case.accepted_mask.copy()
         case.record = dict(record or {})

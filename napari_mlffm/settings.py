@@ -14,6 +14,7 @@ always opens. The file is rewritten whole on the next change.
 from __future__ import annotations
 
 import json
+import re
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -69,13 +70,18 @@ def _in_range(value, bounds: tuple[int, int]) -> bool:
 
 
 def _usable_path(text: str) -> bool:
-    """A path every stat and open can take: no NUL, at most 4096 bytes, no name over 255 bytes, encodable (no lone
-    surrogates). Others made the docks fail to open (a long name is an OSError, a surrogate a UnicodeEncodeError)."""
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError:
+    """A path every stat and open can take: no NUL, no name longer than the file system's 255 (bytes on POSIX,
+    characters on Windows), not over 4096 bytes (32767 characters on Windows), encodable as a file name (a lone
+    surrogate is not). Others made the docks fail to open (a long name is an OSError, a surrogate a UnicodeEncodeError)."""
+    if "\x00" in text:
         return False
-    return b"\x00" not in encoded and len(encoded) <= 4096 and all(len(part) <= 255 for part in encoded.split(b"/"))
+    try:
+        encoded = os.fsencode(text)  # non-UTF-8 bytes of a POSIX name come back as they were (surrogateescape)
+    except UnicodeError:
+        return False
+    if os.name == "nt":
+        return len(text) <= 32767 and all(len(part) <= 255 for part in re.split(r"[\\/]", text))
+    return len(encoded) <= 4096 and all(len(part) <= 255 for part in encoded.split(b"/"))
 
 
 def _valid_field(name: str, value) -> bool:

@@ -146,3 +146,63 @@ def test_the_launcher_refuses_hundreds_of_images_and_an_unmakeable_screenshot_fo
     assert many.returncode == 2 and "open it in the Cases dock" in many.stderr  # 500 gave no window in 400 s
     shots = subprocess.run([sys.executable, "-m", "napari_mlffm", "--screenshot", "/proc/shots"], capture_output=True, text=True, env=env, timeout=120)
     assert shots.returncode == 2 and "cannot be made" in shots.stderr and "Traceback" not in shots.stderr
+
+
+def test_a_touched_file_keeps_its_proposal_and_another_photo_keeps_the_reviewer_s_edits(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    folder = _folder(tmp_path, "A", 10)
+    cases.open_folder(folder)
+    cases.propose_or_cancel()
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    cases.show_case(0)
+    mask = results.case_layers(viewer, "IMG_0001")["mask"]
+    edited = np.asarray(mask.data).copy()
+    edited[:6, :6] = 1 - edited[:6, :6]
+    mask.data = edited
+    cases.step(1)
+    os.utime(folder / "IMG_0001.png", ns=(1, 1))  # touched (a sync client, a copy back): the same pixels
+    cases.step(-1)
+    assert _states(cases)[0] == "edited" and cases.cases[0].proposal is not None  # both were dropped on a new mtime
+    cases.step(1)
+    Image.fromarray(_rgb(77)).save(folder / "IMG_0001.png")  # another photo saved over it
+    cases.step(-1)
+    assert cases.cases[0].proposal is None and np.array_equal(results.case_layers(viewer, "IMG_0001")["mask"].data, edited)
+
+
+def test_a_model_that_cannot_run_does_not_become_the_active_one(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    junk = tmp_path / "junk.mlffm"
+    junk.write_bytes(b"not a checkpoint")
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    before = SETTINGS.get().active_model
+    propose.model.value = "other file..."
+    propose.model_file.value = str(junk)
+    propose.image.value = viewer.add_image(_rgb(0), name="img", rgb=True)
+    propose.start()
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert "not a checkpoint" in propose.status.value and SETTINGS.get().active_model == before
+
+
+def test_an_accepted_case_stays_accepted_when_its_folder_moved_but_not_for_another_existing_file(tmp_path):
+    from training.corrections.store import CorrectionsStore
+
+    store = CorrectionsStore(tmp_path / "store")
+    image = _rgb(5)
+    moved_from = tmp_path / "gone" / "IMG_0001.png"  # the folder was renamed since: this path is no more
+    store.accept("IMG_0001", image, np.zeros(image.shape[:2], bool), {"source": str(moved_from)})
+    model = cases_model.CaseModel(lambda: store.root)
+    assert model.state(model.case(str(tmp_path / "done" / "IMG_0001.png"))) == "accepted"  # was 'new'
+    other = tmp_path / "B" / "IMG_0001.png"
+    other.parent.mkdir()
+    Image.fromarray(image).save(other)
+    moved_from.parent.mkdir()
+    Image.fromarray(image).save(moved_from)  # session A's file is there: B's file of that name is another case
+    model = cases_model.CaseModel(lambda: store.root)
+    assert model.state(model.case(str(other))) == "new"
+
+
+def test_a_folder_name_in_another_encoding_is_a_usable_settings_path():
+    name = os.fsdecode(b"/tmp/Donn\xe9es/models")
+    settings, replaced = settings_from_dict({"model_folder": name})
+    assert replaced == [] and settings.model_folder == name

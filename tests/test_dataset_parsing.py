@@ -438,3 +438,28 @@ def test_evaluate_warns_when_most_reference_masks_look_inverted():
     inverted = [{"truth_area_fraction": 0.9, "truth_touches_border": True}] * 3 + [{"truth_area_fraction": 0.2, "truth_touches_border": False}]
     assert warn_if_swapped(inverted)
     assert not warn_if_swapped(inverted[2:])  # one whole-frame lesion in two cases: legitimate, no warning
+
+
+@pytest.mark.parametrize("radius, sigma", [(8, 1.5), (6, 2.0), (40, 6.0)])
+def test_small_or_soft_12_bit_masks_in_16_bits_read_as_their_8_bit_versions(tmp_path, radius, sigma):
+    from scipy import ndimage
+
+    disk = np.zeros((128, 128))
+    rows, cols = np.mgrid[0:128, 0:128]
+    disk[np.hypot(rows - 64, cols - 64) <= radius] = 1.0
+    soft = ndimage.gaussian_filter(disk, sigma)
+    eight = (soft / soft.max() * 255).round().astype(np.uint8)
+    twelve = (soft / soft.max() * 4095).round().astype(np.uint16)
+    Image.fromarray(eight).save(tmp_path / "m8.png")
+    Image.fromarray(twelve).save(tmp_path / "m12.png")
+    assert abs(int(read_mask(tmp_path / "m12.png").sum()) - int(read_mask(tmp_path / "m8.png").sum())) <= max(2, radius // 2)
+
+
+def test_an_8_bit_mask_touched_with_16_bit_white_is_refused():
+    from training.data.masks import AmbiguousMaskError
+
+    values = np.zeros((16, 16), np.uint16)
+    values[4:12, 4:12] = 255
+    values[0:2, 0:2] = 65535
+    with pytest.raises(AmbiguousMaskError, match="0, 255 and 65535"):
+        binary_mask(values)

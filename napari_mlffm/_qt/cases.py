@@ -15,6 +15,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
 
+from training.corrections.store import image_sha256
 from training.data.imageio import ImageReadError, read_image
 from training.files.outputs import display
 
@@ -57,7 +58,8 @@ def propose_all_job(
         except (ImageReadError, ValueError) as err:
             yield ("case", index, None, common.one_line(err))
             continue
-        yield ("case", index, proposal, {"source": str(path), **common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed)})
+        record = common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed)
+        yield ("case", index, proposal, {"source": str(path), **record, "image_sha256": image_sha256(image)})
 
 
 class CasesWidget(common.RunCancel, Container):
@@ -220,7 +222,7 @@ class CasesWidget(common.RunCancel, Container):
             self.model.set_current(entry.case_id)
             self.status.value = f"case {index + 1}/{len(self.cases)}: {common.one_line(err)}"  # not the case shown before
             return
-        self._check_unchanged(entry)
+        self._check_unchanged(entry, image)
         layer = self.viewer.add_image(image, name=entry.path.stem, rgb=image.ndim == 3, metadata={"source": str(entry.path)})
         self._layer_name = layer.name
         try:
@@ -235,22 +237,26 @@ class CasesWidget(common.RunCancel, Container):
         self.model.set_current(entry.case_id)
         self.status.value = f"case {index + 1}/{len(self.cases)}: {entry.path.name} [{self.state(entry)}]"
 
-    def _check_unchanged(self, entry: cases_model.Case) -> None:
-        """Forget what was made for the case's file if the file has changed on disk since (another photo saved over
-        it): its proposal and mask are not this image's. Clears an earlier read error (the file reads now)."""
-        try:
-            info = entry.path.stat()
-            stamp = (info.st_size, info.st_mtime_ns)
-        except OSError:
-            return
+    def _check_unchanged(self, entry: cases_model.Case, image: np.ndarray) -> None:
+        """Forget the proposal made for the case's file if the file holds other pixels now (another photo saved over
+        it); an edited mask is the reviewer's and stays, with a warning. Clears an earlier read error (it reads now)."""
         if entry.error:
             self.model.set_error(entry.source, "")
-        known = entry.extra.get("file_stamp")
-        entry.extra["file_stamp"] = stamp
-        if known is not None and known != stamp and (entry.proposal is not None or entry.mask is not None):
-            entry.proposal = entry.info = entry.mask = entry.start_mask = entry.start = None
+        pixels = image_sha256(image)
+        known = entry.extra.get("pixels")
+        entry.extra["pixels"] = pixels
+        if known is None or known == pixels or (entry.proposal is None and entry.mask is None):
+            return
+        edited = entry.mask is not None and (entry.start_mask is None or not np.array_equal(entry.mask, entry.start_mask))
+        entry.proposal = entry.info = None
+        if not edited:
+            entry.mask = entry.start_mask = entry.start = None
             entry.extra.pop("painted", None)
-            common.notify(f"{entry.path.name} changed on disk since its proposal: its proposal and mask were dropped; propose again", warning=True)
+        common.notify(
+            f"{entry.path.name} holds another image than when it was proposed: its proposal was dropped"
+            + ("; your edited mask was kept: check that it fits" if edited else "; propose again"),
+            warning=True,
+        )
 
     def _restore_mask(self, layer, entry: cases_model.Case) -> None:
         base = {**(entry.info or {}), "source": str(entry.path)}
@@ -269,6 +275,11 @@ class CasesWidget(common.RunCancel, Container):
         stored = self.model.stored(entry)
         if stored is not None and stored[0].shape == image_shape(layer):
             mask, record = stored
+            accepted_from, other = record.get("image_sha256"), record.get("source")
+            same_file = isinstance(other, str) and cases_model.same_source(other, entry.source)
+            if not same_file and isinstance(accepted_from, str) and accepted_from != entry.extra.get("pixels"):  # a moved folder: pixels decide
+                common.notify(f"the store's {entry.case_id} was accepted from another image: its mask is not drawn here", warning=True)
+                return
             keep = {k: record.get(k) for k in ("checkpoint", "checkpoint_id", "seed", "steps", "samples", "device") if k in record}
             state = {**base, **keep, "start": "accepted", "start_mask": mask.copy(), "accepted": True, "record": record}
             results.show_mask(self.viewer, layer, mask, state)

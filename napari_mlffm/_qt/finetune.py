@@ -25,6 +25,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.qt.threading import create_worker
 
 from model.devices import DEVICE_CHOICES
+from model.files.checkpoint import remove_stale_temporaries
 from training.corrections.model_store import list_versions, new_version_path, write_card
 from training.files.outputs import lock_path_for
 from training.commands.adapt import work_folder_for
@@ -333,6 +334,7 @@ class FinetuneWidget(common.RunCancel, Container):
         if self._cancelled and self.output is not None:
             for path in (self.output, resume_path_for(self.output), self.output.with_suffix(".json"), lock_path_for(self.output)):
                 path.unlink(missing_ok=True)
+                remove_stale_temporaries(path)  # a child killed inside a save leaves its half-written .<name>.*.tmp
             shutil.rmtree(work_folder_for(self.output), ignore_errors=True)  # an adapt child's fine-tune candidate
             if not self._closed:
                 self.status.value = "cancelled; base model untouched"

@@ -167,8 +167,7 @@ class ProposeWidget(common.RunCancel, Container):
         samples = None if self.samples.value == own[0] else self.samples.value
         steps = None if self.steps.value == own[1] else self.steps.value
         flat = None if own[2] is None or self.flat_field.value == own[2] else self.flat_field.value
-        # the model run becomes the active one: the choice stays shown, and Propose all and Refine use it too
-        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat, active_model=checkpoint or "")
+        SETTINGS.update(device=self.device.value, samples=samples, steps=steps, seed=self.seed.value, flat_field=flat)
         try:  # a layer of another kind under a result name is refused now, not after the run
             found = results.case_layers(self.viewer, layer.name)
             results.check_case_layers(found, layer.name, 0, 0, sized=())
@@ -216,6 +215,10 @@ class ProposeWidget(common.RunCancel, Container):
             self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
             return
         info = {**info, **extra}
+        ran = "" if info.get("checkpoint") in (None, "", "shipped default") else str(info["checkpoint"])
+        if ran != SETTINGS.get().active_model:
+            # the model that has just run (so it loads) becomes the active one: the choice stays shown, Propose all uses it
+            SETTINGS.update(active_model=ran)
         try:
             _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)
             self.cases.set_proposal(info["source"], proposal, info)  # the proposal belongs to the image's case, whichever widget shows it

@@ -14,14 +14,16 @@
      everywhere: all lesion;
    * exactly two values, one of them 0 (0/1, 0/255, 0/38 from a palette,
      0/65535, ...): lesion = the non-zero value;
-   * 0, a small label-like value (at most 16) and a level at or above half
-     the range (0/1/255: a 0/1 mask touched with 255, or a label map):
-     refused as ambiguous;
+   * 0, a small label-like value (at most 16; at most 255 in a 16-bit
+     mask) and a level at or above half the range (0/1/255: a 0/1 mask
+     touched with 255; 0/255/65535: an 8-bit mask touched with 16-bit
+     white): refused as ambiguous;
    * otherwise, values reaching half the range (128 for 8-bit values,
      32768 for 16-bit ones; for an anti-aliased mask of more than 16 values
-     whose top is below 32768, most of its non-zero pixels near that top,
-     half of its top, so 10- and 12-bit masks stored in 16 bits work): a
-     grey-level or anti-aliased mask, lesion = values at or above half;
+     whose top is below 32768 and whose values pile up near that top, half
+     of its top, so 10- and 12-bit masks stored in 16 bits
+     work): a grey-level or anti-aliased mask, lesion = values at or above
+     half;
    * otherwise (several small values, e.g. the labels 0/1/2): refused as
      ambiguous with a message naming the values; which label is the lesion
      cannot be guessed. Write the lesion as 255 (or 1) and the rest as 0.
@@ -38,7 +40,7 @@ RAMP_VALUES = 16
 """More distinct values than this can make a grey-level mask (anti-aliasing, a blurred or resampled mask), not labels."""
 
 LABEL_LIKE = 16
-"""Non-zero values up to this are label-like (1, 2, ... 16), not a grey level of an 8- or 16-bit mask."""
+"""Non-zero values up to this are label-like (1, 2, ... 16) in an 8-bit mask; in a 16-bit one, values up to 255 are."""
 
 
 class AmbiguousMaskError(ValueError):
@@ -67,9 +69,10 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
     if len(present) == 2 and present[0] == 0:
         return values == present[1]
     half = 128 if top <= 255 else 32768
-    if 255 < top < half and len(present) > RAMP_VALUES and _mostly_at_top(values, top):
+    if 255 < top < half and len(present) > RAMP_VALUES and _peaks_at_top(values, top):
         half = (top + 1) // 2  # an anti-aliased mask of 10- or 12-bit values in a 16-bit file: half of its own top
-    if len(present) == 3 and present[0] == 0 and present[1] <= LABEL_LIKE < half <= present[2]:
+    small = LABEL_LIKE if top <= 255 else 255  # in a 16-bit file, an 8-bit level is as small as a label
+    if len(present) == 3 and present[0] == 0 and present[1] <= small < half <= present[2]:
         raise AmbiguousMaskError(
             f"mask values 0, {present[1]} and {present[2]}: a small label and a level above half the range, "
             "so which is the lesion is ambiguous (a 0/1 mask touched with 255, or a label map?); "
@@ -84,11 +87,14 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
     )
 
 
-def _mostly_at_top(values: np.ndarray, top: int) -> bool:
-    """Whether most non-zero pixels sit near the top value, as in an anti-aliased mask (a band of grey at the
-    edge of a solid lesion), not spread as in a label map or a ramp."""
-    nonzero = int(np.count_nonzero(values))
-    return nonzero > 0 and int(np.count_nonzero(values >= 0.9 * top)) * 2 >= nonzero
+def _peaks_at_top(values: np.ndarray, top: int) -> bool:
+    """Whether the values pile up near the top, as in an anti-aliased or blurred mask (a solid lesion and a thin
+    band of grey at its edge), not spread evenly as in a label map or a ramp: the top tenth of the range holds at
+    least 1.25 times as many pixels as an average tenth of its middle (0.2 to 0.8 of the top)."""
+    share = values[values > 0].astype(np.float64) / top
+    near_top = int(np.count_nonzero(share >= 0.9))
+    middle_tenth = np.count_nonzero((share >= 0.2) & (share < 0.8)) / 6
+    return near_top >= 1.25 * max(middle_tenth, 1.0)
 
 
 def _distinct(values: np.ndarray, top: int) -> list[int]:
