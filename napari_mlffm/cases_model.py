@@ -89,7 +89,7 @@ class CaseModel:
         self.current: str | None = None  # the case on screen, if any
         self.folder: Path | None = None  # the open folder, if any
         self.skipped: list[str] = []  # one line for each of its images left out of the list
-        self._sources: dict[tuple[str, str], tuple[tuple, str | None]] = {}  # (store, id) -> (record's stat, its source)
+        self._sources: dict[tuple[str, str], tuple[tuple, tuple]] = {}  # (store, id) -> (record's stat, (source, image hash))
 
     # ----- lookup ------------------------------------------------------
     @property
@@ -172,26 +172,28 @@ class CaseModel:
 
     # ----- state -------------------------------------------------------
     def is_accepted(self, case: Case) -> bool:
-        """Whether the store holds this case: its id, accepted from this file (another folder's IMG_0001 is not it)."""
+        """Whether the store holds this case: its id, accepted from this file. A record naming another file counts
+        only if it holds this file's pixels (a folder moved or renamed since): another session's IMG_0001 is not it,
+        and until the file's pixels are known (proposed or shown) neither is a file the record does not name."""
         try:
             store = self.store
             if not store.has(case.case_id):
                 return False
-            other = self._stored_source(store, case.case_id)
+            other, accepted_pixels = self._stored_origin(store, case.case_id)
         except (ValueError, OSError):
             return False
-        # Another file's only if that file is still there (session A's IMG_0001 beside B's): a folder moved, renamed
-        # or mounted elsewhere since keeps its accepted cases (the Cases dock compares pixels before drawing a mask).
-        other_file = other and is_file_source(other) and is_file_source(case.source) and not same_source(other, case.source)
-        return not (other_file and os.path.exists(other))
+        if not (other and is_file_source(other) and is_file_source(case.source)) or same_source(other, case.source):
+            return True
+        pixels = case.extra.get("pixels")
+        return accepted_pixels is not None and pixels == accepted_pixels
 
-    def _stored_source(self, store: CorrectionsStore, case_id: str) -> str | None:
-        """The file a stored case was accepted from, read once per version of its record."""
+    def _stored_origin(self, store: CorrectionsStore, case_id: str) -> tuple[str | None, str | None]:
+        """(source, image hash) of a stored case's record, read once per version of the record."""
         info = store.paths(case_id)[2].stat()
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         known = self._sources.get((str(store.root), case_id))
         if known is None or known[0] != stamp:
-            known = self._sources[(str(store.root), case_id)] = (stamp, store.source_of(case_id))
+            known = self._sources[(str(store.root), case_id)] = (stamp, store.origin_of(case_id))
         return known[1]
 
     def state(self, case: Case | str) -> str:

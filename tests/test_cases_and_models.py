@@ -184,25 +184,71 @@ def test_a_model_that_cannot_run_does_not_become_the_active_one(make_napari_view
     assert "not a checkpoint" in propose.status.value and SETTINGS.get().active_model == before
 
 
-def test_an_accepted_case_stays_accepted_when_its_folder_moved_but_not_for_another_existing_file(tmp_path):
-    from training.corrections.store import CorrectionsStore
+def test_an_accepted_case_of_a_moved_folder_is_known_by_its_pixels_and_another_session_s_file_is_not_it(tmp_path):
+    from training.corrections.store import CorrectionsStore, image_sha256
 
     store = CorrectionsStore(tmp_path / "store")
     image = _rgb(5)
-    moved_from = tmp_path / "gone" / "IMG_0001.png"  # the folder was renamed since: this path is no more
-    store.accept("IMG_0001", image, np.zeros(image.shape[:2], bool), {"source": str(moved_from)})
+    gone = tmp_path / "sdcard_session_A" / "IMG_0001.png"  # the card or folder is no more
+    store.accept("IMG_0001", image, np.zeros(image.shape[:2], bool), {"source": str(gone)})
     model = cases_model.CaseModel(lambda: store.root)
-    assert model.state(model.case(str(tmp_path / "done" / "IMG_0001.png"))) == "accepted"  # was 'new'
-    other = tmp_path / "B" / "IMG_0001.png"
-    other.parent.mkdir()
-    Image.fromarray(image).save(other)
-    moved_from.parent.mkdir()
-    Image.fromarray(image).save(moved_from)  # session A's file is there: B's file of that name is another case
-    model = cases_model.CaseModel(lambda: store.root)
-    assert model.state(model.case(str(other))) == "new"
+    moved = model.case(str(tmp_path / "done" / "IMG_0001.png"))
+    assert model.state(moved) == "new"  # nothing says yet that it is the accepted image
+    moved.extra["pixels"] = image_sha256(image)  # proposed or shown: its pixels are known
+    assert model.state(moved) == "accepted"  # the moved folder keeps its accepted case
+    other = cases_model.CaseModel(lambda: store.root).case(str(tmp_path / "session_B" / "IMG_0001.png"))
+    other.extra["pixels"] = image_sha256(_rgb(6))
+    assert cases_model.CaseModel(lambda: store.root).state(other) == "new"  # was 'accepted', and Propose all skipped it
 
 
 def test_a_folder_name_in_another_encoding_is_a_usable_settings_path():
     name = os.fsdecode(b"/tmp/Donn\xe9es/models")
     settings, replaced = settings_from_dict({"model_folder": name})
     assert replaced == [] and settings.model_folder == name
+
+
+def test_a_propose_dock_proposal_is_dropped_when_another_photo_is_saved_over_its_file(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, cases = _dock(viewer, "Propose masks"), _dock(viewer, "Cases")
+    folder = _folder(tmp_path, "A", 10)
+    layer = viewer.open(str(folder / "IMG_0001.png"), plugin="napari-mlffm")[0]
+    _propose(qtbot, propose, layer)
+    viewer.layers.clear()
+    Image.fromarray(_rgb(77)).save(folder / "IMG_0001.png")
+    cases.open_folder(folder)
+    cases.show_case(0)
+    assert cases.cases[0].proposal is None and _states(cases)[0] == "new"  # the old photo's proposal was drawn on the new one
+
+
+def test_the_model_chosen_stays_shown_while_its_run_starts_and_after_a_cancel(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    other = plugin_env["models"] / "tiny-other.mlffm"
+    Segmenter(tiny_config(), "cpu").save(other)
+    viewer = make_napari_viewer()
+    propose = _dock(viewer, "Propose masks")
+    propose.model.reset_choices()
+    propose.model.value = str(other)
+    propose.image.value = viewer.add_image(_rgb(0), name="img", rgb=True)
+    propose.start()
+    assert propose.model.value == str(other)  # flipped back to the active model as the run started
+    propose.cancel()
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert propose.model.value == str(other)
+
+
+def test_an_edited_mask_that_no_longer_fits_its_file_is_set_aside(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    folder = _folder(tmp_path, "A", 10)
+    cases.open_folder(folder)
+    cases.propose_or_cancel()
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    cases.show_case(0)
+    mask = results.case_layers(viewer, "IMG_0001")["mask"]
+    edited = np.asarray(mask.data).copy()
+    edited[:6, :6] = 1 - edited[:6, :6]
+    mask.data = edited
+    cases.step(1)
+    Image.fromarray(_rgb(77, height=64, width=48)).save(folder / "IMG_0001.png")  # another photo, turned
+    cases.step(-1)
+    assert _states(cases)[0] == "new" and results.case_layers(viewer, "IMG_0001")["mask"] is None  # was stuck 'edited'
+    assert np.array_equal(cases.cases[0].extra["set_aside_mask"], edited > 0)

@@ -248,15 +248,16 @@ class CasesWidget(common.RunCancel, Container):
         if known is None or known == pixels or (entry.proposal is None and entry.mask is None):
             return
         edited = entry.mask is not None and (entry.start_mask is None or not np.array_equal(entry.mask, entry.start_mask))
+        fits = edited and entry.mask.shape == image.shape[:2]
         entry.proposal = entry.info = None
-        if not edited:
+        if edited and not fits:
+            entry.extra["set_aside_mask"] = entry.mask  # the edits of the old photo, not drawn on this one
+        if not fits:
             entry.mask = entry.start_mask = entry.start = None
             entry.extra.pop("painted", None)
-        common.notify(
-            f"{entry.path.name} holds another image than when it was proposed: its proposal was dropped"
-            + ("; your edited mask was kept: check that it fits" if edited else "; propose again"),
-            warning=True,
-        )
+        then = "; your edited mask was kept: check that it fits" if fits else (
+            "; your edited mask does not fit the new image and was set aside; propose again" if edited else "; propose again")
+        common.notify(f"{entry.path.name} holds another image than when it was proposed: its proposal was dropped{then}", warning=True)
 
     def _restore_mask(self, layer, entry: cases_model.Case) -> None:
         base = {**(entry.info or {}), "source": str(entry.path)}

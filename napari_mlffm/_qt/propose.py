@@ -9,6 +9,7 @@ from napari.qt.threading import create_worker
 from model import Segmenter
 from model.config import SegmenterConfig
 from model.devices import DEVICE_CHOICES
+from training.corrections.store import image_sha256
 
 from .. import cases_model, results
 from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
@@ -17,7 +18,8 @@ from .progress import InlineProgress, progress_text
 
 
 def propose_job(
-    checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int, flat_field: bool | None = None
+    checkpoint: str | None, device: str, image, n_samples: int | None, steps: int | None, seed: int, flat_field: bool | None = None,
+    hash_pixels: bool = False,
 ):
     """Worker body: yields (done, total) per DDIM step, returns (proposal, info).
 
@@ -33,6 +35,8 @@ def propose_job(
     except (ValueError, OSError, RuntimeError) as err:  # expected failures: bad model file, bad image, device
         return None, {"error": common.one_line(err)}
     info = {**common.proposal_record(segmenter, checkpoint, proposal, n_samples, steps, seed), "seconds": round(proposal.seconds, 3)}
+    if hash_pixels:  # the image is its file's, as read: the Cases dock notices another photo saved over it later
+        info["image_sha256"] = image_sha256(image)
     return proposal, info
 
 
@@ -104,7 +108,7 @@ class ProposeWidget(common.RunCancel, Container):
 
     def _select_active_model(self) -> None:
         self.model.reset_choices()
-        wanted = SETTINGS.get().active_model
+        wanted = self._active_seen = SETTINGS.get().active_model
         values = [c for c in self.model.choices]
         if wanted and wanted in values:
             try:
@@ -118,6 +122,12 @@ class ProposeWidget(common.RunCancel, Container):
             self.model.value = ""
 
     def _on_settings(self, settings) -> None:
+        if settings.active_model == self._active_seen:  # another setting (this dock's own Run saves some): keep the choice
+            chosen = self.model.value
+            self.model.reset_choices()
+            if chosen in list(self.model.choices):
+                self.model.value = chosen
+            return
         self._select_active_model()
 
     def _on_destroyed(self, *_):
@@ -183,7 +193,7 @@ class ProposeWidget(common.RunCancel, Container):
         bar.begin(f"loading the model for {layer.name}...", self.steps.value)
         worker = create_worker(
             propose_job, checkpoint, self.device.value, image, self.samples.value, self.steps.value, self.seed.value,
-            self.flat_field.value, _start_thread=False,
+            self.flat_field.value, hash_pixels=bool(layer.metadata.get("source")), _start_thread=False,
         )
         worker.yielded.connect(lambda done_total: self._on_step(bar, done_total))
         self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result, started_with))

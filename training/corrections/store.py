@@ -198,12 +198,19 @@ class CorrectionsStore:
 
     def source_of(self, case_id: str) -> str | None:
         """The ``source`` a stored case's record names (the file it was accepted from), or None if none can be read."""
+        return self.origin_of(case_id)[0]
+
+    def origin_of(self, case_id: str) -> tuple[str | None, str | None]:
+        """(``source``, ``image_sha256``) of a stored case's record: the file it was accepted from and its pixels' hash
+        (:func:`image_sha256`); None for what cannot be read."""
         try:
             record = _read_record(self.paths(case_id)[2])
         except (_Unusable, ValueError):
-            return None
-        source = record.get("source") if isinstance(record, dict) else None
-        return source if isinstance(source, str) else None
+            return None, None
+        if not isinstance(record, dict):
+            return None, None
+        source, pixels = record.get("source"), record.get("image_sha256")
+        return (source if isinstance(source, str) else None), (pixels if isinstance(pixels, str) else None)
 
     def has(self, case_id: str) -> bool:
         return safe_id(case_id) and self.paths(case_id)[2].is_file()
