@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from psygnal import Signal
 
 from training.data.imageio import IMAGE_SUFFIXES, ImageReadError, is_image_file, read_image
 from training.corrections.store import CorrectionsStore, case_id_for
+from training.data.datasets import safe_id
 from training.files.outputs import display
 
 STATES = ("new", "proposed", "edited", "accepted", "unreadable")
@@ -71,6 +73,11 @@ class Case:
     @property
     def path(self) -> Path:
         return Path(self.source)
+
+    @property
+    def edited(self) -> bool:
+        """Whether the mask under review differs from the start it was cut from (painted since)."""
+        return self.mask is not None and (self.start_mask is None or not np.array_equal(self.mask, self.start_mask))
 
 
 class CaseModel:
@@ -108,17 +115,23 @@ class CaseModel:
         not in the list is replaced by a new one for this file.
         """
         case_id = source_case_id(source)
-        case = self.cases.get(case_id)
-        if case is not None and not same_source(case.source, source):
-            if case_id in self.order:
-                raise ValueError(
-                    f"{display(source)}: its case id '{case_id}' is that of {display(case.source)} in the open folder "
-                    "(one case per id: the corrections store keys cases by it); rename one of them"
-                )
-            case = None  # another file of the same name: a new case
-        if case is None:
+        case = self._own_case(case_id, source)
+        if case is None:  # new, or another file of the same name outside the list: a new case
             case = self.cases[case_id] = Case(case_id, str(source))
         return case
+
+    def _own_case(self, case_id: str, source: str | Path) -> Case | None:
+        """The case under ``case_id`` if it is ``source``'s, None if there is none or it is another file's outside
+        the open folder's list; ValueError when it is the list's other file's."""
+        case = self.cases.get(case_id)
+        if case is None or same_source(case.source, source):
+            return case
+        if case_id in self.order:
+            raise ValueError(
+                f"{display(source)}: its case id '{case_id}' is that of {display(case.source)} in the open folder "
+                "(one case per id: the corrections store keys cases by it); rename one of them"
+            )
+        return None
 
     def for_source(self, source: str | Path) -> Case | None:
         """The case made for this very file (or layer name), if any: never another file's of the same name."""
@@ -130,10 +143,7 @@ class CaseModel:
 
     def check_source(self, source: str | Path) -> None:
         """ValueError (one line) if :meth:`case` would refuse ``source``; creates nothing."""
-        case_id = source_case_id(source)
-        case = self.cases.get(case_id)
-        if case is not None and case_id in self.order and not same_source(case.source, source):
-            self.case(source)  # raises its message
+        self._own_case(source_case_id(source), source)
 
     def get(self, case_id: str) -> Case | None:
         return self.cases.get(case_id)
@@ -176,20 +186,28 @@ class CaseModel:
         only if it holds this file's pixels (a folder moved or renamed since): another session's IMG_0001 is not it,
         and until the file's pixels are known (proposed or shown) neither is a file the record does not name."""
         try:
-            store = self.store
-            if not store.has(case.case_id):
-                return False
-            other, accepted_pixels = self._stored_origin(store, case.case_id)
+            origin = self._stored_origin(self.store, case.case_id)
         except (ValueError, OSError):
             return False
+        if origin is None:
+            return False
+        other, accepted_pixels = origin
         if not (other and is_file_source(other) and is_file_source(case.source)) or same_source(other, case.source):
             return True
         pixels = case.extra.get("pixels")
         return accepted_pixels is not None and pixels == accepted_pixels
 
-    def _stored_origin(self, store: CorrectionsStore, case_id: str) -> tuple[str | None, str | None]:
-        """(source, image hash) of a stored case's record, read once per version of the record."""
-        info = store.paths(case_id)[2].stat()
+    def _stored_origin(self, store: CorrectionsStore, case_id: str) -> tuple[str | None, str | None] | None:
+        """(source, image hash) of a stored case's record, read once per version of the record; None when the
+        store has no record of that id (one stat answers both, as :meth:`CorrectionsStore.has` would)."""
+        if not safe_id(case_id):
+            return None
+        try:
+            info = store.paths(case_id)[2].stat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
         stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         known = self._sources.get((str(store.root), case_id))
         if known is None or known[0] != stamp:
@@ -230,8 +248,7 @@ class CaseModel:
         case.level = None
         if isinstance(info, dict) and isinstance(info.get("image_sha256"), str):
             case.extra["pixels"] = info["image_sha256"]  # what the file held when proposed (the Cases dock compares)
-        untouched = case.mask is not None and case.start_mask is not None and np.array_equal(case.mask, case.start_mask)
-        if untouched and case.extra.get("painted") is None:  # a mask left as the old proposal drew it follows the new one
+        if case.mask is not None and not case.edited and case.extra.get("painted") is None:  # a mask left as the old proposal drew it follows the new one
             case.mask = case.start_mask = case.start = None
         self.changed.emit(case.case_id)
         return case

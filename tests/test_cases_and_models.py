@@ -148,10 +148,8 @@ def test_the_launcher_refuses_hundreds_of_images_and_an_unmakeable_screenshot_fo
     assert shots.returncode == 2 and "cannot be made" in shots.stderr and "Traceback" not in shots.stderr
 
 
-def test_a_touched_file_keeps_its_proposal_and_another_photo_keeps_the_reviewer_s_edits(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
-    viewer = make_napari_viewer()
-    cases = _dock(viewer, "Cases")
-    folder = _folder(tmp_path, "A", 10)
+def _edit_first_case_and_step_away(viewer, qtbot, cases, folder) -> np.ndarray:
+    """Open ``folder`` in Cases, Propose all, paint on the first case's mask and step to the next; the painted mask."""
     cases.open_folder(folder)
     cases.propose_or_cancel()
     qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
@@ -161,6 +159,14 @@ def test_a_touched_file_keeps_its_proposal_and_another_photo_keeps_the_reviewer_
     edited[:6, :6] = 1 - edited[:6, :6]
     mask.data = edited
     cases.step(1)
+    return edited
+
+
+def test_a_touched_file_keeps_its_proposal_and_another_photo_keeps_the_reviewer_s_edits(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    folder = _folder(tmp_path, "A", 10)
+    edited = _edit_first_case_and_step_away(viewer, qtbot, cases, folder)
     os.utime(folder / "IMG_0001.png", ns=(1, 1))  # touched (a sync client, a copy back): the same pixels
     cases.step(-1)
     assert _states(cases)[0] == "edited" and cases.cases[0].proposal is not None  # both were dropped on a new mtime
@@ -239,15 +245,7 @@ def test_an_edited_mask_that_no_longer_fits_its_file_is_set_aside(make_napari_vi
     viewer = make_napari_viewer()
     cases = _dock(viewer, "Cases")
     folder = _folder(tmp_path, "A", 10)
-    cases.open_folder(folder)
-    cases.propose_or_cancel()
-    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
-    cases.show_case(0)
-    mask = results.case_layers(viewer, "IMG_0001")["mask"]
-    edited = np.asarray(mask.data).copy()
-    edited[:6, :6] = 1 - edited[:6, :6]
-    mask.data = edited
-    cases.step(1)
+    edited = _edit_first_case_and_step_away(viewer, qtbot, cases, folder)
     Image.fromarray(_rgb(77, height=64, width=48)).save(folder / "IMG_0001.png")  # another photo, turned
     cases.step(-1)
     assert _states(cases)[0] == "new" and results.case_layers(viewer, "IMG_0001")["mask"] is None  # was stuck 'edited'

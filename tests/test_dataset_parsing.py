@@ -288,50 +288,6 @@ def test_a_mask_name_never_crosses_to_another_image(tmp_path):
         assert any("mole.png: skipped, no mask" in p for p in listing.problems)
 
 
-def test_a_small_label_beside_a_level_above_half_is_refused_not_cut(tmp_path):
-    touched = np.zeros((16, 16), np.uint8)
-    touched[4:12, 4:12] = 1
-    touched[0:2, 0:2] = 255  # a 0/1 mask touched with 255: the grey rule kept only the dab, Dice 0 against the lesion
-    with pytest.raises(ImageReadError, match=r"mask values 0, 1 and 255: .*ambiguous"):
-        read_mask(_png(tmp_path / "touched.png", touched))
-    ring = np.zeros((16, 16), np.uint8)
-    ring[2:14, 2:14] = 127
-    ring[4:12, 4:12] = 255
-    assert np.array_equal(read_mask(_png(tmp_path / "grey.png", ring)), ring == 255)  # a grey level, not a label: cut at half
-    ring[ring == 127] = 128
-    assert np.array_equal(read_mask(_png(tmp_path / "both.png", ring)), ring > 0)
-
-
-def test_a_16_bit_label_map_or_a_linear_ramp_is_not_taken_for_an_anti_aliased_mask(tmp_path):
-    labels = np.repeat(np.arange(1, 301, dtype=np.uint16), 20).reshape(60, 100)  # instance labels 1..300
-    with pytest.raises(ImageReadError, match="look like labels"):
-        read_mask(_png(tmp_path / "labels16.png", labels))
-    ramp = np.tile(np.linspace(0, 4096, 64).astype(np.uint16), (64, 1))  # spread evenly: no solid lesion
-    with pytest.raises(ImageReadError, match="look like labels"):
-        read_mask(_png(tmp_path / "ramp.png", ramp))
-
-
-def test_a_12_bit_ramp_in_a_16_bit_file_is_a_grey_level_mask(tmp_path):
-    rows, cols = np.mgrid[0:64, 0:64]
-    distance = np.hypot(rows - 32, cols - 32)
-    soft = np.clip((20 - distance) / 4 + 0.5, 0, 1)  # an anti-aliased disk of radius 20
-    for top in (4095, 4080):  # 12-bit values, or 8-bit ones times 16: below half the 16-bit range everywhere
-        values = (soft * top).round().astype(np.uint16)
-        path = tmp_path / f"m{top}.png"
-        Image.fromarray(values).save(path)
-        assert np.array_equal(read_mask(path), values >= (top + 1) // 2)  # was refused as "labels"
-
-
-def test_a_lesion_drawn_in_alpha_over_one_colour_is_read_from_alpha(tmp_path):
-    truth = np.zeros((8, 8), bool)
-    truth[1:5, 2:7] = True
-    for colour in ((255, 255, 255), (255, 0, 0)):
-        rgba = np.zeros((8, 8, 4), np.uint8)
-        rgba[..., :3] = colour
-        rgba[truth, 3] = 255
-        assert np.array_equal(read_mask(_png(tmp_path / f"alpha{colour[1]}.png", rgba)), truth)  # was all lesion
-
-
 def test_a_mask_matched_ignoring_letter_case_is_never_another_image_s_exact_mask(tmp_path):
     data = tmp_path / "d"
     (data / "images").mkdir(parents=True)
@@ -438,28 +394,3 @@ def test_evaluate_warns_when_most_reference_masks_look_inverted():
     inverted = [{"truth_area_fraction": 0.9, "truth_touches_border": True}] * 3 + [{"truth_area_fraction": 0.2, "truth_touches_border": False}]
     assert warn_if_swapped(inverted)
     assert not warn_if_swapped(inverted[2:])  # one whole-frame lesion in two cases: legitimate, no warning
-
-
-@pytest.mark.parametrize("radius, sigma", [(8, 1.5), (6, 2.0), (40, 6.0)])
-def test_small_or_soft_12_bit_masks_in_16_bits_read_as_their_8_bit_versions(tmp_path, radius, sigma):
-    from scipy import ndimage
-
-    disk = np.zeros((128, 128))
-    rows, cols = np.mgrid[0:128, 0:128]
-    disk[np.hypot(rows - 64, cols - 64) <= radius] = 1.0
-    soft = ndimage.gaussian_filter(disk, sigma)
-    eight = (soft / soft.max() * 255).round().astype(np.uint8)
-    twelve = (soft / soft.max() * 4095).round().astype(np.uint16)
-    Image.fromarray(eight).save(tmp_path / "m8.png")
-    Image.fromarray(twelve).save(tmp_path / "m12.png")
-    assert abs(int(read_mask(tmp_path / "m12.png").sum()) - int(read_mask(tmp_path / "m8.png").sum())) <= max(2, radius // 2)
-
-
-def test_an_8_bit_mask_touched_with_16_bit_white_is_refused():
-    from training.data.masks import AmbiguousMaskError
-
-    values = np.zeros((16, 16), np.uint16)
-    values[4:12, 4:12] = 255
-    values[0:2, 0:2] = 65535
-    with pytest.raises(AmbiguousMaskError, match="0, 255 and 65535"):
-        binary_mask(values)

@@ -247,7 +247,7 @@ class CasesWidget(common.RunCancel, Container):
         entry.extra["pixels"] = pixels
         if known is None or known == pixels or (entry.proposal is None and entry.mask is None):
             return
-        edited = entry.mask is not None and (entry.start_mask is None or not np.array_equal(entry.mask, entry.start_mask))
+        edited = entry.edited
         fits = edited and entry.mask.shape == image.shape[:2]
         entry.proposal = entry.info = None
         if edited and not fits:

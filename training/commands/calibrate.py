@@ -96,8 +96,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         lesion_cases += bool(truth.any())
         skin_cases += bool((~truth).any())
     if not scores:  # every case was skipped: say which, not only that no pixels were left
-        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-        raise ValueError(f"{args.data}: none of the {len(cases)} cases of split {args.split!r} could be used ({shown or 'no reason given'})")
+        raise scoring.nothing_scored(args.data, len(cases), args.split, "used")
     temperature = histogram.fit_temperature(args.objective)
     before, after = histogram.ece(1.0), histogram.ece(temperature)
     nll_before, nll_after = histogram.nll(1.0), histogram.nll(temperature)

@@ -63,6 +63,11 @@ class CaseScoring:
         text = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
         self._skip(f"{case.image_path}: {text}")
 
+    def nothing_scored(self, data: object, count: int, split: str, verb: str = "scored") -> ValueError:
+        """The error for a split of ``count`` cases none of which could be ``verb``: its first skipped reasons, in one line."""
+        shown = "; ".join(self.skipped[:3]) + (f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else "")
+        return ValueError(f"{data}: none of the {count} cases of split {split!r} could be {verb} ({shown or 'no reason given'})")
+
     def _skip(self, line: str) -> None:
         self.skipped.append(display(line))
         tqdm.write(f"warning: skipped: {line}", file=sys.stderr)

@@ -140,8 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         record["seconds"] = seconds[-1]
         scoring.bar.set_postfix(dice=f"{accumulator.summary()['dice']:.4f}")
     if not accumulator.per_image:  # a table of NaN says nothing: say why instead
-        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-        raise ValueError(f"{args.data}: none of the {len(cases)} cases of split {args.split!r} could be scored ({shown or 'no reason given'})")
+        raise scoring.nothing_scored(args.data, len(cases), args.split)
     warn_if_swapped(accumulator.per_image)
     summary = accumulator.summary()
     rho = uncertainty_error_spearman(accumulator.per_image)

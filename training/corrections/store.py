@@ -45,7 +45,7 @@ from model.files.file_access import FileTooLarge, UnreadableFile, open_regular, 
 from model.inputs.limits import MAX_DECODED_IMAGE_BYTES
 from model.inputs.preprocess import to_float_rgb
 
-from ..data.datasets import Case, DatasetListing, list_cases, safe_id
+from ..data.datasets import Case, DatasetListing, has_control_character, list_cases, safe_id
 from ..data.imageio import check_writable, encode_json, encode_png
 from ..files.outputs import ExclusiveLock, display
 
@@ -65,7 +65,7 @@ def case_id_for(source: str | Path, whole_name: bool = False) -> str:
     cleaned = re.sub(r"[\\/:\x00]", "_", stem).lstrip(".") or "case"
     if not safe_id(cleaned):
         shown = display(str(source))
-        shown = repr(shown) if any(ord(c) < 32 or ord(c) == 127 for c in shown) else shown  # a newline would cut the one line
+        shown = repr(shown) if has_control_character(shown) else shown  # a newline would cut the one line
         raise ValueError(f"{shown[:120]}{'...' if len(shown) > 120 else ''}: cannot make a safe case id from this name")
     return cleaned
 

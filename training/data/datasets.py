@@ -41,6 +41,11 @@ class DatasetError(ValueError):
     """The dataset folder cannot be used at all; the message says why."""
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (NUL, a newline, a tab, an escape, DEL)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def safe_id(case_id: str) -> bool:
     """True if ``case_id`` can name a file inside a folder without escaping it, is valid UTF-8 and holds no control character."""
     if not _is_utf8(case_id):
@@ -51,7 +56,7 @@ def safe_id(case_id: str) -> bool:
         and not case_id.startswith(".")
         and "/" not in case_id
         and "\\" not in case_id
-        and not any(ord(c) < 32 or ord(c) == 127 for c in case_id)  # NUL, newlines, tabs, escapes: no one-line messages otherwise
+        and not has_control_character(case_id)  # NUL, newlines, tabs, escapes: no one-line messages otherwise
         and ":" not in case_id
         and len(case_id.encode("utf-8")) <= 200
     )
