@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     from .loop.interrupt import TerminateAsInterrupt
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    with TerminateAsInterrupt():
-        return _main(argv)
+    show_warning = warnings.showwarning
+    warnings.showwarning = _show_warning_line
+    try:
+        with TerminateAsInterrupt():
+            return _main(argv)
+    finally:
+        warnings.showwarning = show_warning
+
+
+def _show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
+    """A warning as one line, 'warning: <file>: <what>', above a progress bar instead of through it."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def _interrupted(command: str, err: KeyboardInterrupt) -> int:

@@ -28,6 +28,10 @@ class ImageReadError(ValueError):
     """An image or mask file cannot be used; the message names the file."""
 
 
+class ImageReadWarning(UserWarning):
+    """An image was read, but not quite as stored (say, its colour profile could not be applied); the message names the file."""
+
+
 class ImageTooLargeError(ImageReadError):
     """The file's header declares more pixels (or decoded bytes) than this program reads."""
 

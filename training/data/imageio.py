@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model.files.checkpoint import atomic_write_bytes
 from model.inputs.limits import MAX_IMAGE_PIXELS
 
-from .image_header import ImageReadError, ImageTooLargeError, check_image_header
+from .colour_profiles import array_to_srgb, to_srgb
+from .image_header import ImageReadError, ImageReadWarning, ImageTooLargeError, check_image_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # allow big dermoscopy photos; check_image_header refuses larger ones first
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "ImageTooLargeError", "check_image_header", "read_image", "read_mask"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "ImageReadWarning", "ImageTooLargeError", "check_image_header", "read_image", "read_mask"]
 
 
 def is_image_file(path: Path) -> bool:
@@ -36,7 +38,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Grayscale is replicated to three channels, RGBA and palette images are
     converted to RGB, CMYK is converted to RGB, and the first page of a
-    multi-page TIFF is used. Float images (TIFF) must hold values in [0, 1],
+    multi-page TIFF is used. 8-bit pixels with an embedded ICC profile other
+    than sRGB (Display P3, Adobe RGB, a CMYK press profile) are converted to
+    sRGB (:mod:`training.data.colour_profiles`); a profile that cannot be
+    applied leaves the pixels as stored, with an :class:`ImageReadWarning`. Float images (TIFF) must hold values in [0, 1],
     as in the Python API; integer images values in 0..65535 (those with
     values up to 255 are read as 8-bit). An image above
     :data:`model.inputs.limits.MAX_IMAGE_PIXELS` pixels is refused from its header,
@@ -70,6 +75,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             photometric = None if photometric is None else int(photometric)
             colormap = page.colormap if photometric == _PALETTE else None
             orientation = _tiff_orientation(page)
+            icc = _tiff_icc_profile(page)
     except Exception as err:  # tifffile raises many types for damaged files
         try:
             return _read_pillow(path)
@@ -96,8 +102,27 @@ def _read_tiff(path: Path) -> np.ndarray:
             array = (array >> 8).astype(np.uint8)
         elif array.dtype != np.uint8:
             raise ImageReadError(f"{path}: CMYK TIFF of {array.dtype} pixels is not supported; save it as RGB")
-        array = np.asarray(Image.fromarray(array, "CMYK").convert("RGB"))
+        if array.dtype == np.uint8 and icc:
+            array, note = array_to_srgb(array, icc)
+            _warn_note(path, note)
+            icc = None
+        if array.shape[-1] == 4:  # no profile, or one that could not be applied: the plain conversion
+            array = np.asarray(Image.fromarray(array, "CMYK").convert("RGB"))
+    if icc and array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        array, note = array_to_srgb(array, icc)
+        _warn_note(path, note)
     return orient(array, orientation)
+
+
+def _tiff_icc_profile(page: Any) -> bytes | None:
+    tag = page.tags.get(34675)  # InterColorProfile
+    value = None if tag is None else tag.value
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) or (isinstance(value, np.ndarray) and value.dtype == np.uint8) else None
+
+
+def _warn_note(path: Path, note: str | None) -> None:
+    if note:
+        warnings.warn(f"{path}: {note}", ImageReadWarning, stacklevel=3)
 
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED = 0, 1, 2, 3, 5
@@ -138,6 +163,8 @@ def _read_pillow(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
+            img, note = to_srgb(img)
+            _warn_note(path, note)
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 return np.asarray(img, dtype=np.uint16)
             if img.mode in ("I", "F"):
