@@ -234,6 +234,7 @@ def test_clicks_given_as_arrays_or_lists_are_points_and_with_click_appends():
         (dict(prompts=Prompts(((5.0, 5.0),)), painted=KeptPixels(np.ones(56, bool), np.ones(56, bool))), "kept mask must be 40 x 56"),
         (dict(prompts=Prompts(((5.0, 5.0),)), painted=KeptPixels(np.full((40, 56), np.nan), np.full((40, 56), np.nan))), "kept mask"),
         (dict(prompts={"positive": [(1, 2)]}), "prompts must be a model.inputs.prompts.Prompts"),
+        (dict(prompts=Prompts(((5.0, 5.0),) * 600, ((9.0, 9.0),) * 401)), "1001 clicks given, above the limit of 1000 per refine"),
     ],
 )
 def test_refine_checks_its_clicks_and_painted_pixels_in_every_mode_before_any_work(mode, kwargs, message, rgb_image):
@@ -251,3 +252,26 @@ def test_refine_refuses_an_unknown_mode(rgb_image, tiny_segmenter):
     with pytest.raises(ValueError, match="click mode must be one of"):
         refine(tiny_segmenter, rgb_image, Prompts(((5.0, 5.0),)), "Both", n_samples=2, steps=1)  # was ignored: the click did nothing
     assert tiny_segmenter.encode_calls == 0
+
+
+def test_click_maps_are_computed_in_each_click_s_window_with_the_whole_image_s_values():
+    """The distance channels and the click disks, windowed around each click, equal the whole-image formula."""
+    from model.inputs.prompts import _points_map, click_radius
+
+    rng = np.random.default_rng(0)
+    for height, width, size in ((37, 300, 96), (500, 41, 128), (3, 3, 32)):
+        points = [(float(rng.uniform(-0.5, height + 0.49)), float(rng.uniform(-0.5, width + 0.49))) for _ in range(9)]
+        points += [(-0.5, -0.5), (height - 0.51, width - 0.51)]  # the corners: windows cut by the border
+        axis = torch.arange(size, dtype=torch.float32)
+        whole = torch.zeros((size, size))
+        for r, c in points:
+            y, x = (r + 0.5) * size / height - 0.5, (c + 0.5) * size / width - 0.5
+            d = torch.sqrt((axis[:, None] - y) ** 2 + (axis[None, :] - x) ** 2)
+            whole = torch.maximum(whole, (1 - d / click_radius(size)).clamp(min=0))
+        assert torch.equal(_points_map(points, height, width, size), whole)
+        negative = points[:3]
+        disks = click_disks(points[3:], negative, height, width, radius=7.3)
+        rows, cols = np.ogrid[:height, :width]
+        near = lambda pts: np.any([(rows - r) ** 2 + (cols - c) ** 2 <= 7.3**2 for r, c in pts], axis=0)  # noqa: E731
+        assert np.array_equal(disks.mask, near(points[3:]) | near(negative))
+        assert np.array_equal(disks.values, near(points[3:]) & ~near(negative))

@@ -17,6 +17,8 @@ negative one.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,9 +109,15 @@ def click_disks(
     values = np.zeros((height, width), bool)
     for points, value in ((positive, True), (negative, False)):
         for r, c in points:
-            disk = (rows - float(r)) ** 2 + (cols - float(c)) ** 2 <= radius**2
-            mask |= disk
-            values[disk] = value
+            r, c = float(r), float(c)
+            # Only the disk's bounding box can hold it: test there, not the whole image.
+            top, bottom = max(0, math.floor(r - radius)), min(height, math.ceil(r + radius) + 1)
+            left, right = max(0, math.floor(c - radius)), min(width, math.ceil(c + radius) + 1)
+            if top >= bottom or left >= right:
+                continue
+            disk = (rows[top:bottom] - r) ** 2 + (cols[:, left:right] - c) ** 2 <= radius**2
+            mask[top:bottom, left:right] |= disk
+            values[top:bottom, left:right][disk] = value
     return KeptPixels(mask, values)
 
 

@@ -43,6 +43,13 @@ def click_radius(size: int) -> float:
 
 Point = tuple[float, float]
 
+MAX_CLICKS = 1000
+"""The most clicks (positive and negative together) one set of prompts may hold.
+
+No review needs more; each click costs a distance map, a disk and a reach at
+the image's resolution, so a pasted layer of 100,000 points is refused in one
+line instead of running for minutes."""
+
 
 @dataclass(frozen=True)
 class Prompts:
@@ -87,7 +94,10 @@ class Prompts:
         return Prompts(self.positive, self.negative, prior)
 
     def check(self, height: int, width: int) -> None:
-        """ValueError naming the problem if a click lies outside the (H, W) image or the prior has another shape."""
+        """ValueError naming the problem if a click lies outside the (H, W) image, there are more than
+        :data:`MAX_CLICKS` clicks, or the prior has another shape."""
+        if self.clicks > MAX_CLICKS:
+            raise ValueError(f"{self.clicks} clicks given, above the limit of {MAX_CLICKS} per refine")
         for name, points in (("positive", self.positive), ("negative", self.negative)):
             if isinstance(points, (str, bytes)) or not isinstance(points, (Sequence, np.ndarray)) or np.ndim(points) == 0:
                 raise ValueError(f"{name} clicks must be a sequence of (row, col) pairs, got {_brief(points)}")
@@ -160,8 +170,14 @@ def _points_map(points: Sequence[Point], height: int, width: int, size: int) -> 
         # Pixel centres map to pixel centres: y = (r + 0.5) * S / H - 0.5.
         y = (float(r) + 0.5) * size / height - 0.5
         x = (float(c) + 0.5) * size / width - 0.5
-        d = torch.sqrt((axis[:, None] - y) ** 2 + (axis[None, :] - x) ** 2)
-        out = torch.maximum(out, (1 - d / radius).clamp_(min=0))
+        # The map is 0 beyond the radius: compute only the click's window (the same values, at any number of clicks).
+        top, bottom = max(0, math.floor(y - radius)), min(size, math.ceil(y + radius) + 1)
+        left, right = max(0, math.floor(x - radius)), min(size, math.ceil(x + radius) + 1)
+        if top >= bottom or left >= right:
+            continue
+        d = torch.sqrt((axis[top:bottom, None] - y) ** 2 + (axis[None, left:right] - x) ** 2)
+        window = out[top:bottom, left:right]
+        torch.maximum(window, (1 - d / radius).clamp_(min=0), out=window)
     return out
 
 
