@@ -28,6 +28,23 @@ def test_adapt_events_and_command():
     assert adapt_change({"val_dice_before": 0.9, "val_dice_after": 0.93}) == ""
 
 
+@pytest.mark.parametrize(
+    "card",
+    [
+        json.loads('{"method": "fine-tune", "val_dice_before": NaN, "val_dice_after": Infinity, "ece_before": 0.1, "ece_after": 1e400}'),
+        {"method": "fine-tune", "val_dice_before": True, "val_dice_after": 7, "ece_before": -1, "ece_after": "0.1"},
+        {"method": ["x"] * 10_000, "val_dice_before": 0.9, "val_dice_after": 0.93},
+        {"method": "calibration\nfake line", "val_dice_before": 0.9, "val_dice_after": 0.93},
+    ],
+)
+def test_a_hand_edited_card_shows_no_impossible_numbers(card):
+    """A card is a file anyone may edit: NaN, infinite, boolean or out-of-range numbers and odd methods show nothing."""
+    from napari_mlffm._qt.finetune import dice_change
+
+    text = adapt_change(card) + dice_change(card)
+    assert "nan" not in text and "inf" not in text and "True" not in text and "\n" not in text and len(text) < 100
+
+
 def test_adapt_to_my_corrections_then_use_and_roll_back(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
     viewer = make_napari_viewer()
     propose, finetune = _dock(viewer, "Propose masks"), _dock(viewer, "Fine-tune")

@@ -40,11 +40,18 @@ HELD_OUT = re.compile(r"held out (\d+)")  # in the CLI's "fine-tuning on N cases
 
 
 def dice_change(card: dict) -> str:
-    """'Dice 0.812 -> 0.845' from a model card, or '' when it lacks the numbers."""
-    before, after = card.get("val_dice_before"), card.get("val_dice_after")
-    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+    """'Dice 0.812 -> 0.845' from a model card, or '' when it lacks the numbers (or they are no Dice in [0, 1])."""
+    before, after = _share(card.get("val_dice_before")), _share(card.get("val_dice_after"))
+    if before is not None and after is not None:
         return f"Dice {before:.3f} -> {after:.3f}"
     return ""
+
+
+def _share(value: object) -> float | None:
+    """``value`` when it is a real number in [0, 1] (a Dice, an ECE), else None: a card is a file anyone may edit."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0.0 <= value <= 1.0 else None  # NaN fails both comparisons
 
 
 def finetune_command(store: Path, base: str | None, output: Path, epochs: int, minutes: float, device: str) -> list[str]:
@@ -65,11 +72,12 @@ def adapt_command(store: Path, base: str | None, output: Path, minutes: float, d
 
 def adapt_change(card: dict) -> str:
     """'calibration: held-out Dice 0.918 -> 0.938, ECE 0.031 -> 0.024' from an adapted model's card, or ''."""
-    if "method" not in card:
+    method = card.get("method")
+    if not isinstance(method, str) or not method.isprintable() or not 0 < len(method) <= 40:
         return ""
-    text = f"{card['method']}: held-out {dice_change(card)}"
-    before, after = card.get("ece_before"), card.get("ece_after")
-    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+    text = f"{method}: held-out {dice_change(card)}"
+    before, after = _share(card.get("ece_before")), _share(card.get("ece_after"))
+    if before is not None and after is not None:
         text += f", ECE {before:.3f} -> {after:.3f}"
     return text
 
