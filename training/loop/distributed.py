@@ -36,7 +36,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +45,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .interrupt import SignalScope, StopOnInterrupt
 
 TIMEOUT_ENV = "MLFFM_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
@@ -314,7 +315,7 @@ def session(device: str = "auto", gpu_collectives: bool = True) -> Iterator[Dist
                 pass
 
 
-class StopOnSignals:
+class StopOnSignals(SignalScope):
     """Under torchrun: SIGINT and SIGTERM ask the run to stop after this batch (all ranks agree through
     :meth:`Distributed.agree_to_stop`).
 
@@ -330,7 +331,6 @@ class StopOnSignals:
         self.grace = grace
         self.requested = False
         self._first = 0.0
-        self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.requested
@@ -348,26 +348,16 @@ class StopOnSignals:
             print(f"{self.ctx.label}: {name} again: aborting this rank now (written files stay complete)", file=sys.stderr, flush=True)
             os._exit(130)
 
-    def __enter__(self) -> StopOnSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        for sig, previous in self._previous.items():
-            # A rank leaving because another was lost is about to say so and exit; torchrun's agent sends it
-            # SIGTERM meanwhile, which must not end it before its one line is printed.
-            lost = exc_type is not None and issubclass(exc_type, PeerLostError) and sig == signal.SIGTERM
-            signal.signal(sig, signal.SIG_IGN if lost else previous)
-        self._previous.clear()
+    def _restore_to(self, signum: int, previous: Any, exc_type: type[BaseException] | None) -> Any:
+        # A rank leaving because another was lost is about to say so and exit; torchrun's agent sends it
+        # SIGTERM meanwhile, which must not end it before its one line is printed.
+        lost = exc_type is not None and issubclass(exc_type, PeerLostError) and signum == signal.SIGTERM
+        return signal.SIG_IGN if lost else previous
 
 
 def stop_signals(ctx: Distributed) -> Any:
     """The stop flag for a training loop: Ctrl-C handling as before for one process, :class:`StopOnSignals` under torchrun."""
     if not ctx.enabled:
-        from .interrupt import StopOnInterrupt
-
         return StopOnInterrupt()
     return StopOnSignals(ctx)
 

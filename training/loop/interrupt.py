@@ -20,44 +20,59 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
+from typing import Any, Self
 
 
 class Terminated(KeyboardInterrupt):
     """Raised for a SIGTERM; a KeyboardInterrupt so that every Ctrl-C clean-up handles it."""
 
 
-class TerminateAsInterrupt:
-    """Context manager: while inside, a SIGTERM raises :class:`Terminated` (main thread only)."""
+class SignalScope:
+    """Context-manager base: while inside, :meth:`_handle` answers :attr:`signals`; on leaving, the earlier handlers return.
 
-    def __init__(self) -> None:
-        self._previous = None
-        self._installed = False
+    Signal handlers can only be set from the main thread: elsewhere (a GUI
+    worker runs the same loops) nothing is installed and the scope is inert.
+    Subclasses define :meth:`_handle`, and may choose per signal what is
+    restored on leaving (:meth:`_restore_to`).
+    """
 
-    @staticmethod
-    def _handle(signum: int, frame: FrameType | None) -> None:
-        raise Terminated
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
 
-    def __enter__(self) -> TerminateAsInterrupt:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+    def _restore_to(self, signum: int, previous: Any, exc_type: type[BaseException] | None) -> Any:
+        """The handler to put back for ``signum`` when the scope ends (by default the one it replaced)."""
+        return previous
+
+    def __enter__(self) -> Self:
+        self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.signals}
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
+    def __exit__(self, exc_type: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        for sig, previous in getattr(self, "_previous", {}).items():
+            signal.signal(sig, self._restore_to(sig, previous, exc_type))
+        self._previous = {}
 
 
-class StopOnInterrupt:
+class TerminateAsInterrupt(SignalScope):
+    """Context manager: while inside, a SIGTERM raises :class:`Terminated` (main thread only)."""
+
+    signals = (signal.SIGTERM,)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+
+class StopOnInterrupt(SignalScope):
     """Context manager; ``bool(flag)`` (or ``flag()``) is True once Ctrl-C was pressed or a SIGTERM came."""
 
     def __init__(self, message: str = "{name} received: stopping after this batch (again to abort)") -> None:
         self.message = message
         self.requested = False
         self.terminated = False  # the stop was asked for by SIGTERM, not Ctrl-C
-        self._previous: dict[int, object] = {}
-        self._installed = False
 
     def __call__(self) -> bool:
         return self.requested
@@ -72,16 +87,3 @@ class StopOnInterrupt:
         self.terminated = signum == signal.SIGTERM
         name = "SIGTERM" if self.terminated else "interrupt (Ctrl-C)"
         print(self.message.format(name=name), file=sys.stderr, flush=True)
-
-    def __enter__(self) -> StopOnInterrupt:
-        # Signal handlers can only be set from the main thread (a GUI worker runs these loops elsewhere).
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-            self._installed = True
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        if self._installed:
-            for sig, previous in self._previous.items():
-                signal.signal(sig, previous)
-            self._installed = False
