@@ -76,8 +76,11 @@ class Case:
 
     @property
     def edited(self) -> bool:
-        """Whether the mask under review differs from the start it was cut from (painted since)."""
-        return self.mask is not None and (self.start_mask is None or not np.array_equal(self.mask, self.start_mask))
+        """Whether the mask under review holds painting: it differs from the start it was cut from, or a refine
+        held strokes painted before it (``extra["painted"]``)."""
+        if self.mask is None:
+            return False
+        return self.start_mask is None or not np.array_equal(self.mask, self.start_mask) or self.extra.get("painted") is not None
 
 
 class CaseModel:
@@ -226,6 +229,8 @@ class CaseModel:
                 return "accepted"
             if reference is None or reference.shape != case.mask.shape or not np.array_equal(case.mask, reference):
                 return "edited"
+            if not accepted and case.extra.get("painted") is not None:
+                return "edited"  # strokes a refine held: the refined mask holds them
         if accepted:
             return "accepted"
         return "proposed" if case.proposal is not None else "new"
@@ -248,7 +253,7 @@ class CaseModel:
         case.level = None
         if isinstance(info, dict) and isinstance(info.get("image_sha256"), str):
             case.extra["pixels"] = info["image_sha256"]  # what the file held when proposed (the Cases dock compares)
-        if case.mask is not None and not case.edited and case.extra.get("painted") is None:  # a mask left as the old proposal drew it follows the new one
+        if case.mask is not None and not case.edited:  # a mask left as the old proposal drew it follows the new one
             case.mask = case.start_mask = case.start = None
         self.changed.emit(case.case_id)
         return case

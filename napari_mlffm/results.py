@@ -13,6 +13,7 @@ Everything here must run on napari's main thread.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -94,11 +95,15 @@ def is_uncertainty_map(layer) -> bool:
 
 
 def mask_edited(mask_layer: Labels) -> bool:
-    """Whether a mask holds the clinician's work: painted since the model wrote it, or a non-empty mask the plugin did not make."""
+    """Whether a mask holds the clinician's work: painted since the model wrote it, strokes a refine held
+    (``kept_mask``), or a non-empty mask the plugin did not make."""
     state = mask_layer.metadata.get(KEY, {})
     start = state.get("start_mask")
     if start is None:
         return bool(np.asarray(mask_layer.data).any())
+    kept = state.get("kept_mask")
+    if kept is not None and np.shape(kept) == np.shape(mask_layer.data) and np.asarray(kept).any():
+        return True
     return not np.array_equal(np.asarray(mask_layer.data) > 0, start)
 
 
@@ -147,6 +152,21 @@ def placement(image_layer, leading: int = 0) -> dict[str, Any]:
     }
 
 
+def write_mask(layer: Labels, mask: np.ndarray) -> None:
+    """Give a mask layer pixels the plugin computed: a proposal, a refine, an outline level, a clean-up.
+
+    napari's undo history (Ctrl-Z) holds the strokes painted on the old
+    pixels; undoing one after this would paint stale values back into the new
+    mask (and a refine would then hold them as painted). So the history
+    starts again here: what the plugin wrote is undone with its own controls
+    (Undo last click, Grow / Shrink, Make mask).
+    """
+    layer.data = np.asarray(mask).astype(np.uint8)
+    reset = getattr(_real(layer), "_reset_history", None)  # napari's own, called when a layer stops being editable
+    if callable(reset):
+        reset()
+
+
 def replace_data(layer, data) -> None:
     """Give ``layer`` new data whose shape may differ, so that the viewer's sliders follow it, visible or not.
 
@@ -176,7 +196,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     found = case_layers(viewer, image_layer.name)
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
-    check_not_refining(found, image_layer.name)
+    check_not_refining(found, image_layer.name, image_layer)
     if edited:
         check_same_image(found["mask"], image_layer.name, info.get("source"))
     samples = proposal.samples.astype(np.uint8)
@@ -204,13 +224,14 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], metadata={KEY: mask_state}, **placement(image_layer))
         style_mask(mask)
     elif not kept:
-        mask.data = consensus.astype(np.uint8)
+        write_mask(mask, consensus)
         mask.metadata[KEY] = mask_state
     else:  # the edited mask stays, but an outline level belonged to the old probability
         mask.metadata[KEY] = {**{k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}, **info}
     for kind, layer in case_layers(viewer, image_layer.name).items():  # layers kept from before follow the image too
         if layer is not None:
             place(layer, image_layer, leading=1 if kind == "proposals" else 0)
+    follow_image_placement(viewer, image_layer)
     viewer.layers.selection.active = mask
     mask.selected_label = 1
     mask.mode = "paint"
@@ -233,11 +254,72 @@ def _tail(path: str, parts: int = 2) -> str:
     return "/".join(str(path).replace("\\", "/").split("/")[-parts:])
 
 
-def check_not_refining(found: dict[str, Any], image_name: str) -> None:
+_REFINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Image layer -> a weak reference to the mask layer a refine of it is running for."""
+
+
+def _real(layer):
+    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
+    """Mark a refine of ``image_layer`` as running (or ended) for ``mask_layer``.
+
+    While it runs, Propose, Grow / Shrink, Make mask and a second refine of the
+    image (from a dock opened again, say) wait: the refine will replace the mask.
+    The mark is on the image, so deleting the mask layer does not lift it.
+    """
+    image, mask = _real(image_layer), _real(mask_layer)
+    state = mask_layer.metadata.setdefault(KEY, {})
+    if running:
+        _REFINING[image] = weakref.ref(mask)
+        state["refining"] = True
+        return
+    state.pop("refining", None)
+    known = _REFINING.get(image)
+    if known is not None and known() in (mask, None):
+        del _REFINING[image]
+
+
+def is_refining(image_layer: Image) -> bool:
+    return _real(image_layer) in _REFINING
+
+
+def check_not_refining(found: dict[str, Any], image_name: str, image_layer: Image | None = None) -> None:
     """ValueError while a refine of the image runs: it will replace the mask, and a proposal landing meanwhile would be mixed in."""
     mask = found.get("mask")
-    if mask is not None and isinstance(mask.metadata.get(KEY), dict) and mask.metadata[KEY].get("refining"):
+    flagged = mask is not None and isinstance(mask.metadata.get(KEY), dict) and mask.metadata[KEY].get("refining")
+    if flagged or (image_layer is not None and is_refining(image_layer)):
         raise ValueError(f"a refine of '{image_name}' is running and will replace its mask: propose again when it ends")
+
+
+_PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
+_FOLLOWED: weakref.WeakSet = weakref.WeakSet()
+
+
+def follow_image_placement(viewer, image_layer: Image) -> None:
+    """From now on, moving, scaling or turning the image moves its result, clicks and box layers with it
+    (a click then still lands on the image pixel under the cursor). Connected once per image layer."""
+    image = _real(image_layer)
+    if image in _FOLLOWED:
+        return
+    _FOLLOWED.add(image)
+    viewer_ref, image_ref = weakref.ref(_real(viewer)), weakref.ref(image)
+
+    def on_moved(*_):
+        viewer_now, image_now = viewer_ref(), image_ref()
+        if viewer_now is None or image_now is None or image_now not in viewer_now.layers:
+            return
+        for suffix, leading in ((" proposals", 1), (" uncertainty", 0), (" mask", 0), (" prompts", 0), (" box", 0)):
+            layer = find(viewer_now, image_now.name + suffix)
+            if layer is not None and layer is not image_now:
+                place(layer, image_now, leading)
+
+    for name in _PLACEMENT_EVENTS:
+        emitter = getattr(image.events, name, None)
+        if emitter is not None:
+            emitter.connect(on_moved)
 
 
 def place(layer, image_layer, leading: int = 0) -> None:
@@ -257,7 +339,7 @@ def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
         state.pop(stale, None)
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()
-    mask_layer.data = mask.astype(np.uint8)
+    write_mask(mask_layer, mask)
 
 
 def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any]) -> Labels:
@@ -276,8 +358,9 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
         layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)}, **placement(image_layer))
         style_mask(layer)
     else:
-        layer.data = data
+        write_mask(layer, data)
         layer.metadata[KEY] = dict(state)
+    follow_image_placement(viewer, image_layer)
     viewer.layers.selection.active = layer
     layer.selected_label = 1
     layer.mode = "paint"

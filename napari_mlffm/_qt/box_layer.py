@@ -58,8 +58,8 @@ class BoxLayer:
         layer.mode = "add_rectangle"
         return layer
 
-    def _current_box_layer(self):
-        return self._followed_layer(self._box_layers, box_layer_name)
+    def _current_box_layer(self, image=None):
+        return self._followed_layer(self._box_layers, box_layer_name, image)
 
     def _on_box_changed(self, image_name: str, event=None) -> None:
         action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
@@ -117,9 +117,10 @@ class BoxLayer:
             if len(layer.data) and self._answers(layer) and self.auto.value and self._is_chosen(image_name):
                 self.refine()
 
-    def box(self) -> Box | None:
-        """The newest box of the image's box layer, in the image's pixels, or None; ValueError for a shape that is no box."""
-        layer = self._current_box_layer()
+    def box(self, image=None) -> Box | None:
+        """The newest box of the image's (None: the chosen one's) box layer, in the image's pixels, or None;
+        ValueError for a shape that is no box."""
+        layer = self._current_box_layer(image)
         if layer is None:
             return None
         if not isinstance(layer, Shapes):

@@ -29,6 +29,49 @@ def image_layer_choices(viewer):
     return choices
 
 
+def real_layer(layer):
+    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself: compare with ``is``."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+CASE_LAYER_SUFFIXES = (" mask", " proposals", " uncertainty", " prompts", " box")
+"""The names of an image's result, clicks and box layers: ``<image>`` and one of these."""
+
+
+def image_of_layer(viewer, layer) -> Image | None:
+    """The image layer ``layer`` belongs to: itself if it is an image to review, or the image whose mask,
+    proposals, uncertainty, clicks or box layer it is; None otherwise."""
+    if layer is None:
+        return None
+    images = [image for _, image in image_layer_choices(viewer)()]
+    if isinstance(layer, Image) and any(image is layer or image == layer for image in images):
+        return layer
+    for suffix in CASE_LAYER_SUFFIXES:
+        if layer.name.endswith(suffix):
+            base = layer.name[: -len(suffix)]
+            return next((image for image in images if image.name == base), None)
+    return None
+
+
+def follow_active_image(dock) -> None:
+    """``dock.image`` follows the viewer's active layer: selecting an image, or its mask, clicks or box layer,
+    chooses that image, so the dock's keys (Shift-A, Shift-G, Shift-R, ...) act on what the annotator works on."""
+
+    def on_active(*_):
+        if getattr(dock, "_closed", False):
+            return
+        image = image_of_layer(dock.viewer, dock.viewer.layers.selection.active)
+        if image is None or dock.image.value is image:
+            return
+        try:
+            dock.reset_choices()  # a layer just inserted may not be a choice yet
+            dock.image.value = image
+        except (ValueError, RuntimeError):
+            pass  # not (yet) a choice, or the dock is being torn down
+
+    dock.viewer.layers.selection.events.active.connect(on_active)
+
+
 def model_choices(widget=None) -> list[tuple[str, str]]:
     """(label, value) pairs: value '' is the shipped default, a path a model file, OTHER_FILE asks for one."""
     versions = list_versions(SETTINGS.get().model_folder_path)

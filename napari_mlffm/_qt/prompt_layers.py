@@ -34,6 +34,18 @@ def is_clicks_layer(layer) -> bool:
     return isinstance(layer, Points) and "positive" in layer.features
 
 
+def click_polarity(layer) -> np.ndarray:
+    """(N,) bool: which of a clicks layer's points are lesion clicks; ValueError for a ``positive`` feature that
+    holds anything but True/False (or 0/1): an edited table must not turn "False" or NaN into a lesion click."""
+    values = np.asarray(layer.features["positive"])
+    if values.dtype == np.bool_:
+        return values.astype(bool)
+    if values.dtype.kind in "iuf" and np.isin(values, (0, 1)).all():
+        return values.astype(bool)
+    odd = next((v for v in values.tolist() if v not in (0, 1, True, False) or isinstance(v, str)), values.tolist()[:1])
+    raise ValueError(f"clicks layer '{layer.name}': its 'positive' column holds {odd!r:.30}, not True/False: fix or remove that click")
+
+
 def _real(layer):
     """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
     return getattr(layer, "__wrapped__", layer)

@@ -36,6 +36,8 @@ a click is answered sooner; "as the proposal" draws the same number.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.layers import Points, Shapes
@@ -49,7 +51,7 @@ from .. import cases_model, results
 from . import common
 from .box_layer import BoxLayer
 from .refine_job import lesion_clicks_outside, refine_job
-from .prompt_layers import box_layer_name, claim, is_answered_by, is_clicks_layer, prompts_layer_name
+from .prompt_layers import box_layer_name, claim, click_polarity, is_answered_by, is_clicks_layer, prompts_layer_name
 
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "magenta"
@@ -77,8 +79,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         self.extend(
             [self.image, self.prompts_button, self.box_button, self.positive, self.auto, self.reach, self.per_refine, self.refine_button, self.undo_button, self.status]
         )
-        self._pending = False
-        self._counts: dict[str, int] = {}
+        self._pending: list = []  # image layers whose clicks changed while a refine ran: refined in turn after it
+        self._counts = weakref.WeakKeyDictionary()  # clicks layer -> its number of clicks when last seen (kept through a rename)
         self._init_box_layer()
         self._clicks_layers: dict[str, Points] = {}  # image name -> its clicks layer (likewise)
         self._listened: list = []  # the clicks and box layers whose events this widget follows (compared with ==: layers reach a dock as proxies)
@@ -98,6 +100,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         proposed = [c for c in choices if results.case_layers(napari_viewer, c.name)["mask"] is not None]
         self.image.value = (proposed or choices)[-1] if choices else None  # the last image that has a mask, if any
         self._take_over_layers()
+        common.follow_active_image(self)  # a click on another image's clicks layer, and Shift-R, act on that image
 
     def _guard(self, action):
         try:
@@ -108,14 +111,16 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return None
 
     # ----- the clicks layer ----------------------------------------------
-    def _case(self):
-        layer = self.image.value
+    def _case(self, layer=None):
+        layer = self.image.value if layer is None else layer
         if layer is None:
             raise ValueError("choose an image first")
         found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
         results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
+        if not isinstance(found["mask"].metadata.get(results.KEY), dict) or "source" not in found["mask"].metadata[results.KEY]:
+            raise ValueError(f"layer '{found['mask'].name}' was not made by Propose masks: run Propose masks on {layer.name} first (it keeps your mask)")
         return layer, found
 
     def prompts_layer(self):
@@ -134,7 +139,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             features={"positive": np.zeros(0, bool)}, border_color="white",
         )
         self._listen_to_clicks(layer, image_layer.name)
-        self._counts[name] = 0
+        self._counts[common.real_layer(layer)] = 0
         self._show_polarity()
         layer.mode = "add"
         self.viewer.layers.selection.active = layer
@@ -150,7 +155,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
         layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
         if self._follow(layer, lambda event: self._on_clicks_changed(image_name, event)):
-            self._counts.setdefault(layer.name, len(layer.data))
+            self._counts.setdefault(common.real_layer(layer), len(layer.data))
+        self._apply_polarity(layer)
 
     def _follow(self, layer, on_data) -> bool:
         """Connect ``on_data`` to the layer's data events once per dock; True if it was connected now."""
@@ -167,19 +173,20 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         self.positive.value = not self.positive.value
 
     def _show_polarity(self, *_):
-        try:
-            layer = self._current_points()
-        except ValueError:
-            layer = None  # another kind of layer under the clicks layer's name: refining says so
-        if layer is not None:
-            layer.feature_defaults = {"positive": bool(self.positive.value)}
-            layer.current_face_color = POSITIVE_COLOR if self.positive.value else NEGATIVE_COLOR
+        for layer in list(self._clicks_layers.values()):  # every image's clicks: the next click is the same kind anywhere
+            if layer in self.viewer.layers and is_clicks_layer(layer):
+                self._apply_polarity(layer)
         if not self._closed:
             self.status.value = "next click: " + ("lesion (positive)" if self.positive.value else "skin (negative)")
 
-    def _followed_layer(self, followed: dict, name_of):
-        """The chosen image's layer in ``followed`` (kept through a rename), else the layer named ``name_of(image)``, else None."""
-        image = self.image.value
+    def _apply_polarity(self, layer) -> None:
+        layer.feature_defaults = {"positive": bool(self.positive.value)}
+        layer.current_face_color = POSITIVE_COLOR if self.positive.value else NEGATIVE_COLOR
+
+    def _followed_layer(self, followed: dict, name_of, image=None):
+        """The image's layer in ``followed`` (kept through a rename), else the layer named ``name_of(image)``, else None.
+        ``image`` None: the chosen image."""
+        image = self.image.value if image is None else image
         if image is None:
             return None
         layer = followed.get(image.name)
@@ -188,9 +195,10 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         name = name_of(image.name)
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def _current_points(self):
-        """The chosen image's clicks layer (followed through a rename), or None; ValueError for another kind of layer."""
-        layer = self._followed_layer(self._clicks_layers, prompts_layer_name)
+    def _current_points(self, image=None):
+        """The image's clicks layer (followed through a rename; ``image`` None: the chosen one), or None;
+        ValueError for another kind of layer."""
+        layer = self._followed_layer(self._clicks_layers, prompts_layer_name, image)
         if layer is not None and not is_clicks_layer(layer):
             raise ValueError(f"layer '{layer.name}' is not a clicks layer: rename or remove it to refine with clicks")
         return layer
@@ -217,13 +225,19 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return
         if self._drop_clicks_outside(layer, image_name):
             return
-        positive = np.asarray(layer.features["positive"], bool) if len(layer.data) else np.zeros(0, bool)
+        try:
+            positive = click_polarity(layer)
+        except ValueError as err:
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
+            return
         layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
         count = len(layer.data)
-        changed = count != self._counts.get(layer.name, 0)
-        self._counts[layer.name] = count
-        if changed and self.auto.value and self._is_chosen(image_name):
-            self.refine()
+        changed = count != self._counts.get(common.real_layer(layer), 0)
+        self._counts[common.real_layer(layer)] = count
+        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+        if changed and self.auto.value and image is not None:
+            self.refine(image)  # that image's clicks: refined even if the dock shows another one now
 
     def _drop_clicks_outside(self, layer, image_name: str) -> bool:
         """Remove clicks placed off the image (they would fail every later refine); True if any were."""
@@ -235,22 +249,32 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         outside = ~((rows >= -0.5) & (rows < height + 0.5) & (cols >= -0.5) & (cols < width + 0.5))
         if not outside.any():
             return False
-        self._counts[layer.name] = int((~outside).sum())  # the removal below is no new click: no refine
+        self._counts[common.real_layer(layer)] = int((~outside).sum())  # the removal below is no new click: no refine
         layer.selected_data = set(np.flatnonzero(outside).tolist())
         layer.remove_selected()
         self.status.value = f"{int(outside.sum())} click{'s' if outside.sum() > 1 else ''} off the image removed: click on the image"
         return True
 
-    def clicks(self) -> Prompts:
-        """The current clicks (positive, negative) in the image's pixels, without a prior."""
-        layer = self._current_points()
+    def clicks(self, image=None) -> Prompts:
+        """The current clicks (positive, negative) of the image (None: the chosen one) in its pixels, without a prior."""
+        layer = self._current_points(image)
         if layer is None or not len(layer.data):
             return Prompts()
-        positive = np.asarray(layer.features["positive"], bool)
+        positive = click_polarity(layer)
         points = [tuple(map(float, p)) for p in np.asarray(layer.data)[:, -2:]]
         return Prompts(
             tuple(p for p, pos in zip(points, positive) if pos), tuple(p for p, pos in zip(points, positive) if not pos)
         )
+
+    def _on_layer_removed(self, event=None) -> None:
+        """A clicks layer deleted whole counts as its clicks undone: the image is refined without them (as a box layer)."""
+        for image_name, layer in list(self._clicks_layers.items()):
+            if layer in self.viewer.layers:
+                continue
+            del self._clicks_layers[image_name]
+            if len(layer.data) and self._answers(layer) and self.auto.value and image_name in self.viewer.layers:
+                self.refine(self.viewer.layers[image_name])
+        super()._on_layer_removed(event)
 
     def undo_click(self) -> None:
         layer = self._current_points()
@@ -260,16 +284,20 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         layer.remove_selected()
 
     # ----- running -------------------------------------------------------
-    def refine(self):
-        """Start a refine (or, if one runs, re-run it when it ends)."""
+    def refine(self, image=None):
+        """Start a refine of ``image`` (None: the chosen one), or, if one runs, refine it when that ends."""
+        image = self.image.value if image is None else image
         if self.running:
-            self._pending = True
+            if image is not None and not any(image is known for known in self._pending):
+                self._pending.append(image)
             return None
-        return self.start()
+        return self.start(image)
 
-    def start(self):
+    def start(self, image=None):
         try:
-            image_layer, found = self._case()
+            image_layer, found = self._case(image)
+            if results.is_refining(image_layer):  # a dock opened again, while the old one's refine runs
+                raise ValueError(f"a refine of {image_layer.name} is running: wait for it to end")
         except ValueError as err:
             self.status.value = common.one_line(err)
             common.notify_error(err)
@@ -282,8 +310,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         if kept_mask is None:
             kept_mask = np.zeros_like(current)
         try:
-            prompts = self.clicks().with_prior(current)
-            box = self.box()
+            prompts = self.clicks(image_layer).with_prior(current)
+            box = self.box(image_layer)
             if box is not None:
                 box.window(*current.shape)  # one line now for a box that misses the image, not a failed worker
         except ValueError as err:
@@ -300,18 +328,18 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, bool(self.reach.value), box,
             self.per_refine.value == PER_REFINE_CHOICES[0], _start_thread=False
         )
-        self._pending = False
-        state["refining"] = True  # the Review dock's Grow / Shrink wait: the refine will replace the mask
-        worker.finished.connect(lambda: mask_layer.metadata.get(results.KEY, {}).pop("refining", None))
+        self._pending = [known for known in self._pending if known is not image_layer]
+        results.set_refining(image_layer, mask_layer, True)  # Propose, Grow / Shrink and another refine wait: this one will replace the mask
+        worker.finished.connect(lambda: results.set_refining(image_layer, mask_layer, False))
         where = " in a box" if box is not None else ""
         self._launch(
             worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",
-            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box, current, started_with),
+            lambda result: self._on_done(image_layer, prompts, kept_mask, result, box, current, started_with, mask_layer),
         )
         return worker
 
     def cancel(self, *_):
-        self._pending = False
+        self._pending = []
         if self.worker is not None:
             self.worker.quit()
             if not self._closed:
@@ -319,7 +347,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
 
     def _on_done(
         self, image_layer, prompts: Prompts, kept_mask: np.ndarray, result, box: Box | None = None,
-        sent: np.ndarray | None = None, started_with=None,
+        sent: np.ndarray | None = None, started_with=None, mask_layer=None,
     ):
         """Show a refine's result. ``sent``: (H, W) bool, the mask when the refine started; strokes painted
         since then are laid over the refined mask and held as painted pixels, not lost."""
@@ -329,12 +357,18 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         if proposal is None:
             self._on_error(info["error"])
             return
+        if image_layer not in self.viewer.layers or (started_with is not None and image_layer.data is not started_with):
+            self._on_error(f"image '{image_layer.name}' was closed or given other pixels during the refine; refine dropped")
+            return
         found = results.case_layers(self.viewer, image_layer.name)
+        if found["mask"] is None and mask_layer is not None and mask_layer in self.viewer.layers:
+            self.status.value = f"'{image_layer.name}' or its mask was renamed during the refine; refine dropped: refine again"
+            return
         if found["mask"] is None:
             self.status.value = "mask layer was closed; refine dropped"
             return
-        if image_layer not in self.viewer.layers or (started_with is not None and image_layer.data is not started_with):
-            self._on_error(f"image '{image_layer.name}' was closed or given other pixels during the refine; refine dropped")
+        if mask_layer is not None and common.real_layer(found["mask"]) is not common.real_layer(mask_layer):
+            self.status.value = f"the mask of '{image_layer.name}' was made again during the refine; refine dropped: refine again"
             return
         try:  # a layer of another kind or size put under a result name meanwhile is left alone
             results.check_case_layers(found, image_layer.name, *proposal.probability.shape)
@@ -368,10 +402,11 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         source = common.case_source(image_layer)
         known = cases.for_source(source)
         try:
-            cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
+            case = cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
+            case.extra["painted"] = kept_mask.copy() if kept_mask.any() else None  # held strokes: the case is edited
         except ValueError:
             pass  # no case can be kept for this image (the open folder's file has its id): its layers hold the result
-        mask.data = shown.astype(np.uint8)
+        results.write_mask(mask, shown)
         outside = lesion_clicks_outside(prompts, box, consensus.shape)
         self.status.value = (
             f"refined with {len(prompts.positive)} lesion / {len(prompts.negative)} skin clicks{' in a box' if box is not None else ''}, "
@@ -382,5 +417,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
 
     def _on_finished(self):
         self._end_run(self.refine_button, "Refine (Shift-R)")
-        if self._pending and not self._closed:
-            self.start()
+        while self._pending and not self._closed:
+            image = self._pending.pop(0)
+            if image in self.viewer.layers and self.start(image) is not None:
+                break

@@ -86,6 +86,7 @@ class ReviewWidget(Container):
         napari_viewer.bind_key("Shift-G", lambda v: self.step_outline(-1), overwrite=True)
         napari_viewer.bind_key("Shift-S", lambda v: self.step_outline(1), overwrite=True)
         self.image.value = self._default_image()
+        common.follow_active_image(self)  # Shift-A / Shift-G / Shift-S act on the image whose layer is selected
 
     def _on_destroyed(self, *_):
         self._closed = True
@@ -117,7 +118,11 @@ class ReviewWidget(Container):
             return
         state = found["mask"].metadata.get(results.KEY, {})
         try:
-            self.cases.set_mask(common.case_source(layer), self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
+            source = common.case_source(layer)
+            held = state.get("kept_mask")  # strokes a refine held (the case is edited while they are), cleared by Make mask
+            held = np.asarray(held, bool) if held is not None and np.shape(held) == np.shape(found["mask"].data) else None
+            self.cases.case(source).extra["painted"] = held.copy() if held is not None and held.any() else None
+            self.cases.set_mask(source, self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
         except ValueError:
             pass  # no case can be kept for this image (its name makes no id, or the open folder's file has it): the layer holds the mask
         self.update_readout()
@@ -231,7 +236,7 @@ class ReviewWidget(Container):
             state.update(level=new_level, start=f"outline level {new_level:.2f}", start_mask=model_mask.copy())
             if painted is not None:
                 state["kept_mask"] = painted.copy()  # painted pixels stay painted, even where the next cut agrees with them
-            mask_layer.data = mask.astype(np.uint8)
+            results.write_mask(mask_layer, mask)
             grew = "grown" if new_level < level else "shrunk"
             kept = f", {int(painted.sum())} painted pixels kept" if painted is not None else ""
             self.status.value = f"outline {grew}: level {new_level:.2f} (the model's {threshold:.2f}){kept}"
@@ -244,7 +249,7 @@ class ReviewWidget(Container):
         def run():
             _, found = self._layers()
             mask = clean_mask(self._current_mask(found), self.fill_holes.value, self.largest.value, self.min_size.value, self.smooth.value)
-            found["mask"].data = mask.astype(np.uint8)
+            results.write_mask(found["mask"], mask)
             self.status.value = "cleaned"
             self.update_readout()
 
@@ -280,7 +285,9 @@ class ReviewWidget(Container):
         state = found["mask"].metadata.get(results.KEY, {})
         mask = self._current_mask(found)
         start = state.get("start_mask")
-        edited = int((mask != start).sum()) if start is not None and start.shape == mask.shape else None
+        kept = state.get("kept_mask")  # strokes painted before a refine, which the refine held
+        kept = np.asarray(kept, bool) if kept is not None and np.shape(kept) == mask.shape else np.zeros(mask.shape, bool)
+        edited = int(((mask != start) | kept).sum()) if start is not None and start.shape == mask.shape else None
         keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "clicks", "level")  # clicks: _qt/refine.py
         return {
             **{k: state.get(k) for k in keep},
