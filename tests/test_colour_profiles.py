@@ -13,6 +13,7 @@ from PIL import Image, ImageCms
 from tests.icc_profile_bytes import (
     ADOBE_RGB_XY,
     DISPLAY_P3_XY,
+    SRGB_XY,
     display_profile,
     expected_srgb,
     grey_profile,
@@ -58,6 +59,22 @@ def test_an_srgb_profile_or_none_reads_the_stored_pixels_bit_for_bit(tmp_path, s
     Image.fromarray(skin_pixels).save(plain)
     assert np.array_equal(read_image(tagged), skin_pixels)
     assert np.array_equal(read_image(plain), skin_pixels)
+
+
+def test_srgb_is_told_by_what_a_profile_does_not_by_its_name(tmp_path, skin_pixels):
+    """A linear profile named "sRGB linear" is converted; sRGB's primaries and curve under another name are not."""
+    linear, renamed = tmp_path / "linear.png", tmp_path / "renamed.png"
+    Image.fromarray(skin_pixels).save(linear, icc_profile=display_profile("sRGB linear", SRGB_XY, gamma=1.0))
+    Image.fromarray(skin_pixels).save(renamed, icc_profile=display_profile("my monitor", SRGB_XY))
+    assert np.abs(read_image(linear).astype(int) - expected_srgb(skin_pixels, SRGB_XY, 1.0)).max() <= 1  # was read as stored
+    assert np.array_equal(read_image(renamed), skin_pixels)
+
+
+def test_a_16_bit_image_with_a_wide_gamut_profile_says_its_profile_was_not_applied(tmp_path, skin_pixels):
+    path = tmp_path / "lightroom.tif"
+    tifffile.imwrite(path, skin_pixels.astype(np.uint16) * 257, photometric="rgb", iccprofile=P3)
+    with pytest.warns(ImageReadWarning, match=r"lightroom\.tif: its colour profile was not applied to its uint16 pixels"):
+        read_image(path)
 
 
 def test_a_grey_image_with_a_gamma_18_profile(tmp_path):

@@ -29,15 +29,27 @@ _CONVERTIBLE_MODES = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "L": "L", "LA": "
 __all__ = ["to_srgb", "array_to_srgb", "is_srgb_profile"]
 
 
+_PROBE = np.stack(np.meshgrid(*[np.array([0, 64, 128, 192, 255], np.uint8)] * 3, indexing="ij"), -1).reshape(5, 25, 3)
+"""125 colours spread over the RGB cube: a profile that leaves them all within 2 levels is sRGB for this reader."""
+
+
 def is_srgb_profile(profile: object) -> bool:
-    """Whether a parsed profile (``ImageCms.ImageCmsProfile``) describes sRGB (by its description)."""
+    """Whether a parsed RGB profile (``ImageCms.ImageCmsProfile``) maps colours to sRGB unchanged (within 2 of 255).
+
+    Decided by converting probe colours, not by the profile's name: a profile
+    called "sRGB linear" or "sRGB-ish" with other primaries or tone curve is
+    converted like any other.
+    """
     try:
         from PIL import ImageCms
 
-        description = ImageCms.getProfileDescription(profile) or ""
-    except Exception:
+        probe = Image.fromarray(_PROBE, "RGB")
+        out = ImageCms.profileToProfile(
+            probe, profile, ImageCms.createProfile("sRGB"), renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
+        )
+    except Exception:  # noqa: BLE001 - no colour management, or a profile littlecms cannot use
         return False
-    return "srgb" in description.lower().replace(" ", "").replace("-", "")
+    return int(np.abs(np.asarray(out).astype(int) - _PROBE).max()) <= 2
 
 
 def to_srgb(img: Image.Image) -> tuple[Image.Image, str | None]:
@@ -51,8 +63,10 @@ def to_srgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     dropped, as :func:`training.data.imageio.read_image` drops it anyway.
     """
     icc = img.info.get("icc_profile")
-    if not icc or img.mode not in _CONVERTIBLE_MODES:
+    if not icc:
         return img, None
+    if img.mode not in _CONVERTIBLE_MODES:
+        return img, _unconverted_note(icc, "16-bit pixels" if img.mode.startswith("I;16") else f"{img.mode} pixels")
     try:
         from PIL import ImageCms
     except ImportError:  # Pillow built without littlecms
@@ -61,7 +75,7 @@ def to_srgb(img: Image.Image) -> tuple[Image.Image, str | None]:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     except Exception:
         return img, "its embedded colour profile is damaged and was not applied"
-    if is_srgb_profile(source):
+    if _profile_colour_space(icc) == "RGB" and is_srgb_profile(source):
         return img, None
     pixels = img.convert(_CONVERTIBLE_MODES[img.mode])  # alpha dropped, a palette resolved
     space = _profile_colour_space(icc)
@@ -85,8 +99,10 @@ def array_to_srgb(array: np.ndarray, icc: bytes | None) -> tuple[np.ndarray, str
     The array form of :func:`to_srgb`, for readers that decode pixels
     themselves (TIFF). Other dtypes and layouts come back unchanged, note None.
     """
-    if not icc or array.dtype != np.uint8:
+    if not icc:
         return array, None
+    if array.dtype != np.uint8:
+        return array, _unconverted_note(icc, f"{array.dtype} pixels")
     if array.ndim == 2:
         mode = "L"
     elif array.ndim == 3 and array.shape[-1] == 3:
@@ -101,6 +117,19 @@ def array_to_srgb(array: np.ndarray, icc: bytes | None) -> tuple[np.ndarray, str
     if converted is img:
         return array, note
     return np.asarray(converted), note
+
+
+def _unconverted_note(icc: bytes, what: str) -> str | None:
+    """The note for pixels that colour management cannot take (16-bit, float): None when the profile is sRGB anyway."""
+    if _profile_colour_space(icc) == "RGB":
+        try:
+            from PIL import ImageCms
+
+            if is_srgb_profile(ImageCms.ImageCmsProfile(io.BytesIO(icc))):
+                return None
+        except Exception:  # noqa: BLE001 - a damaged profile: say it was not applied
+            pass
+    return f"its colour profile was not applied to its {what} (read as sRGB); save it as 8-bit to have its colours converted"
 
 
 _PROFILE_SPACE_OF_MODE = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}

@@ -76,7 +76,7 @@ def _tiff_header(path: Path) -> ImageHeader | None:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = tif.pages[main_tiff_page(tif)]
             width, height = int(page.imagewidth), int(page.imagelength)
             depth = max(int(getattr(page, "imagedepth", 1) or 1), 1)
             samples = max(int(getattr(page, "samplesperpixel", 1) or 1), 1)
@@ -85,6 +85,33 @@ def _tiff_header(path: Path) -> ImageHeader | None:
     except Exception:  # noqa: BLE001 - tifffile raises many types for damaged files
         return None
     return ImageHeader(width, height * depth, width * height * depth * samples * math.ceil(bits / 8))
+
+
+def png_sample_layout(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None for a file that is no PNG."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+PNG_16BIT_PACKED = (2, 4, 6)
+"""PNG colour types (RGB, grey + alpha, RGBA) whose 16-bit samples Pillow reads as their high byte only."""
+
+
+def main_tiff_page(tif) -> int:
+    """The index of a TIFF's full image: the first page that is not a reduced-resolution preview
+    (NewSubfileType bit 0, as cameras and scanners put a thumbnail first); 0 when all are."""
+    for index, page in enumerate(tif.pages):
+        if index >= 16:
+            break
+        if not getattr(page, "is_reduced", False):
+            return index
+    return 0
 
 
 def check_image_header(path: str | Path) -> ImageHeader | None:

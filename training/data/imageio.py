@@ -21,7 +21,15 @@ from model.files.checkpoint import atomic_write_bytes
 from model.inputs.limits import MAX_IMAGE_PIXELS
 
 from .colour_profiles import array_to_srgb, to_srgb
-from .image_header import ImageReadError, ImageReadWarning, ImageTooLargeError, check_image_header
+from .image_header import (
+    PNG_16BIT_PACKED,
+    ImageReadError,
+    ImageReadWarning,
+    ImageTooLargeError,
+    check_image_header,
+    main_tiff_page,
+    png_sample_layout,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # allow big dermoscopy photos; check_image_header refuses larger ones first
@@ -62,6 +70,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return _as_rgb(array, path)
     except MemoryError:
         raise ImageReadError(f"{path}: not enough memory to decode this image") from None
+    except ImageReadError:
+        raise
+    except Exception as err:  # a damaged file's fault in a decoder or in its layout: one line naming it, whatever its type
+        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -69,8 +81,11 @@ def _read_tiff(path: Path) -> np.ndarray:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = tif.pages[main_tiff_page(tif)]  # not a thumbnail a camera put first
             array = page.asarray()
+            planar = int(getattr(page, "planarconfig", 1) or 1) == 2
+            if tif.is_imagej and tif.series and tif.series[0].axes in ("CYX", "SYX") and tif.series[0].shape[0] in (3, 4):
+                array, planar = tif.series[0].asarray(), True  # Fiji's RGB as one page per channel
             photometric = getattr(page, "photometric", None)
             photometric = None if photometric is None else int(photometric)
             colormap = page.colormap if photometric == _PALETTE else None
@@ -83,7 +98,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             raise ImageReadError(f"{path}: cannot read TIFF ({type(err).__name__}: {err})") from None
     if photometric not in _PLAIN_PHOTOMETRIC:
         return _read_pillow(path)  # YCbCr, CIELab, ...: Pillow converts them to RGB, or says in one line it cannot
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+    if planar and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)  # planar -> interleaved
     if photometric == _MINISWHITE:  # 0 is white: stored inverted
         if array.dtype == np.bool_:
@@ -108,7 +123,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             icc = None
         if array.shape[-1] == 4:  # no profile, or one that could not be applied: the plain conversion
             array = np.asarray(Image.fromarray(array, "CMYK").convert("RGB"))
-    if icc and array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+    if icc and (array.dtype != np.uint8 or array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
         array, note = array_to_srgb(array, icc)
         _warn_note(path, note)
     return orient(array, orientation)
@@ -160,21 +175,73 @@ def orient(array: np.ndarray, orientation: int) -> np.ndarray:
 
 def _read_pillow(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        img, orientation = open_as_stored(path)
+        with img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img)  # JPEG, PNG, ...; a TIFF is turned below, by its own tag
+            _refuse_lost_low_bytes(path, img, "image")
             img, note = to_srgb(img)
             _warn_note(path, note)
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return np.asarray(img, dtype=np.uint16)
-            if img.mode in ("I", "F"):
-                return np.asarray(img)  # 32-bit integer or float pixels: _as_rgb applies the value rule
-            if img.mode not in ("RGB", "L"):
-                img = img.convert("RGB")
-            return np.asarray(img)
+                array = np.asarray(img, dtype=np.uint16)
+            elif img.mode in ("I", "F"):
+                array = np.asarray(img)  # 32-bit integer or float pixels: _as_rgb applies the value rule
+            else:
+                array = np.asarray(img if img.mode in ("RGB", "L") else img.convert("RGB"))
+        return orient(array, orientation)
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = "not a readable image" if isinstance(err, UnidentifiedImageError) else str(err) or type(err).__name__
         raise ImageReadError(f"{path}: cannot read image ({reason})") from None
+
+
+def open_as_stored(path: Path) -> tuple[Image.Image, int]:
+    """``Image.open`` of ``path`` at its full image, and the TIFF orientation (1..8) still to apply to its pixels.
+
+    Pillow 13 turns a TIFF by its Orientation tag while decoding, and garbles
+    grey TIFFs with orientations 5 to 8 doing so (older versions do not turn
+    TIFFs at all). So a TIFF is opened from a copy whose tag says 1 (upright),
+    at its main page (not a thumbnail put first), and the caller turns the
+    pixels with :func:`orient`, as for TIFFs that tifffile decodes. Other
+    formats: the file itself, orientation 1 (``exif_transpose`` turns them).
+    """
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return Image.open(path), 1
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            index = main_tiff_page(tif)
+            page = tif.pages[index]
+            orientation = _tiff_orientation(page)
+            tag = page.tags.get(274)
+            at = None if tag is None else int(tag.valueoffset)
+            order = tif.byteorder
+    except Exception:  # noqa: BLE001 - a damaged file: Pillow's reading reports it
+        return Image.open(path), 1
+    if orientation == 1 or at is None:
+        img = Image.open(path)
+    else:
+        data = bytearray(path.read_bytes())
+        data[at : at + 2] = (1).to_bytes(2, "little" if order == "<" else "big")
+        img = Image.open(io.BytesIO(bytes(data)))
+    if index:
+        img.seek(index)
+    return img, orientation
+
+
+def _refuse_lost_low_bytes(path: Path, img: Image.Image, what: str) -> None:
+    """ImageReadError for a 16-bit colour (or grey + alpha) PNG whose values all lie below 4096: Pillow keeps
+    only each sample's high byte, which would read such a file as black (an image) or as empty (a mask)."""
+    layout = png_sample_layout(path) if path.suffix.lower() == ".png" or img.format == "PNG" else None
+    if layout is None or layout[0] != 16 or layout[1] not in PNG_16BIT_PACKED:
+        return
+    if int(np.asarray(img).max(initial=0)) < 16:
+        raise ImageReadError(
+            f"{path}: 16-bit colour PNG {what} whose values all lie below 4096: only the high byte of each can be read, "
+            "which would leave it " + ("black" if what == "image" else "empty") + "; save it as 8-bit PNG, 16-bit grey PNG or TIFF"
+        )
 
 
 def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
@@ -233,17 +300,52 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: empty mask file (0 bytes)")
     check_image_header(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            values = mask_values_from_pil(img)
+        values = _tiff_mask_values(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        if values is None:
+            img, orientation = open_as_stored(path)
+            with img:
+                img.load()
+                _refuse_lost_low_bytes(path, img, "mask")
+                img = ImageOps.exif_transpose(img)  # upright, as read_image turns its image
+                values = orient(mask_values_from_pil(img), orientation)
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: cannot read mask ({err or type(err).__name__})") from None
+    except Exception as err:  # a damaged file's fault in a decoder: one line naming it, whatever its type
+        raise ImageReadError(f"{path}: cannot read mask ({type(err).__name__}: {err})") from None
     if values.ndim != 2:
         raise ImageReadError(f"{path}: unsupported mask layout {values.shape}")
     try:
         return binary_mask(values)
     except AmbiguousMaskError as err:
         raise ImageReadError(f"{path}: {err}") from None
+
+
+def _tiff_mask_values(path: Path) -> np.ndarray | None:
+    """Single-channel values of a 16-bit colour (or grey + alpha) TIFF mask, upright; None for other TIFFs
+    (Pillow reads those as it reads every mask). Pillow keeps only the high byte of 16-bit colour samples,
+    which reads a 0/255 or 0/1 mask written by OpenCV as empty."""
+    import tifffile
+
+    from .masks import mask_values_from_pil
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[main_tiff_page(tif)]
+            if page.dtype != np.uint16 or int(page.samplesperpixel) not in (2, 3, 4):
+                return None
+            array = page.asarray()
+            if int(getattr(page, "planarconfig", 1) or 1) == 2:
+                array = np.moveaxis(array, 0, -1)
+            orientation = _tiff_orientation(page)
+    except Exception:  # noqa: BLE001 - a damaged file: Pillow's reading reports it
+        return None
+    if array.ndim != 3 or array.shape[-1] not in (2, 3, 4):
+        return None
+    array = array.astype(np.uint8) if int(array.max(initial=0)) <= 255 else (array >> 8).astype(np.uint8)
+    mode = {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+    return mask_values_from_pil(Image.fromarray(np.ascontiguousarray(orient(array, orientation)), mode))
 
 
 def encode_png(array: np.ndarray) -> bytes:
