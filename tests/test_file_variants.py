@@ -123,3 +123,66 @@ def test_damaged_tiffs_are_one_image_read_error_naming_the_file(tmp_path):
     for path in (palette, bits):  # an IndexError and a bare ValueError ("Axes must be different") before
         with pytest.raises(ImageReadError, match=path.name):
             read_image(path)
+
+
+def _dataset(tmp_path, names: dict[str, np.ndarray]):
+    """DATA/images/<id>.png and whatever mask files ``names`` maps (relative to DATA) to arrays."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, array in names.items():
+        Image.fromarray(array).save(root / name, **({"quality": 50} if name.endswith(".jpg") else {}))
+    return root
+
+
+def test_a_jpeg_mask_is_found_and_an_unread_mask_type_is_named(tmp_path, upright):
+    from training.data.datasets import list_cases, load_case
+
+    photo, lesion = np.stack([upright] * 3, -1), (upright == 255).astype(np.uint8) * 255
+    root = _dataset(tmp_path, {"images/a.png": photo, "images/b.png": photo, "masks/a.jpg": lesion, "masks/b_lesion.webp": lesion})
+    listing = list_cases(root, "all")
+    assert [case.case_id for case in listing.cases] == ["a"]
+    assert np.array_equal(load_case(listing.cases[0])[1], lesion > 0)  # a JPEG mask reads as its PNG would
+    assert any("b.png: skipped, no mask" in line and "masks/b_lesion.webp is of a type not read" in line for line in listing.skipped)
+
+
+def test_ids_written_in_decomposed_unicode_find_their_images_and_masks(tmp_path, upright):
+    """A zip made on a Mac names files in NFD; splits.csv typed elsewhere holds NFC: one case, not 'no image'."""
+    import unicodedata
+
+    from training.data.datasets import list_cases
+
+    decomposed = unicodedata.normalize("NFD", "Müller")
+    photo = np.stack([upright] * 3, -1)
+    root = _dataset(tmp_path, {f"images/{decomposed}.png": photo, f"masks/{decomposed}_mask.png": upright})
+    (root / "splits.csv").write_text("id,split\nMüller,test\n", encoding="utf-8")
+    listing = list_cases(root, "test")
+    assert [case.case_id for case in listing.cases] == ["Müller"] and not listing.problems
+
+
+def test_an_outline_mask_is_refused_and_a_link_loop_is_named(tmp_path, upright):
+    ring = np.zeros((64, 64), np.uint8)
+    ring[10:54, 10:54] = 255
+    ring[12:52, 12:52] = 0  # a 2-px line round the lesion, not filled
+    Image.fromarray(ring).save(tmp_path / "outline.png")
+    with pytest.raises(ImageReadError, match=r"outline\.png: mask is an outline: a closed line of \d+ px round 1600 px"):
+        read_mask(tmp_path / "outline.png")
+    with_hole = np.zeros((64, 64), np.uint8)
+    with_hole[10:54, 10:54] = 255
+    with_hole[28:36, 28:36] = 0  # a lesion with a small hole is a lesion
+    Image.fromarray(with_hole).save(tmp_path / "hole.png")
+    assert read_mask(tmp_path / "hole.png").sum() == 44 * 44 - 64
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(ImageReadError, match=r"loop\.png: a link that leads to no file"):
+        read_image(loop)
+
+
+def test_a_mask_drawn_on_an_image_s_stored_pixels_is_told_the_image_was_turned(tmp_path, upright):
+    from training.data.datasets import Case, load_case
+
+    photo = np.ascontiguousarray(np.stack([np.rot90(upright, 1)] * 3, -1))  # stored turned, tagged 6
+    Image.fromarray(photo).save(tmp_path / "a.jpg", exif=_exif(6), quality=95)
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / "a_mask.png")  # drawn on the stored pixels
+    with pytest.raises(ImageReadError, match="turned upright by its orientation tag"):
+        load_case(Case("a", tmp_path / "a.jpg", tmp_path / "a_mask.png"))

