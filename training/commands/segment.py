@@ -11,7 +11,13 @@ fields, is left untouched and named in one line saying what differs; the
 other cases still go through and the run exits 1; ``--overwrite`` replaces
 it (all or nothing, as any case is written). Folder
 scans ignore files named like this command's outputs, so ``-o`` may be the
-input folder itself. ``--shard i/n`` (independent jobs) and torchrun ranks
+input folder itself; they name, in one line each, image files they do not
+take (a type this program does not read, such as .webp or .heic, and a link,
+FIFO or device with an image's suffix, which is never opened), and these count
+as skipped. An image whose outputs' names would pass the file system's name
+limit (255 bytes) is skipped in one line before anything is written. Paths
+in messages show control characters escaped (``'bad\\x1b[2J.png'``), so each
+message stays one line. ``--shard i/n`` (independent jobs) and torchrun ranks
 split the sorted image list; the files written are the same as one
 process's.
 """
@@ -29,8 +35,9 @@ from model import Segmenter
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, path_arg, samples_arg, seed_arg, steps_arg
 from ..loop.distributed import Distributed, parse_shard, rank_device, session
-from ..data.imageio import IMAGE_SUFFIXES, is_image_file, read_image
-from ..files.outputs import check_writable_folder
+from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
+from ..data.imageio import IMAGE_SUFFIXES, read_image
+from ..files.outputs import check_writable_folder, display, escape_unprintable, one_line
 from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
@@ -42,6 +49,8 @@ from ..files.segment_case import (
     file_sha256,
     is_output_name,
     matches_existing,
+    name_limit,
+    name_too_long,
     output_paths,
     result_differences,
     sweep_temporaries,
@@ -80,22 +89,50 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
     ignored = 0
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if is_image_file(p))
-            outputs = [p for p in found if is_output_name(p.name)]
-            found = [p for p in found if not is_output_name(p.name)]
-            ignored += len(outputs)
+            found, outputs = _scan_folder(path, problems)
+            ignored += outputs
             if not found:
-                problems.append(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder" + (" other than segment outputs" if outputs else ""))
+                problems.append(f"{one_line(path)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder" + (" other than segment outputs" if outputs else ""))
             images.extend(found)
         elif path.is_file():
             images.append(path)
         else:
-            problems.append(f"{path}: {_why_not_a_file(path)}")
+            why = _why_not_a_file(path)
+            words = {"a named pipe": "a named pipe, not an image file", "a device or socket": "not a regular file or folder (a device or socket)"}
+            problems.append(f"{one_line(path)}: {words.get(why, why)}")
     return images, problems, ignored
 
 
+def _scan_folder(folder: Path, problems: list[str]) -> tuple[list[Path], int]:
+    """The images of one folder and how many files in it are named like segment outputs; adds to ``problems`` a line
+    for each image-like file not taken. Hidden files, subfolders and other files (notes, sidecars) pass silently.
+    Only names and ``stat`` are looked at: a FIFO is never opened, a link loop never followed further."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        problems.append(f"{one_line(folder)}: cannot be listed ({err.strerror or type(err).__name__})")
+        return [], 0
+    found: list[Path] = []
+    outputs = 0
+    for path in entries:
+        suffix = path.suffix.lower()
+        if path.name.startswith("."):
+            continue
+        if suffix in UNSUPPORTED_IMAGE_SUFFIXES:
+            problems.append(f"{one_line(path)}: {suffix} images are not read; convert it to PNG, JPEG or TIFF")
+        elif suffix not in IMAGE_SUFFIXES:
+            continue
+        elif is_output_name(path.name):
+            outputs += 1
+        elif path.is_file():
+            found.append(path)
+        elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
+            problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
+    return found, outputs
+
+
 def _why_not_a_file(path: Path) -> str:
-    """Why ``path`` is neither a folder nor a regular file, in words."""
+    """What ``path`` is, being neither a folder nor a regular file, in words."""
     import stat
 
     try:
@@ -107,8 +144,8 @@ def _why_not_a_file(path: Path) -> str:
             return "a symbolic link " + ("in a loop" if err.errno == 40 else "to nothing")
         return "no such file or folder" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror or type(err).__name__})"
     if stat.S_ISFIFO(mode):
-        return "a named pipe, not an image file"
-    return "not a regular file or folder (a device or socket)"
+        return "a named pipe"
+    return "a device or socket"
 
 
 ETA = 0.0  # deterministic DDIM; recorded (and compared) so that a future --eta cannot reuse stale outputs
@@ -151,7 +188,7 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
     case = encode_case(path.stem, proposal.consensus, proposal.probability, proposal.uncertainty, proposal.samples)
     if state is CaseState.FOREIGN and not args.overwrite and not matches_existing(out_dir, case):
         existing = next(p for p in output_paths(out_dir, path.stem) if p.exists())
-        raise FileExistsError(f"{existing}: already exists and was not written by this run (use --overwrite to replace it)")
+        raise FileExistsError(f"{one_line(existing)}: already exists and was not written by this run (use --overwrite to replace it)")
     claimed = state is CaseState.NEW and not args.overwrite
     if claimed:
         claim_new_case(out_dir, path.stem)  # another run into the same folder may have written it meanwhile
@@ -162,15 +199,20 @@ def segment_case(segmenter: Segmenter, path: Path, out_dir: Path, args: argparse
 
 
 def describe_error(path: Path, err: BaseException) -> str:
-    """One line for a failed image, naming it."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    """One line for a failed image, naming it (control characters in its name escaped, the reason kept)."""
+    shown = one_line(path)
+    text = str(err).strip()
+    for raw in (str(path), display(path), path.name):  # a name's newline must not cut the message before its reason
+        if raw != escape_unprintable(raw):
+            text = text.replace(raw, shown if raw != path.name else one_line(path.name))
+    text = escape_unprintable(text.splitlines()[0]) if text else ""
     if isinstance(err, MemoryError) or "out of memory" in text.lower() or "can't allocate" in text.lower():
         reason = f"out of memory ({text})" if text else "out of memory"
     elif isinstance(err, (ValueError, OSError)):
         reason = text or type(err).__name__
     else:
         reason = f"failed ({type(err).__name__}: {text})" if text else f"failed ({type(err).__name__})"
-    return reason if str(path) in reason else f"{path}: {reason}"
+    return reason if shown in reason else f"{shown}: {reason}"
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -188,7 +230,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     if any(value is not None and value < 1 for value in (args.samples, args.steps)):
         raise ValueError("--samples and --steps must be >= 1")
     if args.output.exists() and not args.output.is_dir():
-        raise ValueError(f"{args.output}: -o must be a folder, and this is a file")
+        raise ValueError(f"{one_line(args.output)}: -o must be a folder, and this is a file")
     shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
     images, problems, ignored = collect_images(args.paths)
     for line in problems:
@@ -197,9 +239,11 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
         _say(ctx, f"passed over {ignored} files named like segment outputs (*{', *'.join(OUTPUT_SUFFIXES[:-1])})")
     stems: dict[str, Path] = {}
     unique = []
+    limit = name_limit(args.output)
     for path in images:
-        if path.stem in stems:
-            problems.append(f"{path}: skipped, its outputs would clash with {stems[path.stem]}")
+        too_long = name_too_long(path.stem, limit)
+        if too_long or path.stem in stems:
+            problems.append(f"{one_line(path)}: skipped, " + (too_long or f"its outputs would clash with {one_line(stems[path.stem])}"))
             _say(ctx, problems[-1])
             continue
         stems[path.stem] = path
@@ -222,23 +266,25 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     todo: list[tuple[Path, CaseState]] = []
     already = 0
     for path in mine:
-        state = CaseState.NEW if args.overwrite else case_state(args.output, path.stem)
-        if state is CaseState.FINISHED:
-            try:
+        try:  # an error looking at one case's files (a path past PATH_MAX, an I/O error) is that case's, not the batch's
+            state = CaseState.NEW if args.overwrite else case_state(args.output, path.stem)
+            stale = None
+            if state is CaseState.FINISHED:
                 stale = result_differences(args.output, path.stem, run_settings(segmenter, args, file_sha256(path)))
-            except OSError as err:
-                own_problems.append(describe_error(path, err))
-                tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
-                continue
+        except OSError as err:
+            own_problems.append(describe_error(path, err))
+            tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
+            continue
+        if state is CaseState.FINISHED:
             if stale:
-                own_problems.append(f"{path}: {stale}; its outputs are kept (rerun with --overwrite to replace them)")
+                own_problems.append(f"{one_line(path)}: {stale}; its outputs are kept (rerun with --overwrite to replace them)")
                 tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
                 continue
             already += 1
             clear_marker(args.output, path.stem)
         elif state is CaseState.CHANGED:
             own_problems.append(
-                f"{args.output / (path.stem + '.json')}: already exists and its outputs changed since they were written "
+                f"{one_line(args.output / (path.stem + '.json'))}: already exists and its outputs changed since they were written "
                 "(edited?); kept (use --overwrite to replace them)"
             )
             tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
@@ -248,7 +294,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     for path, state in tqdm(todo, desc="segmenting", unit="image", dynamic_ncols=True, disable=not ctx.is_main):
         try:
             for note in segment_case(segmenter, path, args.output, args, state, shard):
-                tqdm.write(f"mlffm segment: {path}: {note}", file=sys.stderr)
+                tqdm.write(f"mlffm segment: {one_line(path)}: {note}", file=sys.stderr)
             done += 1
         except Exception as err:  # noqa: BLE001 - one bad image must not end an archive's batch
             own_problems.append(describe_error(path, err))
@@ -263,7 +309,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
             print(f"mlffm segment: removed {swept_total} temporary files left by an earlier run that was stopped", file=sys.stderr)
         kept = f", {already} already segmented (kept)" if already else ""
         where = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
-        print(f"{done} segmented, {len(problems)} skipped{kept} -> {args.output}{where}")
+        print(f"{done} segmented, {len(problems)} skipped{kept} -> {one_line(args.output)}{where}")
         if problems:
             print("skipped:", file=sys.stderr)
             for line in problems:

@@ -14,7 +14,9 @@
   program: it is refused in one line (:class:`LockedError`), never moved or
   deleted.
 * :func:`display` turns any path, including one whose name is not valid
-  UTF-8 (surrogate-escaped by Python), into a printable string.
+  UTF-8 (surrogate-escaped by Python), into a printable string;
+  :func:`one_line` also escapes control characters (newlines, escapes), so
+  a path never splits a one-line message or drives the terminal.
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def display(path: str | os.PathLike) -> str:
     """
     text = os.fsdecode(os.fspath(path))
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def one_line(path: str | os.PathLike) -> str:
+    """``path`` as :func:`display` shows it, quoted with Python's escapes (``'bad\\x1b[2J\\nname.png'``) when it
+    holds a character that is not printable: a control character (C0, DEL, C1), a line separator."""
+    text = display(path)
+    return text if text.isprintable() else repr(text)
+
+
+def escape_unprintable(text: str) -> str:
+    """``text`` with each character that is not printable written as its Python escape (``\\n``, ``\\x1b``)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def check_output_file(path: Path, overwrite: bool, option: str = "-o") -> None:
@@ -74,7 +88,7 @@ def _probe(folder: Path, stem: str, what: str) -> None:
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise PermissionError(f"{display(folder)}: {what} ({reason})") from None
+        raise PermissionError(f"{one_line(folder)}: {what} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
 

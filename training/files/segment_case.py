@@ -20,6 +20,10 @@ case and refuses to replace a stale one without ``--overwrite``. A sidecar
 that lacks any of these keys (an older version wrote it) cannot be told
 current and is treated as stale.
 
+A stem whose longest file name (the segmentation's temporary,
+``.<stem>_segmentation.png.<8>.tmp``) would pass the file system's name
+limit is refused before anything is written (:func:`name_too_long`).
+
 If writing fails (a full disk, an I/O error, Ctrl-C), every file of the case
 is removed again. If the process is killed, the marker stays, and the next
 run (without ``--overwrite``) takes the case as *unfinished* and writes it
@@ -45,7 +49,7 @@ import numpy as np
 from model.files.file_access import sha256_of_handle
 
 from ..data import imageio
-from .outputs import MAX_PID, process_exists, process_started
+from .outputs import MAX_PID, one_line, process_exists, process_started
 from ..data.imageio import encode_json, encode_png, encode_tiff
 
 OUTPUT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", ".json")
@@ -55,6 +59,45 @@ RESULT_KEYS = ("source_sha256", "checkpoint_id", "samples", "steps", "seed", "et
 """Sidecar fields that decide the outputs: a finished case is kept only if all of them match the present run."""
 RESULT_DEFAULTS = {"flat_field": False}
 """What a sidecar written before a field existed meant by its absence (flat-field correction did not exist: off)."""
+
+
+NAME_MAX = 255
+"""Bytes a file name may hold where the file system does not say (ext4, XFS, Btrfs, APFS, NTFS: 255)."""
+TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".tmp")
+"""What an atomic write adds to a name for its temporary, ``.<name>.<8 random characters>.tmp`` (tempfile.mkstemp)."""
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder`` (or, while it does not exist yet, its nearest existing
+    parent, on whose file system it will be made) takes: the file system's ``NAME_MAX``, else :data:`NAME_MAX`."""
+    folder = Path(folder).absolute()
+    for place in (folder, *folder.parents):
+        try:
+            if place.is_dir():
+                limit = os.pathconf(place, "PC_NAME_MAX")
+                return int(limit) if limit and limit > 0 else NAME_MAX  # -1: no limit that it tells
+        except (OSError, ValueError, AttributeError):  # no pathconf (Windows), a name it does not know, a folder it cannot ask
+            break
+    return NAME_MAX
+
+
+def longest_name_bytes(stem: str) -> int:
+    """Bytes of the longest file name that writing case ``stem`` uses: its outputs, its marker and their temporaries."""
+    names = [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + [f".{stem}{MARKER_SUFFIX}"]
+    return max(len(os.fsencode(name)) for name in names) + TEMPORARY_EXTRA
+
+
+def name_too_long(stem: str, limit: int) -> str | None:
+    """Why case ``stem``'s files cannot be written under a ``limit``-byte name limit, in words; None when they can.
+    Checked before anything of the case is written, so that a long name never leaves half a case (or ends a batch)."""
+    longest = longest_name_bytes(stem)
+    if longest <= limit:
+        return None
+    room = limit - (longest - len(os.fsencode(stem)))
+    return (
+        f"its outputs' file names would be up to {longest} bytes, over the file system's limit of {limit}: "
+        f"rename it (at most {max(room, 0)} bytes before the extension)"
+    )
 
 
 class CaseState(Enum):
@@ -223,9 +266,9 @@ def check_still(out_dir: Path, stem: str, planned: CaseState) -> None:
     """FileExistsError (one line) when case ``stem`` is no longer as this run found it, or another live run is writing it."""
     pid = writer_alive(out_dir, stem)
     if pid is not None:
-        raise FileExistsError(f"{out_dir / (stem + '.json')}: being written by another run (pid {pid}); kept (rerun when it ends)")
+        raise FileExistsError(f"{one_line(out_dir / (stem + '.json'))}: being written by another run (pid {pid}); kept (rerun when it ends)")
     if case_state(out_dir, stem) is not planned:
-        raise FileExistsError(f"{out_dir / (stem + '.json')}: written by another run since this one started; kept (use --overwrite to replace it)")
+        raise FileExistsError(f"{one_line(out_dir / (stem + '.json'))}: written by another run since this one started; kept (use --overwrite to replace it)")
 
 
 def claim_new_case(out_dir: Path, stem: str) -> None:
@@ -236,7 +279,7 @@ def claim_new_case(out_dir: Path, stem: str) -> None:
     replace each other's cases without ``--overwrite``.
     """
     marker = marker_path(out_dir, stem)
-    taken = f"{out_dir / (stem + '.json')}: written by another run since this one started; kept (use --overwrite to replace it)"
+    taken = f"{one_line(out_dir / (stem + '.json'))}: written by another run since this one started; kept (use --overwrite to replace it)"
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
