@@ -165,7 +165,7 @@ def test_an_outline_mask_is_refused_and_a_link_loop_is_named(tmp_path, upright):
     ring[10:54, 10:54] = 255
     ring[12:52, 12:52] = 0  # a 2-px line round the lesion, not filled
     Image.fromarray(ring).save(tmp_path / "outline.png")
-    with pytest.raises(ImageReadError, match=r"outline\.png: mask is an outline: a closed line of \d+ px round 1600 px"):
+    with pytest.raises(ImageReadError, match=r"outline\.png: mask is an outline: a closed line of \d+ px round 1600 px that it leaves out; fill it"):
         read_mask(tmp_path / "outline.png")
     with_hole = np.zeros((64, 64), np.uint8)
     with_hole[10:54, 10:54] = 255

@@ -232,3 +232,20 @@ def test_deleting_the_clicks_layer_refines_without_its_clicks(make_napari_viewer
     viewer.layers.remove("a prompts")
     qtbot.waitUntil(lambda: "0 lesion / 0 skin" in refine.status.value, timeout=120_000)
     assert results.case_layers(viewer, "a")["mask"].metadata["mlffm"]["clicks"]["positive"] == []
+
+
+def test_accept_refuses_an_outline_that_was_never_filled(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    """A lesion drawn round with the brush and not filled: training would leave it out, so Accept says so now."""
+    viewer, _, review, _, (a,) = _desk(make_napari_viewer, qtbot)
+    mask = results.case_layers(viewer, "a")["mask"]
+    ring = np.zeros((64, 64), np.uint8)
+    ring[10:54, 10:54] = 1
+    ring[12:52, 12:52] = 0
+    mask.data = ring
+    review.image.value = a
+    assert review.accept() is None
+    assert "not accepted: mask is an outline" in review.status.value and "fill holes" in review.status.value
+    assert not (plugin_env["store"] / "meta" / "a.json").exists()
+    review.fill_holes.value, review.largest.value = True, False
+    review.apply_clean()
+    assert review.accept() is not None and (plugin_env["store"] / "meta" / "a.json").exists()

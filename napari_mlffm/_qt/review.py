@@ -10,6 +10,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 from training.corrections.outline_level import mask_at_level, step_level
 from training.corrections.postprocess import case_readout, clean_mask, combine
 from training.corrections.store import CorrectionsStore
+from training.data.masks import AmbiguousMaskError, check_not_outline
 from training.files.export import EXPORT_SUFFIXES, export_case
 
 from .. import cases_model, results
@@ -305,6 +306,10 @@ class ReviewWidget(Container):
             source = found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer)
             case_id = cases_model.CaseModel.id_for(source)
             self.cases.check_source(source)  # before the store is written
+            try:
+                check_not_outline(self._current_mask(found))  # training would leave such a case out
+            except AmbiguousMaskError as err:
+                raise ValueError(f"not accepted: {err} (Clean up with 'fill holes' does it)") from None
             overwrite = False
             if store.has(case_id):
                 other = store.source_of(case_id)

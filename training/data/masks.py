@@ -107,7 +107,7 @@ def check_not_outline(mask: np.ndarray) -> None:
     if area + inside >= OUTLINE_RATIO * area:
         raise AmbiguousMaskError(
             f"mask is an outline: a closed line of {area} px round {inside} px that it leaves out; "
-            "fill it (the lesion is the inside) and save it again"
+            "fill it: the lesion is the inside"
         )
 
 
