@@ -83,6 +83,6 @@ def test_mask_encodings(tmp_path, values, expected):
     assert read_mask(path).tolist() == [expected]
 
 
-@pytest.mark.parametrize("case_id, ok", [("ISIC_0000001", True), ("a b é", True), ("../../x", False), ("..", False), (".hidden", False), ("a\\b", False), ("", False), ("a\nb", False), ("a\tb", False), ("a\x1b[31mb", False)])
+@pytest.mark.parametrize("case_id, ok", [("ISIC_0000001", True), ("a b é", True), ("../../x", False), ("..", False), (".hidden", False), ("a\\b", False), ("", False), ("a\nb", False), ("a\tb", False), ("a\x1b[31mb", False), ("a\x9b31mb", False), ("a\u2028b", False), ("a\xa0b", True)])
 def test_safe_ids(case_id, ok):
     assert safe_id(case_id) is ok

@@ -40,8 +40,9 @@ class DatasetError(ValueError):
 
 
 def has_control_character(text: str) -> bool:
-    """Whether ``text`` holds a control character (NUL, a newline, a tab, an escape, DEL)."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    """Whether ``text`` holds a control character (NUL, a newline, a tab, an escape, DEL, the C1 controls such as
+    U+009B that some terminals take for an escape) or a line or paragraph separator (U+2028, U+2029)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029" for c in text)
 
 
 def safe_id(case_id: str) -> bool:
