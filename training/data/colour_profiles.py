@@ -65,8 +65,9 @@ def to_srgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     icc = img.info.get("icc_profile")
     if not icc:
         return img, None
-    if img.mode not in _CONVERTIBLE_MODES:
-        return img, _unconverted_note(icc, "16-bit pixels" if img.mode.startswith("I;16") else f"{img.mode} pixels")
+    if img.mode not in _CONVERTIBLE_MODES:  # 16-bit and float pixels: said; others (LAB, YCbCr, bilevel) convert as Pillow does
+        high_bit = img.mode.startswith("I;16") or img.mode in ("I", "F")
+        return img, _unconverted_note(icc, "16-bit pixels" if img.mode.startswith("I;16") else f"{img.mode} pixels") if high_bit else None
     try:
         from PIL import ImageCms
     except ImportError:  # Pillow built without littlecms
