@@ -43,6 +43,22 @@ def style_mask(layer: Labels, outline: bool | None = None) -> None:
     layer.opacity = 1.0 if outline else 0.5
 
 
+CASE_LAYER_SUFFIXES = (" mask", " proposals", " uncertainty", " prompts", " box")
+"""The names of an image's result, clicks and box layers: ``<image>`` and one of these."""
+
+
+def on_another_image(viewer, image_layer: Image) -> bool:
+    """Whether the annotator's active layer belongs to another image than ``image_layer`` (that image, or its
+    mask, proposals, uncertainty, clicks or box layer): a result landing for ``image_layer`` in the background
+    then leaves the selection where it is, so the keys go on acting on the image being reviewed."""
+    active = viewer.layers.selection.active
+    if active is None or real_layer(active) is real_layer(image_layer):
+        return False
+    name = active.name
+    base = next((name[: -len(s)] for s in CASE_LAYER_SUFFIXES if name.endswith(s)), name if isinstance(active, Image) else None)
+    return base is not None and base != image_layer.name and isinstance(find(viewer, base), Image)
+
+
 def layer_names(image_name: str) -> dict[str, str]:
     return {kind: f"{image_name} {kind}" for kind in ("proposals", "uncertainty", "mask")}
 
@@ -162,7 +178,7 @@ def write_mask(layer: Labels, mask: np.ndarray) -> None:
     (Undo last click, Grow / Shrink, Make mask).
     """
     layer.data = np.asarray(mask).astype(np.uint8)
-    reset = getattr(_real(layer), "_reset_history", None)  # napari's own, called when a layer stops being editable
+    reset = getattr(real_layer(layer), "_reset_history", None)  # napari's own, called when a layer stops being editable
     if callable(reset):
         reset()
 
@@ -194,6 +210,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     names = layer_names(image_layer.name)
     height, width = proposal.probability.shape
     found = case_layers(viewer, image_layer.name)
+    elsewhere = viewer.layers.selection.active if on_another_image(viewer, image_layer) else None  # new layers take the selection
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
     check_not_refining(found, image_layer.name, image_layer)
@@ -232,10 +249,19 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         if layer is not None:
             place(layer, image_layer, leading=1 if kind == "proposals" else 0)
     follow_image_placement(viewer, image_layer)
-    viewer.layers.selection.active = mask
     mask.selected_label = 1
-    mask.mode = "paint"
+    _select(viewer, mask, elsewhere)
     return mask, kept
+
+
+def _select(viewer, mask: Labels, elsewhere) -> None:
+    """Make ``mask`` the active layer, ready to paint; or, when the annotator was on another image's layer
+    (``elsewhere``), give that layer the selection back."""
+    if elsewhere is not None and elsewhere in viewer.layers:
+        viewer.layers.selection.active = elsewhere
+        return
+    viewer.layers.selection.active = mask
+    mask.mode = "paint"
 
 
 def check_same_image(mask_layer, image_name: str, source: str | None) -> None:
@@ -258,8 +284,10 @@ _REFINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Image layer -> a weak reference to the mask layer a refine of it is running for."""
 
 
-def _real(layer):
-    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
+def real_layer(layer):
+    """The layer (or viewer) behind the proxy a dock is handed (napari's PublicOnlyProxy), or the object itself.
+
+    Each access through a proxied viewer makes a new proxy, so layers are compared, and used as keys, through this."""
     return getattr(layer, "__wrapped__", layer)
 
 
@@ -270,7 +298,7 @@ def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
     image (from a dock opened again, say) wait: the refine will replace the mask.
     The mark is on the image, so deleting the mask layer does not lift it.
     """
-    image, mask = _real(image_layer), _real(mask_layer)
+    image, mask = real_layer(image_layer), real_layer(mask_layer)
     state = mask_layer.metadata.setdefault(KEY, {})
     if running:
         _REFINING[image] = weakref.ref(mask)
@@ -283,7 +311,7 @@ def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
 
 
 def is_refining(image_layer: Image) -> bool:
-    return _real(image_layer) in _REFINING
+    return real_layer(image_layer) in _REFINING
 
 
 def check_not_refining(found: dict[str, Any], image_name: str, image_layer: Image | None = None) -> None:
@@ -301,11 +329,11 @@ _FOLLOWED: weakref.WeakSet = weakref.WeakSet()
 def follow_image_placement(viewer, image_layer: Image) -> None:
     """From now on, moving, scaling or turning the image moves its result, clicks and box layers with it
     (a click then still lands on the image pixel under the cursor). Connected once per image layer."""
-    image = _real(image_layer)
+    image = real_layer(image_layer)
     if image in _FOLLOWED:
         return
     _FOLLOWED.add(image)
-    viewer_ref, image_ref = weakref.ref(_real(viewer)), weakref.ref(image)
+    viewer_ref, image_ref = weakref.ref(real_layer(viewer)), weakref.ref(image)
 
     def on_moved(*_):
         viewer_now, image_now = viewer_ref(), image_ref()
@@ -350,6 +378,7 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
     Creates the mask layer if the image has none, else replaces its data;
     ValueError when a layer of another kind holds the mask's name.
     """
+    elsewhere = viewer.layers.selection.active if on_another_image(viewer, image_layer) else None
     name = layer_names(image_layer.name)["mask"]
     layer = find(viewer, name)
     data = np.asarray(mask).astype(np.uint8)
@@ -361,7 +390,6 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
         write_mask(layer, data)
         layer.metadata[KEY] = dict(state)
     follow_image_placement(viewer, image_layer)
-    viewer.layers.selection.active = layer
     layer.selected_label = 1
-    layer.mode = "paint"
+    _select(viewer, layer, elsewhere)
     return layer

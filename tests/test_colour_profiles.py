@@ -125,3 +125,10 @@ def test_mlffm_segment_prints_a_profile_warning_as_one_line(tmp_path, skin_pixel
     assert done.returncode == 0, done.stderr
     warning_lines = [line.split("\r")[-1] for line in done.stderr.splitlines() if "profile" in line]
     assert warning_lines == [f"warning: {path}: its embedded colour profile is damaged and was not applied"], done.stderr
+
+
+def test_a_warning_naming_a_file_with_control_characters_stays_one_escaped_line(capsys):
+    from training.cli import _show_warning_line
+
+    _show_warning_line("in/bad\x1b[2J\nname.jpg: its embedded colour profile is damaged", ImageReadWarning, "x.py", 1)
+    assert capsys.readouterr().err == "warning: in/bad\\x1b[2J\\nname.jpg: its embedded colour profile is damaged\n"

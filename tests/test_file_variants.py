@@ -186,3 +186,39 @@ def test_a_mask_drawn_on_an_image_s_stored_pixels_is_told_the_image_was_turned(t
     Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / "a_mask.png")  # drawn on the stored pixels
     with pytest.raises(ImageReadError, match="turned upright by its orientation tag"):
         load_case(Case("a", tmp_path / "a.jpg", tmp_path / "a_mask.png"))
+
+
+def test_a_jpeg_in_masks_never_wins_over_a_lossless_mask_of_another_name(tmp_path, upright):
+    """masks/<id>.jpg may be a copy of the photo: <id>_segmentation.png is the mask."""
+    from training.data.datasets import list_cases
+
+    photo = np.stack([upright] * 3, -1)
+    root = _dataset(tmp_path, {"images/a.png": photo, "masks/a.jpg": photo, "masks/a_segmentation.png": upright})
+    assert list_cases(root, "all").cases[0].mask_path.name == "a_segmentation.png"
+
+
+def test_16_bit_alpha_pngs_holding_low_values_are_refused_and_a_mask_drawn_in_alpha_reads(tmp_path, upright):
+    lesion = upright == 255
+    grey = (lesion * 255).astype(np.uint16)
+    opaque = np.full(grey.shape, 65535, np.uint16)
+    _png16(tmp_path / "la.png", np.stack([grey, opaque], -1), 4)
+    _png16(tmp_path / "rgba.png", np.stack([grey, grey, grey, opaque], -1), 6)
+    for name in ("la.png", "rgba.png"):  # the opaque alpha hid them: read as empty masks
+        with pytest.raises(ImageReadError, match=rf"{name}: 16-bit colour PNG mask"):
+            read_mask(tmp_path / name)
+    _png16(tmp_path / "alpha.png", np.stack([np.zeros_like(grey), lesion * np.uint16(65535)], -1), 4)
+    assert np.array_equal(read_mask(tmp_path / "alpha.png"), lesion)
+
+
+def test_id_lists_match_ids_in_any_unicode_form_and_unread_masks_are_only_named_when_unread(tmp_path, upright):
+    import unicodedata
+
+    from training.data.datasets import list_cases, read_id_list
+
+    ids = tmp_path / "exclude.txt"
+    ids.write_text(unicodedata.normalize("NFD", "Müller") + "\n", encoding="utf-8")
+    assert read_id_list(ids) == ("Müller",)
+    photo = np.stack([upright] * 3, -1)
+    root = _dataset(tmp_path, {"images/lesion.png": photo, "images/Lesion.png": photo, "masks/Lesion.png": upright})
+    skipped = " ".join(list_cases(root, "all").skipped)
+    assert "lesion.png: skipped, no mask" in skipped and "type not read" not in skipped

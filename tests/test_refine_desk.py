@@ -249,3 +249,40 @@ def test_accept_refuses_an_outline_that_was_never_filled(make_napari_viewer, qtb
     review.fill_holes.value, review.largest.value = True, False
     review.apply_clean()
     assert review.accept() is not None and (plugin_env["store"] / "meta" / "a.json").exists()
+
+
+def test_clicks_during_a_refine_re_run_it_once(make_napari_viewer, qtbot, plugin_env, monkeypatch):  # noqa: F811
+    """Layers reach a dock through proxies, a new one at each access: the queue must still know one image."""
+    viewer, _, _, refine, (a,) = _desk(make_napari_viewer, qtbot)
+    calls, release, real = [], threading.Event(), refine_module.refine_job
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        while not release.is_set():
+            time.sleep(0.01)
+            yield (0, 1)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(refine_module, "refine_job", counted)
+    refine.auto.value = True
+    refine.image.value = a
+    clicks = refine.prompts_layer()
+    for point in ([40, 40], [30, 30], [20, 20], [10, 10]):
+        clicks.add(point)
+    assert len(refine._pending) == 1
+    release.set()
+    qtbot.waitUntil(lambda: refine.worker is None and len(calls) == 2 and "4 lesion" in refine.status.value, timeout=120_000)
+    qtbot.wait(300)
+    assert len(calls) == 2  # it ran once per click
+
+
+def test_a_proposal_landing_for_another_image_leaves_the_selection_and_the_review(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer, propose, review, _, (a, b) = _desk(make_napari_viewer, qtbot, ("a", "b"))
+    a_mask = results.case_layers(viewer, "a")["mask"]
+    viewer.layers.selection.active = a_mask
+    assert review.image.value == a
+    propose.seed.value = 7
+    _propose(qtbot, propose, b)  # started for b; the annotator went on reviewing a meanwhile
+    assert review.image.value == a and viewer.layers.selection.active == a_mask
+    _press(viewer, "Shift-A")
+    assert (plugin_env["store"] / "meta" / "a.json").exists() and not (plugin_env["store"] / "meta" / "b.json").exists()

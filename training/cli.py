@@ -51,7 +51,9 @@ def _show_warning_line(message: Warning | str, category: type[Warning], filename
     """A warning as one line, 'warning: <file>: <what>', above a progress bar instead of through it."""
     from tqdm import tqdm
 
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+    from .files.outputs import escape_unprintable
+
+    tqdm.write(f"warning: {escape_unprintable(str(message))}", file=sys.stderr)
 
 
 def _interrupted(command: str, err: KeyboardInterrupt) -> int:

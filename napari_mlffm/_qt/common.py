@@ -11,7 +11,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
-from ..results import is_uncertainty_map, layer_names
+from ..results import CASE_LAYER_SUFFIXES, is_uncertainty_map, layer_names, real_layer
 from ..settings import SETTINGS
 
 OTHER_FILE = "other file..."
@@ -29,22 +29,13 @@ def image_layer_choices(viewer):
     return choices
 
 
-def real_layer(layer):
-    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself: compare with ``is``."""
-    return getattr(layer, "__wrapped__", layer)
-
-
-CASE_LAYER_SUFFIXES = (" mask", " proposals", " uncertainty", " prompts", " box")
-"""The names of an image's result, clicks and box layers: ``<image>`` and one of these."""
-
-
 def image_of_layer(viewer, layer) -> Image | None:
     """The image layer ``layer`` belongs to: itself if it is an image to review, or the image whose mask,
     proposals, uncertainty, clicks or box layer it is; None otherwise."""
     if layer is None:
         return None
     images = [image for _, image in image_layer_choices(viewer)()]
-    if isinstance(layer, Image) and any(image is layer or image == layer for image in images):
+    if isinstance(layer, Image) and any(real_layer(image) is real_layer(layer) for image in images):
         return layer
     for suffix in CASE_LAYER_SUFFIXES:
         if layer.name.endswith(suffix):
@@ -61,7 +52,7 @@ def follow_active_image(dock) -> None:
         if getattr(dock, "_closed", False):
             return
         image = image_of_layer(dock.viewer, dock.viewer.layers.selection.active)
-        if image is None or dock.image.value is image:
+        if image is None or (dock.image.value is not None and real_layer(dock.image.value) is real_layer(image)):
             return
         try:
             dock.reset_choices()  # a layer just inserted may not be a choice yet

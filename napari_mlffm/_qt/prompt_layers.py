@@ -15,6 +15,8 @@ from napari.layers import Points
 
 from model.inputs.box import Box
 
+from ..results import real_layer
+
 BOX_COLOR = "yellow"
 
 _ANSWERED_BY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -46,18 +48,13 @@ def click_polarity(layer) -> np.ndarray:
     raise ValueError(f"clicks layer '{layer.name}': its 'positive' column holds {odd!r:.30}, not True/False: fix or remove that click")
 
 
-def _real(layer):
-    """The layer behind the proxy a dock is handed (napari's PublicOnlyProxy), or the layer itself."""
-    return getattr(layer, "__wrapped__", layer)
-
-
 def claim(layer, dock) -> None:
     """From now on ``dock`` answers ``layer``'s events."""
-    _ANSWERED_BY[_real(layer)] = weakref.ref(dock)
+    _ANSWERED_BY[real_layer(layer)] = weakref.ref(dock)
 
 
 def is_answered_by(layer, dock) -> bool:
-    owner = _ANSWERED_BY.get(_real(layer))
+    owner = _ANSWERED_BY.get(real_layer(layer))
     return owner is not None and owner() is dock
 
 

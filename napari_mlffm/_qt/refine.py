@@ -50,15 +50,14 @@ from model.inputs.prompts import Prompts
 from .. import cases_model, results
 from . import common
 from .box_layer import BoxLayer
+from .clicks_layer import ClicksLayer
 from .refine_job import lesion_clicks_outside, refine_job
-from .prompt_layers import box_layer_name, claim, click_polarity, is_answered_by, is_clicks_layer, prompts_layer_name
+from .prompt_layers import box_layer_name, is_answered_by, is_clicks_layer, prompts_layer_name
 
-POSITIVE_COLOR = "lime"
-NEGATIVE_COLOR = "magenta"
 PER_REFINE_CHOICES = ("fewer, faster", "as the proposal")  # the model's refine default (8 shipped), or the proposal's number
 
 
-class RefineWidget(BoxLayer, common.RunCancel, Container):
+class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
 
     _error_prefix = "refine failed: "
@@ -123,40 +122,8 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             raise ValueError(f"layer '{found['mask'].name}' was not made by Propose masks: run Propose masks on {layer.name} first (it keeps your mask)")
         return layer, found
 
-    def prompts_layer(self):
-        """The image's ``<image> prompts`` Points layer, made (in add mode) if missing."""
-        image_layer, _ = self._case()
-        name = prompts_layer_name(image_layer.name)
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if not is_clicks_layer(layer):
-                raise ValueError(f"layer '{name}' is not a clicks layer: rename or remove it to add clicks")
-            self._listen_to_clicks(layer, image_layer.name)  # a dock opened again takes over the layer's clicks
-            return layer
-        size = max(6.0, min(image_layer.data.shape[:2]) / 60)
-        layer = self.viewer.add_points(
-            np.empty((0, 2)), ndim=2, name=name, size=size, **results.placement(image_layer),
-            features={"positive": np.zeros(0, bool)}, border_color="white",
-        )
-        self._listen_to_clicks(layer, image_layer.name)
-        self._counts[common.real_layer(layer)] = 0
-        self._show_polarity()
-        layer.mode = "add"
-        self.viewer.layers.selection.active = layer
-        return layer
-
     def _answers(self, layer) -> bool:
         return not self._closed and is_answered_by(layer, self)
-
-    def _listen_to_clicks(self, layer, image_name: str) -> None:
-        """This dock answers ``layer``'s clicks, and its T and B keys, from now on."""
-        claim(layer, self)
-        self._clicks_layers[image_name] = layer
-        layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
-        layer.bind_key("b", lambda _layer: self._guard(self.box_layer), overwrite=True)
-        if self._follow(layer, lambda event: self._on_clicks_changed(image_name, event)):
-            self._counts.setdefault(common.real_layer(layer), len(layer.data))
-        self._apply_polarity(layer)
 
     def _follow(self, layer, on_data) -> bool:
         """Connect ``on_data`` to the layer's data events once per dock; True if it was connected now."""
@@ -169,20 +136,6 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
     def _is_chosen(self, image_name: str) -> bool:
         return self.image.value is not None and self.image.value.name == image_name
 
-    def toggle_polarity(self) -> None:
-        self.positive.value = not self.positive.value
-
-    def _show_polarity(self, *_):
-        for layer in list(self._clicks_layers.values()):  # every image's clicks: the next click is the same kind anywhere
-            if layer in self.viewer.layers and is_clicks_layer(layer):
-                self._apply_polarity(layer)
-        if not self._closed:
-            self.status.value = "next click: " + ("lesion (positive)" if self.positive.value else "skin (negative)")
-
-    def _apply_polarity(self, layer) -> None:
-        layer.feature_defaults = {"positive": bool(self.positive.value)}
-        layer.current_face_color = POSITIVE_COLOR if self.positive.value else NEGATIVE_COLOR
-
     def _followed_layer(self, followed: dict, name_of, image=None):
         """The image's layer in ``followed`` (kept through a rename), else the layer named ``name_of(image)``, else None.
         ``image`` None: the chosen image."""
@@ -194,14 +147,6 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             return layer
         name = name_of(image.name)
         return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def _current_points(self, image=None):
-        """The image's clicks layer (followed through a rename; ``image`` None: the chosen one), or None;
-        ValueError for another kind of layer."""
-        layer = self._followed_layer(self._clicks_layers, prompts_layer_name, image)
-        if layer is not None and not is_clicks_layer(layer):
-            raise ValueError(f"layer '{layer.name}' is not a clicks layer: rename or remove it to refine with clicks")
-        return layer
 
     def _take_over_layers(self, *_) -> None:
         """Answer the chosen image's existing clicks and box layers (a dock opened again takes them over)."""
@@ -216,79 +161,12 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             if layer is not None and usable(layer):
                 listen(layer, image.name)
 
-    def _on_clicks_changed(self, image_name: str, event=None) -> None:
-        action = getattr(event, "action", None)
-        if action is not None and str(getattr(action, "value", action)) not in ("added", "removed"):
-            return  # "adding"/"removing" come first, and moves change nothing until the next refine
-        layer = getattr(event, "source", None)
-        if layer is None or not self._answers(layer):
-            return
-        if self._drop_clicks_outside(layer, image_name):
-            return
-        try:
-            positive = click_polarity(layer)
-        except ValueError as err:
-            self.status.value = common.one_line(err)
-            common.notify_error(err)
-            return
-        layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
-        count = len(layer.data)
-        changed = count != self._counts.get(common.real_layer(layer), 0)
-        self._counts[common.real_layer(layer)] = count
-        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
-        if changed and self.auto.value and image is not None:
-            self.refine(image)  # that image's clicks: refined even if the dock shows another one now
-
-    def _drop_clicks_outside(self, layer, image_name: str) -> bool:
-        """Remove clicks placed off the image (they would fail every later refine); True if any were."""
-        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
-        if image is None or not len(layer.data):
-            return False
-        height, width = common.image_data(image).shape[:2]
-        rows, cols = np.asarray(layer.data, float)[:, -2], np.asarray(layer.data, float)[:, -1]
-        outside = ~((rows >= -0.5) & (rows < height + 0.5) & (cols >= -0.5) & (cols < width + 0.5))
-        if not outside.any():
-            return False
-        self._counts[common.real_layer(layer)] = int((~outside).sum())  # the removal below is no new click: no refine
-        layer.selected_data = set(np.flatnonzero(outside).tolist())
-        layer.remove_selected()
-        self.status.value = f"{int(outside.sum())} click{'s' if outside.sum() > 1 else ''} off the image removed: click on the image"
-        return True
-
-    def clicks(self, image=None) -> Prompts:
-        """The current clicks (positive, negative) of the image (None: the chosen one) in its pixels, without a prior."""
-        layer = self._current_points(image)
-        if layer is None or not len(layer.data):
-            return Prompts()
-        positive = click_polarity(layer)
-        points = [tuple(map(float, p)) for p in np.asarray(layer.data)[:, -2:]]
-        return Prompts(
-            tuple(p for p, pos in zip(points, positive) if pos), tuple(p for p, pos in zip(points, positive) if not pos)
-        )
-
-    def _on_layer_removed(self, event=None) -> None:
-        """A clicks layer deleted whole counts as its clicks undone: the image is refined without them (as a box layer)."""
-        for image_name, layer in list(self._clicks_layers.items()):
-            if layer in self.viewer.layers:
-                continue
-            del self._clicks_layers[image_name]
-            if len(layer.data) and self._answers(layer) and self.auto.value and image_name in self.viewer.layers:
-                self.refine(self.viewer.layers[image_name])
-        super()._on_layer_removed(event)
-
-    def undo_click(self) -> None:
-        layer = self._current_points()
-        if layer is None or not len(layer.data):
-            raise ValueError("no click to undo")
-        layer.selected_data = {len(layer.data) - 1}
-        layer.remove_selected()
-
     # ----- running -------------------------------------------------------
     def refine(self, image=None):
         """Start a refine of ``image`` (None: the chosen one), or, if one runs, refine it when that ends."""
         image = self.image.value if image is None else image
         if self.running:
-            if image is not None and not any(image is known for known in self._pending):
+            if image is not None and not any(results.real_layer(image) is results.real_layer(known) for known in self._pending):
                 self._pending.append(image)
             return None
         return self.start(image)
@@ -328,7 +206,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
             refine_job, *args, *sampling, flat if isinstance(flat, bool) else None, bool(self.reach.value), box,
             self.per_refine.value == PER_REFINE_CHOICES[0], _start_thread=False
         )
-        self._pending = [known for known in self._pending if known is not image_layer]
+        self._pending = [known for known in self._pending if results.real_layer(known) is not results.real_layer(image_layer)]
         results.set_refining(image_layer, mask_layer, True)  # Propose, Grow / Shrink and another refine wait: this one will replace the mask
         worker.finished.connect(lambda: results.set_refining(image_layer, mask_layer, False))
         where = " in a box" if box is not None else ""
@@ -367,7 +245,7 @@ class RefineWidget(BoxLayer, common.RunCancel, Container):
         if found["mask"] is None:
             self.status.value = "mask layer was closed; refine dropped"
             return
-        if mask_layer is not None and common.real_layer(found["mask"]) is not common.real_layer(mask_layer):
+        if mask_layer is not None and results.real_layer(found["mask"]) is not results.real_layer(mask_layer):
             self.status.value = f"the mask of '{image_layer.name}' was made again during the refine; refine dropped: refine again"
             return
         try:  # a layer of another kind or size put under a result name meanwhile is left alone

@@ -18,6 +18,7 @@ What is not converted, and why:
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -31,6 +32,17 @@ __all__ = ["to_srgb", "array_to_srgb", "is_srgb_profile"]
 
 _PROBE = np.stack(np.meshgrid(*[np.array([0, 64, 128, 192, 255], np.uint8)] * 3, indexing="ij"), -1).reshape(5, 25, 3)
 """125 colours spread over the RGB cube: a profile that leaves them all within 2 levels is sRGB for this reader."""
+
+
+@functools.lru_cache(maxsize=32)
+def _is_srgb_icc(icc: bytes) -> bool:
+    """:func:`is_srgb_profile` of profile bytes, remembered: a folder of one camera's photos carries one profile."""
+    try:
+        from PIL import ImageCms
+
+        return is_srgb_profile(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except Exception:  # noqa: BLE001 - a damaged profile is no sRGB
+        return False
 
 
 def is_srgb_profile(profile: object) -> bool:
@@ -76,7 +88,7 @@ def to_srgb(img: Image.Image) -> tuple[Image.Image, str | None]:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     except Exception:
         return img, "its embedded colour profile is damaged and was not applied"
-    if _profile_colour_space(icc) == "RGB" and is_srgb_profile(source):
+    if _profile_colour_space(icc) == "RGB" and _is_srgb_icc(bytes(icc)):
         return img, None
     pixels = img.convert(_CONVERTIBLE_MODES[img.mode])  # alpha dropped, a palette resolved
     space = _profile_colour_space(icc)
@@ -102,8 +114,8 @@ def array_to_srgb(array: np.ndarray, icc: bytes | None) -> tuple[np.ndarray, str
     """
     if not icc:
         return array, None
-    if array.dtype != np.uint8:
-        return array, _unconverted_note(icc, f"{array.dtype} pixels")
+    if array.dtype != np.uint8:  # 16-bit and float pixels are said; bilevel ones convert as they are
+        return array, _unconverted_note(icc, f"{array.dtype} pixels") if array.dtype.kind == "f" or array.dtype.itemsize > 1 else None
     if array.ndim == 2:
         mode = "L"
     elif array.ndim == 3 and array.shape[-1] == 3:
@@ -122,14 +134,8 @@ def array_to_srgb(array: np.ndarray, icc: bytes | None) -> tuple[np.ndarray, str
 
 def _unconverted_note(icc: bytes, what: str) -> str | None:
     """The note for pixels that colour management cannot take (16-bit, float): None when the profile is sRGB anyway."""
-    if _profile_colour_space(icc) == "RGB":
-        try:
-            from PIL import ImageCms
-
-            if is_srgb_profile(ImageCms.ImageCmsProfile(io.BytesIO(icc))):
-                return None
-        except Exception:  # noqa: BLE001 - a damaged profile: say it was not applied
-            pass
+    if _profile_colour_space(icc) == "RGB" and _is_srgb_icc(bytes(icc)):
+        return None
     return f"its colour profile was not applied to its {what} (read as sRGB); save it as 8-bit to have its colours converted"
 
 

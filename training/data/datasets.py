@@ -33,6 +33,7 @@ from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile
 from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+from .mask_files import MASK_SUFFIXES, find_mask, mask_files, unread_mask_files
 from ..files.outputs import display
 
 class DatasetError(ValueError):
@@ -119,7 +120,7 @@ def read_id_list(path: Path) -> tuple[str, ...]:
         raise DatasetError(f"{path}: cannot read the id list ({err.detail})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the id list ({err})") from None
-    ids = tuple(dict.fromkeys(line.split("#", 1)[0].strip() for line in lines))
+    ids = tuple(dict.fromkeys(unicodedata.normalize("NFC", line.split("#", 1)[0].strip()) for line in lines))  # as case ids are
     ids = tuple(i for i in ids if i)
     if not ids:
         raise DatasetError(f"{path}: lists no case ids (one per line; '#' starts a comment)")
@@ -258,12 +259,12 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     problems.extend(message for _, message in left_out if message not in known)
 
     cases = []
-    masks = _mask_files(masks_dir)
+    masks = mask_files(masks_dir)
     for case_id, image_path in by_id.items():
-        mask_path = _find_mask(masks, case_id, image_ids)
+        mask_path = find_mask(masks, case_id, image_ids)
         if mask_path is None:
             message = (f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, "
-                       f"{' '.join(MASK_SUFFIXES)}){_unread_mask_files(masks, case_id)}")
+                       f"{' '.join(MASK_SUFFIXES)}){unread_mask_files(masks, case_id)}")
             problems.append(message)
             skipped.append(message)
             continue
@@ -273,74 +274,6 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
 
 UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")
 """Photographs in types this program does not read: left out as cases (and said to be), not ignored as other files."""
-
-MASK_NAMES = ("", "_segmentation", "_lesion", "_mask")
-"""What may follow a case id in its mask's file name: ISIC's ``_segmentation``, PH2's ``_lesion``, a plain ``_mask``."""
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
-"""A mask's file types, first match wins: lossless ones first, JPEG last (some datasets ship masks as JPEG; its
-smeared edge is cut at half the range: 200 ISIC masks saved at quality 50 read with Dice >= 0.99999 against their PNGs)."""
-
-
-def _mask_files(masks_dir: Path) -> dict[str, list[Path]]:
-    """The files of ``masks/`` by lower-cased name (one listing; ``.PNG`` and ``.png`` are found alike)."""
-    found: dict[str, list[Path]] = {}
-    try:
-        entries = list(masks_dir.iterdir()) if masks_dir.is_dir() else []
-    except OSError:
-        return found
-    for path in entries:
-        if not path.name.startswith("."):
-            found.setdefault(_nfc(path.name).lower(), []).append(path)
-    return found
-
-
-def _find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] | frozenset[str] = frozenset()) -> Path | None:
-    """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order.
-
-    A file name is matched exactly first; ignoring letter case only when one file alone matches (``A.png`` and
-    ``a.png`` are two masks) and it is not exactly another image's mask name (``Lesion.png`` is image
-    ``Lesion``'s, never image ``lesion``'s). ``<id><name>`` that is itself an image's id (an image ``mole_lesion``) is that
-    image's mask, never this one's.
-    """
-    for name in MASK_NAMES:
-        if name and f"{case_id}{name}" in image_ids:
-            continue
-        for suffix in MASK_SUFFIXES:
-            wanted = f"{case_id}{name}{suffix}"
-            candidates = masks.get(wanted.lower(), [])
-            exact = [p for p in candidates if _nfc(p.name) == wanted]
-            chosen = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
-            if chosen is not None and not exact and _names_another_image(chosen.name, suffix, case_id, image_ids):
-                chosen = None  # image "lesion" must not take "Lesion.png", the mask of image "Lesion"
-            if chosen is not None and chosen.is_file():
-                return chosen
-    return None
-
-
-def _nfc(name: str) -> str:
-    """``name`` in Unicode's composed form (NFC), so an id typed on one system finds a file named on another."""
-    try:
-        return unicodedata.normalize("NFC", name)
-    except (TypeError, ValueError):  # a name that is not valid UTF-8 (surrogates) stays as it is
-        return name
-
-
-def _unread_mask_files(masks: dict[str, list[Path]], case_id: str) -> str:
-    """'; masks/<id>.webp is of a type not read' for files that look like the case's mask in another type, else ''."""
-    stems = {f"{case_id}{name}".lower() for name in MASK_NAMES}
-    others = sorted(p.name for key, paths in masks.items() for p in paths if key.rsplit(".", 1)[0] in stems)
-    return f"; masks/{others[0]} is of a type not read (convert it to PNG)" if others else ""
-
-
-def _names_another_image(file_name: str, suffix: str, case_id: str, image_ids: set[str] | frozenset[str]) -> bool:
-    """Whether ``file_name`` is, letter case and all, the mask name of an image other than ``case_id``."""
-    stem = file_name[: len(file_name) - len(suffix)]
-    for name in MASK_NAMES:
-        owner = stem[: len(stem) - len(name)] if name and stem.endswith(name) else (stem if not name else None)
-        if owner is not None and owner != case_id and owner in image_ids:
-            return True
-    return False
-
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair: ((H, W, 3) uint8/uint16 image, (H, W) bool mask).

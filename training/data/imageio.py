@@ -20,16 +20,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model.files.checkpoint import atomic_write_bytes
 from model.inputs.limits import MAX_IMAGE_PIXELS
 
-from .colour_profiles import array_to_srgb, to_srgb
+from .colour_profiles import to_srgb
 from .image_header import (
     PNG_16BIT_PACKED,
     ImageReadError,
     ImageReadWarning,
     ImageTooLargeError,
     check_image_header,
-    main_tiff_page,
     png_sample_layout,
 )
+from .tiff_reading import open_as_stored, orient, read_tiff, tiff_colour_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # allow big dermoscopy photos; check_image_header refuses larger ones first
@@ -64,7 +64,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     check_image_header(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            array = _read_tiff(path)
+            array = read_tiff(path, _read_pillow, _warn_note)
         else:
             array = _read_pillow(path)
         return _as_rgb(array, path)
@@ -81,101 +81,9 @@ def _missing(path: Path, what: str) -> str:
     return f"{path}: a link that leads to no {what} (its target is gone, or it is a loop of links)" if path.is_symlink() else f"{path}: no such {what}"
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[main_tiff_page(tif)]  # not a thumbnail a camera put first
-            array = page.asarray()
-            planar = int(getattr(page, "planarconfig", 1) or 1) == 2
-            if tif.is_imagej and tif.series and tif.series[0].axes in ("CYX", "SYX") and tif.series[0].shape[0] in (3, 4):
-                array, planar = tif.series[0].asarray(), True  # Fiji's RGB as one page per channel
-            photometric = getattr(page, "photometric", None)
-            photometric = None if photometric is None else int(photometric)
-            colormap = page.colormap if photometric == _PALETTE else None
-            orientation = _tiff_orientation(page)
-            icc = _tiff_icc_profile(page)
-    except Exception as err:  # tifffile raises many types for damaged files
-        try:
-            return _read_pillow(path)
-        except ImageReadError:
-            raise ImageReadError(f"{path}: cannot read TIFF ({type(err).__name__}: {err})") from None
-    if photometric not in _PLAIN_PHOTOMETRIC:
-        return _read_pillow(path)  # YCbCr, CIELab, ...: Pillow converts them to RGB, or says in one line it cannot
-    if planar and array.ndim == 3:
-        array = np.moveaxis(array, 0, -1)  # planar -> interleaved
-    if photometric == _MINISWHITE:  # 0 is white: stored inverted
-        if array.dtype == np.bool_:
-            array = ~array
-        elif array.dtype.kind == "u":
-            array = np.iinfo(array.dtype).max - array
-        else:
-            return _read_pillow(path)
-    elif photometric == _PALETTE:  # the pixels are indices into a 16-bit RGB colour map
-        if colormap is None or array.dtype.kind != "u" or array.ndim != 2 or int(array.max(initial=0)) >= np.shape(colormap)[-1]:
-            return _read_pillow(path)
-        array = np.moveaxis(np.asarray(colormap)[:, array], 0, -1)
-        array = (array >> 8).astype(np.uint8) if array.dtype == np.uint16 else array
-    elif photometric == _SEPARATED and array.ndim == 3 and array.shape[-1] == 4:  # CMYK
-        if array.dtype == np.uint16:
-            array = (array >> 8).astype(np.uint8)
-        elif array.dtype != np.uint8:
-            raise ImageReadError(f"{path}: CMYK TIFF of {array.dtype} pixels is not supported; save it as RGB")
-        if array.dtype == np.uint8 and icc:
-            array, note = array_to_srgb(array, icc)
-            _warn_note(path, note)
-            icc = None
-        if array.shape[-1] == 4:  # no profile, or one that could not be applied: the plain conversion
-            array = np.asarray(Image.fromarray(array, "CMYK").convert("RGB"))
-    if icc and (array.dtype != np.uint8 or array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
-        array, note = array_to_srgb(array, icc)
-        _warn_note(path, note)
-    return orient(array, orientation)
-
-
-def _tiff_icc_profile(page: Any) -> bytes | None:
-    tag = page.tags.get(34675)  # InterColorProfile
-    value = None if tag is None else tag.value
-    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) or (isinstance(value, np.ndarray) and value.dtype == np.uint8) else None
-
-
 def _warn_note(path: Path, note: str | None) -> None:
     if note:
         warnings.warn(f"{path}: {note}", ImageReadWarning, stacklevel=3)
-
-
-_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED = 0, 1, 2, 3, 5
-_PLAIN_PHOTOMETRIC = (None, _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED)
-"""TIFF photometric interpretations read here; others (YCbCr, CIELab, ...) go to Pillow."""
-
-
-def _tiff_orientation(page: Any) -> int:
-    tag = page.tags.get(274)  # Orientation, as in EXIF
-    try:
-        value = int(tag.value) if tag is not None else 1
-    except (TypeError, ValueError):
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def orient(array: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn (H, W, ...) stored pixels upright per an EXIF/TIFF Orientation value 1..8 (as Pillow's exif_transpose)."""
-    if orientation == 2:
-        return array[:, ::-1]
-    if orientation == 3:
-        return array[::-1, ::-1]
-    if orientation == 4:
-        return array[::-1]
-    if orientation == 5:
-        return array.swapaxes(0, 1)
-    if orientation == 6:
-        return np.rot90(array, -1)
-    if orientation == 7:
-        return array[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:
-        return np.rot90(array, 1)
-    return array
 
 
 def _read_pillow(path: Path) -> np.ndarray:
@@ -201,48 +109,16 @@ def _read_pillow(path: Path) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot read image ({reason})") from None
 
 
-def open_as_stored(path: Path) -> tuple[Image.Image, int]:
-    """``Image.open`` of ``path`` at its full image, and the TIFF orientation (1..8) still to apply to its pixels.
-
-    Pillow 13 turns a TIFF by its Orientation tag while decoding, and garbles
-    grey TIFFs with orientations 5 to 8 doing so (older versions do not turn
-    TIFFs at all). So a TIFF is opened from a copy whose tag says 1 (upright),
-    at its main page (not a thumbnail put first), and the caller turns the
-    pixels with :func:`orient`, as for TIFFs that tifffile decodes. Other
-    formats: the file itself, orientation 1 (``exif_transpose`` turns them).
-    """
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return Image.open(path), 1
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            index = main_tiff_page(tif)
-            page = tif.pages[index]
-            orientation = _tiff_orientation(page)
-            tag = page.tags.get(274)
-            at = None if tag is None else int(tag.valueoffset)
-            order = tif.byteorder
-    except Exception:  # noqa: BLE001 - a damaged file: Pillow's reading reports it
-        return Image.open(path), 1
-    if orientation == 1 or at is None:
-        img = Image.open(path)
-    else:
-        data = bytearray(path.read_bytes())
-        data[at : at + 2] = (1).to_bytes(2, "little" if order == "<" else "big")
-        img = Image.open(io.BytesIO(bytes(data)))
-    if index:
-        img.seek(index)
-    return img, orientation
-
-
 def _refuse_lost_low_bytes(path: Path, img: Image.Image, what: str) -> None:
     """ImageReadError for a 16-bit colour (or grey + alpha) PNG whose values all lie below 4096: Pillow keeps
     only each sample's high byte, which would read such a file as black (an image) or as empty (a mask)."""
     layout = png_sample_layout(path) if path.suffix.lower() == ".png" or img.format == "PNG" else None
     if layout is None or layout[0] != 16 or layout[1] not in PNG_16BIT_PACKED:
         return
-    if int(np.asarray(img).max(initial=0)) < 16:
+    samples = np.asarray(img)
+    colour = samples[..., :-1] if samples.ndim == 3 and layout[1] in (4, 6) else samples  # grey + alpha, RGBA: alpha apart
+    alpha_varies = colour is not samples and int(samples[..., -1].min()) != int(samples[..., -1].max())
+    if int(colour.max(initial=0)) < 16 and not (what == "mask" and alpha_varies):  # a mask drawn in alpha reads from alpha
         raise ImageReadError(
             f"{path}: 16-bit colour PNG {what} whose values all lie below 4096: only the high byte of each can be read, "
             "which would leave it " + ("black" if what == "image" else "empty") + "; save it as 8-bit PNG, 16-bit grey PNG or TIFF"
@@ -305,7 +181,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: empty mask file (0 bytes)")
     check_image_header(path)
     try:
-        values = _tiff_mask_values(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        colour = tiff_colour_mask(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        values = mask_values_from_pil(colour) if colour is not None else None
         if values is None:
             img, orientation = open_as_stored(path)
             with img:
@@ -327,32 +204,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         return mask
     except AmbiguousMaskError as err:
         raise ImageReadError(f"{path}: {err}") from None
-
-
-def _tiff_mask_values(path: Path) -> np.ndarray | None:
-    """Single-channel values of a 16-bit colour (or grey + alpha) TIFF mask, upright; None for other TIFFs
-    (Pillow reads those as it reads every mask). Pillow keeps only the high byte of 16-bit colour samples,
-    which reads a 0/255 or 0/1 mask written by OpenCV as empty."""
-    import tifffile
-
-    from .masks import mask_values_from_pil
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[main_tiff_page(tif)]
-            if page.dtype != np.uint16 or int(page.samplesperpixel) not in (2, 3, 4):
-                return None
-            array = page.asarray()
-            if int(getattr(page, "planarconfig", 1) or 1) == 2:
-                array = np.moveaxis(array, 0, -1)
-            orientation = _tiff_orientation(page)
-    except Exception:  # noqa: BLE001 - a damaged file: Pillow's reading reports it
-        return None
-    if array.ndim != 3 or array.shape[-1] not in (2, 3, 4):
-        return None
-    array = array.astype(np.uint8) if int(array.max(initial=0)) <= 255 else (array >> 8).astype(np.uint8)
-    mode = {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
-    return mask_values_from_pil(Image.fromarray(np.ascontiguousarray(orient(array, orientation)), mode))
 
 
 def encode_png(array: np.ndarray) -> bytes:
