@@ -43,7 +43,7 @@ from psygnal import Signal
 from training.data.imageio import IMAGE_SUFFIXES, ImageReadError, is_image_file, read_image
 from training.corrections.store import CorrectionsStore, case_id_for
 from training.data.datasets import safe_id
-from training.files.outputs import display
+from training.files.outputs import one_line
 
 STATES = ("new", "proposed", "edited", "accepted", "unreadable")
 
@@ -131,7 +131,7 @@ class CaseModel:
             return case
         if case_id in self.order:
             raise ValueError(
-                f"{display(source)}: its case id '{case_id}' is that of {display(case.source)} in the open folder "
+                f"{one_line(source)}: its case id '{case_id}' is that of {one_line(case.source)} in the open folder "
                 "(one case per id: the corrections store keys cases by it); rename one of them"
             )
         return None
@@ -343,15 +343,15 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
     folder = Path(folder)
     try:
         if not folder.is_dir():
-            raise ValueError(f"{display(folder)}: not a folder")
+            raise ValueError(f"{one_line(folder)}: not a folder")
         entries = sorted(folder.iterdir())
     except OSError as err:
-        raise ValueError(f"{display(folder)}: cannot be listed ({err.strerror or type(err).__name__})") from None
+        raise ValueError(f"{one_line(folder)}: cannot be listed ({err.strerror or type(err).__name__})") from None
     listing: list[tuple[str, Path]] = []
     owners: dict[str, Path] = {}
     skipped: list[str] = []
     for path in entries:
-        name = display(path.name)
+        name = one_line(path.name)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         try:
@@ -363,10 +363,10 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
         try:
             case_id = case_id_for(path)
         except ValueError:
-            skipped.append(f"{name}: skipped, no safe case id can be made from its name (too long, or not UTF-8); rename it")
+            skipped.append(f"{name}: skipped, no safe case id can be made from its name (too long, not UTF-8, or holding a control character); rename it")
             continue
         if case_id in owners:
-            skipped.append(f"{name}: skipped, its case id '{case_id}' is also {display(owners[case_id].name)}'s; rename one")
+            skipped.append(f"{name}: skipped, its case id '{case_id}' is also {one_line(owners[case_id].name)}'s; rename one")
             continue
         owners[case_id] = path
         listing.append((case_id, path.absolute()))  # a case's source is its file's absolute path (a folder "." too)

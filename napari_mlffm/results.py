@@ -22,6 +22,7 @@ from napari.layers import Image, Labels
 from model import Proposal
 
 from .cases_model import same_source
+from .layer_focus import Focus, real_layer
 
 KEY = "mlffm"
 OUTLINE_COLOUR = (0.0, 1.0, 1.0, 1.0)  # cyan: high contrast on skin and on dark, pigmented lesions
@@ -41,22 +42,6 @@ def style_mask(layer: Labels, outline: bool | None = None) -> None:
     layer.colormap = DirectLabelColormap(color_dict={None: (0.0, 0.0, 0.0, 0.0), 1: OUTLINE_COLOUR})
     layer.contour = OUTLINE_PX if outline else 0
     layer.opacity = 1.0 if outline else 0.5
-
-
-CASE_LAYER_SUFFIXES = (" mask", " proposals", " uncertainty", " prompts", " box")
-"""The names of an image's result, clicks and box layers: ``<image>`` and one of these."""
-
-
-def on_another_image(viewer, image_layer: Image) -> bool:
-    """Whether the annotator's active layer belongs to another image than ``image_layer`` (that image, or its
-    mask, proposals, uncertainty, clicks or box layer): a result landing for ``image_layer`` in the background
-    then leaves the selection where it is, so the keys go on acting on the image being reviewed."""
-    active = viewer.layers.selection.active
-    if active is None or real_layer(active) is real_layer(image_layer):
-        return False
-    name = active.name
-    base = next((name[: -len(s)] for s in CASE_LAYER_SUFFIXES if name.endswith(s)), name if isinstance(active, Image) else None)
-    return base is not None and base != image_layer.name and isinstance(find(viewer, base), Image)
 
 
 def layer_names(image_name: str) -> dict[str, str]:
@@ -207,15 +192,24 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     result layer of another size is replaced. New layers sit where the image
     does (its scale, translate, rotation, shear and affine).
     """
-    names = layer_names(image_layer.name)
     height, width = proposal.probability.shape
     found = case_layers(viewer, image_layer.name)
-    elsewhere = viewer.layers.selection.active if on_another_image(viewer, image_layer) else None  # new layers take the selection
+    focus = Focus(viewer, image_layer)  # new layers take the selection; the annotator's is given back
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
     check_not_refining(found, image_layer.name, image_layer)
     if edited:
         check_same_image(found["mask"], image_layer.name, info.get("source"))
+    with focus:
+        mask, kept = _put_proposal_layers(viewer, image_layer, proposal, info, found)
+    mask.selected_label = 1
+    focus.settle(mask)
+    return mask, kept
+
+
+def _put_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: dict[str, Any], found: dict[str, Any]) -> tuple[Labels, bool]:
+    """The three result layers added or refreshed (the checks of :func:`add_proposal_layers` done); (mask, kept)."""
+    names = layer_names(image_layer.name)
     samples = proposal.samples.astype(np.uint8)
     state = {
         **info, "probability": proposal.probability, "threshold": proposal.threshold,
@@ -249,19 +243,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
         if layer is not None:
             place(layer, image_layer, leading=1 if kind == "proposals" else 0)
     follow_image_placement(viewer, image_layer)
-    mask.selected_label = 1
-    _select(viewer, mask, elsewhere)
     return mask, kept
-
-
-def _select(viewer, mask: Labels, elsewhere) -> None:
-    """Make ``mask`` the active layer, ready to paint; or, when the annotator was on another image's layer
-    (``elsewhere``), give that layer the selection back."""
-    if elsewhere is not None and elsewhere in viewer.layers:
-        viewer.layers.selection.active = elsewhere
-        return
-    viewer.layers.selection.active = mask
-    mask.mode = "paint"
 
 
 def check_same_image(mask_layer, image_name: str, source: str | None) -> None:
@@ -282,13 +264,6 @@ def _tail(path: str, parts: int = 2) -> str:
 
 _REFINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Image layer -> a weak reference to the mask layer a refine of it is running for."""
-
-
-def real_layer(layer):
-    """The layer (or viewer) behind the proxy a dock is handed (napari's PublicOnlyProxy), or the object itself.
-
-    Each access through a proxied viewer makes a new proxy, so layers are compared, and used as keys, through this."""
-    return getattr(layer, "__wrapped__", layer)
 
 
 def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
@@ -378,18 +353,19 @@ def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any
     Creates the mask layer if the image has none, else replaces its data;
     ValueError when a layer of another kind holds the mask's name.
     """
-    elsewhere = viewer.layers.selection.active if on_another_image(viewer, image_layer) else None
+    focus = Focus(viewer, image_layer)
     name = layer_names(image_layer.name)["mask"]
     layer = find(viewer, name)
     data = np.asarray(mask).astype(np.uint8)
     check_case_layers({"mask": layer}, image_layer.name, *data.shape, sized=())  # ValueError for a layer of another kind
-    if layer is None:
-        layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)}, **placement(image_layer))
-        style_mask(layer)
-    else:
-        write_mask(layer, data)
-        layer.metadata[KEY] = dict(state)
+    with focus:
+        if layer is None:
+            layer = viewer.add_labels(data, name=name, metadata={KEY: dict(state)}, **placement(image_layer))
+            style_mask(layer)
+        else:
+            write_mask(layer, data)
+            layer.metadata[KEY] = dict(state)
     follow_image_placement(viewer, image_layer)
     layer.selected_label = 1
-    _select(viewer, layer, elsewhere)
+    focus.settle(layer)
     return layer

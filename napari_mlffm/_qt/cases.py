@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
+from napari.layers import Shapes
 from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget
@@ -23,6 +24,7 @@ from .. import cases_model, results
 from ..settings import SETTINGS
 from . import common
 from .progress import InlineProgress, progress_text
+from .prompt_layers import box_layer_name, is_clicks_layer, prompts_layer_name
 
 MAX_SKIPPED_SHOWN = 5  # lines naming skipped images in the status line; the rest are counted
 
@@ -203,7 +205,9 @@ class CasesWidget(common.RunCancel, Container):
             state = mask.metadata.get(results.KEY, {})
             self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"), state.get("level"))
             case.extra["painted"] = results.painted_pixels(mask)  # held by the next refine and kept by Grow / Shrink, after a return too
-        for layer in [*layers.values(), results.find(self.viewer, name)]:
+        clicks, box = results.find(self.viewer, prompts_layer_name(name)), results.find(self.viewer, box_layer_name(name))
+        prompts = [clicks if is_clicks_layer(clicks) else None, box if isinstance(box, Shapes) else None]  # the case's own (its mask holds their effect)
+        for layer in [*layers.values(), *prompts, results.find(self.viewer, name)]:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self._layer_name = None
@@ -328,6 +332,7 @@ class CasesWidget(common.RunCancel, Container):
             return
         _, k, proposal, info = item
         entry = todo[k]
+        shown_pixels = entry.extra.get("pixels") if entry.case_id == self.model.current else None  # what the screen holds
         try:
             if proposal is None:
                 self.model.set_error(entry.source, info)
@@ -335,6 +340,11 @@ class CasesWidget(common.RunCancel, Container):
             self.model.set_proposal(entry.source, proposal, info)
         except ValueError:  # its id is another file's now: the proposal is not kept
             return
+        made_for = info.get("image_sha256") if isinstance(info, dict) else None
+        if shown_pixels is not None and made_for is not None and made_for != shown_pixels:
+            common.notify(f"{entry.path.name} holds another image than the one shown: its new proposal is kept for the case; "
+                          "show the case again to review it", warning=True)
+            return  # not drawn over the old photo on screen, where Accept would store it with that photo
         if entry.case_id == self.model.current and self._layer_name in self.viewer.layers:
             layer = self.viewer.layers[self._layer_name]  # the shown case gets its layers now; an edited mask is kept
             try:

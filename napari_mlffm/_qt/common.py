@@ -11,7 +11,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
-from ..results import CASE_LAYER_SUFFIXES, is_uncertainty_map, layer_names, real_layer
+from .. import layer_focus
+from ..layer_focus import CASE_LAYER_SUFFIXES, real_layer
+from ..results import is_uncertainty_map, layer_names
 from ..settings import SETTINGS
 
 OTHER_FILE = "other file..."
@@ -49,7 +51,7 @@ def follow_active_image(dock) -> None:
     chooses that image, so the dock's keys (Shift-A, Shift-G, Shift-R, ...) act on what the annotator works on."""
 
     def on_active(*_):
-        if getattr(dock, "_closed", False):
+        if getattr(dock, "_closed", False) or layer_focus.placing():
             return
         image = image_of_layer(dock.viewer, dock.viewer.layers.selection.active)
         if image is None or (dock.image.value is not None and real_layer(dock.image.value) is real_layer(image)):

@@ -15,7 +15,7 @@ from napari.layers import Points
 
 from model.inputs.box import Box
 
-from ..results import real_layer
+from ..layer_focus import real_layer
 
 BOX_COLOR = "yellow"
 

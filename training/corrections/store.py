@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,12 +57,14 @@ MAX_STORE_FILE_BYTES = MAX_DECODED_IMAGE_BYTES  # a lossless PNG of the largest 
 
 
 def case_id_for(source: str | Path, whole_name: bool = False) -> str:
-    """A safe store id from a source file name: its stem with path-like characters replaced.
+    """A safe store id from a source file name: its stem with path-like characters replaced, in Unicode's composed
+    form (NFC), as dataset ids are (a folder zipped on a Mac names files in NFD).
 
     ``whole_name``: ``source`` is a name, not a file (a napari layer's): all of it counts, so
     ``lesion.left`` and ``lesion.right`` are two cases. ValueError for a name that makes no safe id.
     """
     stem = (str(source) if whole_name else Path(str(source)).stem) or "case"
+    stem = unicodedata.normalize("NFC", stem)
     cleaned = re.sub(r"[\\/:\x00]", "_", stem).lstrip(".") or "case"
     if not safe_id(cleaned):
         shown = display(str(source))
@@ -192,6 +195,8 @@ class CorrectionsStore:
         self.root = Path(root)
 
     def paths(self, case_id: str) -> tuple[Path, Path, Path]:
+        """(image, mask, record) of a case; ids are in Unicode's composed form (NFC), whatever form they are given in."""
+        case_id = unicodedata.normalize("NFC", case_id) if isinstance(case_id, str) else case_id
         if not safe_id(case_id):
             raise ValueError(f"unsafe case id {case_id!r}: it would write outside {self.root}")
         return self.root / "images" / f"{case_id}.png", self.root / "masks" / f"{case_id}.png", self.root / "meta" / f"{case_id}.json"
@@ -233,6 +238,7 @@ class CorrectionsStore:
         """
         if not isinstance(image, np.ndarray):
             raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+        case_id = unicodedata.normalize("NFC", case_id) if isinstance(case_id, str) else case_id  # as paths() names its files
         mask = _as_mask(mask)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
@@ -341,7 +347,7 @@ class CorrectionsStore:
             record = _read_record(meta_path)
         except _Unusable as err:
             return str(err)
-        if not isinstance(record, dict) or record.get("id") != case_id:
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str) or unicodedata.normalize("NFC", record["id"]) != unicodedata.normalize("NFC", case_id):
             return "the record is damaged (not a record of this case)"
         image_path, mask_path, _ = self.paths(case_id)
         hashes = record.get("files")
@@ -364,7 +370,7 @@ class CorrectionsStore:
     def verified_listing(self, listing: DatasetListing) -> DatasetListing:
         """``listing`` (of this store's folder) without the cases :meth:`check` leaves out, with its reasons added."""
         report = self.check()
-        keep = set(report.ids)
+        keep = {unicodedata.normalize("NFC", i) for i in report.ids}  # a record named in NFD by an older version: its NFC id
         # the files verified, whatever else the listing chose for an id (an images/<id>.jpg beside images/<id>.png)
         cases = tuple(Case(c.case_id, *self.paths(c.case_id)[:2]) for c in listing.cases if c.case_id in keep)
         return DatasetListing(listing.root, cases, (*listing.problems, *report.problems), (*listing.skipped, *report.problems))
