@@ -21,6 +21,7 @@ from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, s
 from ..scoring.calibration import OBJECTIVES, TEMPERATURE_RANGE, LogitHistogram, ThresholdSweep
 from .adapt import MIN_CASES  # as many cases as adapt asks for give a fit that holds
 from ..data.datasets import list_cases, no_cases_in_split
+from .train import without_test_cases
 from ..scoring.metrics import dice
 from ..files.outputs import check_output_file
 from .case_scoring import CaseScoring
@@ -62,9 +63,11 @@ def _threshold(text: str) -> str | float:
 def run_calibrate(args: argparse.Namespace) -> int:
     chosen_threshold = _threshold(args.threshold)
     check_output_file(args.output, args.overwrite)  # before any scoring
-    if args.split == "test":
-        print("warning: fitting on the test split makes its scores optimistic; use val", file=sys.stderr)
+    if args.split.casefold() == "test":
+        raise ValueError(f"--split {args.split}: a model is never calibrated on its test split (its scores would be optimistic); use val")
     listing = list_cases(args.data, args.split)
+    if args.split in ("all", "*"):
+        listing = without_test_cases(listing, args.data)  # splits.csv's test cases stay unseen, as in finetune
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
         raise ValueError(no_cases_in_split(args.data, args.split))

@@ -48,6 +48,7 @@ from model.inputs.preprocess import to_float_rgb
 
 from ..data.datasets import Case, DatasetListing, has_control_character, list_cases, safe_id
 from ..data.imageio import check_writable, encode_json, encode_png
+from ..data.masks import AmbiguousMaskError, check_not_outline
 from ..files.outputs import ExclusiveLock, display
 
 STAGING = ".staging"
@@ -242,6 +243,10 @@ class CorrectionsStore:
         mask = _as_mask(mask)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
+        try:
+            check_not_outline(mask)  # training would leave such a case out: refused now, not found out later
+        except AmbiguousMaskError as err:
+            raise ValueError(f"case {case_id}: {err}") from None
         if not isinstance(record, dict):
             raise ValueError(f"record must be a dict, got {type(record).__name__}")
         image_path, mask_path, meta_path = self.paths(case_id)

@@ -231,7 +231,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             left_out.append((case_id, f"{display(path)}: skipped, unsafe id {case_id!r}"))
             continue
         if case_id in by_id:
-            left_out.append((case_id, f"{display(path)}: skipped, duplicate id {case_id!r} (also {by_id[case_id].name})"))
+            other = by_id[case_id].name
+            same = other != path.name and unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", path.name)
+            form = f" ({other!a} and {path.name!a}: one name in two Unicode forms)" if same else ""
+            left_out.append((case_id, f"{display(path)}: skipped, duplicate id {case_id!r} (also {other}){form}"))
             continue
         by_id[case_id] = path
 
@@ -252,8 +255,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
                 if split in ("all", "*") or case_split == split:  # a case of this split that cannot be scored: say so
                     left_out.append((case_id, line))
         if split not in ("all", "*"):
+            _check_split_names(root, splits, by_id, split, problems, left_out)
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
-            in_split = lambda case_id: case_id is None or splits.get(case_id) == split  # noqa: E731
+            # a case of a split named like this one but for letter case ("Test") is one the split is asked for and left out
+            in_split = lambda case_id: case_id is None or (splits.get(case_id) or "").casefold() == split.casefold()  # noqa: E731
     skipped = [message for case_id, message in left_out if in_split(case_id)]
     known = set(problems)
     problems.extend(message for _, message in left_out if message not in known)
@@ -261,7 +266,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     cases = []
     masks = mask_files(masks_dir)
     for case_id, image_path in by_id.items():
-        mask_path = find_mask(masks, case_id, image_ids)
+        mask_path = find_mask(masks, case_id, image_ids, image_path.stem)
         if mask_path is None:
             message = (f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, "
                        f"{' '.join(MASK_SUFFIXES)}){unread_mask_files(masks, case_id)}")
@@ -274,6 +279,19 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
 
 UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")
 """Photographs in types this program does not read: left out as cases (and said to be), not ignored as other files."""
+
+def _check_split_names(root: Path, splits: dict[str, str], by_id: dict[str, Path], split: str, problems: list[str], left_out: list) -> None:
+    """Say which images a split leaves out unseen: those ``splits.csv`` puts in no split, and those in a split whose
+    name differs from ``split`` only in letter case (``Test`` for ``test``), which are cases of it left out."""
+    shown = display(root / "splits.csv")
+    unlisted = sorted(k for k in by_id if k not in splits)
+    if unlisted:
+        first = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
+        problems.append(f"{shown}: {len(unlisted)} image{'s are' if len(unlisted) > 1 else ' is'} in no split ({first}), so not in {split!r}")
+    for case_id, case_split in splits.items():
+        if case_split != split and case_split.casefold() == split.casefold() and case_id in by_id:
+            left_out.append((case_id, f"{shown}: {case_id!r} is in split {case_split!r}, not {split!r} (split names are compared exactly)"))
+
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair: ((H, W, 3) uint8/uint16 image, (H, W) bool mask).

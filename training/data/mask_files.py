@@ -36,13 +36,16 @@ def mask_files(masks_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] | frozenset[str] = frozenset()) -> Path | None:
+def find_mask(
+    masks: dict[str, list[Path]], case_id: str, image_ids: set[str] | frozenset[str] = frozenset(), stem: str | None = None
+) -> Path | None:
     """The case's mask: ``<id><name><type>`` for the names of :data:`MASK_NAMES` and types of :data:`MASK_SUFFIXES`, in that order.
 
     A file name is matched exactly first; ignoring letter case only when one file alone matches (``A.png`` and
     ``a.png`` are two masks) and it is not exactly another image's mask name (``Lesion.png`` is image
     ``Lesion``'s, never image ``lesion``'s). ``<id><name>`` that is itself an image's id (an image ``mole_lesion``) is that
-    image's mask, never this one's.
+    image's mask, never this one's. ``stem``: the image file's own stem; where masks named in two Unicode forms
+    both match, the one written like it wins (``Müller`` composed and decomposed are two files), and none if none is.
     """
     for types in (LOSSLESS_MASK_SUFFIXES, JPEG_MASK_SUFFIXES):  # a JPEG only where no name has a lossless mask
         for name in MASK_NAMES:
@@ -52,9 +55,13 @@ def find_mask(masks: dict[str, list[Path]], case_id: str, image_ids: set[str] | 
                 wanted = f"{case_id}{name}{suffix}"
                 candidates = masks.get(wanted.lower(), [])
                 exact = [p for p in candidates if _nfc(p.name) == wanted]
+                if len(exact) > 1:  # the same name in two Unicode forms: only the image's own spelling
+                    exact = [p for p in exact if stem is not None and p.name == f"{stem}{name}{suffix}"] or [None]
                 chosen = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
                 if chosen is not None and not exact and _names_another_image(chosen.name, suffix, case_id, image_ids):
                     chosen = None  # image "lesion" must not take "Lesion.png", the mask of image "Lesion"
+                if chosen is None and exact == [None]:
+                    return None
                 if chosen is not None and chosen.is_file():
                     return chosen
     return None
