@@ -8,6 +8,10 @@ bytes and a JSON header, so loading never unpickles anything and cannot run
 code hidden in a file. Before anything in a file is trusted, its type,
 size, header and meta are validated (:mod:`model.files.checkpoint_check`).
 
+The meta is written as strict JSON: a number that is not finite (a NaN
+in a diverged run's history, say) is written as ``null``. Files of
+earlier versions that hold ``NaN`` still load.
+
 Writes are atomic: the bytes go to a temporary file in the destination
 folder, are flushed to disk, and the temporary file is renamed over the
 destination.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -96,7 +101,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     """
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     try:
-        text = json.dumps(meta)  # NaN is allowed: the loader reads it, and a diverged run's history may hold one
+        text = json.dumps(finite_or_null(meta), allow_nan=False)  # strict JSON: other readers of the header refuse NaN
     except (TypeError, ValueError, RecursionError) as err:
         raise ValueError(f"{path}: not saved: the checkpoint's meta is not JSON ({err})") from None
     depth = json_depth(text.encode("utf-8", "surrogatepass"))
@@ -111,6 +116,17 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     if length > MAX_HEADER_BYTES:
         raise ValueError(f"{path}: not saved: the checkpoint's header would be {length} bytes, above the {MAX_HEADER_BYTES} a load reads")
     atomic_write_bytes(path, data)
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` (a JSON document) with every float that is not finite in it replaced by None, so it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def load_checkpoint(

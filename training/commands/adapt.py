@@ -21,8 +21,13 @@ A corrections store is read as ``mlffm finetune`` reads it
 (:func:`training.corrections.store.usable_cases`): a case whose record is damaged or
 missing, or whose files do not match it, is left out with a warning.
 
-With fewer than :data:`MIN_CASES` usable cases nothing is written: the
-held-out estimate of a fit on fewer is too noisy to choose by.
+A dataset folder's ``splits.csv`` test cases are left out (as ``mlffm
+finetune`` leaves them out), and so is a case whose files cannot be read
+(a mask refused as an outline, say), each with a warning.
+
+With fewer than :data:`MIN_CASES` usable cases (those left after all this)
+nothing is written: the held-out estimate of a fit on fewer is too noisy to
+choose by.
 """
 
 from __future__ import annotations
@@ -44,14 +49,15 @@ from model import Segmenter
 
 from ..scoring.adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats, case_stats, fine_tune_wins, plan_calibration, score
 from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
-from ..data.datasets import Case, cache_dataset
-from ..data.imageio import check_writable
-from ..files.outputs import ExclusiveLock, display, lock_path_for
+from ..data.datasets import Case, cache_dataset, load_case
+from ..data.imageio import ImageReadError
+from ..files.outputs import ExclusiveLock, check_name_lengths, check_output_file, display, lock_names, lock_path_for, probe_name, written_names
 from ..loop.interrupt import StopOnInterrupt, Terminated
 from ..corrections.model_store import write_card
 from ..loop.progress import make_reporter
 from ..corrections.store import report_problems, usable_cases
 from ..loop.trainer import TrainConfig, train
+from .run_data import without_test_cases
 
 MIN_CASES = 20  # below this the leave-one-out gain's spread exceeds the gain sought (docs/results.md, "Adapting to a clinic")
 FINETUNE_MARGIN = 0.005  # held-out Dice fine-tuning must add over calibration alone
@@ -146,6 +152,25 @@ def work_folder_for(output: Path) -> Path:
     return output.with_name(f".{output.stem}.adapt-work")
 
 
+def check_work_folder(work: Path) -> None:
+    """ValueError when something that is not a folder is at adapt's work folder's path."""
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise ValueError(f"{display(work)}: in the way of adapt's work folder (not a folder); remove it")
+
+
+def readable_cases(cases: list[Case]) -> tuple[list[Case], int]:
+    """The cases whose image and mask can be read (the others are warned about on stderr), and how many could not."""
+    readable = []
+    for case in cases:
+        try:
+            load_case(case)
+        except ImageReadError as err:
+            print(f"warning: skipped: {err}", file=sys.stderr)
+            continue
+        readable.append(case)
+    return readable, len(cases) - len(readable)
+
+
 def _fine_tune(
     base_path: Path | None, device: str, cases: list[Case], seconds: float, seed: int, reporter, stop, work: Path | None
 ) -> Segmenter:
@@ -160,8 +185,7 @@ def _fine_tune(
     )
     made = False
     if work is not None:
-        if work.is_symlink() or (work.exists() and not work.is_dir()):
-            raise ValueError(f"{work}: in the way of adapt's work folder (not a folder); remove it")
+        check_work_folder(work)
         made = not work.exists()
         work.mkdir(exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="finetune-", dir=work))  # this run's own: only it is removed
@@ -198,10 +222,18 @@ def adapt_model(
     base = Segmenter.load(base_path, device)
     excluded = trained_ids(base)
     usable = [c for c in cases if c.case_id not in excluded]
+    n_trained = len(cases) - len(usable)
+    if base_stats is None:  # the minimum counts the cases that can be read, not those listed
+        usable, n_unread = readable_cases(usable)
+    else:  # scored by the caller: those are the readable ones
+        scored = {s.case_id for s in base_stats}
+        listed, usable = len(usable), [c for c in usable if c.case_id in scored]
+        n_unread = listed - len(usable)
     if len(usable) < MIN_CASES:
-        left_out = f" ({len(cases) - len(usable)} more were left out: the base model was fine-tuned on them)" if excluded & {c.case_id for c in cases} else ""
+        left_out = f" ({n_trained} more were left out: the base model was fine-tuned on them)" if n_trained else ""
+        unread = f" ({n_unread} more could not be read: see the warnings above)" if n_unread else ""
         raise TooFewCases(
-            f"{len(usable)} usable cases{left_out}; adapting needs at least {MIN_CASES} for a trustworthy held-out estimate: "
+            f"{len(usable)} usable cases{left_out}{unread}; adapting needs at least {MIN_CASES} for a trustworthy held-out estimate: "
             f"correct {MIN_CASES - len(usable)} more"
         )
     samples, steps = base.sampling_settings(samples, steps)
@@ -277,7 +309,8 @@ def adapt_model(
         },
         "prior_cases": prior_cases,
         "samples": samples, "steps": steps, "flip_views": base.config.flip_views,
-        "excluded_trained_cases": len(cases) - len(usable),
+        "excluded_trained_cases": n_trained,
+        "unreadable_cases": n_unread,
         "candidates": record,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -295,9 +328,14 @@ def run_adapt(args: argparse.Namespace) -> int:
     card_path = args.output.with_suffix(".json")
     if card_path.name == args.output.name:
         raise ValueError(f"{args.output}: -o must not end in .json, the name of the card written beside the model; use .mlffm")
-    check_writable([args.output, card_path], args.overwrite)
-    if not args.output.parent.is_dir():
-        raise FileNotFoundError(f"{args.output.parent}: output folder does not exist")
+    # Every file adapt derives from -o is checked now, not after the whole calibration and fine-tune.
+    work = work_folder_for(args.output)
+    names = [*written_names(args.output.name), *written_names(card_path.name), *lock_names(args.output), work.name]
+    names += [probe_name(args.output.name), probe_name(card_path.name)]
+    check_name_lengths(args.output, names, "mlffm adapt")
+    check_output_file(args.output, args.overwrite)
+    check_output_file(card_path, args.overwrite, option="-o's card (.json)")
+    check_work_folder(work)
     with ExclusiveLock(lock_path_for(args.output), display(args.output)):  # one adapt per -o: a second fails at once, naming the first
         return _run_adapt(args)
 
@@ -307,6 +345,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
         raise ValueError(f"--time-budget must be > 0 minutes, got {args.time_budget}")
     listing = usable_cases(args.data, args.split)  # a corrections store: only its verified cases, as finetune reads it
     report_problems(listing)
+    listing = without_test_cases(listing, args.data)  # splits.csv's test cases stay unseen, as in finetune
     try:
         result = adapt_model(
             args.checkpoint, list(listing.cases[: args.limit] if args.limit else listing.cases), device=args.device, samples=args.samples, steps=args.steps, seed=args.seed,

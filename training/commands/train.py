@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 from dataclasses import replace
@@ -18,7 +17,7 @@ from model.inputs.limits import MAX_WORKING_SIZE
 
 from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
-from ..data.datasets import CachedDataset, DatasetError, DatasetListing, cache_dataset, list_cases, no_cases_in_split, read_id_list, read_splits, without_cases
+from ..data.datasets import CachedDataset, DatasetError, DatasetListing, cache_dataset, list_cases, no_cases_in_split, read_id_list, without_cases
 from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..loop.distributed import Distributed, rank_device, session, stop_signals
 from ..loop.interrupt import StopOnInterrupt
@@ -26,6 +25,9 @@ from ..corrections.lineage import resumed_base
 from ..files.outputs import ExclusiveLock, check_output_file, check_run_outputs, display, lock_path_for, new_run_id
 from ..loop.progress import make_reporter
 from ..corrections.store import report_problems, usable_cases
+from .run_data import (
+    check_loaded, check_run_names, check_same_finetune_data, check_same_train_data, command_chain, data_record, split_holdout, without_test_cases,
+)
 from .starting_weights import add_deep_supervision_argument, add_prompt_arguments, starting_segmenter, with_prompts_if_asked
 from ..loop.trainer import SilentReporter, TrainConfig, TrainResult, resume_path_for, train
 
@@ -118,29 +120,6 @@ def _cache(listing: DatasetListing, size: int, label: str, show_bar: bool = True
     return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
 
 
-def without_test_cases(listing: DatasetListing, root: Path) -> DatasetListing:
-    """``listing`` without the cases that the folder's ``splits.csv`` puts in the ``test`` split (a fine-tune never
-    trains on test cases: their scores would be optimistic), with one warning line saying how many were left out."""
-    splits = read_splits(Path(root)) or {}
-    test = {case_id for case_id, split in splits.items() if split == "test"}
-    kept = tuple(c for c in listing.cases if c.case_id not in test)
-    if len(kept) < len(listing.cases):
-        print(f"warning: left out {len(listing.cases) - len(kept)} cases that {Path(root) / 'splits.csv'} puts in split 'test': "
-              "a model is never trained on its test cases", file=sys.stderr)
-    return replace(listing, cases=kept)
-
-
-def split_holdout(data: CachedDataset, fraction: float) -> tuple[CachedDataset, CachedDataset]:
-    """Deterministic hold-out by id hash: the same ids are held out on every run."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"--holdout must lie in (0, 1), got {fraction}")
-    ranked = sorted(range(len(data)), key=lambda i: hashlib.sha256(data.ids[i].encode()).hexdigest())
-    n_hold = max(1, round(len(data) * fraction)) if len(data) > 1 else 0
-    hold, keep = sorted(ranked[:n_hold]), sorted(ranked[n_hold:])
-    pick = lambda idx: CachedDataset(data.images[idx], data.masks[idx], [data.ids[i] for i in idx])  # noqa: E731
-    return pick(keep), pick(hold)
-
-
 def _check_output(args: argparse.Namespace) -> None:
     if _worker_rank() > 0:
         return  # under torchrun only rank 0 writes, and it checks
@@ -159,28 +138,12 @@ def _worker_rank() -> int:
 
 def _claim_output(args: argparse.Namespace) -> ExclusiveLock | contextlib.nullcontext:
     """One process at a time per ``-o``: a second run on the same output fails at once, naming the first."""
+    check_run_names(args.output, f"mlffm {getattr(args, 'command', 'train')}")  # before any of them is made
     check_output_file(args.output, overwrite=True)  # its folder first: the lock file goes there
     if _worker_rank() > 0:
         return contextlib.nullcontext()  # under torchrun rank 0 holds the lock for the whole run
     on_stale = lambda text: print(f"warning: {text}", file=sys.stderr)  # noqa: E731
     return ExclusiveLock(lock_path_for(args.output), display(args.output), on_stale=on_stale)
-
-
-def _data_provenance(listing: DatasetListing, n_loaded: int, split: str) -> dict:
-    return {"folder": listing.root.resolve().name, "split": split, "n_images": n_loaded, "ids_sha256": listing.ids_hash()}
-
-
-def _check_same_data(provenance: dict, listing: DatasetListing, args: argparse.Namespace) -> None:
-    """ValueError when ``--resume`` is given other training cases or another validation split than its run began with:
-    the run's best validation Dice, which decides what ``-o`` holds, would then compare different things."""
-    began = provenance.get("data", {}) if isinstance(provenance.get("data"), dict) else {}
-    was_val = (provenance.get("val_data") or {}).get("split") if isinstance(provenance.get("val_data"), dict) else None
-    if began.get("ids_sha256") not in (None, listing.ids_hash()) or (was_val is not None and was_val != args.val_split):
-        raise ValueError(
-            f"{display(args.resume)}: its run trained on other cases ({began.get('n_images', '?')} of {began.get('folder', '?')}, "
-            f"split {began.get('split', '?')!r}, validated on {was_val!r}) than {args.data} --split {args.split!r} --val-split {args.val_split!r}; "
-            "--resume continues a run on its own data (use --init to start a new run from its weights)"
-        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -206,8 +169,6 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         known = {c.case_id for c in list_cases(args.data, "all").cases}
         train_listing, dropped = without_cases(train_listing, excluded, known)
         reporter.message(f"left out {dropped} training cases listed in {args.exclude} ({len(excluded)} ids listed)")
-    if args.resume is not None:
-        _check_same_data(segmenter.provenance, train_listing, args)
     try:
         val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     except DatasetError as err:
@@ -216,12 +177,19 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         reporter.message(f"warning: --val-split {args.val_split} shares cases with --split {args.split}: the model is selected on cases it trained on")
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
     train_data = _cache(replace(train_listing, cases=train_cases), size, args.split, bars)
+    check_loaded(train_data, len(train_cases), args.data, args.split, "train on")
     if val_listing is not None and val_listing.cases:
         val_cases = val_listing.cases[: args.limit] if args.limit else val_listing.cases
         val_data = _cache(replace(val_listing, cases=val_cases), size, args.val_split, bars)
+        check_loaded(val_data, len(val_cases), args.data, args.val_split, "select the model on (--val-split)")
     else:
         print("warning: no validation cases; holding out 15% of the training cases", file=sys.stderr)
         train_data, val_data = split_holdout(train_data, 0.15)
+        if len(val_data) == 0:  # one case: nothing to select on, and "best" would mean nothing
+            raise ValueError(f"{args.data}: need at least 2 usable cases when there is no --val-split to select on "
+                             f"(one to train on, one held out), found {len(train_data)}")
+    if args.resume is not None:  # the cases that loaded, not only those listed: a case refused now is a change too
+        check_same_train_data(segmenter.provenance, train_listing, train_data.ids, val_data.ids, args)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -239,18 +207,15 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     # A resumed run records every command of the chain, oldest first, so the weights stay reproducible.
     # A warm start records the chain that made its starting weights too.
     continued = args.resume is not None or args.init is not None
-    earlier = list(segmenter.provenance.get("commands", [])) if continued else []
-    if continued and not earlier and "command" in segmenter.provenance:
-        earlier = [segmenter.provenance["command"]]
     provenance = {
         "command": command,
-        "commands": [*earlier, command],
+        "commands": command_chain(segmenter.provenance if continued else None, command),
         # one id for the run and all its resumes: --resume replaces only files that carry it
         "run_id": (segmenter.provenance.get("run_id") if args.resume is not None else None) or new_run_id(),
         "planned_epochs": args.epochs,
-        "data": _data_provenance(train_listing, len(train_data), args.split),
+        "data": data_record(train_listing.root, train_data.ids, args.split),
         **({"excluded": {"file": Path(args.exclude).name, "ids": sorted(excluded)}} if excluded else {}),
-        "val_data": {"split": args.val_split, "n_images": len(val_data)},
+        "val_data": data_record(args.data, val_data.ids, args.val_split),
         "torch": torch.__version__,
         "distributed": ctx.provenance(config.batch_size),
         **({"init": {"checkpoint_id": segmenter.checkpoint_id, "path": str(args.init)}} if args.init is not None else {}),
@@ -308,6 +273,8 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
         raise ValueError(f"{args.data}: no usable image/mask pairs to fine-tune on")
     data = _cache(listing, segmenter.config.size, "corrections", bars)
     train_data, held_out = split_holdout(data, args.holdout)
+    if args.resume is not None:  # the cases that loaded and the held-out ones: "best" must compare the same set
+        check_same_finetune_data(loaded.provenance, listing, data.ids, held_out.ids, args)
     if len(held_out) == 0:  # one case: nothing to score the fine-tune on, so "best" would mean nothing
         raise ValueError(f"{args.data}: need at least 2 usable cases (one to train on, one held out to score the fine-tune), found {len(data)}")
     if len(train_data) == 0:
@@ -350,13 +317,16 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     reporter.epoch_end(0, {"train_loss": None, "val_dice": before})
     provenance = dict(base_model.provenance)
     provenance.pop("adaptation", None)  # the parent's card, not this model's
+    # the whole chain: the parent's commands, then this run's (a resumed run's earlier ones are in its resume file)
+    chain = command_chain(loaded.provenance if args.resume is not None else base_model.provenance, args.command_line)
     provenance.update(
         {
             "parent": {"checkpoint_id": base_model.checkpoint_id, "path": str(base) if base else "shipped default"},
             "run_id": (segmenter.provenance.get("run_id") if args.resume is not None else None) or new_run_id(),
             "planned_epochs": epochs,
             "command": args.command_line,
-            "finetune_data": _data_provenance(listing, len(data), "all"),
+            "commands": chain,
+            "finetune_data": data_record(listing.root, data.ids, "all"),
             "holdout_ids": held_out.ids,
             # mlffm calibrate and adapt never fit on these (the parent's training cases included)
             "finetune_train_ids": sorted(

@@ -108,8 +108,8 @@ class TrainResult:
     """How a run ended."""
 
     epochs_done: int
-    best_val_dice: float
-    best_epoch: int
+    best_val_dice: float | None  # None: no validation cases, nothing was scored
+    best_epoch: int  # with no validation cases: the last epoch saved
     history: list[dict[str, float]]
     stopped_by: str  # "epochs", "time budget", "interrupt" or "cancel"
     seconds: float
@@ -187,7 +187,9 @@ def train(
     With ``replay_data``, each epoch also draws as many replay cases as
     ``train_data`` has (fine-tuning's guard against drift). With
     ``initial_val_dice`` (fine-tuning), the starting weights count as epoch 0
-    and are kept if no epoch beats them.
+    and are kept if no epoch beats them. With no ``val_data`` (``mlffm adapt``'s
+    candidate, scored by its caller) nothing is validated: each epoch's weights
+    are saved as the last, with a null ``val_dice``.
 
     Under torchrun (``distributed``, see :mod:`training.loop.distributed`) the
     ranks train slices of each global batch; only rank 0 writes.
@@ -233,7 +235,9 @@ def train(
             raise ValueError(f"{resume}: {err}") from None
         start_epoch, step = int(meta["epoch"]), int(meta["step"])
         history, spent = list(meta.get("history", [])), float(meta.get("seconds", 0.0))
-        best_dice, best_epoch = float(meta.get("best_val_dice", -1.0)), int(meta.get("best_epoch", -1))
+        saved_best = meta.get("best_val_dice", -1.0)  # null: not finite when saved, or nothing validated
+        best_dice = float(saved_best) if isinstance(saved_best, (int, float)) and math.isfinite(saved_best) else -1.0
+        best_epoch = int(meta.get("best_epoch", -1)) if best_dice >= 0 else -1
         reporter.message(f"resumed from {resume} at epoch {start_epoch}, step {step}")
         if best_epoch >= 0 and not output.exists():
             # The earlier best was written to another file (a new -o, or it was removed): this output
@@ -280,8 +284,10 @@ def train(
         elif batches_done == 0 and epoch > start_epoch:
             break  # stopped before this epoch's first batch: the last epoch is already scored and saved
         ema.copy_to(eval_segmenter.network)
-        clicks = {}
-        if config.click_prob > 0:
+        clicks, validated = {}, len(val_data) > 0
+        if not validated:  # nothing to score on: no Dice to show or select by (not a NaN)
+            val_dice = None
+        elif config.click_prob > 0:
             # Prompt training selects on the mean of the no-click Dice and the Dice after one click
             # (each rank scores its share of the batches; every rank gets the gathered means).
             no_click, one_click = ctx.prompt_validation(eval_segmenter, val_data, config.val_steps, seed=config.seed)
@@ -299,15 +305,16 @@ def train(
         history.append(record)
         shown_loss = "n/a" if train_loss is None else f"{train_loss:.4f}"
         shown_epoch = epoch if completed else f"{label} (stopped after {batches_done} of {batches} batches)"
-        summary = f"epoch {shown_epoch}: train loss {shown_loss}, val Dice {val_dice:.4f}"
+        shown_dice = "not validated (no validation cases: the last weights are kept)" if val_dice is None else f"val Dice {val_dice:.4f}"
+        summary = f"epoch {shown_epoch}: train loss {shown_loss}, {shown_dice}"
         if clicks:
             summary += f" (mean of {clicks['val_dice_0_clicks']:.4f} with no click and {clicks['val_dice_1_click']:.4f} after 1)"
         # A run stopped mid-epoch (time budget, Ctrl-C, cancel) is scored too: its weights are real training.
-        if val_dice > best_dice or len(val_data) == 0:
+        if not validated or val_dice > best_dice:
             best_dice, best_epoch = val_dice, label
             if ctx.is_main:
                 eval_segmenter.save(output, provenance=_provenance(provenance, config, history, best_dice, best_epoch, spent + time.monotonic() - started))
-            reporter.message(f"{summary} (best), saved {output}")
+            reporter.message(f"{summary}{' (best)' if validated else ''}, saved {output}")
         else:
             reporter.message(f"{summary} (best {best_dice:.4f} at epoch {best_epoch})")
         reporter.epoch_end(label, record)
