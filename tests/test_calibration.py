@@ -246,3 +246,13 @@ def test_average_refuses_models_that_differ_in_flat_field_correction(tmp_path, t
         err = capsys.readouterr().err
         assert "flat-field correction is" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "soup.mlffm").exists()
+
+
+def test_average_refuses_a_copy_of_one_model_under_another_name(tmp_path, tiny_segmenter, capsys):
+    import shutil
+
+    first, copy = tmp_path / "a.mlffm", tmp_path / "copy_of_a.mlffm"
+    tiny_segmenter.save(first)
+    shutil.copyfile(first, copy)
+    assert main(["average", str(first), str(copy), "-o", str(tmp_path / "soup.mlffm")]) == 2  # "averaged 2 models"
+    assert "the same model as" in capsys.readouterr().err and not (tmp_path / "soup.mlffm").exists()

@@ -77,3 +77,12 @@ def test_the_store_refuses_an_outline_mask_that_training_would_leave_out(tmp_pat
     with pytest.raises(ValueError, match="case ring: mask is an outline"):
         CorrectionsStore(tmp_path).accept("ring", np.zeros((48, 48, 3), np.uint8), ring, {})
     assert not (tmp_path / "meta").exists() or not any((tmp_path / "meta").iterdir())
+
+
+def test_two_masks_for_one_case_say_which_one_is_used(tmp_path):
+    root = _folder(tmp_path)
+    _pair(root, "a", 0, slice(10, 30))
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(root / "masks" / "a_segmentation.png")
+    listing = list_cases(root, "all")
+    assert listing.cases[0].mask_path.name == "a.png"
+    assert any("a.png: used as a's mask; a_segmentation.png beside it ignored" in line for line in listing.problems)

@@ -63,6 +63,11 @@ def run_average(args: argparse.Namespace) -> int:
         raise ValueError("the same checkpoint is named twice; each model should count once")
     check_output_file(args.output, args.overwrite)  # a missing folder or a folder as -o: one line now, before loading anything
     models = [Segmenter.load(path, "cpu") for path in args.checkpoints]
+    seen: dict[str, Path] = {}
+    for path, model in zip(args.checkpoints, models):  # a copy of one model is that model again: it would count twice
+        if model.checkpoint_id in seen:
+            raise ValueError(f"{path}: the same model as {seen[model.checkpoint_id]} (checkpoint {model.checkpoint_id}); each model should count once")
+        seen[model.checkpoint_id] = path
     for path, model in zip(args.checkpoints[1:], models[1:]):
         if _architecture(model) != _architecture(models[0]):
             raise ValueError(f"{path}: its size, network or diffusion settings differ from {args.checkpoints[0]}'s; only one architecture can be averaged")

@@ -33,7 +33,7 @@ from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile
 from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
-from .mask_files import MASK_SUFFIXES, find_mask, mask_files, unread_mask_files
+from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
 from ..files.outputs import display
 
 class DatasetError(ValueError):
@@ -273,6 +273,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             problems.append(message)
             skipped.append(message)
             continue
+        ignored = other_masks(masks, case_id, mask_path)
+        if ignored:
+            problems.append(f"{display(mask_path)}: used as {case_id}'s mask; {', '.join(ignored[:3])} beside it ignored (one mask per case)")
         cases.append(Case(case_id, image_path, mask_path))
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped))
 

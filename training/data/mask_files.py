@@ -67,6 +67,18 @@ def find_mask(
     return None
 
 
+def other_masks(masks: dict[str, list[Path]], case_id: str, chosen: Path) -> list[str]:
+    """Names of files besides ``chosen`` that :func:`find_mask` could have taken for ``case_id`` (``a.png`` beside
+    ``a_segmentation.png``): one mask is used, and the others are worth a word."""
+    names = []
+    for name in MASK_NAMES:
+        for suffix in MASK_SUFFIXES:
+            for path in masks.get(f"{case_id}{name}{suffix}".lower(), []):
+                if path != chosen and _nfc(path.name).lower() == f"{case_id}{name}{suffix}".lower():
+                    names.append(path.name)
+    return sorted(names)
+
+
 def _nfc(name: str) -> str:
     """``name`` in Unicode's composed form (NFC), so an id typed on one system finds a file named on another."""
     try:
