@@ -260,7 +260,9 @@ def test_train_exclude_leaves_listed_cases_out_and_records_them(tmp_path, capsys
     listed.write_text(f"# suspected label errors\n{train_ids[0]}  # ring-shaped mask\n\n{val_id}\n{train_ids[0]}\n")
     out = tmp_path / "clean.mlffm"
     assert main(["train", str(SMALL_DATA), "-o", str(out), *TINY, "--epochs", "1", "--exclude", str(listed)]) == 0
-    assert f"left out 1 training cases listed in {listed} (2 ids listed)" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert f"left out 1 training cases listed in {listed} (2 ids listed)" in output
+    assert f"1 id(s) in {listed} are --val-split val cases ({val_id}): they stay in validation" in output  # it said nothing
     provenance = Segmenter.load(out, "cpu").provenance
     assert provenance["data"]["n_images"] == len(train_ids) - 1
     assert provenance["excluded"] == {"file": "suspect.txt", "ids": sorted([train_ids[0], val_id])}

@@ -173,6 +173,10 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     except DatasetError as err:
         raise DatasetError(f"{err} (for --val-split {args.val_split})") from None
+    in_val = sorted(set(excluded) & {c.case_id for c in val_listing.cases}) if val_listing is not None else []
+    if in_val:  # --exclude is about training data; a listed validation case is still scored, and that is worth a word
+        reporter.message(f"warning: {len(in_val)} id(s) in {args.exclude} are --val-split {args.val_split} cases ({', '.join(in_val[:3])}): "
+                         "they stay in validation (--exclude leaves cases out of training only)")
     if val_listing is not None and {c.case_id for c in val_listing.cases} & {c.case_id for c in train_listing.cases}:
         reporter.message(f"warning: --val-split {args.val_split} shares cases with --split {args.split}: the model is selected on cases it trained on")
     train_cases = train_listing.cases[: args.limit] if args.limit else train_listing.cases
