@@ -7,8 +7,9 @@ for image b while the annotator reviews a, or Propose all in Cases) would
 move the docks, and Shift-A would accept that image's unreviewed proposal.
 :class:`Focus` prevents this: while the plugin inserts a result's layers the
 docks do not follow, and afterwards the new mask takes the selection only if
-the annotator was on that image's layers; otherwise the selection goes back
-where it was (or stays empty).
+the annotator was on that image's layers (or nothing was selected and it is
+the only image); otherwise the selection goes back where it was (or stays
+empty).
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ class Focus:
     def __init__(self, viewer, image_layer: Image) -> None:
         self.viewer = viewer
         self.previous = viewer.layers.selection.active
-        self.mine = self.previous is not None and (
-            real_layer(self.previous) is real_layer(image_layer) or owner_image_name(viewer, self.previous) == image_layer.name
-        )
+        if self.previous is None:  # nothing selected (the mask was just deleted, say): the mask's if its image is the only one
+            images = [layer for layer in viewer.layers if isinstance(layer, Image) and owner_image_name(viewer, layer) == layer.name]
+            self.mine = len(images) == 1 and real_layer(images[0]) is real_layer(image_layer)
+        else:
+            self.mine = real_layer(self.previous) is real_layer(image_layer) or owner_image_name(viewer, self.previous) == image_layer.name
 
     def __enter__(self) -> Focus:
         _PLACING[0] += 1

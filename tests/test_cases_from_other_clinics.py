@@ -117,8 +117,13 @@ def test_a_case_s_clicks_leave_with_it_and_never_steer_another_folder_s_file_of_
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
     refine.image.value = viewer.layers["IMG_0001"]
     refine.prompts_layer().add([[10, 10]])
+    refine.refine()
+    qtbot.waitUntil(lambda: refine.worker is None and "refined with 1 lesion" in refine.status.value, timeout=120_000)
     cases.step(1)
     assert not [layer.name for layer in viewer.layers if layer.name.startswith("IMG_0001")]  # its clicks layer stayed over the next case
+    cases.step(-1)
+    clicks = viewer.layers["IMG_0001 mask"].metadata["mlffm"]["clicks"]  # Accept still records them after the return
+    assert clicks["positive"] == [[10.0, 10.0]]
     cases.open_folder(second)
     cases.show_case(0)
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
@@ -135,3 +140,23 @@ def test_control_characters_in_file_names_are_escaped_in_the_case_list_s_status(
     assert "\x1b" not in cases.status.value and "'two\\nlines.png'" in cases.status.value
     assert "holding a control character" in cases.status.value
     assert json.dumps(cases.status.value)  # one string, whatever it holds
+
+
+def test_a_store_written_before_under_decomposed_names_is_still_read_and_added_to_in_place(tmp_path):
+    """An earlier version kept a Mac folder's decomposed names in the store: its records are found as they are."""
+    from training.data.datasets import load_case
+
+    store = CorrectionsStore(tmp_path)
+    store.accept("café", _rgb(0), _square().astype(bool), {"source": "/x/café.png"})
+    decomposed = unicodedata.normalize("NFD", "café")
+    for folder, suffix in (("images", ".png"), ("masks", ".png"), ("meta", ".json")):
+        (tmp_path / folder / f"café{suffix}").rename(tmp_path / folder / f"{decomposed}{suffix}")
+    record = json.loads((tmp_path / "meta" / f"{decomposed}.json").read_text())
+    (tmp_path / "meta" / f"{decomposed}.json").write_text(json.dumps({**record, "id": decomposed}))
+    assert store.check().problems == () and store.has("café") and store.has(decomposed)
+    listing = usable_cases(tmp_path)
+    assert [case.case_id for case in listing.cases] == ["café"] and load_case(listing.cases[0])[1].sum() == 900
+    with pytest.raises(FileExistsError):  # accepting it again meets the old record, not a second one beside it
+        store.accept("café", _rgb(0), _square().astype(bool), {"source": "/x/café.png"})
+    store.accept("café", _rgb(3), _square().astype(bool), {"source": "/x/café.png"}, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "meta").iterdir()) == [f"{decomposed}.json"] and store.check().problems == ()

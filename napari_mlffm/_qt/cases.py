@@ -205,6 +205,7 @@ class CasesWidget(common.RunCancel, Container):
             state = mask.metadata.get(results.KEY, {})
             self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"), state.get("level"))
             case.extra["painted"] = results.painted_pixels(mask)  # held by the next refine and kept by Grow / Shrink, after a return too
+            case.extra["clicks"] = state.get("clicks")  # the refine's clicks and box: Accept records them after a return too
         clicks, box = results.find(self.viewer, prompts_layer_name(name)), results.find(self.viewer, box_layer_name(name))
         prompts = [clicks if is_clicks_layer(clicks) else None, box if isinstance(box, Shapes) else None]  # the case's own (its mask holds their effect)
         for layer in [*layers.values(), *prompts, results.find(self.viewer, name)]:
@@ -259,6 +260,7 @@ class CasesWidget(common.RunCancel, Container):
         if not fits:
             entry.mask = entry.start_mask = entry.start = None
             entry.extra.pop("painted", None)
+            entry.extra.pop("clicks", None)
         then = "; your edited mask was kept: check that it fits" if fits else (
             "; your edited mask does not fit the new image and was set aside; propose again" if edited else "; propose again")
         common.notify(f"{entry.path.name} holds another image than when it was proposed: its proposal was dropped{then}", warning=True)
@@ -273,6 +275,8 @@ class CasesWidget(common.RunCancel, Container):
             painted = entry.extra.get("painted")
             if painted is not None and painted.shape == entry.mask.shape:
                 state["kept_mask"] = painted.copy()
+            if entry.extra.get("clicks") is not None:
+                state["clicks"] = entry.extra["clicks"]
             if self.model.is_accepted(entry):
                 state["accepted"] = True
             results.show_mask(self.viewer, layer, entry.mask, state)

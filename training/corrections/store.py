@@ -196,11 +196,25 @@ class CorrectionsStore:
         self.root = Path(root)
 
     def paths(self, case_id: str) -> tuple[Path, Path, Path]:
-        """(image, mask, record) of a case; ids are in Unicode's composed form (NFC), whatever form they are given in."""
-        case_id = unicodedata.normalize("NFC", case_id) if isinstance(case_id, str) else case_id
+        """(image, mask, record) of a case. New cases are named in Unicode's composed form (NFC); a case recorded
+        under another form of its name (an earlier version kept a Mac folder's decomposed names) is found as it is."""
         if not safe_id(case_id):
             raise ValueError(f"unsafe case id {case_id!r}: it would write outside {self.root}")
-        return self.root / "images" / f"{case_id}.png", self.root / "masks" / f"{case_id}.png", self.root / "meta" / f"{case_id}.json"
+        name = self._recorded_name(case_id)
+        return self.root / "images" / f"{name}.png", self.root / "masks" / f"{name}.png", self.root / "meta" / f"{name}.json"
+
+    def _recorded_name(self, case_id: str) -> str:
+        """The form of ``case_id`` its record has on disk: as given, else NFC, else any form equal to it in NFC."""
+        composed = unicodedata.normalize("NFC", case_id)
+        meta = self.root / "meta"
+        if (meta / f"{case_id}.json").is_file() or case_id.isascii():
+            return case_id if (meta / f"{case_id}.json").is_file() else composed
+        if (meta / f"{composed}.json").is_file() or not meta.is_dir():
+            return composed
+        try:
+            return next((p.stem for p in meta.glob("*.json") if unicodedata.normalize("NFC", p.stem) == composed), composed)
+        except OSError:
+            return composed
 
     def source_of(self, case_id: str) -> str | None:
         """The ``source`` a stored case's record names (the file it was accepted from), or None if none can be read."""
@@ -375,9 +389,9 @@ class CorrectionsStore:
     def verified_listing(self, listing: DatasetListing) -> DatasetListing:
         """``listing`` (of this store's folder) without the cases :meth:`check` leaves out, with its reasons added."""
         report = self.check()
-        keep = {unicodedata.normalize("NFC", i) for i in report.ids}  # a record named in NFD by an older version: its NFC id
+        recorded = {unicodedata.normalize("NFC", i): i for i in report.ids}  # a record named in NFD by an older version: its NFC id
         # the files verified, whatever else the listing chose for an id (an images/<id>.jpg beside images/<id>.png)
-        cases = tuple(Case(c.case_id, *self.paths(c.case_id)[:2]) for c in listing.cases if c.case_id in keep)
+        cases = tuple(Case(c.case_id, *self.paths(recorded[c.case_id])[:2]) for c in listing.cases if c.case_id in recorded)
         return DatasetListing(listing.root, cases, (*listing.problems, *report.problems), (*listing.skipped, *report.problems))
 
 
