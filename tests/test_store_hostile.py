@@ -24,7 +24,8 @@ from model import Segmenter
 from training.cli import main
 from training.commands.adapt import MIN_CASES
 from training.data.datasets import list_cases
-from training.corrections.store import MAX_RECORD_BYTES, CorrectionsStore, usable_cases
+from training.corrections.record_files import MAX_RECORD_BYTES
+from training.corrections.store import CorrectionsStore, usable_cases
 
 from .conftest import ROOT
 
