@@ -51,7 +51,8 @@ from ..scoring.adapt import PRIOR_CASES, Calibration, CalibrationPlan, CaseStats
 from ..cli_types import limit_arg, minutes_arg, samples_arg, seed_arg, steps_arg
 from ..data.datasets import Case, cache_dataset, load_case
 from ..data.imageio import ImageReadError
-from ..files.outputs import ExclusiveLock, check_name_lengths, check_output_file, display, lock_names, lock_path_for, probe_name, written_names
+from ..files.file_names import check_name_lengths, lock_names, probe_name, written_names
+from ..files.outputs import ExclusiveLock, check_output_file, display, lock_path_for
 from ..loop.interrupt import StopOnInterrupt, Terminated
 from ..corrections.model_store import write_card
 from ..loop.progress import make_reporter

@@ -16,19 +16,15 @@ import hashlib
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from ..data.datasets import CachedDataset, DatasetListing, read_splits
-from ..files.outputs import check_name_lengths, display, lock_names, probe_name, written_names
+from ..data.datasets import CachedDataset, DatasetListing, ids_hash, read_splits
+from ..files.file_names import check_name_lengths, lock_names, probe_name, written_names
+from ..files.outputs import display
 from ..loop.trainer import resume_path_for
 
 LOADED = "loaded cases"
 """The ``hashed`` entry of a data record whose ``ids_sha256`` is of the cases that loaded, not of the listing."""
-
-
-def ids_hash(ids: Iterable[str]) -> str:
-    """SHA-256 (12 hex digits) of the sorted ids, as :meth:`DatasetListing.ids_hash` hashes a listing's."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:12]
 
 
 def data_record(root: Path, ids: list[str], split: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from ..loop.distributed import Distributed, parse_shard, rank_device, session
 from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
 from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..files.outputs import check_writable_folder, display, escape_unprintable, one_line
+from ..files.file_names import name_limit
 from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
@@ -49,7 +50,6 @@ from ..files.segment_case import (
     file_sha256,
     is_output_name,
     matches_existing,
-    name_limit,
     name_too_long,
     output_paths,
     result_differences,

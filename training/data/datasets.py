@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +90,13 @@ class DatasetListing:
     skipped: tuple[str, ...] = ()  # one line per case of the split that was left out (a subset of problems)
 
     def ids_hash(self) -> str:
-        """SHA-256 (12 hex digits) of the sorted id list: provenance for a checkpoint."""
-        joined = "\n".join(sorted(c.case_id for c in self.cases))
-        return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:12]
+        """:func:`ids_hash` of the listing's case ids: provenance for a checkpoint."""
+        return ids_hash(c.case_id for c in self.cases)
+
+
+def ids_hash(ids: Iterable[str]) -> str:
+    """SHA-256 (12 hex digits) of the sorted ids: which cases a run used, for its provenance and ``--resume``."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:12]
 
 
 MAX_ID_LIST_BYTES = 16 * 2**20

@@ -13,9 +13,6 @@
   is not a regular file (a folder, a link, a FIFO) was not made by this
   program: it is refused in one line (:class:`LockedError`), never moved or
   deleted.
-* :func:`check_name_lengths` refuses, before the run, an output whose name
-  would make one of the files derived from it (its temporaries, its lock,
-  a resume state) longer than the folder's file system allows.
 * :func:`display` turns any path, including one whose name is not valid
   UTF-8 (surrogate-escaped by Python), into a printable string;
   :func:`one_line` also escapes control characters (newlines, escapes), so
@@ -78,42 +75,6 @@ def check_output_file(path: Path, overwrite: bool, option: str = "-o") -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{display(path)}: already exists (use --overwrite to replace it)")
     _probe(folder, f".{path.name}", f"cannot write {option} {display(path)} here")
-
-
-def written_names(name: str) -> list[str]:
-    """The names an atomic write of file ``name`` uses: the file and its temporary ``.<name>.<8 characters>.tmp`` (mkstemp)."""
-    return [name, f".{name}.{'x' * 8}.tmp"]
-
-
-def probe_name(name: str) -> str:
-    """The longest name :func:`check_output_file`'s probe for file ``name`` takes (a pid has at most 7 digits)."""
-    return f".{name}.probe-{'9' * 7}.tmp"
-
-
-def lock_names(output: Path) -> list[str]:
-    """The names :class:`ExclusiveLock` on ``output`` uses: its lock file and the name a stale one is moved to."""
-    lock = lock_path_for(output).name
-    return [lock, f"{lock}.stale-{'x' * STALE_TAG}"]
-
-
-def check_name_lengths(path: Path, names: list[str], what: str, option: str = "-o") -> None:
-    """ValueError (one line naming ``option``) unless every file name in ``names``, those that ``what`` (a command)
-    derives from ``path`` (its temporaries, lock, resume state), fits within the name limit of ``path``'s folder."""
-    from .segment_case import name_limit  # noqa: PLC0415 (it imports this module)
-
-    path = Path(path)
-    limit = name_limit(path.parent)
-    sizes = {name: len(os.fsencode(name)) for name in names}
-    longest = max(sizes, key=sizes.get)
-    if sizes[longest] <= limit:
-        return
-    own = len(os.fsencode(path.name))
-    room = max(own - (sizes[longest] - limit), 0)
-    raise ValueError(
-        f"{one_line(path)}: {option}'s file name is {own} bytes, and {what} derives longer names from it (up to {sizes[longest]} bytes, "
-        f"{one_line(longest.replace(path.name, '<name>', 1))}), over the file system's limit of {limit}: "
-        f"give {option} a name of at most {room} bytes"
-    )
 
 
 def check_writable_folder(folder: Path, option: str = "-o") -> None:

@@ -22,7 +22,8 @@ current and is treated as stale.
 
 A stem whose longest file name (the segmentation's temporary,
 ``.<stem>_segmentation.png.<8>.tmp``) would pass the file system's name
-limit is refused before anything is written (:func:`name_too_long`).
+limit (:func:`training.files.file_names.name_limit`) is refused before
+anything is written (:func:`name_too_long`).
 
 If writing fails (a full disk, an I/O error, Ctrl-C), every file of the case
 is removed again. If the process is killed, the marker stays, and the next
@@ -49,6 +50,7 @@ import numpy as np
 from model.files.file_access import sha256_of_handle
 
 from ..data import imageio
+from .file_names import written_names
 from .outputs import MAX_PID, one_line, process_exists, process_started
 from ..data.imageio import encode_json, encode_png, encode_tiff
 
@@ -61,30 +63,10 @@ RESULT_DEFAULTS = {"flat_field": False}
 """What a sidecar written before a field existed meant by its absence (flat-field correction did not exist: off)."""
 
 
-NAME_MAX = 255
-"""Bytes a file name may hold where the file system does not say (ext4, XFS, Btrfs, APFS, NTFS: 255)."""
-TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".tmp")
-"""What an atomic write adds to a name for its temporary, ``.<name>.<8 random characters>.tmp`` (tempfile.mkstemp)."""
-
-
-def name_limit(folder: Path) -> int:
-    """The longest file name, in bytes, that ``folder`` (or, while it does not exist yet, its nearest existing
-    parent, on whose file system it will be made) takes: the file system's ``NAME_MAX``, else :data:`NAME_MAX`."""
-    folder = Path(folder).absolute()
-    for place in (folder, *folder.parents):
-        try:
-            if place.is_dir():
-                limit = os.pathconf(place, "PC_NAME_MAX")
-                return int(limit) if limit and limit > 0 else NAME_MAX  # -1: no limit that it tells
-        except (OSError, ValueError, AttributeError):  # no pathconf (Windows), a name it does not know, a folder it cannot ask
-            break
-    return NAME_MAX
-
-
 def longest_name_bytes(stem: str) -> int:
     """Bytes of the longest file name that writing case ``stem`` uses: its outputs, its marker and their temporaries."""
     names = [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + [f".{stem}{MARKER_SUFFIX}"]
-    return max(len(os.fsencode(name)) for name in names) + TEMPORARY_EXTRA
+    return max(len(os.fsencode(written)) for name in names for written in written_names(name))
 
 
 def name_too_long(stem: str, limit: int) -> str | None:
