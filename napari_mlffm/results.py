@@ -197,7 +197,7 @@ def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: di
     focus = Focus(viewer, image_layer)  # new layers take the selection; the annotator's is given back
     edited = found["mask"] is not None and isinstance(found["mask"], Labels) and mask_edited(found["mask"])
     check_case_layers(found, image_layer.name, height, width, sized=("mask",) if edited else ())
-    check_not_refining(found, image_layer.name, image_layer)
+    check_not_refining(image_layer)
     if edited:
         check_same_image(found["mask"], image_layer.name, info.get("source"))
     with focus:
@@ -274,12 +274,9 @@ def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
     The mark is on the image, so deleting the mask layer does not lift it.
     """
     image, mask = real_layer(image_layer), real_layer(mask_layer)
-    state = mask_layer.metadata.setdefault(KEY, {})
     if running:
         _REFINING[image] = weakref.ref(mask)
-        state["refining"] = True
         return
-    state.pop("refining", None)
     known = _REFINING.get(image)
     if known is not None and known() in (mask, None):
         del _REFINING[image]
@@ -289,12 +286,10 @@ def is_refining(image_layer: Image) -> bool:
     return real_layer(image_layer) in _REFINING
 
 
-def check_not_refining(found: dict[str, Any], image_name: str, image_layer: Image | None = None) -> None:
+def check_not_refining(image_layer: Image) -> None:
     """ValueError while a refine of the image runs: it will replace the mask, and a proposal landing meanwhile would be mixed in."""
-    mask = found.get("mask")
-    flagged = mask is not None and isinstance(mask.metadata.get(KEY), dict) and mask.metadata[KEY].get("refining")
-    if flagged or (image_layer is not None and is_refining(image_layer)):
-        raise ValueError(f"a refine of '{image_name}' is running and will replace its mask: propose again when it ends")
+    if is_refining(image_layer):
+        raise ValueError(f"a refine of '{image_layer.name}' is running and will replace its mask: propose again when it ends")
 
 
 _PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")

@@ -12,7 +12,7 @@ from model import Segmenter, SegmenterConfig
 from training.corrections.model_store import list_versions
 
 from .. import layer_focus
-from ..layer_focus import CASE_LAYER_SUFFIXES, real_layer
+from ..layer_focus import real_layer
 from ..results import is_uncertainty_map, layer_names
 from ..settings import SETTINGS
 
@@ -39,11 +39,8 @@ def image_of_layer(viewer, layer) -> Image | None:
     images = [image for _, image in image_layer_choices(viewer)()]
     if isinstance(layer, Image) and any(real_layer(image) is real_layer(layer) for image in images):
         return layer
-    for suffix in CASE_LAYER_SUFFIXES:
-        if layer.name.endswith(suffix):
-            base = layer.name[: -len(suffix)]
-            return next((image for image in images if image.name == base), None)
-    return None
+    owner = layer_focus.owner_image_name(viewer, layer)
+    return next((image for image in images if image.name == owner), None)
 
 
 def follow_active_image(dock) -> None:

@@ -181,7 +181,7 @@ class ProposeWidget(common.RunCancel, Container):
         try:  # a layer of another kind under a result name is refused now, not after the run
             found = results.case_layers(self.viewer, layer.name)
             results.check_case_layers(found, layer.name, 0, 0, sized=())
-            results.check_not_refining(found, layer.name, layer)
+            results.check_not_refining(layer)
             self.cases.check_source(common.case_source(layer))  # a name that makes no case id, or the open folder's file's id
         except ValueError as err:
             self._on_error(err)

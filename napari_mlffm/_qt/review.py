@@ -192,7 +192,7 @@ class ReviewWidget(Container):
                 if samples is None:
                     raise ValueError("no proposals layer")
                 mask, label = combine(samples, choice), choice
-            _wait_for_refine(layer, found["mask"], "Make mask")
+            _wait_for_refine(layer, "Make mask")
             if results.mask_edited(found["mask"]) and not self.confirm("Replace mask", "The mask has edits. Replace it?"):
                 return
             results.set_mask(found["mask"], mask, label)
@@ -219,7 +219,7 @@ class ReviewWidget(Container):
             if np.shape(probability) != current.shape:
                 raise ValueError(f"the stored probability is {np.shape(probability)}, the mask {current.shape}: propose again")
             state = mask_layer.metadata.setdefault(results.KEY, {})
-            _wait_for_refine(layer, mask_layer, "Grow / Shrink")
+            _wait_for_refine(layer, "Grow / Shrink")
             threshold = float(stored.get("threshold", 0.5))
             level = float(state.get("level", threshold))
             written = state.get("start_mask")
@@ -359,7 +359,7 @@ class ReviewWidget(Container):
         return self._guard(run)
 
 
-def _wait_for_refine(image_layer, mask_layer, action: str) -> None:
+def _wait_for_refine(image_layer, action: str) -> None:
     """ValueError while a refine of the image runs: it will replace the mask (what is painted meanwhile is kept)."""
-    if mask_layer.metadata.get(results.KEY, {}).get("refining") or (image_layer is not None and results.is_refining(image_layer)):
+    if results.is_refining(image_layer):
         raise ValueError(f"a refine is running for this image and will replace the mask: {action} when it ends (painting is kept)")
