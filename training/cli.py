@@ -99,6 +99,10 @@ def _main(argv: list[str]) -> int:
 
         return run_evaluate(args)
     except (ValueError, OSError, MemoryError) as err:  # CheckpointError is a ValueError; FileExistsError etc. are OSErrors
+        from .loop.distributed import PeerLostError, ignore_sigterm
+
+        if isinstance(err, PeerLostError):  # torchrun's agent SIGTERMs the ranks left: this one says why first, as in training
+            ignore_sigterm()
         print(f"mlffm {args.command}: error: {str(err) or ('out of memory' if isinstance(err, MemoryError) else 'no message') + f' ({type(err).__name__})'}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # torch's failed allocations (CPU or GPU) are RuntimeErrors: one line, not a traceback

@@ -36,6 +36,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -353,6 +354,13 @@ class StopOnSignals(SignalScope):
         # SIGTERM meanwhile, which must not end it before its one line is printed.
         lost = exc_type is not None and issubclass(exc_type, PeerLostError) and signum == signal.SIGTERM
         return signal.SIG_IGN if lost else previous
+
+
+def ignore_sigterm() -> None:
+    """Ignore SIGTERM from now on (main thread only): a rank that lost a peer is about to say so and exit, and
+    torchrun's agent sends it SIGTERM meanwhile, which must not end it before its one line is printed."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def stop_signals(ctx: Distributed) -> Any:
