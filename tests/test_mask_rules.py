@@ -78,3 +78,32 @@ def test_an_8_bit_mask_touched_with_16_bit_white_is_refused():
     values[0:2, 0:2] = 65535
     with pytest.raises(AmbiguousMaskError, match="0, 255 and 65535"):
         binary_mask(values)
+
+
+def _sample_photo() -> np.ndarray:
+    from pathlib import Path
+
+    sample = sorted((Path(__file__).resolve().parents[1] / "napari_mlffm" / "samples").glob("*.jpg"))[0]
+    return np.asarray(Image.open(sample).convert("RGB"))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_photograph_saved_as_a_mask_is_refused_not_thresholded(tmp_path, mode):
+    path = tmp_path / "case_mask.png"
+    Image.fromarray(_sample_photo()).convert(mode).save(path)
+    with pytest.raises(ImageReadError, match="case_mask.png: mask is .*(mid-grey|colour picture)"):
+        read_mask(path)
+
+
+def test_masks_resampled_or_saved_as_jpeg_in_one_colour_are_still_masks(tmp_path):
+    yy, xx = np.mgrid[:200, :300]
+    lesion = (yy - 90) ** 2 / 60**2 + (xx - 140) ** 2 / 90**2 <= 1
+    for colour in [(255, 0, 0), (200, 120, 40), (255, 255, 255)]:
+        rgb = (lesion[..., None] * np.array(colour)).astype(np.uint8)
+        soft = np.asarray(Image.fromarray(rgb).resize((40, 30), Image.BILINEAR).resize((300, 200), Image.BICUBIC))
+        for array, name in [(rgb, "m.jpg"), (soft, "m.png")]:
+            Image.fromarray(array).save(tmp_path / name, quality=30)
+            mask = read_mask(tmp_path / name)
+            assert (mask & lesion).sum() / (mask | lesion).sum() > 0.9, (colour, name)
+    Image.fromarray(soft[..., 0]).save(tmp_path / "g.png")  # the white one, resampled, in grey
+    assert (read_mask(tmp_path / "g.png") == lesion).mean() > 0.98

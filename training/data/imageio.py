@@ -192,6 +192,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
                 values = orient(mask_values_from_pil(img), orientation)
     except ImageReadError:
         raise
+    except AmbiguousMaskError as err:
+        raise ImageReadError(f"{path}: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: cannot read mask ({err or type(err).__name__})") from None
     except Exception as err:  # a damaged file's fault in a decoder: one line naming it, whatever its type

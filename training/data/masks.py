@@ -33,7 +33,22 @@ A mask with any lesion value is therefore never read as empty.
 3. A mask that is a closed outline (a line drawn round the lesion, not
    filled) is refused: its inside would be read as background. A mask whose
    holes, filled, make it :data:`OUTLINE_RATIO` times larger is taken for
-   one (on the 2,594 ISIC masks the largest such ratio is 1.2).
+   one (on the 2,594 ISIC masks the largest such ratio is 1.2). An outline
+   open at the image border is not refused: ISIC's own test reference
+   ISIC_0015353 is such a ring, so a rule for it would refuse real data.
+4. A photograph saved as a mask (the image itself, or any picture) is
+   refused, not thresholded into a nonsense lesion. A mask of more than
+   RAMP_VALUES grey levels is one when over :data:`PHOTO_MID_SHARE` of its
+   pixels lie between a tenth and nine tenths of the range (every ISIC image
+   read as grey: at least 28 %; a mask, anti-aliased or JPEG-saved: a few per
+   cent). A mask of more than 16 colours is one when its bright pixels do not
+   share one hue (hues in 40ths of each channel over the brightest: the most
+   common holds at most 0.23 of an ISIC image's, at least 0.70 of a red or
+   brown mask's saved as JPEG at quality 30 or resampled; the bound is
+   :data:`PHOTO_HUE_SHARE`), or, for one hue, when more of its pixels below
+   the lesion's level are mid-tones than background. 515 of 519 ISIC images
+   saved as RGB masks are refused, and all as grey; the 4 that pass have
+   black dermatoscope frames, which read as background.
 """
 
 from __future__ import annotations
@@ -50,6 +65,13 @@ LABEL_LIKE = 16
 
 OUTLINE_RATIO = 3.0
 """A mask that its filled holes make this many times larger is an outline, not a lesion."""
+
+
+PHOTO_MID_SHARE = 0.25
+"""A grey-level mask with more than this share of mid-grey pixels is taken for a photograph or a soft map."""
+
+PHOTO_HUE_SHARE = 0.45
+"""A many-coloured mask whose most common hue holds less than this share of its bright pixels is a photograph."""
 
 
 class AmbiguousMaskError(ValueError):
@@ -111,6 +133,50 @@ def check_not_outline(mask: np.ndarray) -> None:
         )
 
 
+def _check_not_mid_grey(values: np.ndarray, full: int | None = None) -> None:
+    """AmbiguousMaskError when more than PHOTO_MID_SHARE of the (H, W) values lie between 0.1 and 0.9 of ``full``
+    (by default the range of the values' type: 256 for 8-bit values, 65536 above), for masks of more than
+    RAMP_VALUES values (two values, 0 and any level, make a mask whatever the level)."""
+    top = int(values.max()) if values.size else 0
+    if top == 0 or len(_distinct(values, top)) <= RAMP_VALUES:
+        return
+    full = full or (256 if top <= 255 else 65536)
+    mid = float(np.count_nonzero((values > 0.1 * full) & (values < 0.9 * full))) / values.size
+    if mid > PHOTO_MID_SHARE:
+        raise AmbiguousMaskError(
+            f"mask is {mid:.0%} mid-grey: a photograph or a soft map, not a mask; "
+            "save the lesion as 255 and everything else as 0"
+        )
+
+
+def _check_not_photo(rgb: np.ndarray, brightest: np.ndarray) -> None:
+    """AmbiguousMaskError for an (H, W, 3) mask of many colours that is a picture: its bright pixels do not share
+    one hue, or (white or one colour) the pixels below its lesion level are mostly mid-tones, not background."""
+    bright = brightest >= 64
+    count = int(np.count_nonzero(bright))
+    if count < 0.05 * brightest.size:
+        return
+    chroma = np.round(rgb[bright].astype(np.float64) / brightest[bright, None] * 40).astype(np.int64)  # hue in 40ths
+    hues, counts = np.unique(chroma[:, 0] * 41 * 41 + chroma[:, 1] * 41 + chroma[:, 2], return_counts=True)
+    share = counts.max() / count
+    if share < PHOTO_HUE_SHARE:
+        raise AmbiguousMaskError(
+            f"mask is a colour picture (its most common hue holds {share:.0%} of its bright pixels), not a mask; "
+            "save the lesion as 255 and everything else as 0"
+        )
+    if np.array_equal(chroma[0] * 0 + 40, chroma[0]) and hues[np.argmax(counts)] == 40 * 41 * 41 + 40 * 41 + 40:
+        _check_not_mid_grey(brightest)  # white or grey: as a grey-level mask
+        return
+    level = float(np.median(brightest[bright]))  # the lesion's colour at full strength
+    below = brightest < 0.8 * level
+    mid = int(np.count_nonzero(below & (brightest >= 0.1 * level)))
+    if mid > max(np.count_nonzero(below) - mid, PHOTO_MID_SHARE * 0.1 * brightest.size):
+        raise AmbiguousMaskError(
+            f"mask is a picture: {mid / brightest.size:.0%} of its pixels are mid-tones of its colour, "
+            "not lesion or background; save the lesion as 255 and everything else as 0"
+        )
+
+
 def _peaks_at_top(values: np.ndarray, top: int) -> bool:
     """Whether the values pile up near the top, as in an anti-aliased or blurred mask (a solid lesion and a thin
     band of grey at its edge), not spread evenly as in a label map or a ramp: the top tenth of the range holds at
@@ -134,7 +200,10 @@ def mask_values_from_pil(img) -> np.ndarray:
     if mode in ("1",):
         return np.asarray(img, dtype=bool)
     if mode in ("L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return np.asarray(img)
+        values = np.asarray(img)
+        if mode != "F":
+            _check_not_mid_grey(values)
+        return values
     has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
     rgba = np.asarray(img.convert("RGBA"))
     rgb = rgba[..., :3]
@@ -150,7 +219,10 @@ def _resolve_colours(rgb: np.ndarray, brightest: np.ndarray) -> np.ndarray:
     """Bool lesion mask for two-colour masks, the brightest channel otherwise; refuses label-like colour maps."""
     packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     colours = np.unique(packed)
-    if len(colours) > 16 or len(colours) == 1:
+    if len(colours) == 1:
+        return brightest
+    if len(colours) > 16:
+        _check_not_photo(rgb, brightest)
         return brightest
     triples = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in colours]
     if len(colours) == 2:
