@@ -164,7 +164,7 @@ def _check_not_photo(rgb: np.ndarray, brightest: np.ndarray) -> None:
             f"mask is a colour picture (its most common hue holds {share:.0%} of its bright pixels), not a mask; "
             "save the lesion as 255 and everything else as 0"
         )
-    if np.array_equal(chroma[0] * 0 + 40, chroma[0]) and hues[np.argmax(counts)] == 40 * 41 * 41 + 40 * 41 + 40:
+    if hues[np.argmax(counts)] == 40 * 41 * 41 + 40 * 41 + 40:  # mostly white (or grey)
         _check_not_mid_grey(brightest)  # white or grey: as a grey-level mask
         return
     level = float(np.median(brightest[bright]))  # the lesion's colour at full strength
