@@ -285,7 +285,7 @@ class Segmenter:
             if not self.config.network.prompt_channels:
                 raise ValueError(
                     f"checkpoint {self.checkpoint_id} has no prompt channels: it cannot take clicks as input "
-                    "(use kept pixels, model.inputs.kept.click_disks, or weights trained with --prompts)"
+                    "(use kept pixels, model.inputs.kept.click_disks, or weights trained with mlffm train/finetune --click-prob P)"
                 )
             encoded = encode_prompts(prompts, height, width, self.config.size)
         working_kept = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -51,10 +52,23 @@ def test_old_checkpoints_load_without_prompt_channels_and_refuse_clicks(tmp_path
     save_checkpoint(tmp_path / "old.mlffm", tensors, meta)
     old = Segmenter.load(tmp_path / "old.mlffm", "cpu")
     assert old.network.prompt_stem is None and old.network.prompt_control is None
-    with pytest.raises(ValueError, match="no prompt channels"):
+    with pytest.raises(ValueError, match="no prompt channels") as refused:
         old.propose(rgb_image, n_samples=1, steps=1, prompts=Prompts(((3.0, 3.0),)))
+    _names_only_real_options(str(refused.value))
     with pytest.raises(ValueError, match="prompt_channels"):
         NetworkConfig(prompt_channels=2)
+
+
+def _names_only_real_options(message):
+    """Every --option a message names is one that mlffm train and finetune accept."""
+    from training.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    named = re.findall(r"--[a-z][a-z-]*", message)
+    assert named, message
+    for command in ("train", "finetune"):
+        options = {o for action in subparsers[command]._actions for o in action.option_strings}
+        assert set(named) <= options, (command, named)
 
 
 def _saved(segmenter, path):
