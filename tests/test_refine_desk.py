@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -210,6 +211,20 @@ def test_undoing_the_only_click_of_a_renamed_clicks_layer_re_runs(make_napari_vi
     clicks.name = "my clicks"
     refine.undo_click()
     qtbot.waitUntil(lambda: "0 lesion" in refine.status.value, timeout=120_000)
+
+
+def test_undoing_the_last_click_leaves_the_empty_layer_without_a_colour_warning(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    """Recolouring an empty clicks layer made napari warn of 'illegal values' and reset the colours to white."""
+    viewer, _, _, refine, (a,) = _desk(make_napari_viewer, qtbot)
+    refine.image.value = a
+    clicks = refine.prompts_layer()
+    clicks.add([40, 40])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refine.undo_click()
+    assert len(clicks.data) == 0
+    clicks.add([20, 20])  # the next click still takes the polarity's colour
+    assert refine.clicks().positive == ((20.0, 20.0),)
 
 
 @pytest.mark.parametrize("odd", ["False", "skin", float("nan"), 2])

@@ -96,7 +96,8 @@ class ClicksLayer:
             self.status.value = common.one_line(err)
             common.notify_error(err)
             return
-        layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive] if len(positive) else layer.face_color
+        if len(positive):  # an empty layer has no colours to set: assigning its own empty ones makes napari warn and reset
+            layer.face_color = [POSITIVE_COLOR if p else NEGATIVE_COLOR for p in positive]
         count = len(layer.data)
         changed = count != self._counts.get(results.real_layer(layer), 0)
         self._counts[results.real_layer(layer)] = count
