@@ -144,6 +144,17 @@ def test_uncertainty_error_spearman_ranks():
         assert math.isnan(uncertainty_error_spearman([{"mean_uncertainty": u, "dice": 1.0} for u in (0.1, 0.2, 0.3)]))
 
 
+def test_spearman_printout_says_why_there_is_no_rho_instead_of_nan():
+    from training.commands.evaluate import format_spearman, uncertainty_error_spearman
+
+    records = [{"mean_uncertainty": u, "dice": d} for u, d in [(0.1, 0.95), (0.2, 0.9), (0.3, 0.7)]]
+    assert format_spearman(uncertainty_error_spearman(records), records) == "1.000"
+    assert format_spearman(uncertainty_error_spearman(records[:2]), records[:2]) == "n/a (fewer than 3 images)"
+    flat = [{"mean_uncertainty": u, "dice": 1.0} for u in (0.1, 0.2, 0.3)]
+    assert format_spearman(uncertainty_error_spearman(flat), flat) == "n/a (the score or the error is the same on every image)"
+    assert format_spearman(uncertainty_error_spearman(records, "disagreement"), records, "disagreement") == "n/a (fewer than 3 images)"
+
+
 def test_strata_group_images_by_true_lesion_size_and_border_contact():
     from training.scoring.strata import area_band, format_strata, strata_table, truth_traits
 

@@ -96,6 +96,8 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged"}
     assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
     assert "uncertainty_error_spearman" in result and "Spearman" in printed
+    spearman = [line for line in printed.splitlines() if line.startswith("Spearman rho")]
+    assert len(spearman) == 2 and all(line.endswith(": n/a (fewer than 3 images)") for line in spearman), spearman
     assert "by the true lesion's size and position" in printed
     assert "most doubtful by disagreement" in printed and {r["total"] for r in result["triage_recall"]} <= {0, 1, 2}
     assert result["strata"][0] == {**result["strata"][0], "group": "all images", "n_images": 2}

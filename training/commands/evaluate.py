@@ -163,8 +163,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             note = f"  over {hd95_images} of {len(accumulator.per_image)} images (undefined where one mask is empty and the other not)"
         print(f"{name:<12} {summary[name]:>9.4f}{note}")
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
-    print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {rho:.3f}")
-    print(f"Spearman rho between per-image sample disagreement (the triage score) and error: {rho_disagreement:.3f}")
+    print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {format_spearman(rho, accumulator.per_image)}")
+    print(
+        "Spearman rho between per-image sample disagreement (the triage score) and error: "
+        f"{format_spearman(rho_disagreement, accumulator.per_image, 'disagreement')}"
+    )
     strata = strata_table(accumulator.per_image)
     print("\nby the true lesion's size and position:\n" + format_strata(strata))
     triage = triage_recall(accumulator.per_image)
@@ -207,6 +210,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
             },
         )
     return 1 if skipped else 0
+
+
+def format_spearman(rho: float, per_image: list[dict], score: str = "mean_uncertainty") -> str:
+    """``rho`` of :func:`uncertainty_error_spearman` for the printout: three decimals, or 'n/a (why)' where it is NaN."""
+    if rho == rho:
+        return f"{rho:.3f}"
+    if sum(1 for r in per_image if score in r) < 3:
+        return "n/a (fewer than 3 images)"
+    return "n/a (the score or the error is the same on every image)"
 
 
 def warn_if_swapped(per_image: list[dict]) -> bool:
