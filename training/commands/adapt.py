@@ -80,8 +80,8 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-finetune", action="store_true", help="consider calibration alone")
     parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's); stored as the model's default")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's); stored as the model's default")
-    parser.add_argument("--seed", type=seed_arg, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed of the proposals (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
         "--progress", choices=("bars", "json"), default="bars",

@@ -29,22 +29,22 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=limit_arg, help="score only the first N cases")
     parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's; 16 for the shipped weights)")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
-    parser.add_argument("--seed", type=seed_arg, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed of the proposals (default: %(default)s)")
     parser.add_argument("--direct", action="store_true", help="one forward pass per image, no sampling (the single-step ablation)")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, help="override the model's test-time flip averaging")
     add_flat_field_argument(parser, "override the model's choice")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image scores to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument(
         "--clicks", type=bounded_int(0, 100), default=0, metavar="K",
         help="also run the click protocol: a simulated user refines each proposal with up to K clicks "
-        "(RITM rule: the deepest point of the largest error); adds a 'clicks' report (docs/interactive.md)",
+        "(RITM rule: the deepest point of the largest error); adds a 'clicks' report (docs/interactive.md; default 0: no clicks)",
     )
     parser.add_argument(
         "--click-mode", choices=CLICK_MODES, default="auto",
         help="how clicks reach the model: prompts (input channels), kept (kept-pixel disks, any weights), both; "
-        "auto = both (prompts and kept disks) for weights trained with prompts, else kept",
+        "auto (the default) = both (prompts and kept disks) for weights trained with prompts, else kept",
     )
     parser.add_argument(
         "--click-reach", choices=("on", "off"), default="on",

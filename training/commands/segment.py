@@ -66,8 +66,8 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="model file (default: the shipped weights)")
     parser.add_argument("--samples", type=samples_arg, help="number of proposals per image (default: the model's; 16 for the shipped weights)")
     parser.add_argument("--steps", type=steps_arg, help="DDIM steps (default: the model's; 5 for the shipped weights)")
-    parser.add_argument("--seed", type=seed_arg, default=0)
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed of the proposals (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps; a missing GPU is an error (default: %(default)s)")
     add_flat_field_argument(parser, "override the model's choice")
     parser.add_argument(
         "--overwrite", action="store_true",

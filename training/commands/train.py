@@ -41,14 +41,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=bounded_int(4, MAX_WORKING_SIZE), default=None,
         help="working resolution in pixels (default: 128; with --init, the warm start's own size unless given)",
     )
-    parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated")
+    parser.add_argument("--widths", default="16,32,64,96,128", help="channels per level of the image path, comma-separated (default: %(default)s)")
     parser.add_argument("--mask-widths", help="channels per level of the per-step mask path and decoder (default: same as --widths)")
     parser.add_argument("--image-blocks", type=bounded_int(1, 16), default=2, help="residual blocks per level in the image path (default 2)")
-    parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation)")
-    parser.add_argument("--prediction", choices=("x0", "eps", "direct"), default="x0", help="diffusion target (direct = one-pass ablation)")
+    parser.add_argument("--fusion", choices=("mlffm", "plain"), default="mlffm", help="skip fusion (plain = ablation; default: %(default)s)")
+    parser.add_argument("--prediction", choices=("x0", "eps", "direct"), default="x0", help="diffusion target (direct = one-pass ablation; default: %(default)s)")
     parser.add_argument("--no-mask-path", action="store_true", help="plain U-Net without the noisy-mask path (ablation; needs --prediction direct)")
-    parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
-    parser.add_argument("--boundary-weight", type=bounded_float(0.0, 100.0), default=1.0, help="weight of the boundary-sensitive term (0 = off)")
+    parser.add_argument("--schedule", choices=("cosine", "linear"), default="cosine", help="noise schedule of the diffusion (default: %(default)s)")
+    parser.add_argument("--boundary-weight", type=bounded_float(0.0, 100.0), default=1.0, help="weight of the boundary-sensitive term (0 = off; default: %(default)s)")
     parser.add_argument(
         "--high-t-fraction", type=probability_arg, default=0.6,
         help="share of training steps drawn from the top decile of timesteps (almost pure noise), 0-1; "
@@ -63,17 +63,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_flat_field_argument(parser, "default off for a new network; a warm start keeps its checkpoint's")
     add_prompt_arguments(parser)
     add_deep_supervision_argument(parser)
-    parser.add_argument("--epochs", type=epochs_arg, default=30)
-    parser.add_argument("--batch-size", type=batch_size_arg, default=16)
-    parser.add_argument("--lr", type=lr_arg, default=1e-3)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error)")
+    parser.add_argument("--epochs", type=epochs_arg, default=30, help="passes over the training cases (default: %(default)s)")
+    parser.add_argument("--batch-size", type=batch_size_arg, default=16, help="images per step; under torchrun the global batch (default: %(default)s)")
+    parser.add_argument("--lr", type=lr_arg, default=1e-3, help="learning rate (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error; default: %(default)s)")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
     parser.add_argument(
         "--init", type=Path, metavar="CHECKPOINT",
         help="start from these weights and their architecture, with a fresh optimizer and schedule (a warm start)",
     )
     parser.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES", help="stop after this many minutes, keeping the best")
-    parser.add_argument("--seed", type=seed_arg, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--limit", type=limit_arg, help="use at most N training and N validation cases (quick runs)")
     parser.add_argument(
         "--exclude", type=Path, metavar="IDS_FILE",
@@ -88,16 +88,16 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the fine-tuned checkpoint")
     parser.add_argument("--checkpoint", type=Path, help="base checkpoint (default: the shipped weights)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=epochs_arg, default=10)
-    budget.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES")
+    budget.add_argument("--epochs", type=epochs_arg, default=10, help="passes over the corrected cases (default: %(default)s)")
+    budget.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES", help="train for this many minutes instead of a number of epochs")
     parser.add_argument("--lr", type=lr_arg, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
-    parser.add_argument("--batch-size", type=batch_size_arg, default=8)
+    parser.add_argument("--batch-size", type=batch_size_arg, default=8, help="images per step (default: %(default)s)")
     parser.add_argument("--replay", type=Path, help="reference dataset mixed in to guard against drift (its train split if it has one)")
     parser.add_argument("--holdout", type=bounded_float(0.0, 0.9, low_open=True), default=0.2, help="fraction of DATA held out to score before/after (default 0.2)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error; default: %(default)s)")
     parser.add_argument("--resume", type=Path, help="continue from a <output>.resume.mlffm file")
-    parser.add_argument("--seed", type=seed_arg, default=0)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_prompt_arguments(parser)
     _add_progress_argument(parser)
 
