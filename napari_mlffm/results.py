@@ -20,6 +20,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from model import Proposal
+from training.corrections.store import image_sha256
 
 from .cases_model import same_source
 from .layer_focus import Focus, real_layer
@@ -182,6 +183,10 @@ def replace_data(layer, data) -> None:
     layer.visible = shown
 
 
+LATER_PROPOSAL_KEYS = ("checkpoint", "checkpoint_id", "seed", "samples", "steps", "flat_field", "device")
+"""What an edited mask's record says of a proposal run after it, which it did not start from."""
+
+
 def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: dict[str, Any]) -> tuple[Labels, bool]:
     """Add or refresh the three result layers; returns (mask layer, whether an edited mask was kept).
 
@@ -230,15 +235,19 @@ def _put_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: d
     mask = found["mask"]
     kept = mask is not None and mask_edited(mask)
     consensus = proposal.consensus
-    mask_state = {**info, "start": "consensus", "start_mask": consensus.copy()}
+    mask_state = {**info, "start": "consensus", "start_mask": consensus.copy(), "threshold": proposal.threshold}
     if mask is None:
         mask = viewer.add_labels(consensus.astype(np.uint8), name=names["mask"], metadata={KEY: mask_state}, **placement(image_layer))
         style_mask(mask)
     elif not kept:
         write_mask(mask, consensus)
         mask.metadata[KEY] = mask_state
-    else:  # the edited mask stays, but an outline level belonged to the old probability
-        mask.metadata[KEY] = {**{k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}, **info}
+    else:  # the edited mask stays with the provenance of the proposal it was made from; an outline level goes
+        state = {k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}
+        state["later_proposal"] = {k: info[k] for k in LATER_PROPOSAL_KEYS if k in info}
+        if "image_sha256" in info:  # proposed again on the pixels it is now drawn over: the reviewer's to accept
+            state["image_sha256"] = info["image_sha256"]
+        mask.metadata[KEY] = {**{k: v for k, v in info.items() if k not in state}, **state}
     for kind, layer in case_layers(viewer, image_layer.name).items():  # layers kept from before follow the image too
         if layer is not None:
             place(layer, image_layer, leading=1 if kind == "proposals" else 0)
@@ -256,6 +265,32 @@ def check_same_image(mask_layer, image_name: str, source: str | None) -> None:
             f"layer '{mask_layer.name}' holds edits made on another file ({_tail(made_for)}), not on '{image_name}' "
             f"({_tail(source)}): rename or remove it, or accept it with its own image first"
         )
+
+
+def check_same_pixels(mask_layer, image_name: str, image: np.ndarray) -> None:
+    """ValueError when the (H, W[, C]) pixels of the image differ from those the mask was proposed for (the layer's
+    data replaced, or another photo of the same name and size): the mask belongs to the other pixels. Masks
+    without a recorded hash (an image that is no file's) are not checked."""
+    state = mask_layer.metadata.get(KEY)
+    made_for = state.get("image_sha256") if isinstance(state, dict) else None
+    if isinstance(made_for, str) and made_for != image_sha256(image):
+        raise ValueError(
+            f"the pixels of '{image_name}' changed since its mask was proposed: the mask belongs to the old ones; "
+            "propose (or refine) again"
+        )
+
+
+def mask_layers_of(viewer, source: str, but: str) -> list[Labels]:
+    """The plugin's mask layers (other than the one named ``but``) made for the file ``source``: a mask whose
+    image or own layer was renamed."""
+    found = []
+    for layer in viewer.layers:
+        state = layer.metadata.get(KEY) if isinstance(layer, Labels) else None
+        if layer.name == but or not isinstance(state, dict) or "start_mask" not in state or np.ndim(layer.data) != 2:
+            continue
+        if isinstance(state.get("source"), str) and same_source(state["source"], source):
+            found.append(layer)
+    return found
 
 
 def _tail(path: str, parts: int = 2) -> str:
@@ -338,6 +373,27 @@ def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()
     write_mask(mask_layer, mask)
+
+
+def show_case_mask(viewer, image_layer: Image, case, accepted: bool = False) -> bool:
+    """Put a case's mask under review (``case.mask``, with its start, level, held strokes and clicks) on the
+    image; False, with nothing shown, when the case holds none of the image's size."""
+    shape = np.shape(image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data)[:2]
+    if case.mask is None or case.mask.shape != tuple(shape):
+        return False
+    start_mask = case.start_mask if case.start_mask is not None else case.mask
+    state = {**(case.info or {}), "source": str(case.source), "start": case.start or "restored", "start_mask": start_mask.copy()}
+    if case.level is not None:
+        state["level"] = case.level  # Grow / Shrink go on from where the reviewer left the outline
+    painted = case.extra.get("painted")
+    if painted is not None and painted.shape == case.mask.shape:
+        state["kept_mask"] = painted.copy()
+    if case.extra.get("clicks") is not None:
+        state["clicks"] = case.extra["clicks"]
+    if accepted:
+        state["accepted"] = True
+    show_mask(viewer, image_layer, case.mask, state)
+    return True
 
 
 def show_mask(viewer, image_layer: Image, mask: np.ndarray, state: dict[str, Any]) -> Labels:

@@ -22,7 +22,7 @@ from training.files.outputs import display
 
 from .. import cases_model, results
 from ..settings import SETTINGS
-from . import common
+from . import common, dock_life
 from .progress import InlineProgress, progress_text
 from .prompt_layers import box_layer_name, is_clicks_layer, prompts_layer_name
 
@@ -97,9 +97,9 @@ class CasesWidget(common.RunCancel, Container):
         self.sort_button.changed.connect(self.sort_most_doubtful_first)
         self.list.itemDoubleClicked.connect(lambda item: self.show_case(self.list.row(item)))
         self.model.changed.connect(self._on_model_changed)
-        napari_viewer.bind_key("Shift-N", lambda v: self.step(1), overwrite=True)
-        napari_viewer.bind_key("Shift-P", lambda v: self.step(-1), overwrite=True)
-        self.native.destroyed.connect(self._on_destroyed)
+        dock_life.bind_key(napari_viewer, "Shift-N", self, lambda: self.step(1))
+        dock_life.bind_key(napari_viewer, "Shift-P", self, lambda: self.step(-1))
+        dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
 
     def _on_destroyed(self, *_):
         self.model.changed.disconnect(self._on_model_changed)
@@ -266,21 +266,9 @@ class CasesWidget(common.RunCancel, Container):
         common.notify(f"{entry.path.name} holds another image than when it was proposed: its proposal was dropped{then}", warning=True)
 
     def _restore_mask(self, layer, entry: cases_model.Case) -> None:
-        base = {**(entry.info or {}), "source": str(entry.path)}
-        if entry.mask is not None and entry.mask.shape == image_shape(layer):
-            start_mask = entry.start_mask if entry.start_mask is not None else entry.mask
-            state = {**base, "start": entry.start or "restored", "start_mask": start_mask.copy()}
-            if entry.level is not None:
-                state["level"] = entry.level  # Grow / Shrink go on from where the reviewer left the outline
-            painted = entry.extra.get("painted")
-            if painted is not None and painted.shape == entry.mask.shape:
-                state["kept_mask"] = painted.copy()
-            if entry.extra.get("clicks") is not None:
-                state["clicks"] = entry.extra["clicks"]
-            if self.model.is_accepted(entry):
-                state["accepted"] = True
-            results.show_mask(self.viewer, layer, entry.mask, state)
+        if results.show_case_mask(self.viewer, layer, entry, self.model.is_accepted(entry)):
             return
+        base = {**(entry.info or {}), "source": str(entry.path)}
         stored = self.model.stored(entry)
         if stored is not None and stored[0].shape == image_shape(layer):
             mask, record = stored

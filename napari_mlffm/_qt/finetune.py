@@ -32,7 +32,7 @@ from training.commands.adapt import work_folder_for
 from training.loop.trainer import resume_path_for
 
 from ..settings import SETTINGS
-from . import common
+from . import common, dock_life
 from .curves import TrainingCurves
 from .progress import InlineProgress
 
@@ -192,7 +192,7 @@ class FinetuneWidget(common.RunCancel, Container):
         self.use_button.changed.connect(self.use_selected)
         self.store.changed.connect(lambda v: SETTINGS.update(corrections_store=str(v)))
         self.model_folder.changed.connect(self._on_model_folder)
-        self.native.destroyed.connect(self._on_destroyed)
+        dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
         self._select_active()
 
     def _version_choices(self, widget=None):

@@ -13,7 +13,7 @@ from training.corrections.store import image_sha256
 
 from .. import cases_model, results
 from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
-from . import common
+from . import common, dock_life
 from .progress import InlineProgress, progress_text
 
 
@@ -90,7 +90,7 @@ class ProposeWidget(common.RunCancel, Container):
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
         SETTINGS.changed.connect(self._on_settings)
-        self.native.destroyed.connect(self._on_destroyed)
+        dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
         self.image.value = self._default_image()
 
     # ----- choices -----------------------------------------------------
@@ -199,6 +199,13 @@ class ProposeWidget(common.RunCancel, Container):
         self._launch(worker, self.run_button, f"proposing masks for {layer.name}", lambda result: self._on_done(layer, info, result, started_with))
         return worker
 
+    def _still_chosen(self, checkpoint: str) -> bool:
+        """Whether the dock's model choice still points at ``checkpoint`` ("" for the shipped default)."""
+        try:
+            return (self.checkpoint() or "") == checkpoint
+        except ValueError:  # "other file" with no file chosen
+            return False
+
     def cancel(self, *_):
         if self.worker is not None:
             self.worker.quit()  # the sampler stops at its next DDIM step
@@ -226,8 +233,9 @@ class ProposeWidget(common.RunCancel, Container):
             return
         info = {**info, **extra}
         ran = "" if info.get("checkpoint") in (None, "", "shipped default") else str(info["checkpoint"])
-        if ran != SETTINGS.get().active_model:
-            # the model that has just run (so it loads) becomes the active one: the choice stays shown, Propose all uses it
+        if ran != SETTINGS.get().active_model and self._still_chosen(ran):
+            # the model that has just run (so it loads) becomes the active one: the choice stays shown, Propose all uses it;
+            # not when another model was chosen during the run (that choice stands, and becomes active when it runs)
             SETTINGS.update(active_model=ran)
         try:
             _, kept = results.add_proposal_layers(self.viewer, layer, proposal, info)

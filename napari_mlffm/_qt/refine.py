@@ -46,9 +46,10 @@ from napari.qt.threading import create_worker
 from model.inputs.box import Box
 from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
+from training.corrections.store import image_sha256
 
 from .. import cases_model, results
-from . import common
+from . import common, dock_life
 from .box_layer import BoxLayer
 from .clicks_layer import ClicksLayer
 from .refine_job import lesion_clicks_outside, refine_job
@@ -91,8 +92,8 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        napari_viewer.bind_key("Shift-R", lambda v: self.refine(), overwrite=True)
-        self.native.destroyed.connect(self._on_destroyed)
+        dock_life.bind_key(napari_viewer, "Shift-R", self, lambda: self.refine())
+        dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
         common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
         self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
@@ -274,8 +275,10 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         state.pop("level", None)  # a new probability: the outline starts again at its threshold
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(),
-            kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3),
+            kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3), threshold=proposal.threshold,
         )
+        if "image_sha256" in state:  # the refine ran on the image's pixels as they are now
+            state["image_sha256"] = image_sha256(common.image_data(image_layer))
         cases = cases_model.for_viewer(self.viewer)  # the case keeps the refined proposal, so stepping back shows it
         source = common.case_source(image_layer)
         known = cases.for_source(source)

@@ -15,7 +15,7 @@ from training.files.export import EXPORT_SUFFIXES, export_case
 
 from .. import cases_model, results
 from ..settings import SETTINGS
-from . import common
+from . import common, dock_life
 
 STARTS = ("shown proposal", "majority", "union", "intersection", "consensus")
 READOUT_DELAY_MS = 120  # paint strokes and erasures within this interval refresh the read-out once
@@ -72,7 +72,7 @@ class ReviewWidget(Container):
         for layer in list(napari_viewer.layers):
             self._watch_mask(layer=layer)
         self.image.changed.connect(self.update_readout)
-        self.native.destroyed.connect(self._on_destroyed)
+        dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
         self.make_mask.changed.connect(self.apply_start)
         self.grow.changed.connect(lambda *_: self.step_outline(-1))
         self.shrink.changed.connect(lambda *_: self.step_outline(1))
@@ -83,9 +83,9 @@ class ReviewWidget(Container):
         self.annotator.changed.connect(lambda v: SETTINGS.update(annotator=v))
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
         napari_viewer.layers.events.removed.connect(self.reset_choices)
-        napari_viewer.bind_key("Shift-A", lambda v: self.accept(), overwrite=True)
-        napari_viewer.bind_key("Shift-G", lambda v: self.step_outline(-1), overwrite=True)
-        napari_viewer.bind_key("Shift-S", lambda v: self.step_outline(1), overwrite=True)
+        dock_life.bind_key(napari_viewer, "Shift-A", self, lambda: self.accept())
+        dock_life.bind_key(napari_viewer, "Shift-G", self, lambda: self.step_outline(-1))
+        dock_life.bind_key(napari_viewer, "Shift-S", self, lambda: self.step_outline(1))
         self.image.value = self._default_image()
         common.follow_active_image(self)  # Shift-A / Shift-G / Shift-S act on the image whose layer is selected
 
@@ -144,18 +144,32 @@ class ReviewWidget(Container):
             self.image.value = self._default_image()
 
     # ----- helpers -----------------------------------------------------
-    def _layers(self, create: bool = True):
+    def _layers(self, create: bool = True, writing: bool = False):
+        """(image layer, its result layers) for an action; ``writing`` (Accept, Export) also checks that the mask
+        was made for this file and these pixels, so a store or an export never pairs one photo with another's mask."""
         layer = self.image.value
         if layer is None:
             raise ValueError("choose an image first")
         found = results.case_layers(self.viewer, layer.name)
-        case = self.cases.for_source(common.case_source(layer))  # never another file's of the same name
+        source = common.case_source(layer)
+        if found["mask"] is None:
+            elsewhere = results.mask_layers_of(self.viewer, source, but=results.layer_names(layer.name)["mask"])
+            if elsewhere:  # a renamed image or mask: the reviewer's mask is there, under another name
+                raise ValueError(f"the mask of '{layer.name}' is the layer '{elsewhere[0].name}': "
+                                 f"name it '{results.layer_names(layer.name)['mask']}' to review, accept or export it")
+        case = self.cases.for_source(source)  # never another file's of the same name
         if create and found["mask"] is None and case is not None and case.proposal is not None:
             results.add_proposal_layers(self.viewer, layer, case.proposal, case.info or {})  # proposed from elsewhere
+            if case.edited and results.show_case_mask(self.viewer, layer, case, self.cases.is_accepted(case)):
+                if writing:  # its mask layer was closed with edits in it: they come back, to be seen before they are stored
+                    raise ValueError(f"the mask of '{layer.name}' was closed; it is back with your edits: check it, then press again")
             found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
         results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
+        if writing:
+            results.check_same_image(found["mask"], layer.name, source)
+            results.check_same_pixels(found["mask"], layer.name, common.image_data(layer))
         return layer, found
 
     def _guard(self, action):
@@ -289,9 +303,11 @@ class ReviewWidget(Container):
         kept = state.get("kept_mask")  # strokes painted before a refine, which the refine held
         kept = np.asarray(kept, bool) if kept is not None and np.shape(kept) == mask.shape else np.zeros(mask.shape, bool)
         edited = int(((mask != start) | kept).sum()) if start is not None and start.shape == mask.shape else None
-        keep = ("source", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "clicks", "level")  # clicks: _qt/refine.py
+        keep = ("source", "image_sha256", "checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "flat_field",
+                "threshold", "clicks", "level")  # clicks: _qt/refine.py
         return {
             **{k: state.get(k) for k in keep},
+            **({"later_proposal": state["later_proposal"]} if state.get("later_proposal") else {}),  # results.LATER_PROPOSAL_KEYS
             "image_layer": layer.name,
             "start": state.get("start"),
             "edited_pixels": edited,
@@ -301,9 +317,9 @@ class ReviewWidget(Container):
 
     def accept(self, *_):
         def run():
-            layer, found = self._layers()
+            layer, found = self._layers(writing=True)
             store = CorrectionsStore(SETTINGS.get().store_path)
-            source = found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer)
+            source = common.case_source(layer)  # the mask was made for it (checked)
             case_id = cases_model.CaseModel.id_for(source)
             self.cases.check_source(source)  # before the store is written
             try:
@@ -335,14 +351,14 @@ class ReviewWidget(Container):
 
     def export(self, *_):
         def run():
-            layer, found = self._layers()
+            layer, found = self._layers(writing=True)
             folder = self.export_folder.value
             if not str(folder) or str(folder) == ".":
                 raise ValueError("choose an export folder")
             proposals = found["proposals"]
             probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
             uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
-            stem = cases_model.CaseModel.id_for(found["mask"].metadata.get(results.KEY, {}).get("source") or common.case_source(layer))
+            stem = cases_model.CaseModel.id_for(common.case_source(layer))
             args = (folder, stem, self._current_mask(found), probability, uncertainty, self._record(layer, found))
             existing = [Path(folder) / f"{stem}{suffix}" for suffix in EXPORT_SUFFIXES if (Path(folder) / f"{stem}{suffix}").exists()]
             overwrite = False
