@@ -165,3 +165,23 @@ def test_a_torch_device_is_checked_as_its_name_is():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device(torch.device("cuda"))
+
+
+def test_a_large_photo_is_subsampled_from_the_middle_of_each_block_so_it_does_not_move():
+    """A smooth blob centred in an 8192 x 6144 frame stays at the centre of what the network sees (strided
+    sampling from each block's first pixel moved it 15.5 px down and right)."""
+    import torch
+
+    from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
+
+    height, width, size = 6144, 8192, 96
+    yy, xx = np.ogrid[:height, :width]
+    blob = np.exp(-(((yy + 0.5 - height / 2) / (height / 8)) ** 2 + ((xx + 0.5 - width / 2) / (width / 8)) ** 2))
+    image = (blob * 255).round().astype(np.uint8)
+    assert subsample_stride(image.shape, size) == 32
+    seen = resize_to_working(torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None], size)[0, 0].numpy()
+    seen = seen - seen.min()
+    rows, cols = np.mgrid[:size, :size]
+    centre = ((seen * rows).sum() / seen.sum(), (seen * cols).sum() / seen.sum())
+    shift = ((centre[0] - (size - 1) / 2) * height / size, (centre[1] - (size - 1) / 2) * width / size)
+    assert abs(shift[0]) < 1.0 and abs(shift[1]) < 1.0, shift

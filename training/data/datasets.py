@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
-from model.inputs.preprocess import resize_to_working, subsample_stride, to_float_rgb
+from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
@@ -322,7 +322,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     """
     rgb = resize_to_working(torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None], size)
     stride = subsample_stride(mask.shape, size)
-    coverage = resize_to_working(torch.from_numpy(mask[::stride, ::stride].astype(np.float32))[None, None], size)
+    coverage = resize_to_working(torch.from_numpy(subsample(mask, stride).astype(np.float32))[None, None], size)
     image_u8 = (rgb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     mask_u8 = (coverage[0, 0].clamp(0, 1) * 255).round().byte().numpy()
     return image_u8, mask_u8
