@@ -24,6 +24,7 @@ from .devices import resolve_device
 from .inputs.kept import KeptPixels
 from .nets.network import DualPathUNet
 from .inputs.prompts import Prompts, encode_prompts
+from .inputs.margins import find_margins
 from .inputs.preprocess import BLANK_CONTRAST, flip_views, image_and_contrast, to_float_rgb, unflip_samples
 from .proposal import Proposal, empty_proposal, soft_masks_to_proposal
 from .diffusion.sampler import direct_soft_masks, iter_sample_soft_masks, run_to_completion, trajectories_per_call
@@ -245,8 +246,13 @@ class Segmenter:
             shape = image.shape if isinstance(image, np.ndarray) else ()
             raise out_of_memory(err, f"{n_samples} samples of a {' x '.join(map(str, shape[1::-1]))} image on {self.device}") from None
 
-    def _propose_iter(self, image, n_samples, steps, seed, eta, start, prompts=None, kept=None) -> Generator[tuple[int, int], None, Proposal]:
+    def _propose_iter(self, image, n_samples, steps, seed, eta, start, prompts=None, kept=None, whole=False) -> Generator[tuple[int, int], None, Proposal]:
         x, (height, width), blank = self._prepare(image)
+        margins = None if whole or blank is not None else find_margins(np.asarray(image))
+        if margins is not None:  # bars or a page round the photo: the lesion is sought inside, the margins are background
+            inside = margins.crop(image)
+            proposal = yield from self._propose_iter(inside, n_samples, steps, seed, eta, start, margins.crop_prompts(prompts), margins.crop_kept(kept), True)
+            return margins.pad(proposal, kept)
         guidance = self._guidance(prompts, kept, height, width)
         if blank is not None:
             proposal = empty_proposal(n_samples, height, width, self.config.decision_threshold, blank, kept)
