@@ -300,3 +300,23 @@ def test_evaluate_and_calibrate_check_their_output_before_scoring(tmp_path, tiny
         captured = capsys.readouterr()
         assert reason in captured.err and "calibrating" not in captured.err
     assert existing.read_text() == "{}"
+
+
+def test_sample_stacks_are_written_compressed_and_read_back_exactly():
+    """16 full-size 0/1 masks were written raw (805 MB for one 50 Mpx photo); now deflated, and any reader opens them."""
+    import io
+
+    import tifffile
+    from PIL import Image as PILImage
+
+    from training.files.segment_case import encode_case
+
+    rows, cols = np.mgrid[:600, :800]
+    samples = np.stack([(rows - 300) ** 2 + (cols - 400) ** 2 < (150 + k) ** 2 for k in range(16)])
+    zeros = np.zeros((600, 800), np.float32)
+    files = encode_case("c", samples[0], zeros, zeros, samples).files
+    assert len(files["c_samples.tif"]) < samples.size / 20
+    assert np.array_equal(tifffile.imread(io.BytesIO(files["c_samples.tif"])), samples.astype(np.uint8))
+    with PILImage.open(io.BytesIO(files["c_samples.tif"])) as first:
+        assert np.array_equal(np.asarray(first), samples[0].astype(np.uint8))
+    assert len(files["c_probability.tif"]) < zeros.nbytes / 20
