@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.data.imageio import write_png, write_tiff
+from model.files.checkpoint import atomic_write_bytes
+from training.data.imageio import encode_png, encode_tiff
+from training.files.file_names import SHORT_TEMPORARY_PREFIX, name_limit
+from training.files.outputs import one_line
 
 
 def labels_to_png_array(data: np.ndarray) -> np.ndarray:
@@ -41,10 +45,16 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer to ``path`` (.png or .tif/.tiff) atomically; returns [path].
 
     ValueError (one line naming ``path``) for an empty layer, labels that are
-    not whole numbers, a folder that does not exist or another extension.
+    not whole numbers, a folder that does not exist, another extension, a
+    name over the file system's limit, or a write that fails (a read-only
+    folder, a full disk). The temporary is ``.mlffm-<random>.tmp`` beside
+    ``path``, so any name the file system takes can be written.
     """
     try:
-        return _write_labels(path, data)
+        try:
+            return _write_labels(path, data)
+        except OSError as err:
+            raise ValueError(f"{one_line(path)}: cannot be written ({err.strerror or type(err).__name__})") from None
     except ValueError as err:
         # napari answers a writer's error with a generic "not a valid writer": say why, too
         from napari.utils.notifications import show_error
@@ -60,13 +70,17 @@ def _write_labels(path: str, data: Any) -> list[str]:
         raise ValueError(f"{path}: unsupported extension (use .png or .tif)")
     if not target.parent.is_dir():
         raise ValueError(f"{path}: its folder {target.parent} does not exist")
+    size, limit = len(os.fsencode(target.name)), name_limit(target.parent)
+    if size > limit:
+        raise ValueError(f"{one_line(path)}: its file name is {size} bytes, over the file system's limit of {limit}")
     array = _label_array(data, path)
     if suffix == ".png":
-        write_png(target, labels_to_png_array(array))
-    elif suffix in (".tif", ".tiff"):
+        encoded = encode_png(labels_to_png_array(array))
+    else:
         if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() >= 0:
             top = int(array.max())
             if top < 2**32:  # labels above that stay 64-bit (a cast to uint32 wrapped them)
                 array = array.astype(np.uint16 if top < 65536 else np.uint32)
-        write_tiff(target, array)
+        encoded = encode_tiff(array)
+    atomic_write_bytes(target, encoded, prefix=SHORT_TEMPORARY_PREFIX)
     return [str(target)]

@@ -37,6 +37,32 @@ def test_the_writer_takes_whole_floats_and_names_a_missing_folder(tmp_path):
         write_labels(str(missing), mask, {})
 
 
+def test_the_writer_takes_a_name_up_to_the_limit_and_refuses_failures_in_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from training.files.file_names import name_limit
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    longest = tmp_path / ("x" * (name_limit(tmp_path) - 4) + ".png")  # its temporary's name once was 14 bytes longer
+    assert write_labels(str(longest), mask, {}) == [str(longest)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [longest.name]  # no temporary left
+    over = tmp_path / ("x" * (name_limit(tmp_path) - 3) + ".png")
+    with pytest.raises(ValueError, match="over the file system's limit") as caught:
+        write_labels(str(over), mask, {})
+    assert str(caught.value).startswith(str(over)) and "\n" not in str(caught.value)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    target = tmp_path / "m.png"
+    with pytest.raises(ValueError, match=r"m\.png: cannot be written \(Read-only file system\)$") as caught:
+        write_labels(str(target), mask, {})
+    assert str(caught.value).startswith(str(target)) and not target.exists()
+
+
 def test_a_model_folder_that_cannot_be_made_is_one_line_and_nothing_starts(make_napari_viewer, plugin_env, tmp_path):  # noqa: F811
     viewer = make_napari_viewer()
     widget = _dock(viewer, "Fine-tune")

@@ -38,7 +38,7 @@ from .checkpoint_check import (
     FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_JSON_DEPTH, CheckpointError, check_finite, json_depth, provenance_problem, _checked_meta, _open_checkpoint, _read_header,
 )
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "save_checkpoint"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "save_checkpoint", "write_temporary"]
 
 
 def _current_umask() -> int:
@@ -51,20 +51,39 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
-
-    A failure at any point (a full disk, a kill) leaves whatever was at
-    ``path`` before untouched, and removes the temporary file where it can.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_temporary(folder: str | os.PathLike, data: bytes, prefix: str) -> Path:
+    """Write ``data`` to a new hidden file ``<prefix><8 random characters>.tmp`` in ``folder``, flushed to disk
+    and with :data:`FILE_MODE`; returns its path. On any failure the file is removed (where it can be) and the error
+    propagates. The caller renames it into place or removes it."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    The temporary is ``.<name>.<random>.tmp`` beside ``path`` (what
+    :func:`remove_stale_temporaries` sweeps), or ``<prefix><random>.tmp``
+    when ``prefix`` is given: a short one lets a name near the file
+    system's limit be written. A failure at any point (a full disk, a kill)
+    leaves whatever was at ``path`` before untouched, and removes the
+    temporary file where it can.
+    """
+    path = Path(path)
+    tmp = write_temporary(path.parent, data, prefix if prefix is not None else f".{path.name}.")
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:

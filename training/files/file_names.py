@@ -64,3 +64,8 @@ def check_name_lengths(path: Path, names: list[str], what: str, option: str = "-
         f"{one_line(longest.replace(path.name, '<name>', 1))}), over the file system's limit of {limit}: "
         f"give {option} a name of at most {room} bytes"
     )
+
+
+SHORT_TEMPORARY_PREFIX = ".mlffm-"
+"""The prefix of a temporary named apart from its target, ``.mlffm-<8 characters>.tmp`` (19 bytes), for writes
+whose target's name may be up to the file system's limit (a writer's file name chosen by the user, an export's set)."""
