@@ -1,4 +1,13 @@
-"""napari writer for Labels layers: PNG (0/255 for a binary mask, else label values) or TIFF."""
+"""napari writer for Labels layers: PNG or TIFF.
+
+A PNG of a *mask* is 0/255 (lesion = any non-zero label), so it reads as a
+mask everywhere (:func:`training.data.imageio.read_mask`, an image viewer):
+a mask is the plugin's mask layer (``<image> mask``, whatever labels were
+painted into it), or any layer that holds a single non-zero label (1, or a 2
+painted by mistake). A layer of two or more non-zero labels is a label map:
+its PNG keeps the label values (uint8, or uint16 above 255). A TIFF always
+keeps the values.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +23,27 @@ from training.files.file_names import SHORT_TEMPORARY_PREFIX, name_limit
 from training.files.outputs import one_line
 
 
-def labels_to_png_array(data: np.ndarray) -> np.ndarray:
-    """A 2-D labels array as PNG pixels: 0/255 uint8 when binary, the labels (uint8 or uint16) otherwise."""
+def labels_to_png_array(data: np.ndarray, mask: bool = False) -> np.ndarray:
+    """A 2-D labels array as PNG pixels: 0/255 uint8 for a mask (``mask``, or a single non-zero label),
+    the labels (uint8 or uint16) for a map of two or more labels."""
     data = np.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"PNG holds a single 2-D mask; this layer is {data.ndim}-D {data.shape} (save it as .tif)")
     top = int(data.max()) if data.size else 0
-    if int(data.min()) < 0 or top > 65535:
-        raise ValueError(f"label values {int(data.min())}..{top} do not fit a PNG (use .tif)")
-    if top <= 1:
-        return data.astype(np.uint8) * 255
+    low = int(data.min()) if data.size else 0
+    if mask or len(np.unique(data[data != 0])[:2]) <= 1:
+        return (data != 0).astype(np.uint8) * 255  # a mask: lesion = any non-zero label
+    if low < 0 or top > 65535:
+        raise ValueError(f"label values {low}..{top} do not fit a PNG (use .tif)")
     return data.astype(np.uint8 if top < 256 else np.uint16)
+
+
+def is_plugin_mask(meta: dict) -> bool:
+    """Whether napari's ``meta`` of a layer is the plugin's mask layer (``<image> mask`` with the plugin's state)."""
+    from .results import KEY
+
+    metadata = meta.get("metadata") if isinstance(meta, dict) else None
+    return isinstance(metadata, dict) and isinstance(metadata.get(KEY), dict) and str(meta.get("name", "")).endswith(" mask")
 
 
 def _label_array(data: Any, path: str) -> np.ndarray:
@@ -44,7 +63,8 @@ def _label_array(data: Any, path: str) -> np.ndarray:
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer to ``path`` (.png or .tif/.tiff) atomically; returns [path].
 
-    ValueError (one line naming ``path``) for an empty layer, labels that are
+    PNG: 0/255 for a mask, label values for a map of several labels (see the
+    module's docstring). ValueError (one line naming ``path``) for an empty layer, labels that are
     not whole numbers, a folder that does not exist, another extension, a
     name over the file system's limit, or a write that fails (a read-only
     folder, a full disk). The temporary is ``.mlffm-<random>.tmp`` beside
@@ -52,7 +72,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """
     try:
         try:
-            return _write_labels(path, data)
+            return _write_labels(path, data, is_plugin_mask(meta))
         except OSError as err:
             raise ValueError(f"{one_line(path)}: cannot be written ({err.strerror or type(err).__name__})") from None
     except ValueError as err:
@@ -63,7 +83,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
         raise
 
 
-def _write_labels(path: str, data: Any) -> list[str]:
+def _write_labels(path: str, data: Any, mask: bool) -> list[str]:
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".png", ".tif", ".tiff"):
@@ -75,7 +95,7 @@ def _write_labels(path: str, data: Any) -> list[str]:
         raise ValueError(f"{one_line(path)}: its file name is {size} bytes, over the file system's limit of {limit}")
     array = _label_array(data, path)
     if suffix == ".png":
-        encoded = encode_png(labels_to_png_array(array))
+        encoded = encode_png(labels_to_png_array(array, mask))
     else:
         if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() >= 0:
             top = int(array.max())

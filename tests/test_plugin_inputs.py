@@ -63,6 +63,25 @@ def test_the_writer_takes_a_name_up_to_the_limit_and_refuses_failures_in_one_lin
     assert str(caught.value).startswith(str(target)) and not target.exists()
 
 
+def test_a_mask_saved_as_png_is_0_255_whatever_label_painted_it_and_a_label_map_keeps_its_values(tmp_path):
+    def saved(name, data, meta):
+        write_labels(str(tmp_path / name), data, meta)
+        return np.asarray(Image.open(tmp_path / name))
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 2  # painted with label 2 by mistake: a 0/2 PNG looks black
+    assert sorted(np.unique(saved("two.png", mask, {}))) == [0, 255]
+    painted = mask.copy()
+    painted[6, 6] = 1  # the plugin's mask layer, partly painted with another label: still one mask
+    plugin_meta = {"name": "ISIC_0000018 mask", "metadata": {"mlffm": {"start": "consensus"}}}
+    assert np.array_equal(saved("plugin.png", painted, plugin_meta), (painted > 0) * 255)
+    assert sorted(np.unique(saved("map.png", painted, {"name": "regions"}))) == [0, 1, 2]  # a label map of two labels keeps them
+    write_labels(str(tmp_path / "two.tif"), mask, {})
+    import tifffile
+
+    assert sorted(np.unique(tifffile.imread(tmp_path / "two.tif"))) == [0, 2]  # a TIFF keeps the values
+
+
 def test_a_model_folder_that_cannot_be_made_is_one_line_and_nothing_starts(make_napari_viewer, plugin_env, tmp_path):  # noqa: F811
     viewer = make_napari_viewer()
     widget = _dock(viewer, "Fine-tune")
