@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.datasets import safe_id
 from ..data.imageio import check_writable, write_json, write_png, write_tiff
+from .outputs import one_line
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
 
@@ -31,15 +32,25 @@ def export_case(
     (float32), optionally ``<stem>_samples.tif`` (N x H x W uint8), and the
     ``<stem>.json`` sidecar. Refuses before writing anything if any exists,
     unless ``overwrite``: then the case's earlier export is replaced whole
-    (a map this export has not is removed, so the files match the sidecar)."""
+    (a map this export has not is removed, so the files match the sidecar).
+
+    ``folder`` may be made, but only its last level: FileNotFoundError (one
+    line) when its parent does not exist, so an export to a drive unplugged
+    since it was chosen is refused, never written to a path made anew on
+    another disk."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise FileNotFoundError(
+            f"{one_line(folder)}: cannot export there: its parent folder {one_line(folder.parent)} does not exist "
+            "(a drive unplugged or a folder moved?); choose the folder again"
+        )
     targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
     optional = {"_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples}
     wanted = [p for s, p in targets.items() if optional.get(s, True) is not None]
     check_writable(wanted, overwrite)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)  # the last level only: its parent exists
     write_png(targets["_segmentation.png"], mask.astype(np.uint8) * 255)
     if probability is not None:
         write_tiff(targets["_probability.tif"], probability.astype(np.float32))

@@ -1,0 +1,27 @@
+"""Exporting one reviewed case (training/files/export.py): where it may go, what a fault leaves, who may write it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.files.export import export_case
+
+
+def _case(fill: bool = True):
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = fill
+    return mask, np.full((8, 8), 0.25, np.float32), np.full((8, 8), 0.5, np.float32)
+
+
+def test_an_export_folder_whose_parent_is_gone_is_refused_and_only_the_last_level_is_made(tmp_path):
+    mask, probability, uncertainty = _case()
+    gone = tmp_path / "usb_stick" / "clinic_exports"  # the stick was unplugged: its mount point's folder is gone
+    with pytest.raises(FileNotFoundError, match="parent folder .*usb_stick does not exist") as caught:
+        export_case(gone, "c", mask, probability, uncertainty, {})
+    assert str(caught.value).startswith(str(gone)) and "\n" not in str(caught.value)
+    assert not (tmp_path / "usb_stick").exists()
+    made = tmp_path / "new_exports"  # one level to make: made
+    assert [p.name for p in export_case(made, "c", mask, probability, uncertainty, {})][-1] == "c.json"
