@@ -18,6 +18,14 @@ from .outputs import one_line
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
 
 
+class ExportError(OSError):
+    """An export that could not be written (a full disk, a read-only drive): one line naming the file or folder."""
+
+
+def _failed(path: Path, err: OSError) -> ExportError:
+    return ExportError(f"{one_line(path)}: cannot be written ({err.strerror or type(err).__name__}); the export is not complete")
+
+
 def export_case(
     folder: str | Path,
     stem: str,
@@ -37,7 +45,9 @@ def export_case(
     ``folder`` may be made, but only its last level: FileNotFoundError (one
     line) when its parent does not exist, so an export to a drive unplugged
     since it was chosen is refused, never written to a path made anew on
-    another disk."""
+    another disk. NotADirectoryError (one line) when ``folder`` is a file;
+    :class:`ExportError` (an OSError, one line naming the file) when a
+    write fails."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
@@ -49,17 +59,24 @@ def export_case(
     targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
     optional = {"_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples}
     wanted = [p for s, p in targets.items() if optional.get(s, True) is not None]
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{one_line(folder)}: not a folder (a file of that name is there); choose a folder to export to")
     check_writable(wanted, overwrite)
-    folder.mkdir(exist_ok=True)  # the last level only: its parent exists
-    write_png(targets["_segmentation.png"], mask.astype(np.uint8) * 255)
-    if probability is not None:
-        write_tiff(targets["_probability.tif"], probability.astype(np.float32))
-    if uncertainty is not None:
-        write_tiff(targets["_uncertainty.tif"], uncertainty.astype(np.float32))
-    if samples is not None:
-        write_tiff(targets["_samples.tif"], samples.astype(np.uint8))
-    if overwrite:  # an earlier export's map that this one has not: the export replaced is replaced whole
-        for stale in set(targets.values()) - set(wanted):
-            stale.unlink(missing_ok=True)
-    write_json(targets[".json"], {**record, "outputs": [p.name for p in wanted]})
+    path = folder
+    try:
+        folder.mkdir(exist_ok=True)  # the last level only: its parent exists
+        path = targets["_segmentation.png"]
+        write_png(path, mask.astype(np.uint8) * 255)
+        for suffix, array, dtype in (("_probability.tif", probability, np.float32), ("_uncertainty.tif", uncertainty, np.float32), ("_samples.tif", samples, np.uint8)):
+            if array is not None:
+                path = targets[suffix]
+                write_tiff(path, array.astype(dtype))
+        if overwrite:  # an earlier export's map that this one has not: the export replaced is replaced whole
+            for stale in set(targets.values()) - set(wanted):
+                path = stale
+                stale.unlink(missing_ok=True)
+        path = targets[".json"]
+        write_json(path, {**record, "outputs": [p.name for p in wanted]})
+    except OSError as err:
+        raise _failed(path, err) from None
     return wanted
