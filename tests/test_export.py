@@ -47,3 +47,57 @@ def test_an_export_folder_that_is_a_file_and_a_full_disk_are_one_line_naming_the
         export_case(folder, "c", mask, probability, uncertainty, {})
     message = str(caught.value)
     assert message.startswith(str(folder / "c_")) and "No space left on device" in message and "Errno" not in message and "\n" not in message
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+def _fail_at(monkeypatch, module, name, at):
+    """``module.name`` raises a full disk's OSError on its ``at``-th call (1 = the first); returns the call counter."""
+    import errno
+
+    original, calls = getattr(module, name), []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+    return calls
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_a_first_export_that_fails_midway_leaves_no_file(tmp_path, monkeypatch, at):
+    import os
+
+    mask, probability, uncertainty = _case()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _fail_at(monkeypatch, os, "fsync", at)  # the disk fills while the at-th file is flushed
+    with pytest.raises(OSError, match="No space left on device"):
+        export_case(folder, "c", mask, probability, uncertainty, {"annotator": "b"})
+    assert _files(folder) == {}  # no orphan PNG, no temporary
+
+
+@pytest.mark.parametrize("fault", ["fsync 2", "fsync 3", "replace 1", "replace 3", "replace 6", "replace 8"])
+def test_a_replacing_export_that_fails_anywhere_leaves_the_earlier_set_whole(tmp_path, monkeypatch, fault):
+    import os
+
+    mask, probability, uncertainty = _case()
+    folder = tmp_path / "out"
+    export_case(folder, "c", mask, probability, uncertainty, {"annotator": "a"}, samples=np.ones((2, 8, 8), bool))
+    before = _files(folder)
+    name, at = fault.split()
+    calls = _fail_at(monkeypatch, os, name, int(at))
+    new_mask, new_probability, new_uncertainty = _case(fill=False)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        export_case(folder, "c", new_mask, new_probability * 3, None, {"annotator": "b"}, overwrite=True)  # no maps, no samples
+    assert len(calls) >= int(at) and "\n" not in str(caught.value)
+    assert _files(folder) == before  # the old PNG, maps, samples and sidecar, byte for byte; no temporary left
+    monkeypatch.undo()
+    written = export_case(folder, "c", new_mask, new_probability * 3, None, {"annotator": "b"}, overwrite=True)
+    assert sorted(_files(folder)) == sorted(p.name for p in written) == ["c.json", "c_probability.tif", "c_segmentation.png"]
+    assert json.loads((folder / "c.json").read_text())["annotator"] == "b"

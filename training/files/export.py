@@ -2,17 +2,34 @@
 
 Not a dataset layout (that is :mod:`training.corrections.store`): the files a
 user keeps or hands on, named as ``mlffm segment`` names its outputs.
+
+A case's export is a set (mask, maps, sidecar) that is written whole or not
+at all: every file is encoded in memory, then written to a hidden temporary
+``.mlffm-<random>.tmp`` in the folder and flushed; only when all of them are
+on disk are they renamed into place, the sidecar last. A failure before that
+(a full disk, a read-only drive) removes the temporaries and leaves the
+folder as it was: an earlier export of the case untouched, no orphan file.
+While the new files are renamed in, the earlier export's files are moved
+aside (the old sidecar first, so it never describes a half-replaced set),
+and a failure there moves them back; they are removed once the new sidecar
+is in place. Only a kill within those few renames can leave the case
+without a sidecar (its earlier files then lie in hidden ``.mlffm-*.tmp``).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model.files.checkpoint import write_temporary
+
 from ..data.datasets import safe_id
-from ..data.imageio import check_writable, write_json, write_png, write_tiff
+from ..data.imageio import check_writable, encode_json, encode_png, encode_tiff
+from .file_names import SHORT_TEMPORARY_PREFIX
 from .outputs import one_line
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
@@ -38,16 +55,17 @@ def export_case(
 ) -> list[Path]:
     """Write ``<stem>_segmentation.png`` (0/255), probability and uncertainty TIFFs
     (float32), optionally ``<stem>_samples.tif`` (N x H x W uint8), and the
-    ``<stem>.json`` sidecar. Refuses before writing anything if any exists,
-    unless ``overwrite``: then the case's earlier export is replaced whole
-    (a map this export has not is removed, so the files match the sidecar).
+    ``<stem>.json`` sidecar, all or none (see the module's docstring).
+    Refuses before writing anything if any exists, unless ``overwrite``:
+    then the case's earlier export is replaced whole (a map this export has
+    not is removed, so the files match the sidecar).
 
     ``folder`` may be made, but only its last level: FileNotFoundError (one
     line) when its parent does not exist, so an export to a drive unplugged
     since it was chosen is refused, never written to a path made anew on
     another disk. NotADirectoryError (one line) when ``folder`` is a file;
     :class:`ExportError` (an OSError, one line naming the file) when a
-    write fails."""
+    write fails, with the folder left as it was."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
@@ -56,27 +74,72 @@ def export_case(
             f"{one_line(folder)}: cannot export there: its parent folder {one_line(folder.parent)} does not exist "
             "(a drive unplugged or a folder moved?); choose the folder again"
         )
-    targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
-    optional = {"_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples}
-    wanted = [p for s, p in targets.items() if optional.get(s, True) is not None]
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{one_line(folder)}: not a folder (a file of that name is there); choose a folder to export to")
+    targets = {suffix: folder / f"{stem}{suffix}" for suffix in (*EXPORT_SUFFIXES, "_samples.tif")}
+    encoded = {targets["_segmentation.png"]: encode_png(mask.astype(np.uint8) * 255)}  # all encoded before anything is written
+    for suffix, array, dtype in (("_probability.tif", probability, np.float32), ("_uncertainty.tif", uncertainty, np.float32), ("_samples.tif", samples, np.uint8)):
+        if array is not None:
+            encoded[targets[suffix]] = encode_tiff(array.astype(dtype))
+    wanted = [*encoded, targets[".json"]]
+    encoded[targets[".json"]] = encode_json({**record, "outputs": [p.name for p in wanted]})  # the sidecar last
     check_writable(wanted, overwrite)
+    stale = [p for p in targets.values() if p not in encoded and os.path.lexists(p)] if overwrite else []
+    temporaries: dict[Path, Path] = {}
     path = folder
     try:
         folder.mkdir(exist_ok=True)  # the last level only: its parent exists
-        path = targets["_segmentation.png"]
-        write_png(path, mask.astype(np.uint8) * 255)
-        for suffix, array, dtype in (("_probability.tif", probability, np.float32), ("_uncertainty.tif", uncertainty, np.float32), ("_samples.tif", samples, np.uint8)):
-            if array is not None:
-                path = targets[suffix]
-                write_tiff(path, array.astype(dtype))
-        if overwrite:  # an earlier export's map that this one has not: the export replaced is replaced whole
-            for stale in set(targets.values()) - set(wanted):
-                path = stale
-                stale.unlink(missing_ok=True)
-        path = targets[".json"]
-        write_json(path, {**record, "outputs": [p.name for p in wanted]})
+        for path, data in encoded.items():
+            temporaries[path] = write_temporary(folder, data, SHORT_TEMPORARY_PREFIX)
+        path = folder
+        _commit(folder, temporaries, stale)
     except OSError as err:
         raise _failed(path, err) from None
+    finally:
+        for temporary in temporaries.values():  # none left once committed; all of them after a failure
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
     return wanted
+
+
+def _commit(folder: Path, temporaries: dict[Path, Path], stale: list[Path]) -> None:
+    """Rename each written temporary onto its target (the sidecar, the last key, last), moving the files there,
+    and ``stale`` ones, aside first; any failure moves every file back. The moved-aside files are removed at the end."""
+    sidecar = list(temporaries)[-1]
+    moved: list[tuple[Path, Path]] = []  # (target, where its earlier file lies meanwhile)
+    placed: list[Path] = []
+
+    def move_aside(target: Path) -> None:
+        if os.path.lexists(target):
+            aside = folder / f"{SHORT_TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
+            os.replace(target, aside)
+            moved.append((target, aside))
+
+    try:
+        move_aside(sidecar)  # first: from here on no sidecar describes a half-replaced set
+        for target in stale:
+            move_aside(target)
+        for target, temporary in temporaries.items():
+            if target != sidecar:
+                move_aside(target)
+            os.replace(temporary, target)
+            placed.append(target)
+    except BaseException:
+        for target in reversed(placed):
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+        for target, aside in reversed(moved):
+            try:
+                os.replace(aside, target)
+            except OSError:
+                pass
+        raise
+    for _, aside in moved:
+        try:
+            os.unlink(aside)
+        except OSError:
+            pass
