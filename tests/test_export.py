@@ -46,7 +46,7 @@ def test_an_export_folder_that_is_a_file_and_a_full_disk_are_one_line_naming_the
     with pytest.raises(OSError) as caught:
         export_case(folder, "c", mask, probability, uncertainty, {})
     message = str(caught.value)
-    assert message.startswith(str(folder / "c_")) and "No space left on device" in message and "Errno" not in message and "\n" not in message
+    assert message.startswith(str(folder)) and "No space left on device" in message and "Errno" not in message and "\n" not in message
 
 
 def _files(folder):
@@ -101,3 +101,39 @@ def test_a_replacing_export_that_fails_anywhere_leaves_the_earlier_set_whole(tmp
     written = export_case(folder, "c", new_mask, new_probability * 3, None, {"annotator": "b"}, overwrite=True)
     assert sorted(_files(folder)) == sorted(p.name for p in written) == ["c.json", "c_probability.tif", "c_segmentation.png"]
     assert json.loads((folder / "c.json").read_text())["annotator"] == "b"
+
+
+def test_two_exports_of_one_case_at_once_never_mix_the_second_is_refused_in_one_line(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    first, second = _case(), _case(fill=False)
+    original, paused, outcome = os.fsync, threading.Event(), {}
+
+    def slow_share(fd):  # the first export's first file takes as long as the second export needs
+        if threading.current_thread().name == "A" and not paused.is_set():
+            paused.set()
+            outcome["B"] = other_export()
+        return original(fd)
+
+    def other_export():
+        try:
+            export_case(folder, "case1", *second, {"annotator": "B"})
+            return "exported"
+        except OSError as err:
+            return str(err)
+
+    monkeypatch.setattr(os, "fsync", slow_share)
+    a = threading.Thread(target=lambda: export_case(folder, "case1", *first, {"annotator": "A"}), name="A")
+    a.start()
+    a.join(30)
+    assert outcome["B"] != "exported" and "an export of case1" in outcome["B"] and "\n" not in outcome["B"]
+    assert json.loads((folder / "case1.json").read_text())["annotator"] == "A"
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(folder / "case1_segmentation.png")) > 0, first[0])  # A's whole set
+    assert sorted(p.name for p in folder.iterdir()) == ["case1.json", "case1_probability.tif", "case1_segmentation.png", "case1_uncertainty.tif"]
+    with pytest.raises(FileExistsError, match="already exists"):  # afterwards: refused as any existing export is
+        export_case(folder, "case1", *second, {"annotator": "B"})

@@ -14,6 +14,13 @@ aside (the old sidecar first, so it never describes a half-replaced set),
 and a failure there moves them back; they are removed once the new sidecar
 is in place. Only a kill within those few renames can leave the case
 without a sidecar (its earlier files then lie in hidden ``.mlffm-*.tmp``).
+
+Two writers of one case (two annotators exporting into one shared folder)
+never meet: an export holds the case's lock ``.<stem>.export.lock``,
+created with ``O_EXCL`` (:class:`training.files.outputs.ExclusiveLock`),
+from before it looks at the folder until its sidecar is in place; a second
+export of the case meanwhile is refused in one line. A lock left by a
+killed process on this machine is taken over.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from model.files.checkpoint import write_temporary
 from ..data.datasets import safe_id
 from ..data.imageio import check_writable, encode_json, encode_png, encode_tiff
 from .file_names import SHORT_TEMPORARY_PREFIX
-from .outputs import one_line
+from .outputs import ExclusiveLock, LockedError, lock_path_for, one_line
 
 EXPORT_SUFFIXES = ("_segmentation.png", "_probability.tif", "_uncertainty.tif", ".json")
 
@@ -65,7 +72,9 @@ def export_case(
     since it was chosen is refused, never written to a path made anew on
     another disk. NotADirectoryError (one line) when ``folder`` is a file;
     :class:`ExportError` (an OSError, one line naming the file) when a
-    write fails, with the folder left as it was."""
+    write fails, with the folder left as it was;
+    :class:`training.files.outputs.LockedError` (an OSError, one line) while
+    another process exports the same case into the folder."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
@@ -84,11 +93,29 @@ def export_case(
     wanted = [*encoded, targets[".json"]]
     encoded[targets[".json"]] = encode_json({**record, "outputs": [p.name for p in wanted]})  # the sidecar last
     check_writable(wanted, overwrite)
+    lock = ExclusiveLock(lock_path_for(folder / f"{stem}.export"), f"an export of {stem}")
+    try:
+        folder.mkdir(exist_ok=True)  # the last level only: its parent exists
+        lock.acquire()
+    except LockedError:
+        raise
+    except OSError as err:
+        raise _failed(folder, err) from None
+    try:
+        _write_set(folder, encoded, wanted, targets, overwrite)
+    finally:
+        lock.release()
+    return wanted
+
+
+def _write_set(folder: Path, encoded: dict[Path, bytes], wanted: list[Path], targets: dict[str, Path], overwrite: bool) -> None:
+    """Under the case's lock: refuse an existing target (without ``overwrite``: another export may have made it since it
+    was looked at), write every file to a temporary, then :func:`_commit` them; ExportError naming the file on a failure."""
+    check_writable(wanted, overwrite)
     stale = [p for p in targets.values() if p not in encoded and os.path.lexists(p)] if overwrite else []
     temporaries: dict[Path, Path] = {}
     path = folder
     try:
-        folder.mkdir(exist_ok=True)  # the last level only: its parent exists
         for path, data in encoded.items():
             temporaries[path] = write_temporary(folder, data, SHORT_TEMPORARY_PREFIX)
         path = folder
@@ -101,7 +128,6 @@ def export_case(
                 os.unlink(temporary)
             except OSError:
                 pass
-    return wanted
 
 
 def _commit(folder: Path, temporaries: dict[Path, Path], stale: list[Path]) -> None:

@@ -166,10 +166,14 @@ class ExclusiveLock:
                     raise LockedError(self._busy_message(holder)) from None
                 time.sleep(0.02)
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(record)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(record)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except BaseException:  # a full disk: no lock without its record is left to block the next run
+                self.path.unlink(missing_ok=True)
+                raise
             self._held = True
             return
 
