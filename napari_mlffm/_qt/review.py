@@ -11,7 +11,7 @@ from training.corrections.outline_level import mask_at_level, step_level
 from training.corrections.postprocess import case_readout, clean_mask, combine
 from training.corrections.store import CorrectionsStore
 from training.data.masks import AmbiguousMaskError, check_not_outline
-from training.files.export import EXPORT_SUFFIXES, export_case
+from training.files.export import existing_files, export_case
 
 from .. import cases_model, results
 from ..settings import SETTINGS
@@ -24,6 +24,18 @@ READOUT_DELAY_MS = 120  # paint strokes and erasures within this interval refres
 def file_list(paths) -> str:
     """A dialog's list of files, one per line, by name (the folder is said once, above)."""
     return "\n".join(f"  {Path(p).name}" for p in paths)
+
+
+def replace_question(stem: str, folder, replaced: list, removed: list) -> str:
+    """The question before an export replaces files: every file it replaces and every one it removes, by name."""
+    count = len(replaced) + len(removed)
+    lines = [f"{count} file{'s' if count != 1 else ''} of {stem} {'are' if count != 1 else 'is'} already in {folder}. "
+             f"Replace {'them' if count != 1 else 'it'}?"]
+    if replaced:
+        lines += ["Replaced:", file_list(replaced)]
+    if removed:
+        lines += ["Removed (this export has no such map, and its sidecar would not describe it):", file_list(removed)]
+    return "\n".join(lines)
 
 
 class ReviewWidget(Container):
@@ -360,11 +372,10 @@ class ReviewWidget(Container):
             uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
             stem = cases_model.CaseModel.id_for(common.case_source(layer))
             args = (folder, stem, self._current_mask(found), probability, uncertainty, self._record(layer, found))
-            existing = [Path(folder) / f"{stem}{suffix}" for suffix in EXPORT_SUFFIXES if (Path(folder) / f"{stem}{suffix}").exists()]
+            replaced, removed = existing_files(folder, stem, probability is not None, uncertainty is not None)
             overwrite = False
-            if existing:
-                question = f"{len(existing)} files of {stem} are already in {folder}. Replace them?\n{file_list(existing)}"
-                if not self.confirm("Replace exported files", question):
+            if replaced or removed:
+                if not self.confirm("Replace exported files", replace_question(stem, folder, replaced, removed)):
                     self.status.value = "export cancelled: the files already there were kept"
                     return None
                 overwrite = True

@@ -50,6 +50,19 @@ def _failed(path: Path, err: OSError) -> ExportError:
     return ExportError(f"{one_line(path)}: cannot be written ({err.strerror or type(err).__name__}); the export is not complete")
 
 
+def existing_files(
+    folder: str | Path, stem: str, probability: bool, uncertainty: bool, samples: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """The files already in ``folder`` that :func:`export_case` with ``overwrite`` would touch, for the case's
+    files it writes (``probability``, ``uncertainty``, ``samples``: whether it has those maps) and in the order
+    it writes them: ``(replaced, removed)``. Removed: a map there (an earlier export's, ``mlffm segment``'s
+    ``<stem>_samples.tif``) that this export has not, which the new sidecar would not describe."""
+    folder = Path(folder)
+    has = {"_segmentation.png": True, "_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples, ".json": True}
+    there = {suffix: folder / f"{stem}{suffix}" for suffix in has if os.path.lexists(folder / f"{stem}{suffix}")}
+    return [p for s, p in there.items() if has[s]], [p for s, p in there.items() if not has[s]]
+
+
 def export_case(
     folder: str | Path,
     stem: str,
