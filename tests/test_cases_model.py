@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_mlffm.cases_model import STATES, CaseModel
 from training.corrections.store import CorrectionsStore
@@ -100,3 +101,19 @@ def test_sorting_keeps_cases_and_puts_unproposed_last(folder, tmp_path, tiny_seg
     assert model.case(cases[0].source).proposal is not None
     with pytest.raises(ValueError, match="not a folder"):
         model.open_folder(folder / "notes.txt")
+
+
+def test_a_folder_lists_no_export_or_segment_output_beside_its_image_as_a_case(tmp_path):
+    from napari_mlffm.cases_model import list_folder
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    for name in ("ISIC_1.jpg", "ISIC_2.jpg", "mole.jpg", "mole_lesion.jpg", "lone_segmentation.png", "x_probability.tif"):
+        Image.fromarray(image).save(tmp_path / name)
+    for stem in ("ISIC_1", "ISIC_2"):  # Export (and mlffm segment) into the open folder
+        for suffix in ("_segmentation.png", "_probability.tif", "_uncertainty.tif", "_samples.tif", "_mask.png"):
+            Image.fromarray(image[..., 0]).save(tmp_path / f"{stem}{suffix}")
+    listing, skipped = list_folder(tmp_path)
+    # a JPEG named like a mask may be a second photo; a mask's name with no image of its id beside it is listed
+    assert [case_id for case_id, _ in listing] == ["ISIC_1", "ISIC_2", "lone_segmentation", "mole", "mole_lesion", "x_probability"]
+    assert len(skipped) == 10 and all(": skipped, named as the mask or a map of ISIC_" in line for line in skipped)
+    assert "ISIC_1_probability.tif: skipped, named as the mask or a map of ISIC_1.jpg beside it" in skipped[1]

@@ -11,6 +11,7 @@ another image's mask name is never taken.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection
 from pathlib import Path
 
 MASK_NAMES = ("", "_segmentation", "_lesion", "_mask")
@@ -21,6 +22,25 @@ MASK_SUFFIXES = LOSSLESS_MASK_SUFFIXES + JPEG_MASK_SUFFIXES
 """A mask's file types: every name in a lossless type first, then JPEG (some datasets ship masks as JPEG; its
 smeared edge is cut at half the range: 200 ISIC masks saved at quality 50 read with Dice >= 0.99999 against their
 PNGs). So ``<id>_segmentation.png`` wins over a ``<id>.jpg`` that may be a copy of the photo."""
+
+
+DERIVED_MAP_NAMES = ("_probability", "_uncertainty", "_samples")
+"""What follows an image's id in the names of the TIFF maps an export or ``mlffm segment`` writes beside its mask."""
+
+
+def derived_from(case_id: str, suffix: str, image_ids: Collection[str | None]) -> str | None:
+    """The id in ``image_ids`` of the image whose mask or map a file of id ``case_id`` and type ``suffix`` is named
+    as, else None: ``<id><name>`` for the names of :data:`MASK_NAMES` in a lossless mask type (``x_segmentation.png``
+    is image ``x``'s mask, as :func:`find_mask` takes it), or ``<id>_probability.tif`` (and the other
+    :data:`DERIVED_MAP_NAMES`). A JPEG is never taken: ``x_lesion.jpg`` beside ``x.jpg`` may be a second photo."""
+    suffix = suffix.lower()
+    names = [name for name in MASK_NAMES if name] if suffix in LOSSLESS_MASK_SUFFIXES else []
+    names += list(DERIVED_MAP_NAMES) if suffix in (".tif", ".tiff") else []
+    for name in names:
+        owner = case_id[: len(case_id) - len(name)]
+        if case_id.endswith(name) and owner and owner != case_id and owner in image_ids:
+            return owner
+    return None
 
 
 def mask_files(masks_dir: Path) -> dict[str, list[Path]]:
