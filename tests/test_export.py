@@ -137,3 +137,17 @@ def test_two_exports_of_one_case_at_once_never_mix_the_second_is_refused_in_one_
     assert sorted(p.name for p in folder.iterdir()) == ["case1.json", "case1_probability.tif", "case1_segmentation.png", "case1_uncertainty.tif"]
     with pytest.raises(FileExistsError, match="already exists"):  # afterwards: refused as any existing export is
         export_case(folder, "case1", *second, {"annotator": "B"})
+
+
+def test_a_folder_under_an_export_files_name_is_refused_before_the_question_and_never_replaced(tmp_path):
+    from training.files.export import existing_files
+
+    mask, probability, uncertainty = _case()
+    (tmp_path / "c_uncertainty.tif").mkdir()
+    (tmp_path / "c_uncertainty.tif" / "notes.txt").write_text("kept")
+    with pytest.raises(IsADirectoryError, match=r"c_uncertainty\.tif: is a folder"):
+        existing_files(tmp_path, "c", True, True)  # the Review dock asks nothing
+    with pytest.raises(IsADirectoryError, match=r"c_uncertainty\.tif: is a folder"):
+        export_case(tmp_path, "c", mask, probability, uncertainty, {}, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c_uncertainty.tif"]
+    assert (tmp_path / "c_uncertainty.tif" / "notes.txt").read_text() == "kept"

@@ -60,7 +60,15 @@ def existing_files(
     folder = Path(folder)
     has = {"_segmentation.png": True, "_probability.tif": probability, "_uncertainty.tif": uncertainty, "_samples.tif": samples, ".json": True}
     there = {suffix: folder / f"{stem}{suffix}" for suffix in has if os.path.lexists(folder / f"{stem}{suffix}")}
+    _refuse_folders(there.values())
     return [p for s, p in there.items() if has[s]], [p for s, p in there.items() if not has[s]]
+
+
+def _refuse_folders(paths) -> None:
+    """IsADirectoryError (one line) for a folder where an export's file goes: an export replaces files, never a folder."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(f"{one_line(path)}: is a folder, where the export writes a file; move it or choose another export folder")
 
 
 def export_case(
@@ -87,7 +95,8 @@ def export_case(
     :class:`ExportError` (an OSError, one line naming the file) when a
     write fails, with the folder left as it was;
     :class:`training.files.outputs.LockedError` (an OSError, one line) while
-    another process exports the same case into the folder."""
+    another process exports the same case into the folder; IsADirectoryError
+    (one line) where a folder holds the name of one of the case's files."""
     folder = Path(folder)
     if not safe_id(stem):
         raise ValueError(f"unsafe output name {stem!r}")
@@ -125,6 +134,7 @@ def _write_set(folder: Path, encoded: dict[Path, bytes], wanted: list[Path], tar
     """Under the case's lock: refuse an existing target (without ``overwrite``: another export may have made it since it
     was looked at), write every file to a temporary, then :func:`_commit` them; ExportError naming the file on a failure."""
     check_writable(wanted, overwrite)
+    _refuse_folders(targets.values())
     stale = [p for p in targets.values() if p not in encoded and os.path.lexists(p)] if overwrite else []
     temporaries: dict[Path, Path] = {}
     path = folder
