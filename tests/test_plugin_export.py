@@ -41,3 +41,16 @@ def test_export_names_every_file_it_replaces_or_removes_before_it_asks(make_napa
             path.unlink()
     review.export()
     assert asked[-1].startswith("1 file of g is already in") and "Replace it?" in asked[-1] and "Removed" not in asked[-1]
+
+
+def test_an_export_folder_gone_since_it_was_chosen_is_not_made_anew(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    review, asked = _reviewed(make_napari_viewer, qtbot)
+    stick = plugin_env["tmp"] / "media" / "STICK"  # its mount point stays when the drive is unplugged
+    (stick / "clinic_exports").mkdir(parents=True)
+    review.export_folder.value = str(stick / "clinic_exports")
+    (stick / "clinic_exports").rmdir()  # unplugged
+    assert review.export() is None
+    assert review.status.value.startswith(f"{stick / 'clinic_exports'}: the export folder is gone since it was chosen")
+    assert list(stick.iterdir()) == []
+    review.export_folder.value = str(stick / "new_exports")  # a folder named anew is made
+    assert review.export() is not None and (stick / "new_exports" / "g.json").is_file()

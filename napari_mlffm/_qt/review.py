@@ -12,6 +12,7 @@ from training.corrections.postprocess import case_readout, clean_mask, combine
 from training.corrections.store import CorrectionsStore
 from training.data.masks import AmbiguousMaskError, check_not_outline
 from training.files.export import existing_files, export_case
+from training.files.outputs import one_line
 
 from .. import cases_model, results
 from ..settings import SETTINGS
@@ -91,6 +92,8 @@ class ReviewWidget(Container):
         self.clean.changed.connect(self.apply_clean)
         self.accept_button.changed.connect(self.accept)
         self.export_button.changed.connect(self.export)
+        self._chosen_folder: tuple[str, bool] | None = None  # the export folder as chosen, and whether it existed then
+        self.export_folder.changed.connect(lambda value: setattr(self, "_chosen_folder", (str(value), Path(value).is_dir())))
         self.pixel_size.changed.connect(self.update_readout)
         self.annotator.changed.connect(lambda v: SETTINGS.update(annotator=v))
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
@@ -367,6 +370,8 @@ class ReviewWidget(Container):
             folder = self.export_folder.value
             if not str(folder) or str(folder) == ".":
                 raise ValueError("choose an export folder")
+            if self._chosen_folder == (str(folder), True) and not Path(folder).exists():  # its drive unplugged: never made anew
+                raise ValueError(f"{one_line(folder)}: the export folder is gone since it was chosen (a drive unplugged?); choose it again")
             proposals = found["proposals"]
             probability = proposals.metadata.get(results.KEY, {}).get("probability") if proposals is not None else None
             uncertainty = np.asarray(found["uncertainty"].data) if found["uncertainty"] is not None else None
