@@ -86,3 +86,37 @@ def test_mask_encodings(tmp_path, values, expected):
 @pytest.mark.parametrize("case_id, ok", [("ISIC_0000001", True), ("a b é", True), ("../../x", False), ("..", False), (".hidden", False), ("a\\b", False), ("", False), ("a\nb", False), ("a\tb", False), ("a\x1b[31mb", False), ("a\x9b31mb", False), ("a\u2028b", False), ("a\xa0b", True)])
 def test_safe_ids(case_id, ok):
     assert safe_id(case_id) is ok
+
+
+def test_a_mask_drawn_on_an_unturned_photo_is_warned_of_and_an_upright_one_is_not(tmp_path):
+    """A square photo stored turned with an orientation tag (6) keeps its size upright, so a mask drawn on its
+    stored pixels passed every size check and scored against the wrong orientation, silently."""
+    import warnings
+
+    from training.data.image_header import ImageReadWarning
+
+    ids = sorted(p.stem for p in (SMALL_DATA / "images").glob("*.jpg"))
+    warned = {}
+    for kind in ("as_stored", "upright"):
+        root = tmp_path / kind
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        for case_id in ids:
+            photo = np.asarray(Image.open(SMALL_DATA / "images" / f"{case_id}.jpg").convert("RGB"))
+            side = min(photo.shape[:2])
+            photo = np.ascontiguousarray(photo[:side, :side])
+            lesion = read_mask(next((SMALL_DATA / "masks").glob(f"{case_id}*")))[:side, :side]
+            exif = Image.Exif()
+            exif[0x0112] = 6  # shown turned a quarter clockwise: stored a quarter anticlockwise
+            Image.fromarray(np.rot90(photo, 1)).save(root / "images" / f"{case_id}.png", exif=exif)
+            mask = np.rot90(lesion, 1) if kind == "as_stored" else lesion
+            Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"{case_id}.png")
+        count = 0
+        for case in list_cases(root).cases:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                load_case(case)
+            count += sum(isinstance(w.message, ImageReadWarning) and "as stored" in str(w.message) for w in caught)
+        warned[kind] = count
+    assert warned["upright"] == 0
+    assert warned["as_stored"] >= len(ids) // 2, warned

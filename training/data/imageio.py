@@ -208,6 +208,19 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: {err}") from None
 
 
+def orientation_tag(path: str | os.PathLike) -> int:
+    """The EXIF or TIFF orientation (1..8) a file's pixels are turned by when read; 1 when it has none (or cannot
+    be opened: the readers say why)."""
+    try:
+        img, orientation = open_as_stored(Path(path))
+        with img:
+            if orientation == 1:
+                orientation = int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 (only a hint: a file that cannot be read is named by read_image / read_mask)
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
     buffer = io.BytesIO()
