@@ -188,9 +188,16 @@ def encode_case(stem: str, mask: np.ndarray, probability: np.ndarray, uncertaint
             f"{stem}_segmentation.png": encode_png(mask.astype(np.uint8) * 255),
             f"{stem}_probability.tif": encode_tiff(probability.astype(np.float32)),
             f"{stem}_uncertainty.tif": encode_tiff(uncertainty.astype(np.float32)),
-            f"{stem}_samples.tif": encode_tiff(samples.astype(np.uint8)),
+            f"{stem}_samples.tif": encode_tiff(_as_uint8(samples)),
         },
     )
+
+
+def _as_uint8(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks as 0/1 uint8 without a copy where they can be viewed so (one byte each either way)."""
+    if masks.dtype == np.bool_ and masks.flags.c_contiguous:
+        return masks.view(np.uint8)
+    return masks.astype(np.uint8)
 
 
 def matches_existing(out_dir: Path, case: EncodedCase) -> bool:
