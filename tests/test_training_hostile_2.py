@@ -251,3 +251,15 @@ def test_provenance_numbers_that_are_not_finite_are_written_as_null_and_old_file
     assert np.isnan(Segmenter.load(old, "cpu").provenance["best_val_dice"])
     save_checkpoint(tmp_path / "s.mlffm", {}, {"provenance": {"x": [float("-inf")]}})
     assert read_checkpoint_meta(tmp_path / "s.mlffm")["provenance"] == {"x": [None]}
+
+
+def test_a_resume_without_epochs_keeps_the_runs_own_plan(tmp_path, capsys):
+    """`--resume` without --epochs went on with the default 30 epochs, and the cosine schedule with them."""
+    out = tmp_path / "m.mlffm"
+    args = ["train", str(SMALL_DATA), "-o", str(out), *TINY, "--device", "cpu", "--progress", "json"]
+    assert main([*args, "--epochs", "3", "--time-budget", "0.00001"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", str(resume_path_for(out))]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {e["epochs"] for e in events if e.get("event") == "epoch_start"} == {3}
+    assert read_checkpoint_meta(out)["provenance"]["planned_epochs"] == 3

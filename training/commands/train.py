@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from model import Segmenter
+from model.files.checkpoint import read_checkpoint_meta
 from model.inputs.limits import MAX_WORKING_SIZE
 
 from ..scoring.adapt import calibrated_dice
@@ -63,7 +64,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_flat_field_argument(parser, "default off for a new network; a warm start keeps its checkpoint's")
     add_prompt_arguments(parser)
     add_deep_supervision_argument(parser)
-    parser.add_argument("--epochs", type=epochs_arg, default=30, help="passes over the training cases (default: %(default)s)")
+    parser.add_argument("--epochs", type=epochs_arg, help="passes over the training cases (default: 30, or a resumed run's own plan)")
     parser.add_argument("--batch-size", type=batch_size_arg, default=16, help="images per step; under torchrun the global batch (default: %(default)s)")
     parser.add_argument("--lr", type=lr_arg, default=1e-3, help="learning rate (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (a missing GPU is an error; default: %(default)s)")
@@ -88,7 +89,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the fine-tuned checkpoint")
     parser.add_argument("--checkpoint", type=Path, help="base checkpoint (default: the shipped weights)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=epochs_arg, default=10, help="passes over the corrected cases (default: %(default)s)")
+    budget.add_argument("--epochs", type=epochs_arg, help="passes over the corrected cases (default: 10, or a resumed run's own plan)")
     budget.add_argument("--time-budget", type=minutes_arg, metavar="MINUTES", help="train for this many minutes instead of a number of epochs")
     parser.add_argument("--lr", type=lr_arg, default=1e-4, help="learning rate (default 1e-4, 10x below training)")
     parser.add_argument("--batch-size", type=batch_size_arg, default=8, help="images per step (default: %(default)s)")
@@ -118,6 +119,26 @@ def _augment_config(args: argparse.Namespace) -> AugmentConfig:
 def _cache(listing: DatasetListing, size: int, label: str, show_bar: bool = True) -> CachedDataset:
     bar = lambda items: tqdm(items, desc=f"loading {label}", unit="image", dynamic_ncols=True, disable=not show_bar)  # noqa: E731
     return cache_dataset(listing.cases, size, on_problem=lambda m: print(f"warning: {m}", file=sys.stderr), progress=bar)
+
+
+TRAIN_EPOCHS = 30
+FINETUNE_EPOCHS = 10
+
+
+def _resolve_epochs(args: argparse.Namespace, default: int) -> None:
+    """``--epochs`` as given; left out, a resumed run's own plan (its ``planned_epochs``: a resume that changed the
+    plan would change the schedule's length under it), else ``default``. A run planned by time (finetune
+    --time-budget records 10,000) gives ``default``."""
+    if getattr(args, "epochs", None) is not None:
+        return
+    planned = None
+    if getattr(args, "resume", None) is not None:
+        try:
+            planned = (read_checkpoint_meta(args.resume).get("provenance") or {}).get("planned_epochs")
+        except (ValueError, OSError):
+            planned = None  # the run's loading names what is wrong with the file
+    usable = isinstance(planned, int) and not isinstance(planned, bool) and 1 <= planned < 10_000
+    args.epochs = planned if usable else default
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -153,6 +174,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
+    _resolve_epochs(args, TRAIN_EPOCHS)
     _check_output(args)
     args.device = rank_device(args.device, ctx)
     reporter = make_reporter(args.progress) if ctx.is_main else SilentReporter()
@@ -254,6 +276,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
+    _resolve_epochs(args, FINETUNE_EPOCHS)
     _check_output(args)
     args.device = rank_device(args.device, ctx)
     reporter = make_reporter(args.progress) if ctx.is_main else SilentReporter()
