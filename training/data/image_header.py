@@ -13,6 +13,7 @@ with one line naming the file.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,11 @@ def read_image_header(path: Path) -> ImageHeader | None:
                 bands = len(img.getbands())
                 bits = 16 if img.mode.startswith("I;16") else 32 if img.mode in ("I", "F") else 8
     except Image.DecompressionBombError as err:
-        raise ImageTooLargeError(f"{path}: image too large to read ({err}); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx") from None
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)) / 1e6:.0f} Mpx" if found else "too large for Pillow to open"
+        raise ImageTooLargeError(
+            f"{path}: image is {size}, above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (refused before decoding)"
+        ) from None
     except Exception:  # noqa: BLE001 - any parse failure: the decoder reports it
         return None
     return ImageHeader(int(width), int(height), int(width) * int(height) * bands * bits // 8)
