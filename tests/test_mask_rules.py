@@ -107,3 +107,22 @@ def test_masks_resampled_or_saved_as_jpeg_in_one_colour_are_still_masks(tmp_path
             assert (mask & lesion).sum() / (mask | lesion).sum() > 0.9, (colour, name)
     Image.fromarray(soft[..., 0]).save(tmp_path / "g.png")  # the white one, resampled, in grey
     assert (read_mask(tmp_path / "g.png") == lesion).mean() > 0.98
+
+
+def test_two_level_masks_with_a_grey_lesion_or_a_dark_background_saved_as_jpeg_still_read(tmp_path):
+    """The photograph rule's first form refused these (their lesion or background reads as mid-grey); a mask of
+    any two levels keeps its pixels near them, which a photograph does not."""
+    yy, xx = np.mgrid[:200, :300]
+    lesion = (yy - 100) ** 2 / 80**2 + (xx - 150) ** 2 / 120**2 <= 1  # 42 % of the image
+    cases = [
+        (np.where(lesion, 200, 0).astype(np.uint8), 75),
+        (np.where(lesion, 128, 0).astype(np.uint8), 75),
+        (np.where(lesion, 255, 40).astype(np.uint8), 90),
+        (np.where(lesion[..., None], np.array([255, 0, 0]), np.array([40, 40, 40])).astype(np.uint8), 90),
+        (np.where(lesion[..., None], np.array([255, 0, 0]), np.array([0, 0, 80])).astype(np.uint8), 90),
+    ]
+    for index, (array, quality) in enumerate(cases):
+        path = tmp_path / f"m{index}.jpg"
+        Image.fromarray(array).save(path, quality=quality)
+        mask = read_mask(path)
+        assert (mask & lesion).sum() / (mask | lesion).sum() > 0.9, index  # read, not refused (a lesion at 128 is cut at 128)
