@@ -368,6 +368,10 @@ class Segmenter:
         x, (height, width), blank = self._prepare(image)
         if blank is not None:
             return dataclasses.replace(empty_proposal(1, height, width, self.config.decision_threshold, blank), seconds=time.perf_counter() - start)
+        margins = find_margins(np.asarray(image))
+        if margins is not None:  # framed as propose frames it
+            inner = self.predict_direct(np.ascontiguousarray(margins.crop(image)), seed)
+            return dataclasses.replace(margins.pad(inner), seconds=time.perf_counter() - start)
         views = self.config.flip_views
         try:
             with torch.inference_mode():

@@ -245,8 +245,6 @@ def _put_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: d
     else:  # the edited mask stays with the provenance of the proposal it was made from; an outline level goes
         state = {k: v for k, v in mask.metadata.get(KEY, {}).items() if k != "level"}
         state["later_proposal"] = {k: info[k] for k in LATER_PROPOSAL_KEYS if k in info}
-        if "image_sha256" in info:  # proposed again on the pixels it is now drawn over: the reviewer's to accept
-            state["image_sha256"] = info["image_sha256"]
         mask.metadata[KEY] = {**{k: v for k, v in info.items() if k not in state}, **state}
     for kind, layer in case_layers(viewer, image_layer.name).items():  # layers kept from before follow the image too
         if layer is not None:
@@ -275,8 +273,8 @@ def check_same_pixels(mask_layer, image_name: str, image: np.ndarray) -> None:
     made_for = state.get("image_sha256") if isinstance(state, dict) else None
     if isinstance(made_for, str) and made_for != image_sha256(image):
         raise ValueError(
-            f"the pixels of '{image_name}' changed since its mask was proposed: the mask belongs to the old ones; "
-            "propose (or refine) again"
+            f"the pixels of '{image_name}' changed since its mask was made: the mask belongs to the old ones; "
+            "make it again from a proposal for these pixels (Propose, then Make mask), or refine"
         )
 
 

@@ -106,3 +106,31 @@ def test_sixteen_bit_and_float_pages_use_their_own_range(photo):
 
 def test_fixture_licence_is_beside_the_images():
     assert (FIXTURES / "isic_small" / "LICENSE.md").exists() or any(FIXTURES.rglob("LICENSE*"))
+
+
+def test_direct_prediction_and_training_frame_the_photo_as_propose_does(tiny_segmenter, photo):
+    from training.data.datasets import resize_pair
+
+    h, w = photo.shape[:2]
+    page = _in_page(photo, h + 200, w + 100, 100, 50, 255)
+    alone = tiny_segmenter.predict_direct(photo, seed=3)
+    framed = tiny_segmenter.predict_direct(page, seed=3)
+    assert np.array_equal(framed.probability[100:100 + h, 50:50 + w], alone.probability) and not framed.probability[:100].any()
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[50:150, 60:200] = True
+    page_mask = np.zeros(page.shape[:2], bool)
+    page_mask[100:100 + h, 50:50 + w] = mask
+    for seen, own in zip(resize_pair(page, page_mask, 32), resize_pair(photo, mask, 32)):
+        assert np.array_equal(seen, own)  # training and validation see the photo as the segmenter does
+
+
+def test_dark_twelve_bit_photos_and_thin_strips_keep_their_frame(sample_images):
+    """A tolerance in the dtype's levels took a 12-bit photo's skin rows (or a dark photo's) for margins and cut the
+    lesion out; a crop to a strip thinner than the image limits would have refused a valid image."""
+    for path in sample_images:
+        photo = read_image(path)
+        assert find_margins((photo.astype(np.uint16) * 16)) is None  # 12-bit values in a uint16
+        assert find_margins((photo * 0.25).astype(np.uint8)) is None
+    strip = np.full((1000, 3000, 3), 255, np.uint8)
+    strip[440:560] = np.random.default_rng(0).integers(0, 200, (120, 3000, 3), dtype=np.uint8)
+    assert find_margins(strip) is None  # 3000 x 120 would be 25:1

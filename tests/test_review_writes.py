@@ -64,8 +64,11 @@ def test_new_pixels_under_the_image_layer_refuse_accept_and_export_until_propose
     assert review.accept() is None and "pixels" in review.status.value
     review.export_folder.value = str(plugin_env["tmp"] / "out")
     assert review.export() is None and not (plugin_env["tmp"] / "out").exists()
-    _propose(qtbot, propose, layer)  # proposed again on the new pixels: the edited mask, kept, is the reviewer's to accept
-    assert "kept" in propose.status.value and review.accept() is not None
+    _propose(qtbot, propose, layer)  # proposed again: the edited mask is kept, and still belongs to the old pixels
+    assert "kept" in propose.status.value and review.accept() is None and "pixels" in review.status.value
+    review.start.value = "consensus"
+    review.apply_start()  # the mask made again from the new proposal
+    assert review.accept() is not None
 
 
 def test_a_renamed_mask_layer_is_named_not_replaced_by_the_unedited_proposal(make_napari_viewer, qtbot, plugin_env):  # noqa: F811

@@ -6,7 +6,8 @@ square working size, so a margin shrinks and distorts the lesion and is
 itself outlined as a "lesion" (a photo inside a white page: Dice 0.34, the
 mask tracing the photo's rectangle). :func:`find_margins` finds the rows and
 columns at each edge that hold one colour (every channel within
-:data:`FLAT_LEVELS` of 255 levels along the whole line), the segmenter runs
+:data:`FLAT_LEVELS` / 255 of the image's own spread of values along the
+whole line, and the band's lines of one colour), the segmenter runs
 on what is inside, and the masks are put back at the image's size with the
 margins as background.
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..proposal import Proposal
 from .kept import KeptPixels
+from .limits import check_image_shape
 from .prompts import Prompts
 
 FLAT_LEVELS = 8
@@ -40,7 +42,8 @@ MIN_CONTENT = 0.1
 
 @dataclass(frozen=True)
 class Margins:
-    """Rows ``top`` .. ``bottom`` - 1 and columns ``left`` .. ``right`` - 1 of an (H, W) image are its content."""
+    """Rows ``top`` .. ``bottom`` - 1 and columns ``left`` .. ``right`` - 1 of an (H, W) image are its content;
+    ``note`` says what was left out, for the proposal's notes."""
 
     height: int
     width: int
@@ -48,11 +51,7 @@ class Margins:
     bottom: int
     left: int
     right: int
-
-    def describe(self) -> str:
-        sides = [(self.top, "top"), (self.height - self.bottom, "bottom"), (self.left, "left"), (self.width - self.right, "right")]
-        said = ", ".join(f"{n} px {name}" for n, name in sides if n)
-        return f"uniform margins left out as background ({said}): the lesion is sought in the {self.right - self.left} x {self.bottom - self.top} px inside"
+    note: str = ""
 
     def crop(self, array: np.ndarray) -> np.ndarray:
         """The content of an (H, W, ...) array."""
@@ -88,31 +87,32 @@ class Margins:
         probability[rows, cols] = proposal.probability
         uncertainty[rows, cols] = proposal.uncertainty
         padded = dataclasses.replace(proposal, samples=samples, probability=probability, uncertainty=uncertainty,
-                                     notes=proposal.notes + (self.describe(),))
+                                     notes=proposal.notes + ((self.note,) if self.note else ()))
         return padded.with_kept(kept)
 
 
 def find_margins(image: np.ndarray) -> Margins | None:
     """The uniform margins of a validated (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, None when there are
-    none worth leaving out. Values are compared in units of the dtype's range (uint8: 255; uint16 holding values
-    above 255: 65535; float: 1), alpha ignored."""
+    none worth leaving out. A line is flat when every channel varies along it by at most FLAT_LEVELS / 255 of the
+    image's own spread of values (its 0.5th to 99.5th percentile: a dark or 12-bit photo's rows of skin are not
+    flat by the dtype's range), and a margin is a band of such lines of one colour (each line's mean within
+    that of its outermost line); alpha ignored. None too when the inside would break the image limits."""
     height, width = image.shape[:2]
     pixels = image if image.ndim == 3 else image[..., None]
     pixels = pixels[..., :3]
     if pixels.dtype == np.bool_:
         pixels = pixels.astype(np.uint8)
-    if np.issubdtype(pixels.dtype, np.floating):
-        tolerance = FLAT_LEVELS / 255
-    else:
-        tolerance = FLAT_LEVELS * (257 if int(pixels.max()) > 255 else 1)
-
-    def flat(line: np.ndarray) -> bool:
-        return bool((line.max(axis=0).astype(np.float64) - line.min(axis=0)).max() <= tolerance)
+    step = max(1, int(np.sqrt(height * width / 250_000)))
+    low, high = np.percentile(pixels[::step, ::step], [0.5, 99.5])
+    tolerance = FLAT_LEVELS / 255 * float(high - low)
 
     def band(lines) -> int:
-        count = 0
+        count, colour = 0, None
         for line in lines:
-            if not flat(line):
+            spread = (line.max(axis=0).astype(np.float64) - line.min(axis=0)).max()
+            mean = line.mean(axis=0, dtype=np.float64)
+            colour = mean if colour is None else colour
+            if spread > tolerance or np.abs(mean - colour).max() > tolerance:
                 break
             count += 1
         return count
@@ -121,6 +121,8 @@ def find_margins(image: np.ndarray) -> Margins | None:
     if top == height:
         return None  # one colour throughout: the blank rule's case
     bottom = height - band(pixels[r] for r in range(height - 1, top - 1, -1))
+    if bottom - top < 16:
+        return None  # flat bands meeting in the middle (stripes): no photo between them
     left = band(pixels[top:bottom, c] for c in range(width))
     right = width - band(pixels[top:bottom, c] for c in range(width - 1, left - 1, -1))
 
@@ -133,4 +135,14 @@ def find_margins(image: np.ndarray) -> Margins | None:
         return None
     if min(bottom - top, right - left) < 16 or bottom - top < MIN_CONTENT * height or right - left < MIN_CONTENT * width:
         return None
-    return Margins(height, width, top, bottom, left, right)
+    inside = pixels[top:bottom, left:right]
+    if float(inside.max()) - float(inside.min()) <= tolerance:
+        return None  # the margins hold all there is to see (a faint lesion on flat skin): keep the whole frame
+    try:
+        check_image_shape(bottom - top, right - left)  # a strip too thin for the model: keep the whole frame
+    except ValueError:
+        return None
+    sides = [(top, "top"), (height - bottom, "bottom"), (left, "left"), (width - right, "right")]
+    said = ", ".join(f"{n} px {name}" for n, name in sides if n)
+    note = f"uniform margins left out as background ({said}): the lesion is sought in the {right - left} x {bottom - top} px inside"
+    return Margins(height, width, top, bottom, left, right, note)

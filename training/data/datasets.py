@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
+from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
 from .image_header import ImageReadWarning
@@ -346,10 +347,13 @@ TURNED_MASK_LEVELS = 10.0
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to the working size exactly as inference does.
+    """Resize to the working size exactly as inference does (uniform margins left out first, as the segmenter does).
 
     Returns ((size, size, 3) uint8 image, (size, size) uint8 mask coverage 0..255).
     """
+    margins = find_margins(np.asarray(image))  # as the segmenter frames it: training and validation see what inference sees
+    if margins is not None:
+        image, mask = margins.crop(image), margins.crop(mask)
     rgb = resize_to_working(torch.from_numpy(to_float_rgb(image, max_side=size)).permute(2, 0, 1)[None], size)
     stride = subsample_stride(mask.shape, size)
     coverage = resize_to_working(torch.from_numpy(subsample(mask, stride).astype(np.float32))[None, None], size)
