@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import unicodedata
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,8 @@ from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile
 from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
-from .image_header import ImageReadWarning
-from .imageio import IMAGE_SUFFIXES, ImageReadError, orientation_tag, read_image, read_mask
-from .tiff_reading import orient
+from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
 from ..files.outputs import display
 
@@ -316,34 +314,8 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
         raise ImageReadError(
             f"{case.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]}{turned}"
         )
-    _check_mask_turned_with_image(case, image, mask)
+    warn_if_mask_drawn_unturned(case.image_path, case.mask_path, image, mask)
     return image, mask
-
-
-def _check_mask_turned_with_image(case: Case, image: np.ndarray, mask: np.ndarray) -> None:
-    """Warn (ImageReadWarning) when the image is turned upright by an orientation tag its mask lacks and the mask
-    fits the photo better turned the same way: it was drawn on the pixels as stored (a square photo, or a
-    half turn, keeps its size, so no size check catches it; the Dice against it was 0.62 for 0.90)."""
-    turn = orientation_tag(case.image_path)
-    if turn == 1 or orientation_tag(case.mask_path) != 1 or not mask.any() or mask.all():
-        return
-    turned = orient(mask, turn)
-    if turned.shape != mask.shape:
-        return
-    grey = image.astype(np.float32).mean(axis=2) * (255.0 / (65535.0 if image.dtype == np.uint16 else 255.0))
-
-    def darker_inside(lesion: np.ndarray) -> float:  # a lesion is darker than the skin round it
-        return float(grey[~lesion].mean() - grey[lesion].mean()) if lesion.any() and not lesion.all() else 0.0
-
-    if darker_inside(turned) > darker_inside(mask) + TURNED_MASK_LEVELS:
-        warnings.warn(ImageReadWarning(
-            f"{case.mask_path}: its image is turned upright by its orientation tag ({turn}) and the mask has none, but the "
-            "mask fits the photo as stored: was it drawn on the unturned pixels? It is read as it is (turn it, or give it the tag)"
-        ), stacklevel=2)
-
-
-TURNED_MASK_LEVELS = 10.0
-"""The mask turned with its image must be this many grey levels (of 255) darker inside than as read to be warned of."""
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
