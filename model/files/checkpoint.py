@@ -63,12 +63,17 @@ def write_temporary(folder: str | os.PathLike, data: bytes, prefix: str) -> Path
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove_quietly(tmp)
         raise
     return Path(tmp)
+
+
+def _remove_quietly(path: str | os.PathLike) -> None:
+    """Remove a temporary file where it can be (a failed write's); a file already gone or unremovable stays so."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None = None) -> None:
@@ -86,10 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None 
     try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove_quietly(tmp)
         raise
 
 
