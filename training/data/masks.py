@@ -44,11 +44,11 @@ A mask with any lesion value is therefore never read as empty.
    any two levels keeps them there, JPEG-saved or blurred: 1 of 2,340 ISIC
    mask variants, a 16 px mask blown up to 512, falls below). A mask of more
    than 16 colours is one when its bright pixels do not share one hue (hues
-   in 40ths of each channel over the brightest: the most common holds at most
-   0.23 of an ISIC image's, at least 0.70 of a red or brown mask's saved as
-   JPEG at quality 30 or resampled; the bound is :data:`PHOTO_HUE_SHARE`), or,
-   of one hue, when its brightness is one by the grey rule. All ISIC images
-   saved as RGB masks and about half saved as grey ones are refused (a
+   in 40ths of each channel over the brightest: the most common holds at
+   least 0.70 of a red or brown mask's bright pixels saved as JPEG at quality
+   30 or resampled, and less than :data:`PHOTO_HUE_SHARE` of most photos'), or,
+   of one hue, when its brightness is one by the grey rule. Of 519 ISIC images
+   (every fifth), 511 saved as RGB masks and 271 saved as grey are refused (a
    photograph of even skin and one dark lesion has two levels, like a mask).
 """
 
