@@ -24,6 +24,7 @@ from training.corrections.store import image_sha256
 
 from .cases_model import same_source
 from .layer_focus import Focus, real_layer
+from .refining import check_not_refining
 
 KEY = "mlffm"
 OUTLINE_COLOUR = (0.0, 1.0, 1.0, 1.0)  # cyan: high contrast on skin and on dark, pigmented lesions
@@ -43,6 +44,12 @@ def style_mask(layer: Labels, outline: bool | None = None) -> None:
     layer.colormap = DirectLabelColormap(color_dict={None: (0.0, 0.0, 0.0, 0.0), 1: OUTLINE_COLOUR})
     layer.contour = OUTLINE_PX if outline else 0
     layer.opacity = 1.0 if outline else 0.5
+
+
+def image_data(layer: Image) -> np.ndarray:
+    """An image layer's pixels: its data, or its finest level when multiscale."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.asarray(data)
 
 
 def layer_names(image_name: str) -> dict[str, str]:
@@ -295,36 +302,6 @@ def _tail(path: str, parts: int = 2) -> str:
     return "/".join(str(path).replace("\\", "/").split("/")[-parts:])
 
 
-_REFINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Image layer -> a weak reference to the mask layer a refine of it is running for."""
-
-
-def set_refining(image_layer: Image, mask_layer: Labels, running: bool) -> None:
-    """Mark a refine of ``image_layer`` as running (or ended) for ``mask_layer``.
-
-    While it runs, Propose, Grow / Shrink, Make mask and a second refine of the
-    image (from a dock opened again, say) wait: the refine will replace the mask.
-    The mark is on the image, so deleting the mask layer does not lift it.
-    """
-    image, mask = real_layer(image_layer), real_layer(mask_layer)
-    if running:
-        _REFINING[image] = weakref.ref(mask)
-        return
-    known = _REFINING.get(image)
-    if known is not None and known() in (mask, None):
-        del _REFINING[image]
-
-
-def is_refining(image_layer: Image) -> bool:
-    return real_layer(image_layer) in _REFINING
-
-
-def check_not_refining(image_layer: Image) -> None:
-    """ValueError while a refine of the image runs: it will replace the mask, and a proposal landing meanwhile would be mixed in."""
-    if is_refining(image_layer):
-        raise ValueError(f"a refine of '{image_layer.name}' is running and will replace its mask: propose again when it ends")
-
-
 _PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
 _FOLLOWED: weakref.WeakSet = weakref.WeakSet()
 
@@ -376,8 +353,7 @@ def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
 def show_case_mask(viewer, image_layer: Image, case, accepted: bool = False) -> bool:
     """Put a case's mask under review (``case.mask``, with its start, level, held strokes and clicks) on the
     image; False, with nothing shown, when the case holds none of the image's size."""
-    shape = np.shape(image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data)[:2]
-    if case.mask is None or case.mask.shape != tuple(shape):
+    if case.mask is None or case.mask.shape != image_data(image_layer).shape[:2]:
         return False
     start_mask = case.start_mask if case.start_mask is not None else case.mask
     state = {**(case.info or {}), "source": str(case.source), "start": case.start or "restored", "start_mask": start_mask.copy()}

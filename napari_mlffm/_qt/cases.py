@@ -354,5 +354,5 @@ class CasesWidget(common.RunCancel, Container):
 
 
 def image_shape(layer) -> tuple[int, int]:
-    data = common.image_data(layer)
+    data = results.image_data(layer)
     return tuple(data.shape[:2])

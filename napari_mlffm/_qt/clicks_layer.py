@@ -110,7 +110,7 @@ class ClicksLayer:
         image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         if image is None or not len(layer.data):
             return False
-        height, width = common.image_data(image).shape[:2]
+        height, width = results.image_data(image).shape[:2]
         rows, cols = np.asarray(layer.data, float)[:, -2], np.asarray(layer.data, float)[:, -1]
         outside = ~((rows >= -0.5) & (rows < height + 0.5) & (cols >= -0.5) & (cols < width + 0.5))
         if not outside.any():

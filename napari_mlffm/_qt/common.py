@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -219,11 +218,6 @@ def path_tail(path, max_chars: int = 40) -> str:
             break
         tail = candidate
     return "…/" + (tail or Path(text).name[-(max_chars - 2):])
-
-
-def image_data(layer: Image) -> np.ndarray:
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
 
 
 def insert_native_after(container, anchor, widget) -> None:

@@ -11,7 +11,7 @@ from model.config import SegmenterConfig
 from model.devices import DEVICE_CHOICES
 from training.corrections.store import image_sha256
 
-from .. import cases_model, results
+from .. import cases_model, refining, results
 from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
 from . import common, dock_life
 from .progress import InlineProgress, progress_text
@@ -181,12 +181,12 @@ class ProposeWidget(common.RunCancel, Container):
         try:  # a layer of another kind under a result name is refused now, not after the run
             found = results.case_layers(self.viewer, layer.name)
             results.check_case_layers(found, layer.name, 0, 0, sized=())
-            results.check_not_refining(layer)
+            refining.check_not_refining(layer)
             self.cases.check_source(common.case_source(layer))  # a name that makes no case id, or the open folder's file's id
         except ValueError as err:
             self._on_error(err)
             return None
-        image = common.image_data(layer)
+        image = results.image_data(layer)
         started_with = layer.data
         info = {"source": common.case_source(layer), "image_layer": layer.name}
         bar = self._progress

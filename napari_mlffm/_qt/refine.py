@@ -48,7 +48,7 @@ from model.inputs.kept import KeptPixels
 from model.inputs.prompts import Prompts
 from training.corrections.store import image_sha256
 
-from .. import cases_model, results
+from .. import cases_model, refining, results
 from . import common, dock_life
 from .box_layer import BoxLayer
 from .clicks_layer import ClicksLayer
@@ -118,7 +118,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
-        results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
+        results.check_case_layers(found, layer.name, *results.image_data(layer).shape[:2])
         if not isinstance(found["mask"].metadata.get(results.KEY), dict) or "source" not in found["mask"].metadata[results.KEY]:
             raise ValueError(f"layer '{found['mask'].name}' was not made by Propose masks: run Propose masks on {layer.name} first (it keeps your mask)")
         return layer, found
@@ -175,7 +175,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
     def start(self, image=None):
         try:
             image_layer, found = self._case(image)
-            if results.is_refining(image_layer):  # a dock opened again, while the old one's refine runs
+            if refining.is_refining(image_layer):  # a dock opened again, while the old one's refine runs
                 raise ValueError(f"a refine of {image_layer.name} is running: wait for it to end")
         except ValueError as err:
             self.status.value = common.one_line(err)
@@ -200,7 +200,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         checkpoint = state.get("checkpoint")
         checkpoint = None if checkpoint in (None, "shipped default") else checkpoint
         started_with = image_layer.data  # a result for other pixels is dropped
-        args = (checkpoint, state.get("device", "cpu"), common.image_data(image_layer), prompts, painted)
+        args = (checkpoint, state.get("device", "cpu"), results.image_data(image_layer), prompts, painted)
         sampling = (state.get("samples"), state.get("steps"), int(state.get("seed", 0)))
         flat = state.get("flat_field")  # the proposal's own; absent in records made before it existed
         worker = create_worker(
@@ -208,8 +208,8 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
             self.per_refine.value == PER_REFINE_CHOICES[0], _start_thread=False
         )
         self._pending = [known for known in self._pending if results.real_layer(known) is not results.real_layer(image_layer)]
-        results.set_refining(image_layer, mask_layer, True)  # Propose, Grow / Shrink and another refine wait: this one will replace the mask
-        worker.finished.connect(lambda: results.set_refining(image_layer, mask_layer, False))
+        refining.set_refining(image_layer, mask_layer, True)  # Propose, Grow / Shrink and another refine wait: this one will replace the mask
+        worker.finished.connect(lambda: refining.set_refining(image_layer, mask_layer, False))
         where = " in a box" if box is not None else ""
         self._launch(
             worker, self.refine_button, f"refining with {prompts.clicks} clicks{where}...",
@@ -278,7 +278,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3), threshold=proposal.threshold,
         )
         if "image_sha256" in state:  # the refine ran on the image's pixels as they are now
-            state["image_sha256"] = image_sha256(common.image_data(image_layer))
+            state["image_sha256"] = image_sha256(results.image_data(image_layer))
         cases = cases_model.for_viewer(self.viewer)  # the case keeps the refined proposal, so stepping back shows it
         source = common.case_source(image_layer)
         known = cases.for_source(source)

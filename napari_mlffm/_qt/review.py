@@ -14,7 +14,7 @@ from training.data.masks import AmbiguousMaskError, check_not_outline
 from training.files.export import existing_files, export_case
 from training.files.outputs import one_line
 
-from .. import cases_model, results
+from .. import cases_model, refining, results
 from ..settings import SETTINGS
 from . import common, dock_life
 
@@ -181,10 +181,10 @@ class ReviewWidget(Container):
             found = results.case_layers(self.viewer, layer.name)
         if found["mask"] is None:
             raise ValueError(f"no mask for {layer.name} yet: run Propose masks first")
-        results.check_case_layers(found, layer.name, *common.image_data(layer).shape[:2])
+        results.check_case_layers(found, layer.name, *results.image_data(layer).shape[:2])
         if writing:
             results.check_same_image(found["mask"], layer.name, source)
-            results.check_same_pixels(found["mask"], layer.name, common.image_data(layer))
+            results.check_same_pixels(found["mask"], layer.name, results.image_data(layer))
         return layer, found
 
     def _guard(self, action):
@@ -356,7 +356,7 @@ class ReviewWidget(Container):
                     return None
                 overwrite = True
             record = self._record(layer, found)
-            path = store.accept(case_id, common.image_data(layer), self._current_mask(found), record, overwrite)
+            path = store.accept(case_id, results.image_data(layer), self._current_mask(found), record, overwrite)
             found["mask"].metadata.setdefault(results.KEY, {})["accepted"] = True
             self.cases.mark_accepted(source, self._current_mask(found), record)
             check = store.check()  # damaged cases (a bad record, a missing or mismatched file) are left out and named
@@ -396,5 +396,5 @@ class ReviewWidget(Container):
 
 def _wait_for_refine(image_layer, action: str) -> None:
     """ValueError while a refine of the image runs: it will replace the mask (what is painted meanwhile is kept)."""
-    if results.is_refining(image_layer):
+    if refining.is_refining(image_layer):
         raise ValueError(f"a refine is running for this image and will replace the mask: {action} when it ends (painting is kept)")
