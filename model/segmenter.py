@@ -364,26 +364,29 @@ class Segmenter:
         :func:`model.diffusion.sampler.direct_soft_masks`).
         """
         start = time.perf_counter()
-        seed = check_seed(seed)
+        proposal = self._predict_direct(image, check_seed(seed))
+        return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
+
+    def _predict_direct(self, image: np.ndarray, seed: int, whole: bool = False) -> Proposal:
+        """:meth:`predict_direct` without its timing; ``whole``: the image is already the inside of its margins
+        (they are found once, as in :meth:`_propose_iter`)."""
         x, (height, width), blank = self._prepare(image)
         if blank is not None:
-            return dataclasses.replace(empty_proposal(1, height, width, self.config.decision_threshold, blank), seconds=time.perf_counter() - start)
-        margins = find_margins(np.asarray(image))
+            return empty_proposal(1, height, width, self.config.decision_threshold, blank)
+        margins = None if whole else find_margins(np.asarray(image))
         if margins is not None:  # framed as propose frames it
-            inner = self.predict_direct(np.ascontiguousarray(margins.crop(image)), seed)
-            return dataclasses.replace(margins.pad(inner), seconds=time.perf_counter() - start)
+            return margins.pad(self._predict_direct(margins.crop(image), seed, whole=True))
         views = self.config.flip_views
         try:
             with torch.inference_mode():
                 features = self.network.encode_image(flip_views(x, views) if views > 1 else x)
                 self.encode_calls += 1
                 soft = unflip_samples(direct_soft_masks(self.network, features, self.config.diffusion, self.config.size, seed), views)
-            proposal = self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
+            return self._to_proposal(soft.mean(dim=0, keepdim=True), height, width)
         except (MemoryError, RuntimeError) as err:
             if not is_out_of_memory(err) or isinstance(err, torch.cuda.OutOfMemoryError):
                 raise
             raise out_of_memory(err, f"one pass over a {width} x {height} image on {self.device}") from None
-        return dataclasses.replace(proposal, seconds=time.perf_counter() - start)
 
     def _to_proposal(self, soft: torch.Tensor, height: int, width: int, kept: KeptPixels | None = None) -> Proposal:
         """The (N, 1, S, S) soft masks as a :class:`Proposal` at (H, W), with this config's calibration.
