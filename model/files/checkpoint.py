@@ -38,7 +38,7 @@ from .checkpoint_check import (
     FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_JSON_DEPTH, CheckpointError, check_finite, json_depth, provenance_problem, _checked_meta, _open_checkpoint, _read_header,
 )
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "save_checkpoint", "write_temporary"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CheckpointError", "atomic_write_bytes", "load_checkpoint", "read_checkpoint_meta", "remove_stale_temporaries", "remove_quietly", "save_checkpoint", "write_temporary"]
 
 
 def _current_umask() -> int:
@@ -63,13 +63,13 @@ def write_temporary(folder: str | os.PathLike, data: bytes, prefix: str) -> Path
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     return Path(tmp)
 
 
-def _remove_quietly(path: str | os.PathLike) -> None:
-    """Remove a temporary file where it can be (a failed write's); a file already gone or unremovable stays so."""
+def remove_quietly(path: str | os.PathLike) -> None:
+    """Remove a file where it can be (a failed write's temporary, a marker); one already gone or unremovable stays so."""
     try:
         os.unlink(path)
     except OSError:
@@ -91,7 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None 
     try:
         os.replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from model.files.checkpoint import write_temporary
+from model.files.checkpoint import remove_quietly, write_temporary
 
 from ..data.datasets import safe_id
 from ..data.imageio import check_writable, encode_json, encode_png, encode_tiff
@@ -147,10 +147,7 @@ def _write_set(folder: Path, encoded: dict[Path, bytes], wanted: list[Path], tar
         raise _failed(path, err) from None
     finally:
         for temporary in temporaries.values():  # none left once committed; all of them after a failure
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+            remove_quietly(temporary)
 
 
 def _commit(folder: Path, temporaries: dict[Path, Path], stale: list[Path]) -> None:
@@ -177,10 +174,7 @@ def _commit(folder: Path, temporaries: dict[Path, Path], stale: list[Path]) -> N
             placed.append(target)
     except BaseException:
         for target in reversed(placed):
-            try:
-                os.unlink(target)
-            except OSError:
-                pass
+            remove_quietly(target)
         for target, aside in reversed(moved):
             try:
                 os.replace(aside, target)
@@ -188,7 +182,4 @@ def _commit(folder: Path, temporaries: dict[Path, Path], stale: list[Path]) -> N
                 pass
         raise
     for _, aside in moved:
-        try:
-            os.unlink(aside)
-        except OSError:
-            pass
+        remove_quietly(aside)

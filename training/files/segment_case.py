@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from model.files.checkpoint import remove_quietly
 from model.files.file_access import sha256_of_handle
 
 from ..data import imageio
@@ -304,23 +305,14 @@ def write_case(out_dir: Path, case: EncodedCase, record: dict[str, Any], claimed
         imageio.atomic_write_bytes(sidecar, text)
     except BaseException:
         for path in [*written, marker]:
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            remove_quietly(path)
         raise
-    try:
-        marker.unlink()
-    except OSError:
-        pass  # the sidecar is written: the case is finished, the marker is swept next time
+    remove_quietly(marker)  # the sidecar is written: the case is finished; a marker left is swept next time
     return written
 
 
 def clear_marker(out_dir: Path, stem: str) -> None:
-    try:
-        marker_path(out_dir, stem).unlink()
-    except OSError:
-        pass
+    remove_quietly(marker_path(out_dir, stem))
 
 
 def sweep_temporaries(out_dir: Path, stems: set[str]) -> list[Path]:
