@@ -61,12 +61,17 @@ def base_with_chain(tmp_path) -> Path:
     return path
 
 
-def test_finetune_resume_refuses_other_cases_or_another_held_out_set(tmp_path, base_with_chain, capsys):
+def _first_finetune(tmp_path, base: Path) -> tuple[Path, Path, Path, list[str]]:
+    """A finetune of five cases stopped before its first batch: (data, -o, its resume file, its command)."""
     data = _five_cases(tmp_path / "d")
     out = tmp_path / "ft.mlffm"
-    state = resume_path_for(out)
-    first = ["finetune", str(data), "--checkpoint", str(base_with_chain), "-o", str(out), *QUICK]
+    first = ["finetune", str(data), "--checkpoint", str(base), "-o", str(out), *QUICK]
     assert main(first) == 0
+    return data, out, resume_path_for(out), first
+
+
+def test_finetune_resume_refuses_other_cases_or_another_held_out_set(tmp_path, base_with_chain, capsys):
+    data, out, state, first = _first_finetune(tmp_path, base_with_chain)
     capsys.readouterr()
     resume = [*first, "--resume", str(state)]
     before = state.read_bytes()
@@ -90,11 +95,7 @@ def test_finetune_resume_refuses_other_cases_or_another_held_out_set(tmp_path, b
 
 
 def test_finetune_commands_are_the_parents_then_each_of_its_own_resumed_or_not(tmp_path, base_with_chain, capsys):
-    data = _five_cases(tmp_path / "d")
-    out = tmp_path / "ft.mlffm"
-    state = resume_path_for(out)
-    first = ["finetune", str(data), "--checkpoint", str(base_with_chain), "-o", str(out), *QUICK]
-    assert main(first) == 0
+    data, out, state, first = _first_finetune(tmp_path, base_with_chain)
     assert Segmenter.load(out, "cpu").provenance["commands"] == ["mlffm train X", "mlffm " + " ".join(first)]  # was: the parent's only
     resume = [*first, "--resume", str(state)]
     assert main(resume) == 0, capsys.readouterr().err
