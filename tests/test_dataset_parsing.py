@@ -80,7 +80,7 @@ def test_any_splits_csv_is_read_or_refused_with_a_dataset_error(text, header):
 
 
 def test_an_exclude_list_with_a_bom_names_its_first_id(tmp_path):
-    from training.data.datasets import read_id_list
+    from training.data.id_lists import read_id_list
 
     (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbfISIC_0000000\nISIC_0000001 # why\n")
     assert read_id_list(tmp_path / "ids.txt") == ("ISIC_0000000", "ISIC_0000001")

@@ -52,7 +52,7 @@ def test_splits_csv_unknown_ids_and_missing_splits(tmp_path):
     (root / "splits.csv").unlink()
     with pytest.raises(DatasetError, match="splits.csv"):
         list_cases(root, "train")
-    with pytest.raises(DatasetError, match="images/"):
+    with pytest.raises(DatasetError, match="no such folder"):
         list_cases(tmp_path / "nowhere")
 
 

@@ -213,7 +213,8 @@ def test_16_bit_alpha_pngs_holding_low_values_are_refused_and_a_mask_drawn_in_al
 def test_id_lists_match_ids_in_any_unicode_form_and_unread_masks_are_only_named_when_unread(tmp_path, upright):
     import unicodedata
 
-    from training.data.datasets import list_cases, read_id_list
+    from training.data.datasets import list_cases
+    from training.data.id_lists import read_id_list
 
     ids = tmp_path / "exclude.txt"
     ids.write_text(unicodedata.normalize("NFD", "Müller") + "\n", encoding="utf-8")

@@ -26,11 +26,13 @@ from ..files.outputs import display
 class CaseScoring:
     """The cases of one split, proposed one by one; ``skipped`` lists (one line each) what was not scored.
 
-    It starts with the pairs the listing itself could not use, each printed
-    as a warning.
+    It starts with the listing's notes, and the pairs the listing itself
+    could not use, each printed as a warning.
     """
 
     def __init__(self, listing: DatasetListing) -> None:
+        for line in listing.notes:
+            print(f"note: {line}", file=sys.stderr)
         self.skipped: list[str] = [display(line) for line in listing.skipped]
         for line in self.skipped:
             print(f"warning: {line}", file=sys.stderr)

@@ -333,8 +333,10 @@ def usable_cases(root: str | Path, split: str | None = None) -> DatasetListing:
 
 
 def report_problems(listing: DatasetListing, limit: int = 10, file=None) -> None:
-    """Print the first ``limit`` problems of ``listing`` as warnings on stderr, and how many more there are."""
+    """Print the listing's notes, then its first ``limit`` problems as warnings on stderr, and how many more there are."""
     out = sys.stderr if file is None else file
+    for line in listing.notes:
+        print(f"note: {line}", file=out)
     for line in listing.problems[:limit]:
         print(f"warning: {line}", file=out)
     if len(listing.problems) > limit:

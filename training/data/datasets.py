@@ -1,10 +1,13 @@
-"""The one dataset layout used for training, fine-tuning, evaluation and the corrections store.
+"""The dataset layout used for training, fine-tuning, evaluation and the corrections store.
 
 ::
 
     DATA/images/<id>.{png,jpg,jpeg,bmp,tif,tiff}
     DATA/masks/<id>.png            (or the ISIC name <id>_segmentation.png)
     DATA/splits.csv                optional, columns id,split (a UTF-8 BOM, as Excel writes it, is fine)
+
+A DATA without ``images/`` is read as its source ships it: images and masks
+paired by name anywhere below it (:mod:`training.data.dataset_tree`).
 
 Problems (missing masks, unreadable files, size mismatches, duplicate or
 unsafe ids, file names that are not UTF-8, unknown ids in splits.csv) are
@@ -29,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.files.file_access import FileTooLarge, NotRegularFile, UnreadableFile, open_regular, read_limited
 from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
+from .dataset_tree import TreeError, TreeFiles, list_tree, twin_masks
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
@@ -90,6 +93,7 @@ class DatasetListing:
     cases: tuple[Case, ...]
     problems: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # one line per case of the split that was left out (a subset of problems)
+    notes: tuple[str, ...] = ()  # what every command says once about the listing (how a tree without images/ was read)
 
     def ids_hash(self) -> str:
         """:func:`ids_hash` of the listing's case ids: provenance for a checkpoint."""
@@ -99,54 +103,6 @@ class DatasetListing:
 def ids_hash(ids: Iterable[str]) -> str:
     """SHA-256 (12 hex digits) of the sorted ids: which cases a run used, for its provenance and ``--resume``."""
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:12]
-
-
-MAX_ID_LIST_BYTES = 16 * 2**20
-
-
-def read_id_list(path: Path) -> tuple[str, ...]:
-    """Case ids from a text file, one per line; blank lines and text after ``#`` are ignored.
-
-    Raises DatasetError when the file cannot be read, is not a regular file
-    (a FIFO or device would hang or never end; opening never blocks, see
-    :func:`model.files.file_access.open_regular`), is over 16 MiB or lists no id.
-    """
-    try:
-        handle, _ = open_regular(path, MAX_ID_LIST_BYTES)
-        with handle:
-            data = read_limited(handle, MAX_ID_LIST_BYTES)  # the file may grow between its check and the read
-        lines = data.decode("utf-8-sig").splitlines()  # a BOM (Excel, Notepad) is not part of the first id
-    except NotRegularFile:
-        raise DatasetError(f"{path}: not a regular file (an id list is a text file, one id per line)") from None
-    except FileTooLarge as err:
-        if err.size is None:
-            raise DatasetError(f"{path}: too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)") from None
-        raise DatasetError(f"{path}: {err.size / 2**20:.0f} MiB is too large for an id list (limit {MAX_ID_LIST_BYTES // 2**20} MiB)") from None
-    except UnreadableFile as err:
-        raise DatasetError(f"{path}: cannot read the id list ({err.detail})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read the id list ({err})") from None
-    ids = tuple(dict.fromkeys(unicodedata.normalize("NFC", line.split("#", 1)[0].strip()) for line in lines))  # as case ids are
-    ids = tuple(i for i in ids if i)
-    if not ids:
-        raise DatasetError(f"{path}: lists no case ids (one per line; '#' starts a comment)")
-    return ids
-
-
-def without_cases(listing: DatasetListing, ids: tuple[str, ...], known: set[str]) -> tuple[DatasetListing, int]:
-    """``listing`` without the cases named in ``ids``, and how many it lost.
-
-    ``known`` holds every id of the dataset: an id outside it is an error (a
-    typo would otherwise exclude nothing, silently). Ids of other splits are
-    allowed and change nothing.
-    """
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise DatasetError(f"{listing.root}: no case named {shown}")
-    dropped = set(ids)
-    kept = tuple(c for c in listing.cases if c.case_id not in dropped)
-    return DatasetListing(listing.root, kept, listing.problems, listing.skipped), len(listing.cases) - len(kept)
 
 
 def read_splits(root: Path) -> dict[str, str] | None:
@@ -205,44 +161,27 @@ def no_cases_in_split(root: str | Path, split: str) -> str:
 def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     """Find the image/mask pairs under ``root``, optionally only those of ``split``.
 
-    Raises DatasetError if ``root`` has no ``images/`` folder, or if a split
+    Without an ``images/`` folder, images and masks are paired by name
+    anywhere below ``root`` (:mod:`training.data.dataset_tree`: ISIC's
+    download, PH2, HAM10000, a flat folder), and ``notes`` says so.
+
+    Raises DatasetError if ``root`` holds no image with a mask, or if a split
     is asked for and ``splits.csv`` is missing.
     """
     root = Path(root)
-    images_dir, masks_dir = root / "images", root / "masks"
-    if not images_dir.is_dir():
-        raise DatasetError(f"{root}: no images/ folder (expected DATA/images/<id>.png and DATA/masks/<id>.png)")
+    images_dir = root / "images"
     problems: list[str] = []
     left_out: list[tuple[str | None, str]] = []  # (id or None when it has none, message): images that are not cases
     by_id: dict[str, Path] = {}
-    for path in sorted(images_dir.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_dir():
-            problems.append(f"{display(path)}/: a folder, not read (a case is images/<id>.<type>; move its images up)")
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:  # an image this program does not read: a case left out, said as one
-                line = f"{display(path)}: skipped, {path.suffix.lower()} is not a supported image type (use {', '.join(IMAGE_SUFFIXES)})"
-                left_out.append((path.stem if safe_id(path.stem) else None, line))
-            else:
-                problems.append(f"{display(path)}: skipped, not an image file")
-            continue
-        case_id = path.stem
-        if not _is_utf8(case_id):
-            left_out.append((None, f"{display(path)}: skipped, the file name is not valid UTF-8 (rename the file)"))
-            continue
-        case_id = unicodedata.normalize("NFC", case_id)  # a zip made on a Mac holds decomposed letters (NFD)
-        if not safe_id(case_id):
-            left_out.append((case_id, f"{display(path)}: skipped, unsafe id {case_id!r}"))
-            continue
-        if case_id in by_id:
-            other = by_id[case_id].name
-            same = other != path.name and unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", path.name)
-            form = f" ({other!a} and {path.name!a}: one name in two Unicode forms)" if same else ""
-            left_out.append((case_id, f"{display(path)}: skipped, duplicate id {case_id!r} (also {other}){form}"))
-            continue
-        by_id[case_id] = path
+    notes: list[str] = []
+    tree = not images_dir.is_dir()
+    if tree:  # another source's layout: images and masks paired by name anywhere below root
+        found = _tree_files(root)
+        paths, masks = found.images, found.masks
+    else:
+        paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
+    for path in paths:
+        _add_image(path, by_id, problems, left_out)
 
     image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
     splits = read_splits(root)
@@ -269,12 +208,22 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     known = set(problems)
     problems.extend(message for _, message in left_out if message not in known)
 
-    cases = []
-    masks = mask_files(masks_dir)
+    cases, unmatched = [], []
     for case_id, image_path in by_id.items():
+        twins = twin_masks(masks, case_id) if tree else []
+        if twins:
+            message = (f"{display(image_path)}: skipped, its mask name is found in {len(twins)} folders "
+                       f"({', '.join(display(p) for p in twins[:3])}): keep one (the reference) under {root}")
+            problems.append(message)
+            skipped.append(message)
+            continue
         mask_path = find_mask(masks, case_id, image_ids, image_path.stem)
+        if mask_path is None and tree and case_id not in (splits or {}):
+            unmatched.append(image_path)  # PH2's ROI drawings, photos shipped without a mask: not cases
+            continue
         if mask_path is None:
-            message = (f"{display(image_path)}: skipped, no mask masks/{case_id}.png (nor {case_id}_segmentation, _lesion or _mask, "
+            where = f"{case_id}" if tree else f"masks/{case_id}.png (nor {case_id}"
+            message = (f"{display(image_path)}: skipped, no mask {where}_segmentation, _lesion or _mask, "
                        f"{' '.join(MASK_SUFFIXES)}){unread_mask_files(masks, case_id)}")
             problems.append(message)
             skipped.append(message)
@@ -283,7 +232,66 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         if ignored:
             problems.append(f"{display(mask_path)}: used as {case_id}'s mask; {', '.join(ignored[:3])} beside it ignored (one mask per case)")
         cases.append(Case(case_id, image_path, mask_path))
-    return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped))
+    if tree:
+        notes.append(_tree_note(root, cases, unmatched))
+    return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
+
+
+def _add_image(path: Path, by_id: dict[str, Path], problems: list[str], left_out: list[tuple[str | None, str]]) -> None:
+    """Take the file ``path`` as a case's image into ``by_id``, or say in one line why it is not one."""
+    if path.name.startswith("."):
+        return
+    if path.is_dir():
+        problems.append(f"{display(path)}/: a folder, not read (a case is images/<id>.<type>; move its images up)")
+        return
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:  # an image this program does not read: a case left out, said as one
+            line = f"{display(path)}: skipped, {path.suffix.lower()} is not a supported image type (use {', '.join(IMAGE_SUFFIXES)})"
+            left_out.append((path.stem if safe_id(path.stem) else None, line))
+        else:
+            problems.append(f"{display(path)}: skipped, not an image file")
+        return
+    case_id = path.stem
+    if not _is_utf8(case_id):
+        left_out.append((None, f"{display(path)}: skipped, the file name is not valid UTF-8 (rename the file)"))
+        return
+    case_id = unicodedata.normalize("NFC", case_id)  # a zip made on a Mac holds decomposed letters (NFD)
+    if not safe_id(case_id):
+        left_out.append((case_id, f"{display(path)}: skipped, unsafe id {case_id!r}"))
+        return
+    if case_id in by_id:
+        other = by_id[case_id].name if by_id[case_id].parent == path.parent else display(by_id[case_id])
+        same = by_id[case_id].name != path.name and unicodedata.normalize("NFC", by_id[case_id].name) == unicodedata.normalize("NFC", path.name)
+        form = f" ({by_id[case_id].name!a} and {path.name!a}: one name in two Unicode forms)" if same else ""
+        left_out.append((case_id, f"{display(path)}: skipped, duplicate id {case_id!r} (also {other}){form}"))
+        return
+    by_id[case_id] = path
+
+
+def _tree_files(root: Path) -> TreeFiles:
+    """The images and masks of a folder without ``images/`` (:mod:`training.data.dataset_tree`); DatasetError if none."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder" if root.exists() else f"{root}: no such folder")
+    try:
+        found = list_tree(root)
+    except TreeError as err:
+        raise DatasetError(str(err)) from None
+    if not found.images:
+        raise DatasetError(f"{root}: no images/ folder and no image below it (expected DATA/images/<id>.png and DATA/masks/<id>.png, "
+                           "or images and masks paired by name: <id>.jpg and <id>_segmentation.png)")
+    if not found.masks:
+        raise DatasetError(f"{root}: no images/ folder, and none of the {len(found.images)} images below it has a mask "
+                           "(a masks/ folder, or <id>_segmentation, _lesion or _mask beside <id>)")
+    return found
+
+
+def _tree_note(root: Path, cases: list[Case], unmatched: list[Path]) -> str:
+    """One line on what a search of a dataset tree found."""
+    line = f"{display(root)}: no images/ folder; {len(cases)} image/mask pairs found by name below it"
+    if unmatched:
+        first = ", ".join(display(p.relative_to(root)) for p in unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+        line += f"; {len(unmatched)} image{'s' if len(unmatched) > 1 else ''} without a mask not taken as cases ({first})"
+    return line
 
 
 UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")

@@ -1,0 +1,137 @@
+"""Datasets as their sources ship them (no images/ folder): ISIC's download, PH2, HAM10000, flat folders, image and
+mask folders named another way. Pairs are found by name below DATA, never guessed between two candidate masks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.cli import main
+from training.data import dataset_tree
+from training.data.datasets import DatasetError, list_cases, load_case
+
+from .conftest import SMALL_DATA
+
+STEMS = sorted(p.stem for p in (SMALL_DATA / "images").glob("*.jpg"))
+
+
+def _isic_download(root):
+    """ISIC 2018's own archives unpacked side by side, with their licence files."""
+    inputs, truth = root / "ISIC2018_Task1-2_Training_Input", root / "ISIC2018_Task1_Training_GroundTruth"
+    inputs.mkdir(parents=True)
+    truth.mkdir()
+    for stem in STEMS:
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", inputs)
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", truth / f"{stem}_segmentation.png")
+    (inputs / "LICENSE.txt").write_text("CC BY-NC 4.0\n")
+    (inputs / "ATTRIBUTION.txt").write_text("ISIC\n")
+    return root
+
+
+def _ph2(root, stems=STEMS):
+    """PH2's own layout: a folder per case, the photo, the lesion mask and ROI drawings each in a subfolder, as BMP."""
+    for stem in stems:
+        case = root / "PH2 Dataset images" / stem
+        for sub in ("_Dermoscopic_Image", "_lesion", "_roi"):
+            (case / f"{stem}{sub}").mkdir(parents=True)
+        Image.open(SMALL_DATA / "images" / f"{stem}.jpg").save(case / f"{stem}_Dermoscopic_Image" / f"{stem}.bmp")
+        mask = Image.open(SMALL_DATA / "masks" / f"{stem}.png")
+        mask.save(case / f"{stem}_lesion" / f"{stem}_lesion.bmp")
+        mask.save(case / f"{stem}_roi" / f"{stem}_R1_Label4.bmp")  # a drawing of a region of interest: no case
+    (root / "PH2_dataset.txt").write_text("PH2\n")
+    return root
+
+
+def _arrays(listing):
+    return {case.case_id: load_case(case) for case in listing.cases}
+
+
+def test_isic_s_download_and_ph2_s_own_layout_read_the_same_pairs_as_images_and_masks_folders(tmp_path):
+    reference = _arrays(list_cases(SMALL_DATA, "all"))
+    for root in (_isic_download(tmp_path / "isic"), _ph2(tmp_path / "ph2")):
+        listing = list_cases(root, "all")
+        assert sorted(c.case_id for c in listing.cases) == STEMS
+        assert not listing.skipped and not listing.problems
+        for case_id, (image, mask) in _arrays(listing).items():
+            assert np.array_equal(image, reference[case_id][0]) and np.array_equal(mask, reference[case_id][1])
+        assert listing.notes and "no images/ folder; 8 image/mask pairs found by name below it" in listing.notes[0]
+    assert "8 images without a mask not taken as cases" in listing.notes[0] and "_R1_Label4.bmp" in listing.notes[0]
+
+
+@pytest.mark.parametrize("image_folder, mask_folder, mask_name", [
+    ("Images", "Masks", "{stem}.png"),                          # letter case of another system
+    ("img", "gt", "{stem}.png"),
+    ("train/image", "train/labels", "{stem}.png"),
+    ("HAM10000_images_part_1", "HAM10000_segmentations_lesion_tschandl", "{stem}_segmentation.png"),
+    ("photos", "photos", "{stem}_mask.png"),                   # one flat folder
+    ("lesion data", "lesion data/Ground Truth", "{stem}.tif"),
+])
+def test_image_and_mask_folders_named_another_way_pair_by_name(tmp_path, image_folder, mask_folder, mask_name):
+    root = tmp_path / "data"
+    (root / image_folder).mkdir(parents=True, exist_ok=True)
+    (root / mask_folder).mkdir(parents=True, exist_ok=True)
+    for stem in STEMS[:3]:
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", root / image_folder)
+        Image.open(SMALL_DATA / "masks" / f"{stem}.png").save(root / mask_folder / mask_name.format(stem=stem))
+    listing = list_cases(root, "all")
+    assert [c.case_id for c in listing.cases] == STEMS[:3]
+    assert all(c.mask_path.parent == root / mask_folder for c in listing.cases)
+
+
+def test_maps_an_earlier_segment_run_wrote_are_no_images_and_a_mask_name_in_two_folders_is_not_guessed(tmp_path):
+    root = _isic_download(tmp_path / "isic")
+    out = root / "predictions"
+    out.mkdir()
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[1]}.png", out / f"{STEMS[1]}_segmentation.png")  # a proposal, named as ISIC names masks
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(out / f"{STEMS[1]}_probability.tif")
+    (out / f"{STEMS[1]}.json").write_text("{}")
+    listing = list_cases(root, "all")
+    assert sorted(c.case_id for c in listing.cases) == [s for s in STEMS if s != STEMS[1]]  # no case made of a map either
+    assert len(listing.skipped) == 1 and "its mask name is found in 2 folders" in listing.skipped[0]
+    assert "ISIC2018_Task1_Training_GroundTruth" in listing.skipped[0] and "predictions" in listing.skipped[0]
+
+
+def test_splits_csv_selects_in_a_tree_and_a_listed_case_without_a_mask_is_skipped_not_dropped(tmp_path):
+    root = _ph2(tmp_path / "ph2", STEMS[:4])
+    (root / "splits.csv").write_text(f"id,split\n{STEMS[0]},test\n{STEMS[1]},test\n{STEMS[2]},train\n")
+    shutil.rmtree(root / "PH2 Dataset images" / STEMS[1] / f"{STEMS[1]}_lesion")
+    listing = list_cases(root, "test")
+    assert [c.case_id for c in listing.cases] == [STEMS[0]]
+    assert len(listing.skipped) == 1 and f"{STEMS[1]}.bmp: skipped, no mask {STEMS[1]}_segmentation" in listing.skipped[0]
+
+
+def test_folders_without_a_pair_are_refused_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(DatasetError, match="no images/ folder and no image below it"):
+        list_cases(tmp_path, "all")
+    with pytest.raises(DatasetError, match="none of the 8 images below it has a mask"):
+        list_cases(SMALL_DATA / "images", "all")  # the images folder itself, not the dataset's
+    with pytest.raises(DatasetError, match="no such folder"):
+        list_cases(tmp_path / "missing", "all")
+    monkeypatch.setattr(dataset_tree, "MAX_ENTRIES", 10)
+    with pytest.raises(DatasetError, match="more than 10 files and folders below it"):
+        list_cases(_ph2(tmp_path / "ph2", STEMS[:4]), "all")
+
+
+def test_evaluate_scores_ph2_s_own_layout_as_its_images_and_masks_copy(tmp_path, tiny_checkpoint, capsys):
+    root = _ph2(tmp_path / "ph2", STEMS[:3])
+    flat = tmp_path / "flat"
+    for sub in ("images", "masks"):
+        (flat / sub).mkdir(parents=True)
+    for stem in STEMS[:3]:
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", flat / "images")
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", flat / "masks")
+    reports = []
+    for data, name in ((root, "tree.json"), (flat, "flat.json")):
+        code = main(["evaluate", str(data), "--split", "all", "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
+                     "--json", str(tmp_path / name)])
+        assert code == 0
+        reports.append(json.loads((tmp_path / name).read_text()))
+    assert "found by name below it" in capsys.readouterr().err
+    assert reports[0]["n_images"] == 3 and reports[0]["metrics"] == reports[1]["metrics"]
+    assert [r["dice"] for r in reports[0]["per_image"]] == [r["dice"] for r in reports[1]["per_image"]]
