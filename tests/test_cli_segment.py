@@ -97,6 +97,17 @@ def test_segment_goes_on_past_a_bad_file(tmp_path, tiny_checkpoint, sample_image
     assert "skipped:" in stderr and stderr.count("broken.jpg") == 2  # once as it happens, once in the summary
 
 
+def test_a_run_that_writes_nothing_leaves_no_empty_folder_behind(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "broken.jpg").write_text("this is not a JPEG")
+    out = tmp_path / "new" / "out"
+    code, stdout, _ = _run([tmp_path / "broken.jpg", "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert code == 1 and "0 segmented, 1 skipped" in stdout and "nothing written" in stdout
+    assert not out.exists()
+    out.mkdir()  # a folder the user made is theirs: kept
+    code, stdout, _ = _run([tmp_path / "broken.jpg", "-o", out, "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert code == 1 and out.is_dir() and "nothing written" not in stdout
+
+
 def test_missing_default_weights_or_checkpoint_is_one_line(tmp_path, sample_images, capsys):
     code, _, stderr = _run([sample_images[0], "-o", tmp_path, "--checkpoint", tmp_path / "missing.mlffm"], capsys)
     assert code == 2 and "missing.mlffm" in stderr and len(stderr.strip().splitlines()) == 1

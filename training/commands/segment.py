@@ -215,6 +215,15 @@ def describe_error(path: Path, err: BaseException) -> str:
     return reason if shown in reason else f"{shown}: {reason}"
 
 
+def _remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` if it holds nothing; whether it was removed."""
+    try:
+        folder.rmdir()  # fails on a folder that holds anything
+    except OSError:
+        return False
+    return True
+
+
 def run_segment(args: argparse.Namespace) -> int:
     """``mlffm segment``; under torchrun each rank takes every world_size-th image (gloo gathers the summary)."""
     with session(args.device, gpu_collectives=False) as ctx:
@@ -259,6 +268,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     segmenter = Segmenter.load(args.checkpoint, args.device)
     segmenter = segmenter.with_options(flat_field=flat_field_choice(args.flat_field, segmenter.config.flat_field))
     args.samples, args.steps = segmenter.sampling_settings(args.samples, args.steps)
+    created = not args.output.exists()  # a folder this run makes is not left behind empty
     args.output.mkdir(parents=True, exist_ok=True)
     check_writable_folder(args.output)  # a read-only folder: one line now, not one per image after its work
     swept = sweep_temporaries(args.output, {p.stem for p in mine})
@@ -309,6 +319,9 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
             print(f"mlffm segment: removed {swept_total} temporary files left by an earlier run that was stopped", file=sys.stderr)
         kept = f", {already} already segmented (kept)" if already else ""
         where = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
+        alone = n_ranks == 1  # another shard may be writing into the folder it made
+        if created and alone and not done and not already and _remove_if_empty(args.output):
+            where += " (nothing written: the folder this run made is removed)"
         print(f"{done} segmented, {len(problems)} skipped{kept} -> {one_line(args.output)}{where}")
         if problems:
             print("skipped:", file=sys.stderr)
