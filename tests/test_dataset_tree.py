@@ -135,3 +135,22 @@ def test_evaluate_scores_ph2_s_own_layout_as_its_images_and_masks_copy(tmp_path,
     assert "found by name below it" in capsys.readouterr().err
     assert reports[0]["n_images"] == 3 and reports[0]["metrics"] == reports[1]["metrics"]
     assert [r["dice"] for r in reports[0]["per_image"]] == [r["dice"] for r in reports[1]["per_image"]]
+
+
+def test_evaluate_gives_hd95_in_percent_of_each_image_s_diagonal_and_says_when_sizes_differ(tmp_path, tiny_checkpoint, capsys):
+    root = tmp_path / "clinic"
+    (root / "photos").mkdir(parents=True)
+    for index, stem in enumerate(STEMS[:2]):
+        image, mask = Image.open(SMALL_DATA / "images" / f"{stem}.jpg"), Image.open(SMALL_DATA / "masks" / f"{stem}.png")
+        if index:  # another camera: twice the pixels each way
+            image, mask = image.resize((image.width * 2, image.height * 2)), mask.resize((mask.width * 2, mask.height * 2), Image.NEAREST)
+        image.save(root / "photos" / f"{stem}.png")
+        mask.save(root / "photos" / f"{stem}_mask.png")
+    code = main(["evaluate", str(root), "--split", "all", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    assert "note: the images have 2 sizes" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    for record in report["per_image"]:
+        width, height = record["size"]
+        assert record["hd95_percent"] == pytest.approx(100 * record["hd95"] / np.hypot(width, height))
+    assert report["metrics"]["hd95_percent"] == pytest.approx(np.mean([r["hd95_percent"] for r in report["per_image"]]))

@@ -93,7 +93,7 @@ def test_train_finetune_evaluate_end_to_end_with_resume(tmp_path, capsys):
     assert "dice" in printed and "sec/image" in printed
     result = json.loads(report.read_text())
     assert result["n_images"] == 2 and len(result["per_image"]) == 2
-    assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged"}
+    assert set(result["metrics"]) == {"dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "hd95_percent", "ece", "ged"}
     assert 0 <= result["metrics"]["dice"] <= 1 and result["seconds_per_image"] > 0
     assert "uncertainty_error_spearman" in result and "Spearman" in printed
     spearman = [line for line in printed.splitlines() if line.startswith("Spearman rho")]

@@ -134,6 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         samples = None if args.direct else proposal.samples
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
         record.update(truth_traits(truth))
+        record["size"] = [int(truth.shape[1]), int(truth.shape[0])]  # width, height: HD95 is in this image's pixels
         if not args.direct:
             record["mean_uncertainty"] = float(proposal.uncertainty.mean())
             record["disagreement"] = proposal.disagreement
@@ -159,10 +160,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     hd95_images = sum(1 for r in accumulator.per_image if not math.isnan(r["hd95"]))
     for name in METRIC_NAMES:
         note = ""
-        if name == "hd95" and hd95_images < len(accumulator.per_image):
+        if name.startswith("hd95") and hd95_images < len(accumulator.per_image):
             note = f"  over {hd95_images} of {len(accumulator.per_image)} images (undefined where one mask is empty and the other not)"
         print(f"{name:<12} {summary[name]:>9.4f}{note}")
     print(f"{'sec/image':<12} {per_image_seconds:>9.3f}")
+    sizes = sorted({tuple(r["size"]) for r in accumulator.per_image}, key=lambda wh: wh[0] * wh[1])
+    if len(sizes) > 1:  # a mean of pixel distances over several sizes weighs the large images most
+        print(f"note: the images have {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]}): "
+              "hd95 is in each image's own pixels; hd95_percent (of each image's diagonal) compares them fairly")
     print(f"Spearman rho between per-image mean uncertainty and error (1 - Dice): {format_spearman(rho, accumulator.per_image)}")
     print(
         "Spearman rho between per-image sample disagreement (the triage score) and error: "

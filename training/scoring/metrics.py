@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-METRIC_NAMES = ("dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "ece", "ged")
+METRIC_NAMES = ("dice", "jaccard", "accuracy", "precision", "recall", "specificity", "hd95", "hd95_percent", "ece", "ged")
 
 
 def _check(pred: np.ndarray, truth: np.ndarray) -> None:
@@ -141,14 +141,20 @@ def ged(samples: np.ndarray, truth: np.ndarray) -> float:
 
 @dataclass
 class MetricAccumulator:
-    """Collects per-image metrics; ``summary()`` averages them (ECE pools all pixels)."""
+    """Collects per-image metrics; ``summary()`` averages them (ECE pools all pixels).
+
+    ``hd95`` is in pixels of each image's own size; ``hd95_percent`` is the same distance in percent of the image's
+    diagonal, which averages fairly over images of several sizes (another clinic's camera, a mixed folder).
+    """
 
     bins: int = 15
     per_image: list[dict[str, float | str]] = field(default_factory=list)
     _calibration: np.ndarray | None = None
 
     def update(self, pred: np.ndarray, truth: np.ndarray, prob: np.ndarray | None = None, samples: np.ndarray | None = None, case_id: str = "") -> dict:
-        record: dict[str, float | str] = {"id": case_id, **pixel_scores(pred, truth), "hd95": hd95(pred, truth)}
+        distance = hd95(pred, truth)
+        record: dict[str, float | str] = {"id": case_id, **pixel_scores(pred, truth), "hd95": distance,
+                                          "hd95_percent": 100.0 * distance / math.hypot(*truth.shape)}
         if prob is not None:
             table = calibration_bins(prob, truth, self.bins)
             self._calibration = table if self._calibration is None else self._calibration + table
