@@ -97,6 +97,19 @@ def test_segment_goes_on_past_a_bad_file(tmp_path, tiny_checkpoint, sample_image
     assert "skipped:" in stderr and stderr.count("broken.jpg") == 2  # once as it happens, once in the summary
 
 
+def test_subfolders_are_named_as_not_read_but_not_the_run_s_own_output_folder(tmp_path, tiny_checkpoint, sample_images, capsys):
+    folder = tmp_path / "clinic"
+    for patient in ("patient 1", "patient 2"):
+        (folder / patient).mkdir(parents=True)
+        shutil.copy(sample_images[0], folder / patient / "IMG_0001.jpg")
+    shutil.copy(sample_images[1], folder / "loose.jpg")
+    code, stdout, stderr = _run([folder, "-o", folder / "results", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert code == 0 and "1 segmented" in stdout
+    assert "2 subfolders not read (patient 1, patient 2)" in stderr and "name them too" in stderr
+    code, stdout, stderr = _run([folder, "-o", folder / "results", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
+    assert "results" not in stderr.split("subfolders not read")[1].split(";")[0]  # the run's own output is no subfolder of cases
+
+
 def test_a_run_that_writes_nothing_leaves_no_empty_folder_behind(tmp_path, tiny_checkpoint, capsys):
     (tmp_path / "broken.jpg").write_text("this is not a JPEG")
     out = tmp_path / "new" / "out"

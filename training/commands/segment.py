@@ -81,15 +81,17 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
+def collect_images(paths: list[Path], notes: list[str] | None = None, output: Path | None = None) -> tuple[list[Path], list[str], int]:
     """Image files named directly or found (non-recursively) in folders, problems found, and how many
-    files in the folders were passed over because they are named like this command's outputs."""
+    files in the folders were passed over because they are named like this command's outputs. ``notes`` gets
+    one line for each folder with subfolders (not read; ``output``, the run's own folder, is not named)."""
     images: list[Path] = []
     problems: list[str] = []
+    notes = [] if notes is None else notes
     ignored = 0
     for path in paths:
         if path.is_dir():
-            found, outputs = _scan_folder(path, problems)
+            found, outputs = _scan_folder(path, problems, notes, output)
             ignored += outputs
             if not found:
                 problems.append(f"{one_line(path)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder" + (" other than segment outputs" if outputs else ""))
@@ -103,9 +105,10 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[str], int]:
     return images, problems, ignored
 
 
-def _scan_folder(folder: Path, problems: list[str]) -> tuple[list[Path], int]:
+def _scan_folder(folder: Path, problems: list[str], notes: list[str], output: Path | None = None) -> tuple[list[Path], int]:
     """The images of one folder and how many files in it are named like segment outputs; adds to ``problems`` a line
-    for each image-like file not taken. Hidden files, subfolders and other files (notes, sidecars) pass silently.
+    for each image-like file not taken, and to ``notes`` one line naming its subfolders, which are not read. Hidden
+    files and other files (notes, sidecars) pass silently.
     Only names and ``stat`` are looked at: a FIFO is never opened, a link loop never followed further."""
     try:
         entries = sorted(folder.iterdir())
@@ -114,9 +117,14 @@ def _scan_folder(folder: Path, problems: list[str]) -> tuple[list[Path], int]:
         return [], 0
     found: list[Path] = []
     outputs = 0
+    subfolders = []
     for path in entries:
         suffix = path.suffix.lower()
         if path.name.startswith("."):
+            continue
+        if suffix not in IMAGE_SUFFIXES and suffix not in UNSUPPORTED_IMAGE_SUFFIXES and path.is_dir() and not path.is_symlink():
+            if output is None or not _same_folder(path, output):
+                subfolders.append(path.name)
             continue
         if suffix in UNSUPPORTED_IMAGE_SUFFIXES:
             problems.append(f"{one_line(path)}: {suffix} images are not read; convert it to PNG, JPEG or TIFF")
@@ -128,7 +136,18 @@ def _scan_folder(folder: Path, problems: list[str]) -> tuple[list[Path], int]:
             found.append(path)
         elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
             problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
+    if subfolders:  # said, not an error: a folder of cases may hold anything else
+        shown = ", ".join(one_line(name) for name in subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+        notes.append(f"{one_line(folder)}: {len(subfolders)} subfolder{'s' if len(subfolders) > 1 else ''} not read ({shown}); "
+                     f"segment reads the images of the folders it is given: name them too ({one_line(folder / '*')})")
     return found, outputs
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _why_not_a_file(path: Path) -> str:
@@ -241,8 +260,9 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{one_line(args.output)}: -o must be a folder, and this is a file")
     shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
-    images, problems, ignored = collect_images(args.paths)
-    for line in problems:
+    notes: list[str] = []
+    images, problems, ignored = collect_images(args.paths, notes, args.output)
+    for line in problems + notes:
         _say(ctx, line)
     if ignored:
         _say(ctx, f"passed over {ignored} files named like segment outputs (*{', *'.join(OUTPUT_SUFFIXES[:-1])})")
