@@ -104,7 +104,7 @@ def test_sorting_keeps_cases_and_puts_unproposed_last(folder, tmp_path, tiny_seg
 
 
 def test_a_folder_lists_no_export_or_segment_output_beside_its_image_as_a_case(tmp_path):
-    from napari_mlffm.cases_model import list_folder
+    from napari_mlffm.case_folder import list_folder
 
     image = np.zeros((8, 8, 3), np.uint8)
     for name in ("ISIC_1.jpg", "ISIC_2.jpg", "mole.jpg", "mole_lesion.jpg", "lone_segmentation.png", "x_probability.tif"):
@@ -117,3 +117,17 @@ def test_a_folder_lists_no_export_or_segment_output_beside_its_image_as_a_case(t
     assert [case_id for case_id, _ in listing] == ["ISIC_1", "ISIC_2", "lone_segmentation", "mole", "mole_lesion", "x_probability"]
     assert len(skipped) == 10 and all(": skipped, named as the mask or a map of ISIC_" in line for line in skipped)
     assert "ISIC_1_probability.tif: skipped, named as the mask or a map of ISIC_1.jpg beside it" in skipped[1]
+
+
+def test_a_folder_of_per_patient_folders_names_its_subfolders_as_not_read(tmp_path):
+    from napari_mlffm.case_folder import list_folder
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    for patient in ("patient 1", "patient 2", "patient 3", "patient 4"):
+        (tmp_path / patient).mkdir()
+        Image.fromarray(image).save(tmp_path / patient / "IMG_0001.jpg")
+    (tmp_path / ".thumbnails").mkdir()  # hidden: not named
+    (tmp_path / "loop").symlink_to(tmp_path)  # a link to a folder is never followed, nor named
+    listing, skipped = list_folder(tmp_path)
+    assert listing == []
+    assert skipped == ["4 subfolders not read (patient 1, patient 2, patient 3, ...): open each as its own folder"]

@@ -21,6 +21,7 @@ from training.data.imageio import ImageReadError, read_image
 from training.files.outputs import display
 
 from .. import cases_model, results
+from ..case_folder import list_folder
 from ..settings import SETTINGS
 from . import common, dock_life
 from .progress import InlineProgress, progress_text
@@ -125,7 +126,7 @@ class CasesWidget(common.RunCancel, Container):
         try:
             if self.worker is not None:  # its proposals are for the list it started on
                 raise ValueError("Propose all is running: cancel it, or let it end, before opening another folder")
-            cases_model.list_folder(folder)  # refused here, the shown case stays; else it is put away before the list changes
+            list_folder(folder)  # refused here, the shown case stays; else it is put away before the list changes
             self._close_current()
             self.model.set_current(None)
             listed = self.model.open_folder(folder)
