@@ -91,7 +91,7 @@ def test_maps_an_earlier_segment_run_wrote_are_no_images_and_a_mask_name_in_two_
     (out / f"{STEMS[1]}.json").write_text("{}")
     listing = list_cases(root, "all")
     assert sorted(c.case_id for c in listing.cases) == [s for s in STEMS if s != STEMS[1]]  # no case made of a map either
-    assert len(listing.skipped) == 1 and "its mask name is found in 2 folders" in listing.skipped[0]
+    assert len(listing.skipped) == 1 and "its masks are found in 2 folders" in listing.skipped[0]
     assert "ISIC2018_Task1_Training_GroundTruth" in listing.skipped[0] and "predictions" in listing.skipped[0]
 
 
@@ -154,3 +154,78 @@ def test_evaluate_gives_hd95_in_percent_of_each_image_s_diagonal_and_says_when_s
         width, height = record["size"]
         assert record["hd95_percent"] == pytest.approx(100 * record["hd95"] / np.hypot(width, height))
     assert report["metrics"]["hd95_percent"] == pytest.approx(np.mean([r["hd95_percent"] for r in report["per_image"]]))
+
+
+def _segment_outputs(folder, stem, mask):
+    """What ``mlffm segment`` or the plugin's Export leave for one image: its mask proposal, a map, the sidecar naming them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(folder / f"{stem}_segmentation.png")
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(folder / f"{stem}_probability.tif")
+    names = [f"{stem}_segmentation.png", f"{stem}_probability.tif", f"{stem}.json"]
+    (folder / f"{stem}.json").write_text(json.dumps({"source": f"{stem}.bmp", "outputs": names}))
+
+
+def test_segment_outputs_in_the_tree_are_never_the_reference_nor_a_mask_of_another_name_in_another_folder(tmp_path):
+    root = _ph2(tmp_path / "ph2", STEMS[:3])
+    for stem in STEMS[:3]:  # an earlier `mlffm segment -o predictions`: <id>_segmentation.png beside PH2's <id>_lesion.bmp
+        _segment_outputs(root / "predictions", stem, np.full((8, 8), 255, np.uint8))
+    listing = list_cases(root, "all")
+    assert [c.case_id for c in listing.cases] == STEMS[:3]
+    assert all(c.mask_path.name == f"{c.case_id}_lesion.bmp" for c in listing.cases), [c.mask_path for c in listing.cases]
+    assert "6 files an earlier mlffm segment or export wrote (named in their .json) not taken" in listing.notes[0]
+    (root / "predictions" / f"{STEMS[0]}.json").unlink()  # the proposals copied without their sidecar: which is the reference?
+    listing = list_cases(root, "all")
+    assert [c.case_id for c in listing.cases] == STEMS[1:3]
+    assert len(listing.skipped) == 1 and "masks are found in 2 folders" in listing.skipped[0]
+    assert f"{STEMS[0]}_lesion.bmp" in listing.skipped[0] and f"predictions/{STEMS[0]}_segmentation.png" in listing.skipped[0]
+
+
+def test_an_image_name_in_two_folders_is_paired_with_neither(tmp_path):
+    root = tmp_path / "kaggle"  # Kaggle's train/ + train_masks/ beside test/, each numbered from 0: test/0.jpg is not train/0.jpg
+    for folder in ("train", "train_masks", "test"):
+        (root / folder).mkdir(parents=True)
+    for index, stem in enumerate(STEMS[:2]):
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", root / "train" / f"{index}.jpg")
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", root / "train_masks" / f"{index}.png")
+        shutil.copy(SMALL_DATA / "images" / f"{STEMS[-1 - index]}.jpg", root / "test" / f"{index}.jpg")
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[2]}.jpg", root / "train" / "2.jpg")
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[2]}.png", root / "train_masks" / "2.png")
+    listing = list_cases(root, "all")
+    assert [(c.case_id, c.image_path.parent.name) for c in listing.cases] == [("2", "train")]
+    assert len(listing.skipped) == 2 and all("its image name is found in 2 folders" in line for line in listing.skipped)
+    assert "test/0.jpg" in listing.skipped[0] and "train/0.jpg" in listing.skipped[0]
+
+
+def test_folders_the_search_does_not_look_into_are_named_and_a_folder_of_pairs_is_not_read_by_its_name(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "clinic"
+    deep = root.joinpath(*[f"level{i}" for i in range(dataset_tree.MAX_DEPTH + 1)])
+    pairs = root / "lesion_segmentation"  # a mask word in its name, but it holds photos beside their masks
+    unreadable, outside = root / "visit2", tmp_path / "elsewhere"
+    for folder, stem in ((root / "visit1", STEMS[0]), (deep, STEMS[1]), (pairs, STEMS[2]), (unreadable, STEMS[3]), (outside, STEMS[4])):
+        folder.mkdir(parents=True)
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", folder)
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", folder / f"{stem}_mask.png")
+    (root / "visit3").symlink_to(outside, target_is_directory=True)
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if os.fspath(path) == str(unreadable):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    listing = list_cases(root, "all")
+    assert {c.case_id: c.image_path.parent for c in listing.cases} == {STEMS[0]: root / "visit1", STEMS[2]: pairs}
+    note = listing.notes[0]
+    assert "folders not looked into" in note and "visit2 (cannot be listed: Permission denied)" in note
+    assert "visit3 (a link to a folder)" in note and f"level{dataset_tree.MAX_DEPTH} (deeper than {dataset_tree.MAX_DEPTH} folders)" in note
+
+
+def test_one_photo_unpacked_from_two_archives_is_one_image(tmp_path):
+    root = _isic_download(tmp_path / "isic")
+    shutil.copytree(root / "ISIC2018_Task1-2_Training_Input", root / "ISIC2018_Task3_Training_Input")  # the same photos again
+    listing = list_cases(root, "all")
+    assert sorted(c.case_id for c in listing.cases) == STEMS
+    assert all(c.image_path.parent.name == "ISIC2018_Task1-2_Training_Input" for c in listing.cases)

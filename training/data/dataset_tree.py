@@ -21,24 +21,34 @@ folders are left out; at most :data:`MAX_DEPTH` folders deep and
   (:data:`MASK_WORDS`: mask, label, gt, groundtruth, segmentation,
   annotation, ...) rather than an image word (:data:`IMAGE_WORDS`);
 * a ``<id>_probability.tif`` (and the other maps ``mlffm segment`` writes)
-  beside image ``<id>`` is neither;
+  beside image ``<id>`` is neither, nor is a file that the ``<x>.json``
+  beside it names as an output of ``mlffm segment`` or of an export
+  (``<x>_segmentation.png``: a proposal, never a reference);
+* a folder holding an image and a file named as its mask
+  (``a.jpg`` beside ``a_mask.png``) is a folder of pairs: its name does not
+  make the photos in it masks;
 * every other file is an **image**. An image without a mask is not a case:
   one note says how many there are and names the first few (PH2's ROI
   drawings, photos a dataset ships without masks).
 
-A mask name found in two folders (the reference and an earlier ``mlffm
-segment`` output, say) leaves its case out with one line naming both: which
-of them is the reference is not guessed.
+A case whose masks lie in two folders (``x_lesion.bmp`` and a copied
+proposal ``x_segmentation.png``), or whose image name is found in two folders
+(``train/0.jpg`` and ``test/0.jpg``), is left out with one line naming both:
+which file is the reference, or whose mask it is, is not guessed. Folders not
+looked into (too deep, links to folders, those that cannot be listed) are
+named in the listing's note.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files.segment_case import read_sidecar
 from .imageio import IMAGE_SUFFIXES
 from .mask_files import MASK_NAMES, MASK_SUFFIXES, derived_from
 
@@ -72,6 +82,10 @@ class TreeFiles:
 
     images: tuple[Path, ...]
     masks: dict[str, list[Path]]
+    outputs: tuple[Path, ...] = ()
+    """Files an earlier ``mlffm segment`` or export wrote, named in their ``.json``: neither images nor masks."""
+    not_read: tuple[str, ...] = ()
+    """``folder (why)`` for each folder not looked into (too deep, a link to a folder, one that cannot be listed)."""
 
 
 def folder_role(parts: tuple[str, ...]) -> str | None:
@@ -93,16 +107,32 @@ def list_tree(root: Path) -> TreeFiles:
     Raises TreeError when the tree holds more than :data:`MAX_ENTRIES` entries.
     """
     found: list[tuple[Path, tuple[str, ...]]] = []
+    names: dict[Path, set[str]] = {}
+    not_read: list[str] = []
+    refused = lambda err: not_read.append(f"{_shown(err.filename, root)} (cannot be listed: {err.strerror or type(err).__name__})")  # noqa: E731
     seen = 0
-    for folder, subfolders, files in os.walk(root, followlinks=False, onerror=None):
-        parts = Path(folder).relative_to(root).parts
+    for folder, subfolders, files in os.walk(root, followlinks=False, onerror=refused):
+        here = Path(folder)
+        parts = here.relative_to(root).parts
         seen += len(subfolders) + len(files)
         if seen > MAX_ENTRIES:
             raise TreeError(f"{root}: more than {MAX_ENTRIES} files and folders below it; point at the dataset's own folder")
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and len(parts) < MAX_DEPTH)
+        kept = []
+        for name in sorted(d for d in subfolders if not d.startswith(".")):
+            if (here / name).is_symlink():
+                not_read.append(f"{_shown(here / name, root)} (a link to a folder)")
+            elif len(parts) >= MAX_DEPTH:
+                not_read.append(f"{_shown(here / name, root)} (deeper than {MAX_DEPTH} folders)")
+            else:
+                kept.append(name)
+        subfolders[:] = kept
+        names[here] = set(files)
+        pairs = _holds_pairs(files)
         for name in files:
             if not name.startswith(".") and Path(name).suffix.lower() in (*IMAGE_SUFFIXES, *MASK_SUFFIXES):
-                found.append((Path(folder) / name, parts))
+                found.append((here / name, () if pairs else parts))
+    outputs = _written_outputs([path for path, _ in found], names)
+    found = [(path, parts) for path, parts in found if path not in outputs]
     in_mask_folder = {path: folder_role(parts) == "masks" for path, parts in found}
     image_ids = frozenset(_nfc(path.stem) for path, _ in found if not in_mask_folder[path])
     images: list[Path] = []
@@ -115,17 +145,82 @@ def list_tree(root: Path) -> TreeFiles:
                 masks.setdefault(_nfc(path.name).lower(), []).append(path)
         elif owner is None and suffix in IMAGE_SUFFIXES:
             images.append(path)
-    return TreeFiles(tuple(images), masks)
+    return TreeFiles(tuple(images), masks, tuple(sorted(outputs)), tuple(not_read))
 
 
-def twin_masks(masks: dict[str, list[Path]], case_id: str) -> list[Path]:
-    """The files that could be ``case_id``'s mask when one of its mask names is found in two folders, else []."""
-    wanted = {f"{case_id}{name}{suffix}".lower() for name in MASK_NAMES for suffix in MASK_SUFFIXES}
-    for key in sorted(wanted & masks.keys()):
-        folders = {path.parent for path in masks[key]}
-        if len(folders) > 1:
-            return sorted(masks[key])
-    return []
+def twin_masks(masks: dict[str, list[Path]], case_id: str, image_ids: frozenset[str] = frozenset()) -> list[Path]:
+    """The files that could be ``case_id``'s mask when they lie in two folders (one mask name twice, or
+    ``x_lesion.bmp`` here and ``x_segmentation.png`` there), else []. Another image's mask name is not one of them."""
+    names = [name for name in MASK_NAMES if not (name and f"{case_id}{name}" in image_ids)]
+    wanted = {f"{case_id}{name}{suffix}".lower() for name in names for suffix in MASK_SUFFIXES}
+    paths = sorted(path for key in wanted & masks.keys() for path in masks[key])
+    return paths if len({path.parent for path in paths}) > 1 else []
+
+
+def image_twins(images: tuple[Path, ...]) -> dict[str, list[Path]]:
+    """The image names (ids, in composed form) found in two or more folders, with their files: ``train/0.jpg`` and
+    ``test/0.jpg`` are two photos, and which of them a mask ``0.png`` belongs to is not guessed. Copies of one file,
+    byte for byte (one photo unpacked from two archives), are one photo."""
+    by_id: dict[str, list[Path]] = {}
+    for path in images:
+        by_id.setdefault(_nfc(path.stem), []).append(path)
+    return {case_id: paths for case_id, paths in by_id.items() if len({p.parent for p in paths}) > 1 and not _copies(paths)}
+
+
+def _copies(paths: list[Path]) -> bool:
+    try:
+        return all(filecmp.cmp(paths[0], other, shallow=False) for other in paths[1:])
+    except OSError:
+        return False
+
+
+def tree_note(root: Path, shown: str, pairs: int, unmatched: list[Path], found: TreeFiles) -> str:
+    """One line on what a search of a dataset tree found (``shown``: the root as messages show it)."""
+    line = f"{shown}: no images/ folder; {pairs} image/mask pairs found by name below it"
+    if unmatched:
+        line += f"; {len(unmatched)} image{'s' if len(unmatched) > 1 else ''} without a mask not taken as cases ({_first(unmatched, root)})"
+    if found.outputs:
+        line += f"; {len(found.outputs)} files an earlier mlffm segment or export wrote (named in their .json) not taken ({_first(found.outputs, root)})"
+    if found.not_read:
+        line += f"; {len(found.not_read)} folders not looked into: {', '.join(found.not_read[:3])}{', ...' if len(found.not_read) > 3 else ''}"
+    return line
+
+
+def _first(paths, root: Path) -> str:
+    return ", ".join(_shown(p, root) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
+def _shown(path, root: Path) -> str:
+    """``path`` relative to ``root``, on one line."""
+    try:
+        text = str(Path(path).relative_to(root))
+    except ValueError:
+        text = str(path)
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii") if not text.isprintable() else text
+
+
+def _holds_pairs(files: list[str]) -> bool:
+    """Whether a folder's files hold an image and a file named as its mask (``a.jpg`` and ``a_mask.png``)."""
+    stems = {_nfc(Path(n).stem) for n in files if Path(n).suffix.lower() in IMAGE_SUFFIXES}
+    for name in files:
+        stem, suffix = _nfc(Path(name).stem), Path(name).suffix.lower()
+        owner = derived_from(stem, suffix, stems) if suffix in MASK_SUFFIXES and not name.startswith(".") else None
+        if owner is not None and not _is_map(stem, owner):
+            return True
+    return False
+
+
+def _written_outputs(paths: list[Path], names: dict[Path, set[str]]) -> set[Path]:
+    """The files that a ``<x>.json`` sidecar beside ``<x>_segmentation.png`` names as the outputs of ``mlffm segment``
+    or of an export (:func:`training.files.segment_case.read_sidecar`)."""
+    outputs: set[Path] = set()
+    for path in paths:
+        if path.name.lower().endswith("_segmentation.png") and path not in outputs:
+            sidecar = f"{path.name[: -len('_segmentation.png')]}.json"
+            record = read_sidecar(path.parent / sidecar) if sidecar in names.get(path.parent, ()) else None
+            if record is not None and path.name in record["outputs"]:
+                outputs.update(path.parent / n for n in record["outputs"] if n in names[path.parent] and n != sidecar)
+    return outputs
 
 
 def _is_map(stem: str, owner: str) -> bool:

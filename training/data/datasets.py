@@ -35,7 +35,7 @@ import torch
 from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
-from .dataset_tree import TreeError, TreeFiles, list_tree, twin_masks
+from .dataset_tree import TreeError, TreeFiles, image_twins, list_tree, tree_note, twin_masks
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
@@ -178,6 +178,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     if tree:  # another source's layout: images and masks paired by name anywhere below root
         found = _tree_files(root)
         paths, masks = found.images, found.masks
+        for case_id, twins in image_twins(paths).items():  # test/0.jpg and train/0.jpg: whose is mask 0.png is not guessed
+            left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
+                             f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed"))
+            paths = tuple(p for p in paths if p not in twins)
     else:
         paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
     for path in paths:
@@ -210,9 +214,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
 
     cases, unmatched = [], []
     for case_id, image_path in by_id.items():
-        twins = twin_masks(masks, case_id) if tree else []
+        twins = twin_masks(masks, case_id, image_ids) if tree else []
         if twins:
-            message = (f"{display(image_path)}: skipped, its mask name is found in {len(twins)} folders "
+            message = (f"{display(image_path)}: skipped, its masks are found in {len({p.parent for p in twins})} folders "
                        f"({', '.join(display(p) for p in twins[:3])}): keep one (the reference) under {root}")
             problems.append(message)
             skipped.append(message)
@@ -233,7 +237,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             problems.append(f"{display(mask_path)}: used as {case_id}'s mask; {', '.join(ignored[:3])} beside it ignored (one mask per case)")
         cases.append(Case(case_id, image_path, mask_path))
     if tree:
-        notes.append(_tree_note(root, cases, unmatched))
+        notes.append(tree_note(root, display(root), len(cases), unmatched, found))
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
 
 
@@ -283,15 +287,6 @@ def _tree_files(root: Path) -> TreeFiles:
         raise DatasetError(f"{root}: no images/ folder, and none of the {len(found.images)} images below it has a mask "
                            "(a masks/ folder, or <id>_segmentation, _lesion or _mask beside <id>)")
     return found
-
-
-def _tree_note(root: Path, cases: list[Case], unmatched: list[Path]) -> str:
-    """One line on what a search of a dataset tree found."""
-    line = f"{display(root)}: no images/ folder; {len(cases)} image/mask pairs found by name below it"
-    if unmatched:
-        first = ", ".join(display(p.relative_to(root)) for p in unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
-        line += f"; {len(unmatched)} image{'s' if len(unmatched) > 1 else ''} without a mask not taken as cases ({first})"
-    return line
 
 
 UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")
