@@ -229,3 +229,21 @@ def test_one_photo_unpacked_from_two_archives_is_one_image(tmp_path):
     listing = list_cases(root, "all")
     assert sorted(c.case_id for c in listing.cases) == STEMS
     assert all(c.image_path.parent.name == "ISIC2018_Task1-2_Training_Input" for c in listing.cases)
+
+
+def test_a_photo_of_a_type_not_read_with_a_mask_is_a_case_left_out_and_said_to_be(tmp_path):
+    root = tmp_path / "clinic"
+    for folder in ("Images", "Masks", "phone"):
+        (root / folder).mkdir(parents=True)
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[0]}.jpg", root / "Images")
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[0]}.png", root / "Masks")
+    Image.open(SMALL_DATA / "images" / f"{STEMS[1]}.jpg").save(root / "Images" / f"{STEMS[1]}.webp")
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[1]}.png", root / "Masks")
+    (root / "phone" / f"{STEMS[2]}.heic").write_bytes(b"heic")  # a photo of another type, beside its mask
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[2]}.png", root / "phone" / f"{STEMS[2]}_mask.png")
+    (root / "phone" / "logo.webp").write_bytes(b"webp")  # no mask: not a case
+    listing = list_cases(root, "all")
+    assert [c.case_id for c in listing.cases] == [STEMS[0]]
+    assert len(listing.skipped) == 2 and all("is not a supported image type" in line for line in listing.skipped)
+    assert f"{STEMS[1]}.webp" in listing.skipped[0] + listing.skipped[1] and f"{STEMS[2]}.heic" in listing.skipped[0] + listing.skipped[1]
+    assert "1 image without a mask not taken as cases (phone/logo.webp)" in listing.notes[0]

@@ -101,8 +101,9 @@ def folder_role(parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def list_tree(root: Path) -> TreeFiles:
-    """Every image and mask file under ``root``, told apart by the rule of this module.
+def list_tree(root: Path, other_images: tuple[str, ...] = ()) -> TreeFiles:
+    """Every image and mask file under ``root``, told apart by the rule of this module; ``other_images``: the types
+    of photos not read, taken as images too (so that one with a mask is a case left out, and said to be).
 
     Raises TreeError when the tree holds more than :data:`MAX_ENTRIES` entries.
     """
@@ -129,7 +130,7 @@ def list_tree(root: Path) -> TreeFiles:
         names[here] = set(files)
         pairs = _holds_pairs(files)
         for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in (*IMAGE_SUFFIXES, *MASK_SUFFIXES):
+            if not name.startswith(".") and Path(name).suffix.lower() in (*IMAGE_SUFFIXES, *MASK_SUFFIXES, *other_images):
                 found.append((here / name, () if pairs else parts))
     outputs = _written_outputs([path for path, _ in found], names)
     found = [(path, parts) for path, parts in found if path not in outputs]
@@ -143,7 +144,7 @@ def list_tree(root: Path) -> TreeFiles:
         if in_mask_folder[path] or (owner is not None and suffix in MASK_SUFFIXES and not _is_map(path.stem, owner)):
             if suffix in MASK_SUFFIXES:
                 masks.setdefault(_nfc(path.name).lower(), []).append(path)
-        elif owner is None and suffix in IMAGE_SUFFIXES:
+        elif owner is None and suffix in (*IMAGE_SUFFIXES, *other_images):
             images.append(path)
     return TreeFiles(tuple(images), masks, tuple(sorted(outputs)), tuple(not_read))
 

@@ -182,6 +182,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed"))
             paths = tuple(p for p in paths if p not in twins)
+        ids = frozenset(unicodedata.normalize("NFC", p.stem) for p in paths)  # a photo of a type not read is a case only with a mask
+        other_types = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES and find_mask(masks, unicodedata.normalize("NFC", p.stem), ids) is None]
+        paths = tuple(p for p in paths if p not in other_types)
     else:
         paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
     for path in paths:
@@ -212,7 +215,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     known = set(problems)
     problems.extend(message for _, message in left_out if message not in known)
 
-    cases, unmatched = [], []
+    cases, unmatched = [], other_types if tree else []
     for case_id, image_path in by_id.items():
         twins = twin_masks(masks, case_id, image_ids) if tree else []
         if twins:
@@ -277,7 +280,7 @@ def _tree_files(root: Path) -> TreeFiles:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder" if root.exists() else f"{root}: no such folder")
     try:
-        found = list_tree(root)
+        found = list_tree(root, UNSUPPORTED_IMAGE_SUFFIXES)
     except TreeError as err:
         raise DatasetError(str(err)) from None
     if not found.images:
