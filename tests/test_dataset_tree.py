@@ -247,3 +247,16 @@ def test_a_photo_of_a_type_not_read_with_a_mask_is_a_case_left_out_and_said_to_b
     assert len(listing.skipped) == 2 and all("is not a supported image type" in line for line in listing.skipped)
     assert f"{STEMS[1]}.webp" in listing.skipped[0] + listing.skipped[1] and f"{STEMS[2]}.heic" in listing.skipped[0] + listing.skipped[1]
     assert "1 image without a mask not taken as cases (phone/logo.webp)" in listing.notes[0]
+
+
+def test_evaluate_says_which_of_two_masks_beside_an_image_it_scored_against(tmp_path, tiny_checkpoint, capsys):
+    root = tmp_path / "flat"
+    root.mkdir()
+    stem = STEMS[0]
+    shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", root)
+    shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", root / f"{stem}_mask.png")
+    shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", root / f"{stem}_segmentation.png")  # a proposal copied in, no sidecar
+    code = main(["evaluate", str(root), "--split", "all", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert f"warning: {root / (stem + '_segmentation.png')}: used as {stem}'s mask; {stem}_mask.png beside it ignored" in err

@@ -23,16 +23,28 @@ from ..data.imageio import ImageReadError
 from ..files.outputs import display
 
 
+MAX_PROBLEMS_SHOWN = 10
+"""Lines of a listing's other problems (not skipped cases) printed before scoring; the rest are counted."""
+
+
 class CaseScoring:
     """The cases of one split, proposed one by one; ``skipped`` lists (one line each) what was not scored.
 
-    It starts with the listing's notes, and the pairs the listing itself
-    could not use, each printed as a warning.
+    It starts with the listing's notes, its other problems (the first
+    :data:`MAX_PROBLEMS_SHOWN`: a mask used where another lay beside it,
+    images in no split) and the pairs the listing itself could not use, each
+    printed as a warning.
     """
 
     def __init__(self, listing: DatasetListing) -> None:
         for line in listing.notes:
             print(f"note: {line}", file=sys.stderr)
+        skipped = set(listing.skipped)
+        others = [line for line in listing.problems if line not in skipped]  # not cases lost, but worth a word (a mask beside another)
+        for line in others[:MAX_PROBLEMS_SHOWN]:
+            print(f"warning: {display(line)}", file=sys.stderr)
+        if len(others) > MAX_PROBLEMS_SHOWN:
+            print(f"warning: ... and {len(others) - MAX_PROBLEMS_SHOWN} more problems of the listing", file=sys.stderr)
         self.skipped: list[str] = [display(line) for line in listing.skipped]
         for line in self.skipped:
             print(f"warning: {line}", file=sys.stderr)
