@@ -136,16 +136,18 @@ class Segmenter:
         provenance: dict[str, Any] | None = None,
         extra_tensors: dict[str, torch.Tensor] | None = None,
         extra_meta: dict[str, Any] | None = None,
+        replace: bool = True,
     ) -> None:
         """Write weights, config and provenance to one file, atomically.
 
         ``extra_tensors`` and ``extra_meta`` carry a training state (optimizer,
         EMA, RNG, counters) in the same format; inference ignores them.
+        ``replace=False``: FileExistsError, and nothing written, where a file is at ``path``.
         """
         meta = {"config": self.config.to_dict(), "provenance": provenance if provenance is not None else self.provenance}
         if extra_meta:
             meta["training"] = extra_meta
-        save_checkpoint(path, {**self.state_tensors(), **(extra_tensors or {})}, meta)
+        save_checkpoint(path, {**self.state_tensors(), **(extra_tensors or {})}, meta, replace=replace)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> "Segmenter":

@@ -76,7 +76,7 @@ def remove_quietly(path: str | os.PathLike) -> None:
         pass
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None = None) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None = None, replace: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     The temporary is ``.<name>.<random>.tmp`` beside ``path`` (what
@@ -84,15 +84,39 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None 
     when ``prefix`` is given: a short one lets a name near the file
     system's limit be written. A failure at any point (a full disk, a kill)
     leaves whatever was at ``path`` before untouched, and removes the
-    temporary file where it can.
+    temporary file where it can. ``replace=False``: ``path`` is created,
+    never replaced (a hard link, which fails where a file is): a file that
+    another process put there since the caller looked is a FileExistsError
+    naming it, and stays as it was.
     """
     path = Path(path)
     tmp = write_temporary(path.parent, data, prefix if prefix is not None else f".{path.name}.")
     try:
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _create_from(tmp, path)
     except BaseException:
         remove_quietly(tmp)
         raise
+
+
+def _create_from(tmp: Path, path: Path) -> None:
+    """Put the written temporary ``tmp`` at ``path`` only if nothing is there (exclusive creation)."""
+    written_meanwhile = FileExistsError(
+        f"{path}: already exists: another process wrote it while this one ran; it is kept and this run's result is not written "
+        "(use --overwrite to replace it)"
+    )
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise written_meanwhile from None
+    except OSError:  # a file system without hard links (FAT, some network shares): look, then rename
+        if os.path.lexists(path):
+            raise written_meanwhile from None
+        os.replace(tmp, path)
+        return
+    remove_quietly(tmp)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
@@ -112,13 +136,14 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any], replace: bool = True) -> None:
     """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``.
 
     ValueError, before anything is written, for a ``meta`` that :func:`load_checkpoint` would refuse
     (not JSON, nested deeper than the loader reads, a header above its size limit, a provenance
     entry of the wrong kind, :func:`model.files.checkpoint_check.provenance_problem`): a save
-    never replaces a loadable file with one that does not load.
+    never replaces a loadable file with one that does not load. ``replace=False``: as
+    :func:`atomic_write_bytes`, never over a file that is there.
     """
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     try:
@@ -136,7 +161,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     length = int.from_bytes(data[:8], "little")
     if length > MAX_HEADER_BYTES:
         raise ValueError(f"{path}: not saved: the checkpoint's header would be {length} bytes, above the {MAX_HEADER_BYTES} a load reads")
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, replace=replace)
 
 
 def finite_or_null(value: Any) -> Any:

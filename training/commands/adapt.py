@@ -363,7 +363,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
         **result.card, "command": args.command_line,
         "data": {"folder": listing.root.resolve().name, "n_images": result.card["n_cases"], "ids_sha256": listing.ids_hash()},
     }
-    model.save(args.output, provenance=provenance)
+    model.save(args.output, provenance=provenance, replace=args.overwrite)  # a file another program wrote meanwhile is kept
     write_card(args.output)
     card = result.card
     make_reporter(args.progress).message(

@@ -91,6 +91,6 @@ def run_average(args: argparse.Namespace) -> int:
         ],
         "licence": models[0].provenance.get("licence"),
     }
-    soup.save(args.output, provenance=provenance)
+    soup.save(args.output, provenance=provenance, replace=args.overwrite)  # a file written meanwhile is kept unless --overwrite
     print(f"averaged {len(models)} models of one architecture -> {args.output}; run mlffm calibrate on it")
     return 0

@@ -134,7 +134,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "base_checkpoint": base.checkpoint_id,
         "skipped": skipped,
     }
-    calibrated.save(args.output)
+    calibrated.save(args.output, replace=args.overwrite)  # a file written meanwhile is kept unless --overwrite
     record = calibrated.provenance["calibration"]
     if skipped:
         print(f"skipped {len(skipped)} cases of {args.split} (not used):")

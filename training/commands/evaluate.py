@@ -213,6 +213,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "skipped": skipped,
                 **({"clicks": clicks} if clicks is not None else {}),
             },
+            replace=args.overwrite,  # a file written meanwhile (a second run) is kept unless --overwrite
         )
     return 1 if skipped else 0
 

@@ -274,8 +274,9 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, encode_json(data))
+def write_json(path: Path, data: dict[str, Any], replace: bool = True) -> None:
+    """:func:`encode_json` of ``data`` written atomically; ``replace=False``: never over a file that is there."""
+    atomic_write_bytes(path, encode_json(data), replace=replace)
 
 
 def _json_default(value: Any) -> Any:
