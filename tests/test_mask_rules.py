@@ -126,3 +126,25 @@ def test_two_level_masks_with_a_grey_lesion_or_a_dark_background_saved_as_jpeg_s
         Image.fromarray(array).save(path, quality=quality)
         mask = read_mask(path)
         assert (mask & lesion).sum() / (mask | lesion).sum() > 0.9, index  # read, not refused (a lesion at 128 is cut at 128)
+
+
+def test_a_min_is_white_mask_from_fiji_or_tifffile_is_read_by_its_stored_values(tmp_path):
+    """Fiji saves a binary mask drawn with its default inverting LUT (lesion 255, shown black) as a MINISWHITE TIFF,
+    and tifffile.imwrite saves every bool array so; both, and napari, read the lesion back as 255 / True. They were read
+    as they look, lesion and skin swapped (evaluate of 2 ISIC cases: Dice 0.0179 for 0.9792, exit 0). Other programs' MINISWHITE masks are
+    still read as they look."""
+    import tifffile
+
+    lesion = np.zeros((40, 60), bool)
+    lesion[10:30, 15:40] = True
+    tifffile.imwrite(tmp_path / "numpy_bool.tif", lesion)  # tifffile's default for bool: bilevel MINISWHITE
+    tifffile.imwrite(tmp_path / "fiji.tif", lesion.astype(np.uint8) * 255, imagej=True, photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "fiji16.tif", lesion.astype(np.uint16) * 65535, imagej=True, photometric="miniswhite")
+    for name in ("numpy_bool.tif", "fiji.tif", "fiji16.tif"):
+        assert tifffile.TiffFile(tmp_path / name).pages[0].photometric == 0, name
+        assert np.array_equal(read_mask(tmp_path / name), lesion), name
+    # a scanner's or ImageMagick's MINISWHITE mask stores the white lesion as 0: read as it looks
+    tifffile.imwrite(tmp_path / "other.tif", ~lesion, photometric="miniswhite", software="ImageMagick 7", metadata=None)
+    tifffile.imwrite(tmp_path / "other8.tif", np.where(lesion, 0, 255).astype(np.uint8), photometric="miniswhite", software="scanner", metadata=None)
+    for name in ("other.tif", "other8.tif"):
+        assert np.array_equal(read_mask(tmp_path / name), lesion), name

@@ -29,7 +29,7 @@ from .image_header import (
     check_image_header,
     png_sample_layout,
 )
-from .tiff_reading import open_as_stored, orient, read_tiff, tiff_colour_mask
+from .tiff_reading import open_as_stored, orient, read_tiff, tiff_colour_mask, tiff_stored_values_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # allow big dermoscopy photos; check_image_header refuses larger ones first
@@ -181,7 +181,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: empty mask file (0 bytes)")
     check_image_header(path)
     try:
-        colour = tiff_colour_mask(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        colour = (tiff_colour_mask(path) or tiff_stored_values_mask(path)) if path.suffix.lower() in (".tif", ".tiff") else None
         values = mask_values_from_pil(colour) if colour is not None else None
         if values is None:
             img, orientation = open_as_stored(path)

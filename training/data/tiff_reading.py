@@ -173,3 +173,29 @@ def tiff_colour_mask(path: Path) -> Image.Image | None:
     array = array.astype(np.uint8) if int(array.max(initial=0)) <= 255 else (array >> 8).astype(np.uint8)
     mode = {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
     return Image.fromarray(np.ascontiguousarray(orient(array, orientation)), mode)
+
+
+def tiff_stored_values_mask(path: Path) -> Image.Image | None:
+    """A MINISWHITE grey TIFF mask written by ImageJ/Fiji or by tifffile, as an upright image of its stored values
+    (L or I;16); None for other TIFFs (Pillow reads those as they look, MINISWHITE inverted).
+
+    Fiji saves a binary mask drawn with its default inverting LUT (the lesion 255, shown black) as MINISWHITE, and
+    tifffile so saves every bool array (the lesion True); both, and napari, read such a file back by its stored
+    values, where a viewer shows it inverted. A scanner's or ImageMagick's MINISWHITE mask keeps what it shows."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[main_tiff_page(tif)]
+            if int(page.photometric) != _MINISWHITE or int(page.samplesperpixel) != 1:
+                return None
+            if not (tif.is_imagej or str(page.software or "").startswith("tifffile")):
+                return None
+            array = page.asarray()
+            orientation = tiff_orientation(page)
+    except Exception:  # noqa: BLE001 - a damaged file: Pillow's reading reports it
+        return None
+    if array.ndim != 2 or array.dtype not in (np.bool_, np.uint8, np.uint16):
+        return None
+    array = array.astype(np.uint8) * 255 if array.dtype == np.bool_ else array
+    return Image.fromarray(np.ascontiguousarray(orient(array, orientation)))
