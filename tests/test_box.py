@@ -58,6 +58,15 @@ def test_bad_boxes_are_one_value_error(box, match):
         box.window(50, 60)
 
 
+@pytest.mark.parametrize("box", [(10, 10, 40, 50), [10, 10, 40, 50], np.array([10, 10, 40, 50]), {"top": 10}, "10,10,40,50"])
+def test_a_box_that_is_not_a_box_is_one_value_error_before_any_work(tiny_segmenter, box):
+    """refine(..., box=(top, left, bottom, right)) was an AttributeError ('tuple' object has no attribute 'outside_as_skin')."""
+    before = tiny_segmenter.encode_calls
+    with pytest.raises(ValueError, match=r"box must be a model.inputs.box.Box, .*Box\(top, left, bottom, right\)"):
+        refine(tiny_segmenter, np.zeros((50, 60, 3), np.uint8) + 100, Prompts(), "kept", box=box, n_samples=1, steps=1)
+    assert tiny_segmenter.encode_calls == before
+
+
 @pytest.mark.parametrize("corners", [[[1.0, 2.0]], [[np.nan, 0], [3, 3]], "corner", [[1, 2, 3]], [["a", "b"], ["c", "d"]]])
 def test_malformed_corners_are_one_value_error(corners):
     with pytest.raises(ValueError, match="box corners"):

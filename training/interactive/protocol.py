@@ -144,6 +144,8 @@ def refine_iter(
         if not isinstance(painted, KeptPixels):
             raise ValueError(f"painted must be a model.inputs.kept.KeptPixels, got {type(painted).__name__}")
         painted.check(height, width)
+    if box is not None and not isinstance(box, Box):
+        raise ValueError(f"box must be a model.inputs.box.Box, such as Box(top, left, bottom, right), got {type(box).__name__}")
     n_samples, steps = (segmenter.refine_sampling_settings if is_steered(prompts, painted, box) else segmenter.sampling_settings)(n_samples, steps)
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
