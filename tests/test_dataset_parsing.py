@@ -394,3 +394,16 @@ def test_evaluate_warns_when_most_reference_masks_look_inverted():
     inverted = [{"truth_area_fraction": 0.9, "truth_touches_border": True}] * 3 + [{"truth_area_fraction": 0.2, "truth_touches_border": False}]
     assert warn_if_swapped(inverted)
     assert not warn_if_swapped(inverted[2:])  # one whole-frame lesion in two cases: legitimate, no warning
+
+
+def test_evaluate_warns_when_the_proposals_match_the_references_backgrounds(data, capsys):
+    """Masks saved with lesion and skin swapped (here by tifffile's or another writer's convention), covering about
+    70 % of the image, so the area rule alone misses them: the proposals fit their backgrounds, and evaluate says so."""
+    for path in (data / "masks").iterdir():
+        mask = np.array(Image.open(path)) > 0
+        Image.fromarray(np.where(mask, 0, 255).astype(np.uint8)).save(path)
+    assert main(["evaluate", str(data), "--split", "val", "--samples", "2", "--steps", "2", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "images the proposal matches the reference's background better than its lesion" in err
+    assert main(["evaluate", str(SMALL_DATA), "--split", "val", "--samples", "2", "--steps", "2", "--device", "cpu"]) == 0
+    assert "background better" not in capsys.readouterr().err  # the masks as ISIC wrote them

@@ -16,7 +16,7 @@ from ..cli_types import add_flat_field_argument, bounded_int, flat_field_choice,
 from ..data.datasets import list_cases, no_cases_in_split
 from ..data.imageio import write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
-from ..scoring.metrics import METRIC_NAMES, MetricAccumulator
+from ..scoring.metrics import METRIC_NAMES, MetricAccumulator, dice
 from ..files.outputs import check_output_file
 from .case_scoring import CaseScoring
 from ..scoring.strata import format_strata, format_triage, strata_table, triage_recall, truth_traits
@@ -135,6 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         record = accumulator.update(proposal.consensus, truth, proposal.probability, samples, case.case_id)
         record.update(truth_traits(truth))
         record["size"] = [int(truth.shape[1]), int(truth.shape[0])]  # width, height: HD95 is in this image's pixels
+        record["dice_inverted_reference"] = dice(proposal.consensus, ~truth)  # high where lesion and skin are swapped in the mask
         if not args.direct:
             record["mean_uncertainty"] = float(proposal.uncertainty.mean())
             record["disagreement"] = proposal.disagreement
@@ -228,11 +229,26 @@ def format_spearman(rho: float, per_image: list[dict], score: str = "mean_uncert
 
 
 def warn_if_swapped(per_image: list[dict]) -> bool:
-    """Warn (stderr) when most reference masks look inverted: lesion over 80 % of the image and reaching its edge.
+    """Warn (stderr) when most reference masks look inverted, and say why; True if warned.
 
-    Whole-frame lesions exist (8 of 594 ISIC test references cover over 95 %), but not in most cases of a
-    split; masks written with the lesion as 0 and the skin as the bright value look like this. True if warned.
+    Either sign counts: in most images the proposal matches the reference's background better than its lesion
+    (``dice_inverted_reference`` above both 0.5 and ``dice``), or the lesion covers over 80 % of the image and
+    reaches its edge. Whole-frame lesions exist (8 of 594 ISIC test references cover over 95 %), but not in most
+    cases of a split; masks written with the lesion as 0 and the skin as the bright value look like this.
     """
+    if not per_image:
+        return False
+    matched = [r for r in per_image if r.get("dice_inverted_reference", 0.0) > max(0.5, r.get("dice", 0.0))]
+    if len(matched) * 2 > len(per_image):
+        inverted = sum(r["dice_inverted_reference"] for r in per_image) / len(per_image)
+        plain = sum(r.get("dice", 0.0) for r in per_image) / len(per_image)
+        print(
+            f"warning: in {len(matched)} of {len(per_image)} images the proposal matches the reference's background better than "
+            f"its lesion (mean Dice {plain:.3f}; against the inverted references {inverted:.3f}): if lesion and skin are swapped "
+            "in these masks (the lesion must be the non-zero, brighter value), every score is inverted",
+            file=sys.stderr,
+        )
+        return True
     full = sum(1 for r in per_image if r.get("truth_area_fraction", 0.0) > 0.8 and r.get("truth_touches_border"))
     if len(per_image) < 2 or full * 2 <= len(per_image):
         return False
