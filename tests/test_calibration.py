@@ -111,7 +111,7 @@ def test_calibrate_writes_a_model_with_the_fitted_options_and_evaluate_reports_b
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(SMALL_DATA), "--checkpoint", str(out), "--split", "val", "--samples", "2", "--steps", "2", "--flip-views", "4", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert result["settings"]["flip_views"] == 4
+    assert result["settings"]["flip_views"] == 2  # asked 4, but one view per sample at most: 2 samples saw 2 views
     assert result["settings"]["probability_temperature"] == pytest.approx(record["temperature"])
     assert result["settings"]["decision_threshold"] == pytest.approx(record["threshold"])
     rows = np.array(result["calibration_bins"]["rows"])
@@ -256,3 +256,13 @@ def test_average_refuses_a_copy_of_one_model_under_another_name(tmp_path, tiny_s
     shutil.copyfile(first, copy)
     assert main(["average", str(first), str(copy), "-o", str(tmp_path / "soup.mlffm")]) == 2  # "averaged 2 models"
     assert "the same model as" in capsys.readouterr().err and not (tmp_path / "soup.mlffm").exists()
+
+
+def test_evaluate_and_calibrate_report_the_flip_views_they_used_one_per_sample_at_most(tmp_path, tiny_checkpoint, capsys):
+    report, calibrated = tmp_path / "r.json", tmp_path / "c.mlffm"
+    args = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--flip-views", "4", "--samples", "2", "--steps", "1"]
+    assert main(["evaluate", str(SMALL_DATA), "--split", "val", "--json", str(report), *args]) == 0
+    assert "flip views 2," in capsys.readouterr().out
+    assert json.loads(report.read_text())["settings"]["flip_views"] == 2
+    assert main(["calibrate", str(SMALL_DATA), "-o", str(calibrated), *args]) == 0
+    assert Segmenter.load(calibrated, "cpu").provenance["calibration"]["flip_views"] == 2

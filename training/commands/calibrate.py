@@ -117,7 +117,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "command": command,
         "split": args.split,
         "n_images": len(scores),
-        "flip_views": views,
+        "flip_views": min(views, samples),  # the views the fit saw: one per sample at most
         "flat_field": flat,
         "samples": samples,
         "steps": steps,

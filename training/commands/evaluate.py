@@ -148,9 +148,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rho = uncertainty_error_spearman(accumulator.per_image)
     rho_disagreement = uncertainty_error_spearman(accumulator.per_image, "disagreement")
     per_image_seconds = sum(seconds) / max(len(seconds), 1)
+    views_used = segmenter.config.flip_views if args.direct else min(segmenter.config.flip_views, args.samples)  # one view per sample at most
     print(
         f"\n{args.split}: {len(seconds)} images, checkpoint {segmenter.checkpoint_id}, {_sampling(args)}, "
-        f"flip views {segmenter.config.flip_views}, temperature {segmenter.config.probability_temperature:.3g}, "
+        f"flip views {views_used}, temperature {segmenter.config.probability_temperature:.3g}, "
         f"threshold {segmenter.config.decision_threshold:.3g}, flat field {'on' if segmenter.config.flat_field else 'off'}, device {segmenter.device}"
     )
     if skipped:
@@ -204,7 +205,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "settings": {
                     "samples": 1 if args.direct else args.samples, "steps": 1 if args.direct else args.steps,
                     "direct": args.direct, "seed": args.seed, "device": str(segmenter.device),
-                    "flip_views": segmenter.config.flip_views, "probability_temperature": segmenter.config.probability_temperature,
+                    "flip_views": views_used, "probability_temperature": segmenter.config.probability_temperature,
                     "decision_threshold": segmenter.config.decision_threshold, "flat_field": segmenter.config.flat_field,
                 },
                 "calibration_bins": {
