@@ -67,6 +67,15 @@ def test_a_box_that_is_not_a_box_is_one_value_error_before_any_work(tiny_segment
     assert tiny_segmenter.encode_calls == before
 
 
+@pytest.mark.parametrize("reach", ["no", "off", 0.5, None, [False]])
+def test_a_reach_that_is_not_a_bool_is_one_value_error_before_any_work(tiny_segmenter, reach):
+    """refine(..., reach="no") took the word for a yes (any truthy value)."""
+    before = tiny_segmenter.encode_calls
+    with pytest.raises(ValueError, match="reach must be True or False"):
+        refine(tiny_segmenter, np.zeros((50, 60, 3), np.uint8) + 100, Prompts(), "kept", reach=reach, n_samples=1, steps=1)
+    assert tiny_segmenter.encode_calls == before
+
+
 @pytest.mark.parametrize("corners", [[[1.0, 2.0]], [[np.nan, 0], [3, 3]], "corner", [[1, 2, 3]], [["a", "b"], ["c", "d"]]])
 def test_malformed_corners_are_one_value_error(corners):
     with pytest.raises(ValueError, match="box corners"):

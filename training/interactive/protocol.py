@@ -146,6 +146,8 @@ def refine_iter(
         painted.check(height, width)
     if box is not None and not isinstance(box, Box):
         raise ValueError(f"box must be a model.inputs.box.Box, such as Box(top, left, bottom, right), got {type(box).__name__}")
+    if not isinstance(reach, (bool, np.bool_)):  # reach="no" is truthy: never read a word as a yes
+        raise ValueError(f"reach must be True or False, got {reach!r}")
     n_samples, steps = (segmenter.refine_sampling_settings if is_steered(prompts, painted, box) else segmenter.sampling_settings)(n_samples, steps)
     disks = click_disks(prompts.positive, prompts.negative, height, width) if mode in ("kept", "both") else None
     outside = box.outside_as_skin(height, width) if box is not None else None
