@@ -14,7 +14,8 @@ from PIL import Image
 
 from model import Segmenter
 from training.cli import main
-from training.data.datasets import DatasetError, cache_dataset, list_cases, read_splits
+from training.data.datasets import DatasetError, cache_dataset, list_cases
+from training.data.splits import read_splits
 from training.data.imageio import ImageReadError, read_mask
 from training.data.masks import binary_mask
 

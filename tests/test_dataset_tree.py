@@ -260,3 +260,45 @@ def test_evaluate_says_which_of_two_masks_beside_an_image_it_scored_against(tmp_
     err = capsys.readouterr().err
     assert code == 0
     assert f"warning: {root / (stem + '_segmentation.png')}: used as {stem}'s mask; {stem}_mask.png beside it ignored" in err
+
+
+def _isic_with_splits(root):
+    """ISIC's three archives of each kind unpacked side by side: the split of each case is its folder's."""
+    parts = {"Training": STEMS[:4], "Validation": STEMS[4:6], "Test": STEMS[6:]}
+    for name, stems in parts.items():
+        inputs, truth = root / f"ISIC2018_Task1-2_{name}_Input", root / f"ISIC2018_Task1_{name}_GroundTruth"
+        inputs.mkdir(parents=True)
+        truth.mkdir()
+        for stem in stems:
+            shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", inputs)
+            shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", truth / f"{stem}_segmentation.png")
+    return root
+
+
+def test_a_tree_without_splits_csv_takes_its_splits_from_its_folders_names(tmp_path):
+    root = _isic_with_splits(tmp_path / "isic")
+    assert [c.case_id for c in list_cases(root, "test").cases] == STEMS[6:]
+    assert [c.case_id for c in list_cases(root, "val").cases] == STEMS[4:6]
+    listing = list_cases(root, "train")
+    assert [c.case_id for c in listing.cases] == STEMS[:4]
+    assert any("no splits.csv; the splits are its folders' names: train 4, val 2, test 2" in n for n in listing.notes)
+    assert len(list_cases(root, "all").cases) == 8
+    (root / "splits.csv").write_text("id,split\n" + "".join(f"{s},test\n" for s in STEMS))  # a splits.csv wins
+    assert len(list_cases(root, "test").cases) == 8
+    from training.data.splits import folder_split
+
+    assert folder_split(("train_test",)) is None and folder_split(("data", "Testing", "batch 2")) == "test"
+    assert folder_split(("contest photos",)) is None  # a word, not a part of one
+
+
+def test_finetune_and_calibrate_never_use_the_test_folder_of_a_tree(tmp_path, tiny_checkpoint, capsys):
+    root = _isic_with_splits(tmp_path / "isic")
+    out = tmp_path / "c.mlffm"
+    assert main(["calibrate", str(root), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--split", "all",
+                 "--samples", "2", "--steps", "1"]) == 0
+    assert "left out 2 cases that" in capsys.readouterr().err
+    from model import Segmenter
+
+    assert Segmenter.load(out, "cpu").provenance["calibration"]["n_images"] == 6
+    code = main(["evaluate", str(root), "--split", "Test", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+    assert code == 2 and "no cases in split 'Test' (its folders name 'test', 'train', 'val')" in capsys.readouterr().err

@@ -254,7 +254,7 @@ def test_high_t_fraction_moves_that_share_of_timesteps_into_the_top_decile(tmp_p
 
 
 def test_train_exclude_leaves_listed_cases_out_and_records_them(tmp_path, capsys):
-    from training.data.datasets import read_splits
+    from training.data.splits import read_splits
 
     train_ids = sorted(i for i, split in read_splits(SMALL_DATA).items() if split == "train")
     val_id = next(i for i, split in read_splits(SMALL_DATA).items() if split == "val")

@@ -20,7 +20,8 @@ from model.inputs.preprocess import apply_temperature, untempered_threshold
 from ..cli_types import add_flat_field_argument, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
 from ..scoring.calibration import OBJECTIVES, TEMPERATURE_RANGE, LogitHistogram, ThresholdSweep
 from .adapt import MIN_CASES  # as many cases as adapt asks for give a fit that holds
-from ..data.datasets import list_cases, no_cases_in_split
+from ..data.datasets import list_cases
+from ..data.splits import no_cases_in_split
 from .train import without_test_cases
 from ..scoring.metrics import dice
 from ..files.outputs import check_output_file

@@ -13,7 +13,8 @@ from model import Segmenter
 from model.config import FLIP_VIEWS
 
 from ..cli_types import add_flat_field_argument, bounded_int, flat_field_choice, limit_arg, samples_arg, seed_arg, steps_arg
-from ..data.datasets import list_cases, no_cases_in_split
+from ..data.datasets import list_cases
+from ..data.splits import no_cases_in_split
 from ..data.imageio import write_json
 from ..interactive.protocol import CLICK_MODES, click_session, format_clicks, resolve_mode, summarize_sessions
 from ..scoring.metrics import METRIC_NAMES, MetricAccumulator, dice

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import CachedDataset, DatasetListing, ids_hash, read_splits
+from ..data.datasets import CachedDataset, DatasetListing, ids_hash
+from ..data.splits import dataset_splits
 from ..files.file_names import check_name_lengths, lock_names, probe_name, written_names
 from ..files.outputs import display
 from ..loop.trainer import resume_path_for
@@ -108,14 +109,16 @@ def check_run_names(output: Path, what: str) -> None:
 
 
 def without_test_cases(listing: DatasetListing, root: Path) -> DatasetListing:
-    """``listing`` without the cases that the folder's ``splits.csv`` puts in the ``test`` split (in any letter case:
+    """``listing`` without the cases that the folder's ``splits.csv`` (or, for a dataset as its source ships it, its
+    folders' names: :func:`training.data.splits.dataset_splits`) puts in the ``test`` split (in any letter case:
     ``Test`` too; a model is never trained or calibrated on test cases: their scores would be optimistic), with one
     warning line saying how many were left out."""
-    splits = read_splits(Path(root)) or {}
+    splits = dataset_splits(Path(root)) or {}
     test = {case_id for case_id, split in splits.items() if split.casefold() == "test"}
     kept = tuple(c for c in listing.cases if c.case_id not in test)
     if len(kept) < len(listing.cases):
-        print(f"warning: left out {len(listing.cases) - len(kept)} cases that {Path(root) / 'splits.csv'} puts in split 'test': "
+        source = Path(root) / "splits.csv" if (Path(root) / "splits.csv").is_file() else f"{Path(root)}'s folder names"
+        print(f"warning: left out {len(listing.cases) - len(kept)} cases that {source} put{'s' if isinstance(source, Path) else ''} in split 'test': "
               "a model is never trained on its test cases", file=sys.stderr)
     return replace(listing, cases=kept)
 

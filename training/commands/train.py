@@ -18,7 +18,8 @@ from model.inputs.limits import MAX_WORKING_SIZE
 
 from ..scoring.adapt import calibrated_dice
 from ..data.augment import AugmentConfig
-from ..data.datasets import CachedDataset, DatasetError, DatasetListing, cache_dataset, list_cases, no_cases_in_split
+from ..data.datasets import CachedDataset, DatasetError, DatasetListing, cache_dataset, list_cases
+from ..data.splits import no_cases_in_split
 from ..data.id_lists import read_id_list, without_cases
 from ..cli_types import add_flat_field_argument, batch_size_arg, bounded_float, bounded_int, epochs_arg, limit_arg, lr_arg, minutes_arg, probability_arg, seed_arg
 from ..loop.distributed import Distributed, rank_device, session, stop_signals

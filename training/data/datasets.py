@@ -22,7 +22,6 @@ pixels is stated in :mod:`training.data.masks`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -35,15 +34,12 @@ import torch
 from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
+from .splits import DatasetError, check_split_names, folder_splits, folder_splits_note, read_splits
 from .dataset_tree import TreeError, TreeFiles, image_twins, list_tree, tree_note, twin_masks
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
 from ..files.outputs import display
-
-class DatasetError(ValueError):
-    """The dataset folder cannot be used at all; the message says why."""
-
 
 def has_control_character(text: str) -> bool:
     """Whether ``text`` holds a control character (NUL, a newline, a tab, an escape, DEL, the C1 controls such as
@@ -105,59 +101,6 @@ def ids_hash(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:12]
 
 
-def read_splits(root: Path) -> dict[str, str] | None:
-    """``splits.csv`` as {id: split}, or None when there is none.
-
-    Columns ``id`` and ``split`` (others are ignored; a UTF-8 BOM is
-    accepted). Raises DatasetError naming the file and line for a row that
-    lacks either value, and naming the id and both splits for an id listed
-    in two splits. An id listed twice in the same split is accepted.
-    """
-    path = root / "splits.csv"
-    if not path.is_file():
-        return None
-    shown = display(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip().lower() for name in next(reader, [])]
-            if not {"id", "split"} <= set(header):
-                raise DatasetError(f"{shown}: needs the columns id,split (first line: {','.join(header)!r})")
-            at_id, at_split = header.index("id"), header.index("split")
-            splits: dict[str, str] = {}
-            first_line: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                if not any(cell.strip() for cell in row):
-                    continue  # blank line
-                if len(row) <= max(at_id, at_split):
-                    raise DatasetError(f"{shown}, line {line}: expected id,split, found {','.join(row)!r}")
-                case_id, split = unicodedata.normalize("NFC", row[at_id].strip()), row[at_split].strip()
-                if not case_id or not split:
-                    raise DatasetError(f"{shown}, line {line}: empty id or split in {','.join(row)!r}")
-                earlier = splits.get(case_id)
-                if earlier is not None and earlier != split:
-                    raise DatasetError(
-                        f"{shown}: id {case_id!r} is listed in two splits, {earlier!r} (line {first_line[case_id]}) "
-                        f"and {split!r} (line {line}): a train/test leak; list each id in one split"
-                    )
-                splits[case_id] = split
-                first_line.setdefault(case_id, line)
-            return splits
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"{shown}: cannot read ({err})") from None
-
-
-def no_cases_in_split(root: str | Path, split: str) -> str:
-    """One line for a split that selected nothing, naming the splits that ``splits.csv`` does hold."""
-    try:
-        names = sorted(set((read_splits(Path(root)) or {}).values()))
-    except DatasetError:
-        names = []
-    held = f" (its splits.csv has {', '.join(repr(n) for n in names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
-    return f"{root}: no cases in split {split!r}{held}"
-
-
 def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     """Find the image/mask pairs under ``root``, optionally only those of ``split``.
 
@@ -191,7 +134,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         _add_image(path, by_id, problems, left_out)
 
     image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
-    splits = read_splits(root)
+    splits, split_note = read_splits(root), None
+    if splits is None and tree:  # ISIC's download ships Training, Validation and Test folders: its test split stays one
+        splits = folder_splits(root, by_id) or None
+        split_note = folder_splits_note(root, splits, len(by_id)) if splits is not None else None
     in_split = lambda case_id: True  # noqa: E731
     if split is not None:
         if splits is None:
@@ -207,7 +153,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
                 if split in ("all", "*") or case_split == split:  # a case of this split that cannot be scored: say so
                     left_out.append((case_id, line))
         if split not in ("all", "*"):
-            _check_split_names(root, splits, by_id, split, problems, left_out)
+            check_split_names(root, splits, by_id, split, problems, left_out)
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
             # a case of a split named like this one but for letter case ("Test") is one the split is asked for and left out
             in_split = lambda case_id: case_id is None or (splits.get(case_id) or "").casefold() == split.casefold()  # noqa: E731
@@ -241,6 +187,8 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         cases.append(Case(case_id, image_path, mask_path))
     if tree:
         notes.append(tree_note(root, display(root), len(cases), unmatched, found))
+    if split_note is not None:
+        notes.append(split_note)
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
 
 
@@ -294,19 +242,6 @@ def _tree_files(root: Path) -> TreeFiles:
 
 UNSUPPORTED_IMAGE_SUFFIXES = (".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".jfif", ".jpe", ".dcm")
 """Photographs in types this program does not read: left out as cases (and said to be), not ignored as other files."""
-
-def _check_split_names(root: Path, splits: dict[str, str], by_id: dict[str, Path], split: str, problems: list[str], left_out: list) -> None:
-    """Say which images a split leaves out unseen: those ``splits.csv`` puts in no split, and those in a split whose
-    name differs from ``split`` only in letter case (``Test`` for ``test``), which are cases of it left out."""
-    shown = display(root / "splits.csv")
-    unlisted = sorted(k for k in by_id if k not in splits)
-    if unlisted:
-        first = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
-        problems.append(f"{shown}: {len(unlisted)} image{'s are' if len(unlisted) > 1 else ' is'} in no split ({first}), so not in {split!r}")
-    for case_id, case_split in splits.items():
-        if case_split != split and case_split.casefold() == split.casefold() and case_id in by_id:
-            left_out.append((case_id, f"{shown}: {case_id!r} is in split {case_split!r}, not {split!r} (split names are compared exactly)"))
-
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair: ((H, W, 3) uint8/uint16 image, (H, W) bool mask).
