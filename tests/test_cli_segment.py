@@ -105,9 +105,28 @@ def test_subfolders_are_named_as_not_read_but_not_the_run_s_own_output_folder(tm
     shutil.copy(sample_images[1], folder / "loose.jpg")
     code, stdout, stderr = _run([folder, "-o", folder / "results", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
     assert code == 0 and "1 segmented" in stdout
-    assert "2 subfolders not read (patient 1, patient 2)" in stderr and "name them too" in stderr
+    assert "2 subfolders not read (patient 1, patient 2)" in stderr and "add --recursive" in stderr
     code, stdout, stderr = _run([folder, "-o", folder / "results", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"], capsys)
     assert "results" not in stderr.split("subfolders not read")[1].split(";")[0]  # the run's own output is no subfolder of cases
+
+
+def test_recursive_segments_each_patient_s_folder_into_the_same_subfolder_of_the_output(tmp_path, tiny_checkpoint, sample_images, capsys):
+    folder = tmp_path / "clinic"
+    for patient in ("patient 1", "patient 2/visit 2"):
+        (folder / patient).mkdir(parents=True)
+        shutil.copy(sample_images[0], folder / patient / "IMG_0001.jpg")  # one camera name in every folder: no clash
+    shutil.copy(sample_images[1], folder / "loose.jpg")
+    (folder / "elsewhere").symlink_to(folder / "patient 1")  # a link to a folder is not followed
+    out = folder / "results"
+    args = [folder, "-o", out, "--recursive", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
+    code, stdout, stderr = _run(args, capsys)
+    assert code == 0 and "3 segmented, 0 skipped" in stdout
+    for written in ("loose_segmentation.png", "patient 1/IMG_0001_segmentation.png", "patient 2/visit 2/IMG_0001.json"):
+        assert (out / written).is_file(), written
+    assert json.loads((out / "patient 1" / "IMG_0001.json").read_text())["source"] == str(folder / "patient 1" / "IMG_0001.jpg")
+    assert "1 folder not looked into: elsewhere (a link to a folder)" in stderr
+    code, stdout, _ = _run(args, capsys)  # rerun: every case kept, and the outputs under results/ are not read as inputs
+    assert code == 0 and "0 segmented, 0 skipped, 3 already segmented (kept)" in stdout
 
 
 def test_a_run_that_writes_nothing_leaves_no_empty_folder_behind(tmp_path, tiny_checkpoint, capsys):

@@ -9,13 +9,10 @@ the SHA-256 of the input file, the checkpoint id, samples, steps, seed and
 eta. One whose image or settings differ, or whose sidecar predates these
 fields, is left untouched and named in one line saying what differs; the
 other cases still go through and the run exits 1; ``--overwrite`` replaces
-it (all or nothing, as any case is written). Folder
-scans ignore files named like this command's outputs, so ``-o`` may be the
-input folder itself; they name, in one line each, image files they do not
-take (a type this program does not read, such as .webp or .heic, and a link,
-FIFO or device with an image's suffix, which is never opened), and these count
-as skipped. An image whose outputs' names would pass the file system's name
-limit (255 bytes) is skipped in one line before anything is written. Paths
+it (all or nothing, as any case is written). Which files are read, and where
+``--recursive`` puts a subfolder's outputs: :mod:`training.commands.segment_inputs`.
+An image whose outputs' names would pass the file system's name limit (255
+bytes) is skipped in one line before anything is written. Paths
 in messages show control characters escaped (``'bad\\x1b[2J.png'``), so each
 message stays one line. ``--shard i/n`` (independent jobs) and torchrun ranks
 split the sorted image list; the files written are the same as one
@@ -35,10 +32,10 @@ from model import Segmenter
 
 from ..cli_types import add_flat_field_argument, flat_field_choice, path_arg, samples_arg, seed_arg, steps_arg
 from ..loop.distributed import Distributed, parse_shard, rank_device, session
-from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
-from ..data.imageio import IMAGE_SUFFIXES, read_image
+from ..data.imageio import read_image
 from ..files.outputs import check_writable_folder, display, escape_unprintable, one_line
 from ..files.file_names import name_limit
+from .segment_inputs import collect_images
 from ..files.segment_case import (
     OUTPUT_SUFFIXES,
     CaseState,
@@ -48,7 +45,6 @@ from ..files.segment_case import (
     clear_marker,
     encode_case,
     file_sha256,
-    is_output_name,
     matches_existing,
     name_too_long,
     output_paths,
@@ -75,96 +71,15 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
         "unfinished ones completed, and ones made from another image or with other settings refused)",
     )
     parser.add_argument(
+        "--recursive", action="store_true",
+        help="also read the subfolders of the folders given (not links to folders), each one's outputs going to the same "
+        "subfolder of -o",
+    )
+    parser.add_argument(
         "--shard", metavar="I/N",
         help="segment only images I, I+N, I+2N, ... of the sorted list (0 <= I < N): one of N independent jobs "
         "(Slurm array, Kubernetes job) writing to one output folder",
     )
-
-
-def collect_images(paths: list[Path], notes: list[str] | None = None, output: Path | None = None) -> tuple[list[Path], list[str], int]:
-    """Image files named directly or found (non-recursively) in folders, problems found, and how many
-    files in the folders were passed over because they are named like this command's outputs. ``notes`` gets
-    one line for each folder with subfolders (not read; ``output``, the run's own folder, is not named)."""
-    images: list[Path] = []
-    problems: list[str] = []
-    notes = [] if notes is None else notes
-    ignored = 0
-    for path in paths:
-        if path.is_dir():
-            found, outputs = _scan_folder(path, problems, notes, output)
-            ignored += outputs
-            if not found:
-                problems.append(f"{one_line(path)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder" + (" other than segment outputs" if outputs else ""))
-            images.extend(found)
-        elif path.is_file():
-            images.append(path)
-        else:
-            why = _why_not_a_file(path)
-            words = {"a named pipe": "a named pipe, not an image file", "a device or socket": "not a regular file or folder (a device or socket)"}
-            problems.append(f"{one_line(path)}: {words.get(why, why)}")
-    return images, problems, ignored
-
-
-def _scan_folder(folder: Path, problems: list[str], notes: list[str], output: Path | None = None) -> tuple[list[Path], int]:
-    """The images of one folder and how many files in it are named like segment outputs; adds to ``problems`` a line
-    for each image-like file not taken, and to ``notes`` one line naming its subfolders, which are not read. Hidden
-    files and other files (notes, sidecars) pass silently.
-    Only names and ``stat`` are looked at: a FIFO is never opened, a link loop never followed further."""
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError as err:
-        problems.append(f"{one_line(folder)}: cannot be listed ({err.strerror or type(err).__name__})")
-        return [], 0
-    found: list[Path] = []
-    outputs = 0
-    subfolders = []
-    for path in entries:
-        suffix = path.suffix.lower()
-        if path.name.startswith("."):
-            continue
-        if suffix not in IMAGE_SUFFIXES and suffix not in UNSUPPORTED_IMAGE_SUFFIXES and path.is_dir() and not path.is_symlink():
-            if output is None or not _same_folder(path, output):
-                subfolders.append(path.name)
-            continue
-        if suffix in UNSUPPORTED_IMAGE_SUFFIXES:
-            problems.append(f"{one_line(path)}: {suffix} images are not read; convert it to PNG, JPEG or TIFF")
-        elif suffix not in IMAGE_SUFFIXES:
-            continue
-        elif is_output_name(path.name):
-            outputs += 1
-        elif path.is_file():
-            found.append(path)
-        elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
-            problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
-    if subfolders:  # said, not an error: a folder of cases may hold anything else
-        shown = ", ".join(one_line(name) for name in subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
-        notes.append(f"{one_line(folder)}: {len(subfolders)} subfolder{'s' if len(subfolders) > 1 else ''} not read ({shown}); "
-                     f"segment reads the images of the folders it is given: name them too ({one_line(folder / '*')})")
-    return found, outputs
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
-
-
-def _why_not_a_file(path: Path) -> str:
-    """What ``path`` is, being neither a folder nor a regular file, in words."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except RuntimeError:
-        return "a loop of symbolic links"
-    except OSError as err:
-        if path.is_symlink():
-            return "a symbolic link " + ("in a loop" if err.errno == 40 else "to nothing")
-        return "no such file or folder" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror or type(err).__name__})"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    return "a device or socket"
 
 
 ETA = 0.0  # deterministic DDIM; recorded (and compared) so that a future --eta cannot reuse stale outputs
@@ -260,22 +175,24 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{one_line(args.output)}: -o must be a folder, and this is a file")
     shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
-    notes: list[str] = []
-    images, problems, ignored = collect_images(args.paths, notes, args.output)
-    for line in problems + notes:
+    inputs = collect_images(args.paths, args.output, args.recursive)
+    problems = inputs.problems
+    for line in problems + inputs.notes:
         _say(ctx, line)
-    if ignored:
-        _say(ctx, f"passed over {ignored} files named like segment outputs (*{', *'.join(OUTPUT_SUFFIXES[:-1])})")
-    stems: dict[str, Path] = {}
+    if inputs.ignored:
+        _say(ctx, f"passed over {inputs.ignored} files named like segment outputs (*{', *'.join(OUTPUT_SUFFIXES[:-1])})")
+    out_dirs = {path: args.output / inputs.subfolder.get(path, Path()) for path in inputs.images}
+    stems: dict[tuple[Path, str], Path] = {}
     unique = []
     limit = name_limit(args.output)
-    for path in images:
+    for path in inputs.images:
         too_long = name_too_long(path.stem, limit)
-        if too_long or path.stem in stems:
-            problems.append(f"{one_line(path)}: skipped, " + (too_long or f"its outputs would clash with {one_line(stems[path.stem])}"))
+        key = (out_dirs[path], path.stem)
+        if too_long or key in stems:
+            problems.append(f"{one_line(path)}: skipped, " + (too_long or f"its outputs would clash with {one_line(stems[key])}'s"))
             _say(ctx, problems[-1])
             continue
-        stems[path.stem] = path
+        stems[key] = path
         unique.append(path)
     if not unique:
         _say(ctx, "nothing to do")
@@ -291,16 +208,26 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     created = not args.output.exists()  # a folder this run makes is not left behind empty
     args.output.mkdir(parents=True, exist_ok=True)
     check_writable_folder(args.output)  # a read-only folder: one line now, not one per image after its work
-    swept = sweep_temporaries(args.output, {p.stem for p in mine})
-    own_problems: list[str] = []
+    swept, own_problems = [], []
+    for out_dir in sorted({out_dirs[p] for p in mine}):
+        try:  # a subfolder of -o for --recursive: one that cannot be made is its images' problem, not the batch's
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            failed = [p for p in mine if out_dirs[p] == out_dir]
+            own_problems += [f"{one_line(p)}: skipped, its output folder {one_line(out_dir)} cannot be made ({err.strerror or type(err).__name__})" for p in failed]
+            for line in own_problems[-len(failed):]:
+                tqdm.write(f"mlffm segment: {line}", file=sys.stderr)
+            mine = [p for p in mine if p not in failed]
+            continue
+        swept += sweep_temporaries(out_dir, {p.stem for p in mine if out_dirs[p] == out_dir})
     todo: list[tuple[Path, CaseState]] = []
     already = 0
     for path in mine:
         try:  # an error looking at one case's files (a path past PATH_MAX, an I/O error) is that case's, not the batch's
-            state = CaseState.NEW if args.overwrite else case_state(args.output, path.stem)
+            state = CaseState.NEW if args.overwrite else case_state(out_dirs[path], path.stem)
             stale = None
             if state is CaseState.FINISHED:
-                stale = result_differences(args.output, path.stem, run_settings(segmenter, args, file_sha256(path)))
+                stale = result_differences(out_dirs[path], path.stem, run_settings(segmenter, args, file_sha256(path)))
         except OSError as err:
             own_problems.append(describe_error(path, err))
             tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
@@ -311,10 +238,10 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
                 tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
                 continue
             already += 1
-            clear_marker(args.output, path.stem)
+            clear_marker(out_dirs[path], path.stem)
         elif state is CaseState.CHANGED:
             own_problems.append(
-                f"{one_line(args.output / (path.stem + '.json'))}: already exists and its outputs changed since they were written "
+                f"{one_line(out_dirs[path] / (path.stem + '.json'))}: already exists and its outputs changed since they were written "
                 "(edited?); kept (use --overwrite to replace them)"
             )
             tqdm.write(f"mlffm segment: {own_problems[-1]}", file=sys.stderr)
@@ -323,7 +250,7 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     done = 0
     for path, state in tqdm(todo, desc="segmenting", unit="image", dynamic_ncols=True, disable=not ctx.is_main):
         try:
-            for note in segment_case(segmenter, path, args.output, args, state, shard):
+            for note in segment_case(segmenter, path, out_dirs[path], args, state, shard):
                 tqdm.write(f"mlffm segment: {one_line(path)}: {note}", file=sys.stderr)
             done += 1
         except Exception as err:  # noqa: BLE001 - one bad image must not end an archive's batch

@@ -1,0 +1,157 @@
+"""What ``mlffm segment`` reads: the images named on its command line, and those of the folders named.
+
+A folder's own images are read; its subfolders only with ``--recursive``
+(hidden ones and links to folders never, the run's own ``-o`` never, at most
+:data:`MAX_DEPTH` folders down), each image's outputs then going to the same
+relative folder under ``-o`` (``clinic/patient 1/IMG_0001.jpg`` to
+``out/patient 1/IMG_0001_segmentation.png``), so photos of one name in two
+patients' folders do not clash. Without ``--recursive``, one line names the
+subfolders passed over. Files named like this command's outputs are passed
+over (so ``-o`` may be the input folder); image files of types not read
+(.webp, .heic, ...) and links, FIFOs or devices with an image's suffix are
+named, one line each, and never opened.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
+from ..data.imageio import IMAGE_SUFFIXES
+from ..files.outputs import one_line
+from ..files.segment_case import is_output_name
+
+MAX_DEPTH = 8
+"""Folders below a folder named on the command line that ``--recursive`` looks into."""
+
+
+@dataclass
+class Inputs:
+    """The images to segment and what was said about the paths.
+
+    Attributes:
+        images: image files, in the order found (each folder's sorted by name).
+        subfolder: for an image found below a folder named on the command line, its folder relative to that one
+            (its outputs go there under ``-o``); absent for the others.
+        problems: one line per path or file not taken that counts as skipped.
+        notes: lines that are said but skip nothing (subfolders passed over).
+        ignored: how many files were passed over because they are named like this command's outputs.
+    """
+
+    images: list[Path] = field(default_factory=list)
+    subfolder: dict[Path, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def collect_images(paths: list[Path], output: Path | None = None, recursive: bool = False) -> Inputs:
+    """The images named directly, or found in the folders named (and, ``recursive``, below them); ``output``: the
+    run's own folder, never read as input nor named as a subfolder passed over."""
+    found = Inputs()
+    for path in paths:
+        if path.is_dir():
+            before, ignored = len(found.images), found.ignored
+            folders = _walk(path, output, found.notes) if recursive else [path]
+            for folder in folders:
+                images = _scan_folder(folder, found, output, name_subfolders=not recursive)
+                found.images.extend(images)
+                if folder != path:
+                    found.subfolder.update((image, folder.relative_to(path)) for image in images)
+            if len(found.images) == before:
+                outputs = " other than segment outputs" if found.ignored > ignored else ""
+                below = " or below it" if recursive else ""
+                found.problems.append(f"{one_line(path)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder{below}{outputs}")
+        elif path.is_file():
+            found.images.append(path)
+        else:
+            why = _why_not_a_file(path)
+            words = {"a named pipe": "a named pipe, not an image file", "a device or socket": "not a regular file or folder (a device or socket)"}
+            found.problems.append(f"{one_line(path)}: {words.get(why, why)}")
+    return found
+
+
+def _walk(root: Path, output: Path | None, notes: list[str]) -> list[Path]:
+    """``root`` and the folders below it that ``--recursive`` reads, sorted; ``notes`` names those it does not."""
+    folders, passed = [], []
+    for folder, subfolders, _ in os.walk(root, followlinks=False):
+        here = Path(folder)
+        depth = len(here.relative_to(root).parts)
+        folders.append(here)
+        kept = []
+        for name in sorted(subfolders):
+            path = here / name
+            if name.startswith(".") or (output is not None and _same_folder(path, output)):
+                continue
+            if path.is_symlink():
+                passed.append(f"{one_line(path.relative_to(root))} (a link to a folder)")
+            elif depth >= MAX_DEPTH:
+                passed.append(f"{one_line(path.relative_to(root))} (deeper than {MAX_DEPTH} folders)")
+            else:
+                kept.append(name)
+        subfolders[:] = kept
+    if passed:
+        notes.append(f"{one_line(root)}: {len(passed)} folder{'s' if len(passed) > 1 else ''} not looked into: "
+                     + ", ".join(passed[:3]) + (", ..." if len(passed) > 3 else ""))
+    return sorted(folders)
+
+
+def _scan_folder(folder: Path, found: Inputs, output: Path | None, name_subfolders: bool) -> list[Path]:
+    """The images of one folder; adds to ``found`` a problem for each image-like file not taken, the count of files
+    named like segment outputs, and (``name_subfolders``) one note naming its subfolders, which are not read.
+    Only names and ``stat`` are looked at: a FIFO is never opened, a link loop never followed further."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        found.problems.append(f"{one_line(folder)}: cannot be listed ({err.strerror or type(err).__name__})")
+        return []
+    images: list[Path] = []
+    subfolders = []
+    for path in entries:
+        suffix = path.suffix.lower()
+        if path.name.startswith("."):
+            continue
+        if suffix not in IMAGE_SUFFIXES and suffix not in UNSUPPORTED_IMAGE_SUFFIXES and path.is_dir() and not path.is_symlink():
+            if output is None or not _same_folder(path, output):
+                subfolders.append(path.name)
+            continue
+        if suffix in UNSUPPORTED_IMAGE_SUFFIXES:
+            found.problems.append(f"{one_line(path)}: {suffix} images are not read; convert it to PNG, JPEG or TIFF")
+        elif suffix not in IMAGE_SUFFIXES:
+            continue
+        elif is_output_name(path.name):
+            found.ignored += 1
+        elif path.is_file():
+            images.append(path)
+        elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
+            found.problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
+    if subfolders and name_subfolders:  # said, not an error: a folder of cases may hold anything else
+        shown = ", ".join(one_line(name) for name in subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+        found.notes.append(f"{one_line(folder)}: {len(subfolders)} subfolder{'s' if len(subfolders) > 1 else ''} not read ({shown}); "
+                           "add --recursive to read them (each one's outputs go to the same subfolder of -o)")
+    return images
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _why_not_a_file(path: Path) -> str:
+    """What ``path`` is, being neither a folder nor a regular file, in words."""
+    try:
+        mode = path.stat().st_mode
+    except RuntimeError:
+        return "a loop of symbolic links"
+    except OSError as err:
+        if path.is_symlink():
+            return "a symbolic link " + ("in a loop" if err.errno == 40 else "to nothing")
+        return "no such file or folder" if isinstance(err, FileNotFoundError) else f"cannot be read ({err.strerror or type(err).__name__})"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    return "a device or socket"
