@@ -20,7 +20,7 @@ from training.corrections.store import image_sha256
 from training.data.imageio import ImageReadError, read_image
 from training.files.outputs import display
 
-from .. import cases_model, results
+from .. import cases_model, refining, results
 from ..case_folder import list_folder
 from ..settings import SETTINGS
 from . import common, dock_life
@@ -185,13 +185,18 @@ class CasesWidget(common.RunCancel, Container):
             self.show_case(target)
 
     def _close_current(self) -> bool:
-        """Keep the shown case's mask in the case model (edits included), then remove its layers."""
+        """Keep the shown case's mask in the case model (edits included), then remove its layers.
+
+        ValueError, with nothing changed, while a refine of the shown image runs: its result (and the clicks
+        that started it, whose layer leaves with the case) would be dropped."""
         if self.model.current is None:
             return True
         case = self.model.get(self.model.current)
         name = self._layer_name or (case.path.stem if case is not None else "")
         layers = results.case_layers(self.viewer, name)
         image = results.find(self.viewer, name)
+        if image is not None and refining.is_refining(image):
+            raise ValueError(f"a refine of {name} is running: step on when it ends (its result and clicks would be lost)")
         if case is not None and image is not None and not cases_model.same_source(case.source, common.case_source(image)):
             case = None  # the id is another file's now: the shown image's mask is not its to keep
         size = image_shape(image) if image is not None else None
@@ -217,7 +222,11 @@ class CasesWidget(common.RunCancel, Container):
 
     def show_case(self, index: int) -> None:
         """Show a case with all that is known of it: its proposals, its mask as left, or its accepted mask."""
-        if not self._close_current():
+        try:
+            self._close_current()
+        except ValueError as err:  # the shown case stays
+            self.status.value = common.one_line(err)
+            common.notify_error(err)
             return
         entry = self.cases[index]
         try:

@@ -1,0 +1,47 @@
+"""A hurried annotator acting while a proposal or a refine is under way, and a record made after a later
+proposal, in real napari under Xvfb: no click is lost, no refusal names the wrong cause, and a record names
+the run its mask was made from."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+napari = pytest.importorskip("napari")
+
+from napari_mlffm import results  # noqa: E402
+
+from .test_cases_from_other_clinics import _rgb  # noqa: E402
+from .test_plugin import _dock, _propose, plugin_env  # noqa: E402, F401
+from .test_refine_desk import _desk, _idle, _slow_refines  # noqa: E402
+
+
+def test_stepping_away_while_a_refine_of_the_shown_case_runs_waits_and_keeps_the_click(
+    make_napari_viewer, qtbot, plugin_env, tmp_path, monkeypatch  # noqa: F811
+):
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
+    viewer = make_napari_viewer()
+    propose, cases, refine = (_dock(viewer, n) for n in ("Propose masks", "Cases", "Refine with clicks"))
+    cases.open_folder(folder)
+    cases.show_case(0)
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])
+    release = _slow_refines(monkeypatch)
+    refine.image.value = viewer.layers["IMG_0001"]
+    refine.prompts_layer().add([[10, 10]])  # refine on each click: it runs
+    assert refine.worker is not None
+    cases.step(1)  # Shift-N at once
+    assert "IMG_0001" in viewer.layers and "refine" in cases.status.value  # refused in one line: the refine would be dropped
+    cases.open_folder(folder)
+    assert "IMG_0001" in viewer.layers
+    release.set()
+    _idle(qtbot, refine)
+    assert "refined with 1 lesion" in refine.status.value  # it was "closed ... refine dropped", the click lost with its layer
+    cases.step(1)
+    cases.step(-1)
+    assert viewer.layers["IMG_0001 mask"].metadata["mlffm"]["clicks"]["positive"] == [[10.0, 10.0]]
