@@ -45,3 +45,20 @@ def test_stepping_away_while_a_refine_of_the_shown_case_runs_waits_and_keeps_the
     cases.step(1)
     cases.step(-1)
     assert viewer.layers["IMG_0001 mask"].metadata["mlffm"]["clicks"]["positive"] == [[10.0, 10.0]]
+
+
+def test_an_image_renamed_while_its_masks_are_proposed_drops_the_result_in_one_line(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, review = (_dock(viewer, n) for n in ("Propose masks", "Review and export"))
+    review.confirm = lambda *_: True
+    layer = viewer.add_image(_rgb(3), name="a")
+    propose.image.value = layer
+    assert propose.start() is not None
+    layer.name = "b"  # a layer without a file is its name's case
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert "renamed" in propose.status.value and "b mask" not in viewer.layers
+    # the result landed as 'b mask' made for the case 'a', and Accept said it held edits made on another file
+    _propose(qtbot, propose, layer)
+    review.image.value = layer
+    review.accept()
+    assert (plugin_env["store"] / "meta" / "b.json").exists()

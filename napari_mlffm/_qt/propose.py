@@ -231,6 +231,9 @@ class ProposeWidget(common.RunCancel, Container):
         if started_with is not None and layer.data is not started_with:
             self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
             return
+        if common.case_source(layer) != info["source"]:  # a layer without a file is its name's case: the result is the old name's
+            self._on_error(f"image '{info['image_layer']}' was renamed to '{layer.name}' while its masks were proposed; results dropped: run again")
+            return
         info = {**info, **extra}
         ran = "" if info.get("checkpoint") in (None, "", "shipped default") else str(info["checkpoint"])
         if ran != SETTINGS.get().active_model and self._still_chosen(ran):
