@@ -336,15 +336,18 @@ def place(layer, image_layer, leading: int = 0) -> None:
         setattr(layer, name, value)
 
 
-def set_mask(mask_layer: Labels, mask: np.ndarray, start: str) -> None:
+def set_mask(mask_layer: Labels, mask: np.ndarray, start: str, made_by: dict | None = None) -> None:
     """Replace the reviewed mask with a new starting point (a proposal or a combination).
 
     The edits on the old mask go with it: no pixel counts as painted any more,
-    and the outline level starts again at the proposal's threshold.
+    and the outline level starts again at the proposal's threshold. ``made_by``:
+    the proposals layer's state; the run it names is the mask's now (not a
+    proposal the old, edited mask was kept through).
     """
     state = mask_layer.metadata.setdefault(KEY, {})
-    for stale in ("kept_mask", "level"):
+    for stale in ("kept_mask", "level", "later_proposal"):
         state.pop(stale, None)
+    state.update({k: made_by[k] for k in (*LATER_PROPOSAL_KEYS, "threshold", "image_sha256") if k in (made_by or {})})
     state["start"] = start
     state["start_mask"] = mask.astype(bool).copy()
     write_mask(mask_layer, mask)

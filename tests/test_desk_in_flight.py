@@ -62,3 +62,38 @@ def test_an_image_renamed_while_its_masks_are_proposed_drops_the_result_in_one_l
     review.image.value = layer
     review.accept()
     assert (plugin_env["store"] / "meta" / "b.json").exists()
+
+
+def test_a_mask_made_from_a_later_proposal_records_that_proposal(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    viewer, propose, review, refine, (a,) = _desk(make_napari_viewer, qtbot)
+    mask = results.case_layers(viewer, "a")["mask"]
+    data = np.asarray(mask.data).copy()
+    data[:10, :10] = 1 - data[:10, :10]
+    mask.data = data  # edited: the next proposal keeps it
+    propose.seed.value = 7
+    _propose(qtbot, propose, a)
+    review.image.value = a
+    review.start.value = "consensus"
+    review.apply_start()  # the mask is now seed 7's consensus
+    stored = results.case_layers(viewer, "a")["proposals"].metadata["mlffm"]
+    assert np.array_equal(np.asarray(mask.data) > 0, stored["probability"] >= stored["threshold"])
+    review.accept()
+    record = json.loads((plugin_env["store"] / "meta" / "a.json").read_text())
+    assert record["seed"] == 7 and "later_proposal" not in record  # it said seed 0, and seed 7 a later proposal it did not start from
+
+    # edited again and kept through a seed 9 proposal; a refine goes on from the mask's run (seed 7), and a mask
+    # made from the refine's proposals records that run, not the seed 9 proposal the refine replaced
+    data = np.asarray(mask.data).copy()
+    data[:10, :10] = 1 - data[:10, :10]
+    mask.data = data
+    propose.seed.value = 9
+    _propose(qtbot, propose, a)
+    refine.image.value = a
+    refine.prompts_layer().add([[30, 30]])
+    refine.refine()
+    _idle(qtbot, refine)
+    review.start.value = "union"
+    review.apply_start()
+    review.accept()
+    record = json.loads((plugin_env["store"] / "meta" / "a.json").read_text())
+    assert record["seed"] == 7 and record["start"] == "union"

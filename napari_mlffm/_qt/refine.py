@@ -257,8 +257,9 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         samples = proposal.samples.astype(np.uint8)
         if found["proposals"] is not None:
             results.replace_data(found["proposals"], samples)  # a refine may draw another number of samples
+            ran = {k: v for k, v in found["mask"].metadata.get(results.KEY, {}).items() if k in results.LATER_PROPOSAL_KEYS}  # the run it went on from
             found["proposals"].metadata[results.KEY] = {
-                **found["proposals"].metadata.get(results.KEY, {}), "probability": proposal.probability, "threshold": proposal.threshold,
+                **found["proposals"].metadata.get(results.KEY, {}), **ran, "probability": proposal.probability, "threshold": proposal.threshold,
             }
         if found["uncertainty"] is not None:
             found["uncertainty"].data = proposal.uncertainty
@@ -273,6 +274,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
                   "samples": len(proposal.samples)}
         state = mask.metadata.setdefault(results.KEY, {})
         state.pop("level", None)  # a new probability: the outline starts again at its threshold
+        state.pop("later_proposal", None)  # the mask comes from this refine now, not from a proposal it was kept through
         state.update(
             start=f"refined ({prompts.clicks} clicks)", start_mask=consensus.copy(),
             kept_mask=kept_mask.copy(), clicks=record, refine_seconds=round(proposal.seconds, 3), threshold=proposal.threshold,

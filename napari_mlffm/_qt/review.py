@@ -224,10 +224,8 @@ class ReviewWidget(Container):
             _wait_for_refine(layer, "Make mask")
             if results.mask_edited(found["mask"]) and not self.confirm("Replace mask", "The mask has edits. Replace it?"):
                 return
-            results.set_mask(found["mask"], mask, label)
-            made_for = (proposals.metadata.get(results.KEY, {}) if proposals is not None else {}).get("image_sha256")
-            if made_for is not None:  # the mask is now the proposal's, made for the pixels it was proposed on
-                found["mask"].metadata[results.KEY]["image_sha256"] = made_for
+            # the mask is now the proposals' (their model, seed, and the pixels they were proposed on)
+            results.set_mask(found["mask"], mask, label, proposals.metadata.get(results.KEY, {}) if proposals is not None else None)
             self.status.value = f"mask set from {label}"
             self.update_readout()
 
