@@ -194,6 +194,11 @@ LATER_PROPOSAL_KEYS = ("checkpoint", "checkpoint_id", "seed", "samples", "steps"
 """What an edited mask's record says of a proposal run after it, which it did not start from."""
 
 
+def mask_run(state: dict) -> dict:
+    """What a mask layer's state says of the run its mask came from (kept with its case while it is away)."""
+    return {k: state[k] for k in (*LATER_PROPOSAL_KEYS, "threshold", "image_sha256", "later_proposal") if k in state}
+
+
 def add_proposal_layers(viewer, image_layer: Image, proposal: Proposal, info: dict[str, Any]) -> tuple[Labels, bool]:
     """Add or refresh the three result layers; returns (mask layer, whether an edited mask was kept).
 
@@ -359,7 +364,10 @@ def show_case_mask(viewer, image_layer: Image, case, accepted: bool = False) -> 
     if case.mask is None or case.mask.shape != image_data(image_layer).shape[:2]:
         return False
     start_mask = case.start_mask if case.start_mask is not None else case.mask
-    state = {**(case.info or {}), "source": str(case.source), "start": case.start or "restored", "start_mask": start_mask.copy()}
+    info, made_by = case.info or {}, case.extra.get("made_by") or {}  # the case's latest proposal; the mask's own run
+    state = {**info, **made_by, "source": str(case.source), "start": case.start or "restored", "start_mask": start_mask.copy()}
+    if made_by and any(made_by.get(k) != info[k] for k in LATER_PROPOSAL_KEYS if k in info):
+        state["later_proposal"] = {k: info[k] for k in LATER_PROPOSAL_KEYS if k in info}  # proposed again while away
     if case.level is not None:
         state["level"] = case.level  # Grow / Shrink go on from where the reviewer left the outline
     painted = case.extra.get("painted")

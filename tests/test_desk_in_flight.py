@@ -97,3 +97,31 @@ def test_a_mask_made_from_a_later_proposal_records_that_proposal(make_napari_vie
     review.accept()
     record = json.loads((plugin_env["store"] / "meta" / "a.json").read_text())
     assert record["seed"] == 7 and record["start"] == "union"
+
+
+def test_an_edited_mask_kept_through_a_later_proposal_keeps_its_provenance_through_stepping_away_and_back(
+    make_napari_viewer, qtbot, plugin_env, tmp_path  # noqa: F811
+):
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
+    viewer = make_napari_viewer()
+    propose, review, cases = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Cases"))
+    review.confirm = lambda *_: True
+    cases.open_folder(folder)
+    cases.show_case(0)
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])
+    mask = viewer.layers["IMG_0001 mask"]
+    data = np.asarray(mask.data).copy()
+    data[:10, :10] = 1 - data[:10, :10]
+    mask.data = data
+    propose.seed.value = 7
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])  # the edited mask is kept: it started from seed 0
+    cases.step(1)
+    cases.step(-1)
+    review.image.value = viewer.layers["IMG_0001"]
+    review.accept()
+    record = json.loads((plugin_env["store"] / "meta" / "IMG_0001.json").read_text())
+    assert record["seed"] == 0 and record["later_proposal"]["seed"] == 7  # it said seed 7, with no later proposal
+    assert record["edited_pixels"] == 100

@@ -212,6 +212,7 @@ class CasesWidget(common.RunCancel, Container):
             self.model.set_mask(case.source, np.asarray(mask.data) > 0, state.get("start"), state.get("start_mask"), state.get("level"))
             case.extra["painted"] = results.painted_pixels(mask)  # held by the next refine and kept by Grow / Shrink, after a return too
             case.extra["clicks"] = state.get("clicks")  # the refine's clicks and box: Accept records them after a return too
+            case.extra["made_by"] = results.mask_run(state)  # the run the mask came from, not a later proposal it was kept through
         clicks, box = results.find(self.viewer, prompts_layer_name(name)), results.find(self.viewer, box_layer_name(name))
         prompts = [clicks if is_clicks_layer(clicks) else None, box if isinstance(box, Shapes) else None]  # the case's own (its mask holds their effect)
         for layer in [*layers.values(), *prompts, results.find(self.viewer, name)]:

@@ -285,7 +285,8 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         source = common.case_source(image_layer)
         known = cases.for_source(source)
         try:
-            case = cases.set_proposal(source, proposal, known.info if known is not None else {"source": source})
+            ran = {k: state[k] for k in results.LATER_PROPOSAL_KEYS if k in state}  # the run the refine went on from
+            case = cases.set_proposal(source, proposal, {**(known.info if known is not None else {"source": source}), **ran})
             case.extra["painted"] = kept_mask.copy() if kept_mask.any() else None  # held strokes: the case is edited
         except ValueError:
             pass  # no case can be kept for this image (the open folder's file has its id): its layers hold the result

@@ -137,7 +137,9 @@ class ReviewWidget(Container):
             source = common.case_source(layer)
             held = state.get("kept_mask")  # strokes a refine held (the case is edited while they are), cleared by Make mask
             held = np.asarray(held, bool) if held is not None and np.shape(held) == np.shape(found["mask"].data) else None
-            self.cases.case(source).extra["painted"] = held.copy() if held is not None and held.any() else None
+            extra = self.cases.case(source).extra
+            extra["painted"] = held.copy() if held is not None and held.any() else None
+            extra["made_by"] = results.mask_run(state)  # the run the mask came from, should its layer be closed
             self.cases.set_mask(source, self._current_mask(found), state.get("start"), state.get("start_mask"), state.get("level"))
         except ValueError:
             pass  # no case can be kept for this image (its name makes no id, or the open folder's file has it): the layer holds the mask
