@@ -125,3 +125,25 @@ def test_an_edited_mask_kept_through_a_later_proposal_keeps_its_provenance_throu
     record = json.loads((plugin_env["store"] / "meta" / "IMG_0001.json").read_text())
     assert record["seed"] == 0 and record["later_proposal"]["seed"] == 7  # it said seed 7, with no later proposal
     assert record["edited_pixels"] == 100
+
+
+def test_reopening_a_folder_names_an_edited_case_whose_file_is_gone(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
+    viewer = make_napari_viewer()
+    propose, cases = (_dock(viewer, n) for n in ("Propose masks", "Cases"))
+    cases.open_folder(folder)
+    cases.show_case(0)
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])
+    mask = viewer.layers["IMG_0001 mask"]
+    data = np.asarray(mask.data).copy()
+    data[:10, :10] = 1 - data[:10, :10]
+    mask.data = data
+    (folder / "IMG_0001.png").rename(folder / "IMG_0001 copy.png")  # a sync client, or the annotator in a file manager
+    assert cases.open_folder(folder) == 2
+    assert "IMG_0001.png" in cases.status.value and "edited" in cases.status.value  # the edited case left the list unsaid
+    (folder / "IMG_0001 copy.png").rename(folder / "IMG_0001.png")
+    cases.open_folder(folder)
+    assert [cases.state(c) for c in cases.cases][0] == "edited"  # the edits come back with the file

@@ -129,6 +129,8 @@ class CasesWidget(common.RunCancel, Container):
             list_folder(folder)  # refused here, the shown case stays; else it is put away before the list changes
             self._close_current()
             self.model.set_current(None)
+            again = self.model.folder is not None and Path(folder).resolve() == self.model.folder.resolve()
+            edited = [c for c in self.model.listed() if self.state(c) == "edited"] if again else []
             listed = self.model.open_folder(folder)
         except ValueError as err:
             line = common.one_line(err)
@@ -144,10 +146,15 @@ class CasesWidget(common.RunCancel, Container):
             self.folder.value = str(folder)  # the field shows the open folder (its tail, where it is long)
         status = f"{len(listed)} case{'' if len(listed) == 1 else 's'} in {display(Path(folder).name)}"
         skipped = self.model.skipped
+        gone = [c.path.name for c in edited if self.model.get(c.case_id) is not c or c.case_id not in self.model.order]
+        if gone:  # renamed, moved or deleted since: their edits stay in the case model, unlisted
+            status += (f"; {len(gone)} edited case{'s' if len(gone) > 1 else ''} no longer in the folder (renamed, moved or deleted?), "
+                       f"kept for this session and listed again if the file comes back: {', '.join(map(display, gone))}")
         if skipped:
             shown = skipped[:MAX_SKIPPED_SHOWN]
             more = [f"... and {len(skipped) - len(shown)} more"] if len(skipped) > len(shown) else []
             status += f"; {len(skipped)} skipped:\n" + "\n".join(shown + more)
+        if skipped or gone:
             common.notify(status, warning=True)
         self.status.value = status
         return len(listed)
