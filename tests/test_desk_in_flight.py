@@ -147,3 +147,24 @@ def test_reopening_a_folder_names_an_edited_case_whose_file_is_gone(make_napari_
     (folder / "IMG_0001 copy.png").rename(folder / "IMG_0001.png")
     cases.open_folder(folder)
     assert [cases.state(c) for c in cases.cases][0] == "edited"  # the edits come back with the file
+
+
+def test_stepping_away_from_clicks_not_yet_refined_is_refused_in_one_line(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
+    viewer = make_napari_viewer()
+    propose, cases, refine = (_dock(viewer, n) for n in ("Propose masks", "Cases", "Refine with clicks"))
+    refine.auto.value = False  # collect clicks first, then Refine
+    cases.open_folder(folder)
+    cases.show_case(0)
+    _propose(qtbot, propose, viewer.layers["IMG_0001"])
+    refine.image.value = viewer.layers["IMG_0001"]
+    refine.prompts_layer().add([[10.37, 12.81]])  # where a mouse puts it; the record keeps 0.1 px
+    cases.step(1)
+    assert "IMG_0001 prompts" in viewer.layers and "not refined" in cases.status.value  # the click left with its layer, unused
+    refine.refine()
+    _idle(qtbot, refine)
+    cases.step(1)
+    assert "IMG_0001" not in viewer.layers  # refined clicks leave with their case, their effect in its mask

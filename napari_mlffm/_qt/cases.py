@@ -204,6 +204,9 @@ class CasesWidget(common.RunCancel, Container):
         image = results.find(self.viewer, name)
         if image is not None and refining.is_refining(image):
             raise ValueError(f"a refine of {name} is running: step on when it ends (its result and clicks would be lost)")
+        clicks = results.find(self.viewer, prompts_layer_name(name))
+        if is_clicks_layer(clicks) and layers["mask"] is not None and _unrefined(clicks, layers["mask"]):
+            raise ValueError(f"the clicks of {name} are not refined yet: press Refine (Shift-R), or undo them, before stepping on")
         if case is not None and image is not None and not cases_model.same_source(case.source, common.case_source(image)):
             case = None  # the id is another file's now: the shown image's mask is not its to keep
         size = image_shape(image) if image is not None else None
@@ -220,7 +223,7 @@ class CasesWidget(common.RunCancel, Container):
             case.extra["painted"] = results.painted_pixels(mask)  # held by the next refine and kept by Grow / Shrink, after a return too
             case.extra["clicks"] = state.get("clicks")  # the refine's clicks and box: Accept records them after a return too
             case.extra["made_by"] = results.mask_run(state)  # the run the mask came from, not a later proposal it was kept through
-        clicks, box = results.find(self.viewer, prompts_layer_name(name)), results.find(self.viewer, box_layer_name(name))
+        box = results.find(self.viewer, box_layer_name(name))
         prompts = [clicks if is_clicks_layer(clicks) else None, box if isinstance(box, Shapes) else None]  # the case's own (its mask holds their effect)
         for layer in [*layers.values(), *prompts, results.find(self.viewer, name)]:
             if layer is not None and layer in self.viewer.layers:
@@ -369,6 +372,14 @@ class CasesWidget(common.RunCancel, Container):
             return
         done = sum(self.state(e) != "new" and not e.error for e in self.cases)
         self.status.value = f"{done}/{len(self.cases)} cases proposed or reviewed"
+
+
+def _unrefined(clicks, mask) -> bool:
+    """Whether a clicks layer holds other clicks than the last refine of the mask used (they would leave unused)."""
+    state = mask.metadata.get(results.KEY)
+    record = (state.get("clicks") if isinstance(state, dict) else None) or {}
+    used = [tuple(round(float(x), 1) for x in p) for kind in ("positive", "negative") for p in record.get(kind) or []]
+    return sorted(tuple(round(float(x), 1) for x in p) for p in np.asarray(clicks.data)[:, -2:]) != sorted(used)  # as recorded
 
 
 def image_shape(layer) -> tuple[int, int]:
