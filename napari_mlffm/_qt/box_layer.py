@@ -19,7 +19,7 @@ from napari.layers import Shapes
 
 from model.inputs.box import Box
 
-from .. import results
+from ..layer_placement import placement
 from . import common
 from .prompt_layers import BOX_COLOR, box_layer_name, box_of, claim
 
@@ -50,7 +50,7 @@ class BoxLayer:
                     raise ValueError(f"layer '{name}' is not a Shapes layer: rename or remove it to draw a box")
             else:
                 layer = self.viewer.add_shapes(
-                    name=name, ndim=2, **results.placement(image_layer),
+                    name=name, ndim=2, **placement(image_layer),
                     edge_color=BOX_COLOR, face_color="transparent", edge_width=max(2.0, min(image_layer.data.shape[:2]) / 200),
                 )
         self._listen_to_box(layer, image_layer.name)

@@ -17,6 +17,7 @@ import numpy as np
 from model.inputs.prompts import Prompts
 
 from .. import results
+from ..layer_placement import placement
 from . import common
 from .prompt_layers import claim, click_polarity, is_clicks_layer, prompts_layer_name
 
@@ -39,7 +40,7 @@ class ClicksLayer:
             return layer
         size = max(6.0, min(image_layer.data.shape[:2]) / 60)
         layer = self.viewer.add_points(
-            np.empty((0, 2)), ndim=2, name=name, size=size, **results.placement(image_layer),
+            np.empty((0, 2)), ndim=2, name=name, size=size, **placement(image_layer),
             features={"positive": np.zeros(0, bool)}, border_color="white",
         )
         self._listen_to_clicks(layer, image_layer.name)
