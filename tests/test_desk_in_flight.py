@@ -168,3 +168,22 @@ def test_stepping_away_from_clicks_not_yet_refined_is_refused_in_one_line(make_n
     _idle(qtbot, refine)
     cases.step(1)
     assert "IMG_0001" not in viewer.layers  # refined clicks leave with their case, their effect in its mask
+
+
+def test_a_proposal_that_lands_after_its_case_was_put_away_is_kept_with_the_case(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
+    viewer = make_napari_viewer()
+    propose, cases = (_dock(viewer, n) for n in ("Propose masks", "Cases"))
+    cases.open_folder(folder)
+    cases.show_case(0)
+    propose.image.value = viewer.layers["IMG_0001"]
+    assert propose.start() is not None
+    cases.step(1)  # Shift-N before the run lands: the run goes on, its image layer is put away
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert "kept with its case" in propose.status.value  # it was "image layer was closed; results dropped"
+    assert cases.state(cases.model.cases["IMG_0001"]) == "proposed"
+    cases.step(-1)
+    assert "IMG_0001 proposals" in viewer.layers and "IMG_0001 mask" in viewer.layers

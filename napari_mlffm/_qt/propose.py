@@ -218,6 +218,18 @@ class ProposeWidget(common.RunCancel, Container):
         if not self._closed and not self._cancelling:
             bar.set(done, total, progress_text(done, total))
 
+    def _land_away(self, info, proposal, extra) -> None:
+        """A run whose image layer was closed meanwhile (Cases stepped on, or the annotator closed it): a file's
+        proposal is its case's, kept there for when it is shown again; a layer without a file had only its layer."""
+        name = info.get("image_layer", "the image")
+        if cases_model.is_file_source(info["source"]):
+            self.cases.set_proposal(info["source"], proposal, {**info, **extra})
+            line = f"{name} was put away while its masks were proposed: they are kept with its case and shown when it is opened again"
+        else:
+            line = f"image layer '{name}' was closed while its masks were proposed; results dropped"
+        self.status.value = line
+        common.notify(line, warning=not cases_model.is_file_source(info["source"]))
+
     def _on_done(self, layer, info, result, started_with=None):
         proposal, extra = result
         if self._closed:
@@ -226,7 +238,7 @@ class ProposeWidget(common.RunCancel, Container):
             self._on_error(extra["error"])
             return
         if layer not in self.viewer.layers:
-            self.status.value = "image layer was closed; results dropped"
+            self._land_away(info, proposal, extra)
             return
         if started_with is not None and layer.data is not started_with:
             self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
