@@ -302,3 +302,27 @@ def test_finetune_and_calibrate_never_use_the_test_folder_of_a_tree(tmp_path, ti
     assert Segmenter.load(out, "cpu").provenance["calibration"]["n_images"] == 6
     code = main(["evaluate", str(root), "--split", "Test", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
     assert code == 2 and "no cases in split 'Test' (its folders name 'test', 'train', 'val')" in capsys.readouterr().err
+
+
+def test_images_without_a_mask_in_a_split_folder_are_no_cases_nor_counted_in_its_split(tmp_path):
+    """ISIC 2017's archives ship <id>_superpixels.png beside each photo: no case, not a skipped one of its split."""
+    root = _isic_with_splits(tmp_path / "isic")
+    for folder in root.glob("*_Input"):
+        for photo in folder.glob("*.jpg"):
+            Image.new("RGB", (8, 8)).save(folder / f"{photo.stem}_superpixels.png")
+    listing = list_cases(root, "test")
+    assert [c.case_id for c in listing.cases] == STEMS[6:]
+    assert not listing.skipped and not listing.problems
+    assert any("the splits are its folders' names: train 4, val 2, test 2" in n for n in listing.notes), listing.notes
+
+
+def test_images_in_no_split_folder_are_not_said_to_be_missing_from_a_splits_csv_that_does_not_exist(tmp_path):
+    root = _isic_with_splits(tmp_path / "isic")
+    extra = root / "extra_images"
+    extra.mkdir()
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[0]}.jpg", extra / "other.jpg")
+    shutil.copy(SMALL_DATA / "masks" / f"{STEMS[0]}.png", extra / "other_mask.png")
+    listing = list_cases(root, "test")
+    assert [c.case_id for c in listing.cases] == STEMS[6:]
+    assert not any(str(root / "splits.csv") in p for p in listing.problems), listing.problems
+    assert any("1 image is in no split (other)" in p for p in listing.problems), listing.problems

@@ -134,10 +134,12 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         _add_image(path, by_id, problems, left_out)
 
     image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
-    splits, split_note = read_splits(root), None
+    splits, split_note, named_ids = read_splits(root), None, by_id
     if splits is None and tree:  # ISIC's download ships Training, Validation and Test folders: its test split stays one
-        splits = folder_splits(root, by_id) or None
-        split_note = folder_splits_note(root, splits, len(by_id)) if splits is not None else None
+        # an image without a mask (ISIC 2017's <id>_superpixels.png beside each photo) is no case of its folder's split
+        named_ids = {k: p for k, p in by_id.items() if find_mask(masks, k, image_ids, p.stem) is not None}
+        splits = folder_splits(root, named_ids) or None
+        split_note = folder_splits_note(root, splits, len(named_ids)) if splits is not None else None
     in_split = lambda case_id: True  # noqa: E731
     if split is not None:
         if splits is None:
@@ -153,7 +155,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
                 if split in ("all", "*") or case_split == split:  # a case of this split that cannot be scored: say so
                     left_out.append((case_id, line))
         if split not in ("all", "*"):
-            check_split_names(root, splits, by_id, split, problems, left_out)
+            check_split_names(root, splits, named_ids, split, problems, left_out, by_folders=split_note is not None)
             by_id = {k: v for k, v in by_id.items() if splits.get(k) == split}
             # a case of a split named like this one but for letter case ("Test") is one the split is asked for and left out
             in_split = lambda case_id: case_id is None or (splits.get(case_id) or "").casefold() == split.casefold()  # noqa: E731

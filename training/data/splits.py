@@ -128,10 +128,12 @@ def folder_splits_note(root: Path, splits: dict[str, str], images: int) -> str:
             + (f"; {rest} image{'s' if rest > 1 else ''} in no split" if rest > 0 else ""))
 
 
-def check_split_names(root: Path, splits: dict[str, str], by_id: dict[str, Path], split: str, problems: list[str], left_out: list) -> None:
-    """Say which images a split leaves out unseen: those ``splits.csv`` puts in no split, and those in a split whose
-    name differs from ``split`` only in letter case (``Test`` for ``test``), which are cases of it left out."""
-    shown = display(root / "splits.csv")
+def check_split_names(root: Path, splits: dict[str, str], by_id: dict[str, Path], split: str, problems: list[str], left_out: list,
+                      by_folders: bool = False) -> None:
+    """Say which images a split leaves out unseen: those ``splits.csv`` (``by_folders``: the folders' names) puts in no
+    split, and those in a split whose name differs from ``split`` only in letter case (``Test`` for ``test``), which are
+    cases of it left out."""
+    shown = f"{display(root)}: no splits.csv, and by its folders' names" if by_folders else display(root / "splits.csv")
     unlisted = sorted(k for k in by_id if k not in splits)
     if unlisted:
         first = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
