@@ -263,3 +263,45 @@ def test_a_case_a_live_run_is_writing_is_left_to_it_and_a_killed_runs_is_written
     code, _, stderr = _run(args, capsys)
     assert code == 0, stderr
     assert partial.read_bytes() != b"half" and not marker_path(out, stem).exists()
+
+
+def test_recursive_names_a_folder_it_cannot_list_as_one_not_read(tmp_path, sample_images, monkeypatch):
+    import os
+
+    from training.commands.segment_inputs import collect_images
+
+    folder = tmp_path / "clinic"
+    for patient in ("patient 1", "patient 2"):
+        (folder / patient).mkdir(parents=True)
+        shutil.copy(sample_images[0], folder / patient / "IMG_0001.jpg")
+    unreadable = {str(folder / "patient 2"), str(tmp_path / "locked")}
+    (tmp_path / "locked").mkdir()
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def refuse(real):
+        def listing(path="."):
+            if os.fspath(path) in unreadable:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path)
+        return listing
+
+    monkeypatch.setattr(os, "scandir", refuse(real_scandir))
+    monkeypatch.setattr(os, "listdir", refuse(real_listdir))
+    found = collect_images([folder], recursive=True)
+    assert found.images == [folder / "patient 1" / "IMG_0001.jpg"]
+    assert any("patient 2: cannot be listed (Permission denied)" in p for p in found.problems), (found.problems, found.notes)
+    found = collect_images([tmp_path / "locked"], recursive=True)
+    assert any("locked: cannot be listed (Permission denied)" in p for p in found.problems), found.problems
+
+
+def test_a_recursive_run_that_writes_nothing_leaves_no_empty_folders_behind(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "clinic" / "patient 1").mkdir(parents=True)
+    (tmp_path / "clinic" / "patient 1" / "broken.jpg").write_text("this is not a JPEG")
+    out = tmp_path / "new" / "out"
+    args = [tmp_path / "clinic", "-o", out, "--recursive", "--checkpoint", tiny_checkpoint, "--samples", "2", "--steps", "1"]
+    code, stdout, _ = _run(args, capsys)
+    assert code == 1 and "0 segmented, 1 skipped" in stdout and "nothing written" in stdout
+    assert not out.exists()
+    out.mkdir()  # a folder the user made is kept, but not the empty subfolder this run made in it
+    code, stdout, _ = _run(args, capsys)
+    assert code == 1 and out.is_dir() and not (out / "patient 1").exists()

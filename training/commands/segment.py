@@ -208,10 +208,12 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
     created = not args.output.exists()  # a folder this run makes is not left behind empty
     args.output.mkdir(parents=True, exist_ok=True)
     check_writable_folder(args.output)  # a read-only folder: one line now, not one per image after its work
-    swept, own_problems = [], []
+    swept, own_problems, made = [], [], []
     for out_dir in sorted({out_dirs[p] for p in mine}):
         try:  # a subfolder of -o for --recursive: one that cannot be made is its images' problem, not the batch's
+            new = [d for d in (out_dir, *out_dir.parents) if args.output in d.parents and not d.exists()]
             out_dir.mkdir(parents=True, exist_ok=True)
+            made += new
         except OSError as err:
             failed = [p for p in mine if out_dirs[p] == out_dir]
             own_problems += [f"{one_line(p)}: skipped, its output folder {one_line(out_dir)} cannot be made ({err.strerror or type(err).__name__})" for p in failed]
@@ -267,6 +269,8 @@ def _run_segment(args: argparse.Namespace, ctx: Distributed) -> int:
         kept = f", {already} already segmented (kept)" if already else ""
         where = f" (shard {shard_index}/{shard_count})" if shard_count > 1 else ""
         alone = n_ranks == 1  # another shard may be writing into the folder it made
+        for folder in sorted(set(made), key=lambda d: len(d.parts), reverse=True) if alone else []:
+            _remove_if_empty(folder)  # a subfolder of -o this run made for images none of which was written
         if created and alone and not done and not already and _remove_if_empty(args.output):
             where += " (nothing written: the folder this run made is removed)"
         print(f"{done} segmented, {len(problems)} skipped{kept} -> {one_line(args.output)}{where}")

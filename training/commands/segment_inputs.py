@@ -77,7 +77,8 @@ def collect_images(paths: list[Path], output: Path | None = None, recursive: boo
 def _walk(root: Path, output: Path | None, notes: list[str]) -> list[Path]:
     """``root`` and the folders below it that ``--recursive`` reads, sorted; ``notes`` names those it does not."""
     folders, passed = [], []
-    for folder, subfolders, _ in os.walk(root, followlinks=False):
+    unlisted = lambda err: folders.append(Path(err.filename))  # noqa: E731 - read again by _scan_folder, which names it
+    for folder, subfolders, _ in os.walk(root, followlinks=False, onerror=unlisted):
         here = Path(folder)
         depth = len(here.relative_to(root).parts)
         folders.append(here)
