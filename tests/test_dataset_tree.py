@@ -326,3 +326,21 @@ def test_images_in_no_split_folder_are_not_said_to_be_missing_from_a_splits_csv_
     assert [c.case_id for c in listing.cases] == STEMS[6:]
     assert not any(str(root / "splits.csv") in p for p in listing.problems), listing.problems
     assert any("1 image is in no split (other)" in p for p in listing.problems), listing.problems
+
+
+def test_finetune_never_replays_the_test_folder_of_a_tree(tmp_path, tiny_checkpoint, capsys):
+    replay = _isic_with_splits(tmp_path / "isic")
+    data = tmp_path / "clinic"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for n, stem in enumerate(STEMS[:3]):
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", data / "images" / f"c{n}.jpg")
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", data / "masks" / f"c{n}.png")
+    out = tmp_path / "tuned.mlffm"
+    assert main(["finetune", str(data), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--epochs", "1",
+                 "--batch-size", "4", "--replay", str(replay)]) == 0
+    from model import Segmenter
+
+    provenance = Segmenter.load(out, "cpu").provenance
+    assert provenance["replay_data"]["n_images"] == 6  # its train and val folders, never its test folder
+    assert not set(STEMS[6:]) & set(provenance["finetune_train_ids"])

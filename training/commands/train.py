@@ -296,6 +296,8 @@ def _run_finetune(args: argparse.Namespace, ctx: Distributed) -> int:
     base_model = segmenter if base_model is loaded else with_prompts_if_asked(base_model, args, SilentReporter())
     # the replay set's folder is checked before the corrections are read (a wrong path is one line at once)
     replay_listing = list_cases(args.replay, "train" if (args.replay / "splits.csv").is_file() else None) if args.replay is not None else None
+    if replay_listing is not None:  # a tree's Test folder (its split by folder names) is never trained on either
+        replay_listing = without_test_cases(replay_listing, args.replay)
     listing = without_test_cases(usable_cases(args.data), args.data)  # a corrections store: only complete cases whose files match their records
     report_problems(listing)
     if not listing.cases:
