@@ -344,3 +344,12 @@ def test_finetune_never_replays_the_test_folder_of_a_tree(tmp_path, tiny_checkpo
     provenance = Segmenter.load(out, "cpu").provenance
     assert provenance["replay_data"]["n_images"] == 6  # its train and val folders, never its test folder
     assert not set(STEMS[6:]) & set(provenance["finetune_train_ids"])
+
+
+def test_a_photo_unpacked_from_two_archives_is_no_skipped_case(tmp_path):
+    """Kaggle's HAM10000 holds each photo in HAM10000_images_part_1/ and again in ham10000_images_part_1/."""
+    root = _isic_download(tmp_path / "isic")
+    shutil.copytree(root / "ISIC2018_Task1-2_Training_Input", root / "ISIC2018_Task3_Training_Input")
+    listing = list_cases(root, "all")
+    assert sorted(c.case_id for c in listing.cases) == STEMS
+    assert not listing.skipped and not listing.problems, listing.skipped[:2]

@@ -125,6 +125,11 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed"))
             paths = tuple(p for p in paths if p not in twins)
+        first: dict[str, Path] = {}
+        for path in paths:
+            first.setdefault(unicodedata.normalize("NFC", path.stem), path)
+        # what image_twins left in two folders are copies of one photo (HAM10000's two unpacked archives): the first is it
+        paths = tuple(p for p in paths if first[unicodedata.normalize("NFC", p.stem)].parent == p.parent)
         ids = frozenset(unicodedata.normalize("NFC", p.stem) for p in paths)  # a photo of a type not read is a case only with a mask
         other_types = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES and find_mask(masks, unicodedata.normalize("NFC", p.stem), ids) is None]
         paths = tuple(p for p in paths if p not in other_types)
