@@ -353,3 +353,18 @@ def test_a_photo_unpacked_from_two_archives_is_no_skipped_case(tmp_path):
     listing = list_cases(root, "all")
     assert sorted(c.case_id for c in listing.cases) == STEMS
     assert not listing.skipped and not listing.problems, listing.skipped[:2]
+
+
+def test_a_photo_copied_into_train_and_test_folders_is_a_test_case_never_trained_on(tmp_path):
+    root = tmp_path / "data"
+    for folder in ("Train", "test", "masks"):
+        (root / folder).mkdir(parents=True)
+    for stem in STEMS[:3]:
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", root / "Train")
+        shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", root / "masks")
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[0]}.jpg", root / "test")  # the same photo unpacked twice
+    assert [c.case_id for c in list_cases(root, "test").cases] == [STEMS[0]]
+    assert [c.case_id for c in list_cases(root, "train").cases] == STEMS[1:3]  # it was in train: Train/ sorts first
+    from training.data.splits import dataset_splits
+
+    assert dataset_splits(root)[STEMS[0]] == "test"  # what finetune, calibrate and adapt leave out

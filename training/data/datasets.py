@@ -109,7 +109,8 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     download, PH2, HAM10000, a flat folder), and ``notes`` says so.
 
     Raises DatasetError if ``root`` holds no image with a mask, or if a split
-    is asked for and ``splits.csv`` is missing.
+    other than ``all`` is asked for and neither ``splits.csv`` nor (for a
+    tree) the folders' names give splits.
     """
     root = Path(root)
     images_dir = root / "images"
@@ -126,8 +127,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed"))
             paths = tuple(p for p in paths if p not in twins)
         first: dict[str, Path] = {}
+        copies: dict[str, list[Path]] = {}  # every copy of a photo: its split is that of its most held-out folder
         for path in paths:
             first.setdefault(unicodedata.normalize("NFC", path.stem), path)
+            copies.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
         # what image_twins left in two folders are copies of one photo (HAM10000's two unpacked archives): the first is it
         paths = tuple(p for p in paths if first[unicodedata.normalize("NFC", p.stem)].parent == p.parent)
         ids = frozenset(unicodedata.normalize("NFC", p.stem) for p in paths)  # a photo of a type not read is a case only with a mask
@@ -143,7 +146,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     if splits is None and tree:  # ISIC's download ships Training, Validation and Test folders: its test split stays one
         # an image without a mask (ISIC 2017's <id>_superpixels.png beside each photo) is no case of its folder's split
         named_ids = {k: p for k, p in by_id.items() if find_mask(masks, k, image_ids, p.stem) is not None}
-        splits = folder_splits(root, named_ids) or None
+        splits = folder_splits(root, {k: copies.get(k, [p]) for k, p in named_ids.items()}) or None
         split_note = folder_splits_note(root, splits, len(named_ids)) if splits is not None else None
     in_split = lambda case_id: True  # noqa: E731
     if split is not None:

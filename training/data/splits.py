@@ -92,9 +92,9 @@ def dataset_splits(root: Path) -> dict[str, str] | None:
         found = list_tree(root)
     except TreeError:
         return None
-    images = {}
+    images: dict[str, list[Path]] = {}
     for path in found.images:
-        images.setdefault(unicodedata.normalize("NFC", path.stem), path)
+        images.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
     return folder_splits(root, images) or None
 
 
@@ -109,13 +109,19 @@ def folder_split(parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def folder_splits(root: Path, images: dict[str, Path]) -> dict[str, str]:
-    """{id: split} for the images (by id) whose folders name a split; {} when none does."""
+SPLIT_PRECEDENCE = ("test", "val", "train")
+"""Where copies of one photo lie in folders of two splits, the first of these wins: a test photo is never trained on."""
+
+
+def folder_splits(root: Path, images: dict[str, Path | list[Path]]) -> dict[str, str]:
+    """{id: split} for the images (by id: its file, or every copy of it) whose folders name a split; {} when none does.
+    Copies of one photo in folders of two splits (one archive unpacked into Train/ and Test/) take the split of
+    :data:`SPLIT_PRECEDENCE` that comes first."""
     splits = {}
-    for case_id, path in images.items():
-        named = folder_split(path.parent.relative_to(root).parts)
-        if named is not None:
-            splits[case_id] = named
+    for case_id, paths in images.items():
+        named = {folder_split(p.parent.relative_to(root).parts) for p in (paths if isinstance(paths, list) else [paths])} - {None}
+        if named:
+            splits[case_id] = next(s for s in SPLIT_PRECEDENCE if s in named)
     return splits
 
 
