@@ -8,6 +8,9 @@ kept, not replaced without a word.
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from model import Segmenter
@@ -54,3 +57,22 @@ def test_an_output_written_by_another_process_during_the_run_is_kept_not_replace
     # --overwrite asks for the replacement: the run's own result is written
     assert main([*argv, "--overwrite"]) == 0
     assert output.read_bytes() != THEIRS and output.stat().st_size > 0
+
+
+@pytest.mark.parametrize("code, falls_back", [(errno.EPERM, True), (errno.ENOSPC, False), (errno.EROFS, False)])
+def test_exclusive_creation_falls_back_to_a_rename_only_where_hard_links_are_missing(tmp_path, monkeypatch, code, falls_back):
+    from model.files import checkpoint
+
+    def no_link(*_):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(checkpoint.os, "link", no_link)
+    target = tmp_path / "out.json"
+    if falls_back:  # FAT: look, then rename
+        checkpoint.atomic_write_bytes(target, b"{}", replace=False)
+        assert target.read_bytes() == b"{}"
+    else:  # a full disk or a read-only drive is the error it is, not a reason to rename
+        with pytest.raises(OSError) as caught:
+            checkpoint.atomic_write_bytes(target, b"{}", replace=False)
+        assert caught.value.errno == code and not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["out.json"] if falls_back else [])  # no temporary left

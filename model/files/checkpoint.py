@@ -19,6 +19,7 @@ destination.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -101,6 +102,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, prefix: str | None 
         raise
 
 
+NO_HARD_LINKS = frozenset(e for e in (errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", None), errno.EMLINK, errno.EXDEV) if e is not None)
+"""What ``os.link`` fails with where a file system has no hard links (FAT's EPERM, a share's EOPNOTSUPP)."""
+
+
 def _create_from(tmp: Path, path: Path) -> None:
     """Put the written temporary ``tmp`` at ``path`` only if nothing is there (exclusive creation)."""
     written_meanwhile = FileExistsError(
@@ -111,7 +116,11 @@ def _create_from(tmp: Path, path: Path) -> None:
         os.link(tmp, path)
     except FileExistsError:
         raise written_meanwhile from None
-    except OSError:  # a file system without hard links (FAT, some network shares): look, then rename
+    except OSError as err:
+        if err.errno not in NO_HARD_LINKS:  # a full disk, a read-only drive: the caller's error, the temporary removed there
+            raise
+        # a file system without hard links (FAT, exFAT, some network shares): look, then rename; a writer that
+        # comes between the two is replaced, the one race left where hard links are missing
         if os.path.lexists(path):
             raise written_meanwhile from None
         os.replace(tmp, path)
