@@ -101,7 +101,7 @@ def test_splits_csv_selects_in_a_tree_and_a_listed_case_without_a_mask_is_skippe
     shutil.rmtree(root / "PH2 Dataset images" / STEMS[1] / f"{STEMS[1]}_lesion")
     listing = list_cases(root, "test")
     assert [c.case_id for c in listing.cases] == [STEMS[0]]
-    assert len(listing.skipped) == 1 and f"{STEMS[1]}.bmp: skipped, no mask {STEMS[1]}_segmentation" in listing.skipped[0]
+    assert len(listing.skipped) == 1 and f"{STEMS[1]}.bmp: skipped, no mask named {STEMS[1]}, {STEMS[1]}_segmentation" in listing.skipped[0]
 
 
 def test_folders_without_a_pair_are_refused_in_one_line(tmp_path, monkeypatch):

@@ -185,9 +185,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             unmatched.append(image_path)  # PH2's ROI drawings, photos shipped without a mask: not cases
             continue
         if mask_path is None:
-            where = f"{case_id}" if tree else f"masks/{case_id}.png (nor {case_id}"
-            message = (f"{display(image_path)}: skipped, no mask {where}_segmentation, _lesion or _mask, "
-                       f"{' '.join(MASK_SUFFIXES)}){unread_mask_files(masks, case_id)}")
+            names = f"{case_id}, {case_id}_segmentation, _lesion or _mask ({' '.join(MASK_SUFFIXES)})"
+            where = f"named {names}" if tree else f"masks/{case_id}.png (nor {names[len(case_id) + 2:]})"
+            message = f"{display(image_path)}: skipped, no mask {where}{unread_mask_files(masks, case_id)}"
             problems.append(message)
             skipped.append(message)
             continue
