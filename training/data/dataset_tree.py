@@ -44,13 +44,12 @@ from __future__ import annotations
 import filecmp
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..files.segment_case import read_sidecar
 from .imageio import IMAGE_SUFFIXES
-from .mask_files import MASK_NAMES, MASK_SUFFIXES, derived_from
+from .mask_files import DERIVED_MAP_NAMES, MASK_NAMES, MASK_SUFFIXES, _nfc, derived_from
 
 MAX_DEPTH = 8
 """Folders below DATA that are looked into (PH2's own layout needs 3)."""
@@ -226,11 +225,4 @@ def _written_outputs(paths: list[Path], names: dict[Path, set[str]]) -> set[Path
 
 def _is_map(stem: str, owner: str) -> bool:
     """Whether ``stem`` names one of the maps ``mlffm segment`` writes beside image ``owner`` (not a mask)."""
-    return _nfc(stem)[len(owner):] in ("_probability", "_uncertainty", "_samples")
-
-
-def _nfc(name: str) -> str:
-    try:
-        return unicodedata.normalize("NFC", name)
-    except (TypeError, ValueError):
-        return name
+    return _nfc(stem)[len(owner):] in DERIVED_MAP_NAMES
