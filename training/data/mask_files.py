@@ -32,14 +32,20 @@ def derived_from(case_id: str, suffix: str, image_ids: Collection[str | None]) -
     """The id in ``image_ids`` of the image whose mask or map a file of id ``case_id`` and type ``suffix`` is named
     as, else None: ``<id><name>`` for the names of :data:`MASK_NAMES` in a lossless mask type (``x_segmentation.png``
     is image ``x``'s mask, as :func:`find_mask` takes it), or ``<id>_probability.tif`` (and the other
-    :data:`DERIVED_MAP_NAMES`). A JPEG is never taken: ``x_lesion.jpg`` beside ``x.jpg`` may be a second photo."""
+    :data:`DERIVED_MAP_NAMES`). A JPEG is never taken: ``x_lesion.jpg`` beside ``x.jpg`` may be a second photo.
+    Letter case is ignored where one image alone fits (``IMG_0001_MASK.PNG`` of ``IMG_0001.JPG``), as :func:`find_mask` does."""
     suffix = suffix.lower()
     names = [name for name in MASK_NAMES if name] if suffix in LOSSLESS_MASK_SUFFIXES else []
     names += list(DERIVED_MAP_NAMES) if suffix in (".tif", ".tiff") else []
     for name in names:
         owner = case_id[: len(case_id) - len(name)]
-        if case_id.endswith(name) and owner and owner != case_id and owner in image_ids:
+        if not (case_id.lower().endswith(name) and owner and owner != case_id):
+            continue
+        if owner in image_ids:
             return owner
+        fits = [i for i in image_ids if i is not None and i.lower() == owner.lower()]  # only where one image alone fits
+        if len(fits) == 1:
+            return fits[0]
     return None
 
 

@@ -1,0 +1,33 @@
+"""Other clinics' folders as they are: camera names, upper-case suffixes, masks saved by other tools beside the photo."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from training.cli import main
+from training.data.datasets import list_cases, load_case
+
+from .conftest import SMALL_DATA
+
+STEMS = sorted(p.stem for p in (SMALL_DATA / "images").glob("*.jpg"))
+
+
+def _mask(stem):
+    return np.asarray(Image.open(SMALL_DATA / "masks" / f"{stem}.png")) > 127
+
+
+def test_a_mask_named_in_another_letter_case_beside_its_photo_is_its_mask(tmp_path):
+    visit = tmp_path / "clinic" / "2024-01-30"
+    visit.mkdir(parents=True)
+    names = {"IMG_0001": "IMG_0001_MASK.PNG", "IMG_0002": "img_0002_mask.png", "IMG_0003": "IMG_0003_Segmentation.png"}
+    for (name, mask_name), stem in zip(names.items(), STEMS):
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", visit / f"{name}.JPG")
+        Image.fromarray(_mask(stem).astype(np.uint8) * 255).save(visit / mask_name, format="PNG")
+    listing = list_cases(tmp_path / "clinic", "all")
+    assert {c.case_id: c.mask_path.name for c in listing.cases} == names, listing.notes
+    assert "without a mask" not in listing.notes[0]
+    for case, stem in zip(listing.cases, STEMS):
+        assert np.array_equal(load_case(case)[1], _mask(stem))
