@@ -31,3 +31,19 @@ def test_a_mask_named_in_another_letter_case_beside_its_photo_is_its_mask(tmp_pa
     assert "without a mask" not in listing.notes[0]
     for case, stem in zip(listing.cases, STEMS):
         assert np.array_equal(load_case(case)[1], _mask(stem))
+
+
+def _visit(folder, stem, name="IMG_0001"):
+    folder.mkdir(parents=True)
+    shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", folder / f"{name}.JPG")
+    Image.fromarray(_mask(stem).astype(np.uint8) * 255).save(folder / f"{name}_mask.png")
+
+
+def test_evaluate_with_every_case_left_out_says_why_naming_a_file(tmp_path, tiny_checkpoint, capsys):
+    for patient, stem in zip(("Patient 001", "Patient 002"), STEMS):
+        _visit(tmp_path / "clinic" / patient / "2024-01-30", stem)
+    for command in (["evaluate"], ["calibrate", "-o", str(tmp_path / "cal.mlffm")]):
+        code = main([*command, str(tmp_path / "clinic"), "--split", "all", "--checkpoint", str(tiny_checkpoint)])
+        err = capsys.readouterr().err
+        assert code == 2 and "no cases in split 'all'" in err
+        assert "IMG_0001.JPG" in err and "2 folders" in err, err

@@ -71,15 +71,17 @@ def read_splits(root: Path) -> dict[str, str] | None:
         raise DatasetError(f"{shown}: cannot read ({err})") from None
 
 
-def no_cases_in_split(root: str | Path, split: str) -> str:
-    """One line for a split that selected nothing, naming the splits that ``splits.csv`` (or the folders' names) hold."""
+def no_cases_in_split(root: str | Path, split: str, left_out: tuple[str, ...] | list[str] = ()) -> str:
+    """One line for a split that selected nothing, naming the splits that ``splits.csv`` (or the folders' names) hold
+    and the first of the lines ``left_out`` (a listing's ``skipped``: its cases left out, each naming its file)."""
     try:
         names = sorted(set((dataset_splits(Path(root)) or {}).values()))
     except DatasetError:
         names = []
     source = "splits.csv has" if (Path(root) / "splits.csv").is_file() else "folders name"
     held = f" (its {source} {', '.join(repr(n) for n in names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
-    return f"{root}: no cases in split {split!r}{held}"
+    why = f"; {len(left_out)} left out, first: {display(left_out[0])}" if left_out else ""
+    return f"{root}: no cases in split {split!r}{held}{why}"
 
 
 def dataset_splits(root: Path) -> dict[str, str] | None:
