@@ -47,3 +47,19 @@ def test_evaluate_with_every_case_left_out_says_why_naming_a_file(tmp_path, tiny
         err = capsys.readouterr().err
         assert code == 2 and "no cases in split 'all'" in err
         assert "IMG_0001.JPG" in err and "2 folders" in err, err
+
+
+def test_a_jpeg_mask_beside_its_photo_is_its_mask_but_a_second_photo_is_not(tmp_path):
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for name, stem in zip(("IMG_0001", "IMG_0002", "mole"), STEMS):
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", folder / f"{name}.JPG")
+    Image.fromarray(_mask(STEMS[0]).astype(np.uint8) * 255).save(folder / "IMG_0001_mask.jpg", quality=85)
+    Image.fromarray(_mask(STEMS[1]).astype(np.uint8) * 255).save(folder / "IMG_0002_Segmentation.JPG", quality=85)
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[2]}.jpg", folder / "mole_lesion.jpg")  # a close-up: a photo, not a mask
+    listing = list_cases(folder, "all")
+    assert {c.case_id: c.mask_path.name for c in listing.cases} == {"IMG_0001": "IMG_0001_mask.jpg", "IMG_0002": "IMG_0002_Segmentation.JPG"}
+    for case, stem in zip(listing.cases, STEMS):
+        mask = load_case(case)[1]
+        assert 2 * (mask & _mask(stem)).sum() / (mask.sum() + _mask(stem).sum()) > 0.999
+    assert "mole.JPG" in listing.notes[0] and "mole_lesion.jpg" in listing.notes[0]

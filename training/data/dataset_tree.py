@@ -139,7 +139,7 @@ def list_tree(root: Path, other_images: tuple[str, ...] = ()) -> TreeFiles:
     masks: dict[str, list[Path]] = {}
     for path, _ in sorted(found):
         suffix = path.suffix.lower()
-        owner = derived_from(_nfc(path.stem), suffix, image_ids)
+        owner = derived_from(_nfc(path.stem), suffix, image_ids, jpeg=True)
         if in_mask_folder[path] or (owner is not None and suffix in MASK_SUFFIXES and not _is_map(path.stem, owner)):
             if suffix in MASK_SUFFIXES:
                 masks.setdefault(_nfc(path.name).lower(), []).append(path)
@@ -204,7 +204,7 @@ def _holds_pairs(files: list[str]) -> bool:
     stems = {_nfc(Path(n).stem) for n in files if Path(n).suffix.lower() in IMAGE_SUFFIXES}
     for name in files:
         stem, suffix = _nfc(Path(name).stem), Path(name).suffix.lower()
-        owner = derived_from(stem, suffix, stems) if suffix in MASK_SUFFIXES and not name.startswith(".") else None
+        owner = derived_from(stem, suffix, stems, jpeg=True) if suffix in MASK_SUFFIXES and not name.startswith(".") else None
         if owner is not None and not _is_map(stem, owner):
             return True
     return False

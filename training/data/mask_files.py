@@ -28,14 +28,20 @@ DERIVED_MAP_NAMES = ("_probability", "_uncertainty", "_samples")
 """What follows an image's id in the names of the TIFF maps an export or ``mlffm segment`` writes beside its mask."""
 
 
-def derived_from(case_id: str, suffix: str, image_ids: Collection[str | None]) -> str | None:
+JPEG_MASK_NAMES = ("_segmentation", "_mask")
+"""The mask names a dataset tree takes in JPEG too (``x_mask.jpg``): never a photo's, unlike ``x_lesion.jpg``."""
+
+
+def derived_from(case_id: str, suffix: str, image_ids: Collection[str | None], jpeg: bool = False) -> str | None:
     """The id in ``image_ids`` of the image whose mask or map a file of id ``case_id`` and type ``suffix`` is named
     as, else None: ``<id><name>`` for the names of :data:`MASK_NAMES` in a lossless mask type (``x_segmentation.png``
     is image ``x``'s mask, as :func:`find_mask` takes it), or ``<id>_probability.tif`` (and the other
     :data:`DERIVED_MAP_NAMES`). A JPEG is never taken: ``x_lesion.jpg`` beside ``x.jpg`` may be a second photo.
-    Letter case is ignored where one image alone fits (``IMG_0001_MASK.PNG`` of ``IMG_0001.JPG``), as :func:`find_mask` does."""
+    Letter case is ignored where one image alone fits (``IMG_0001_MASK.PNG`` of ``IMG_0001.JPG``), as :func:`find_mask` does.
+    ``jpeg``: a dataset tree's rule, where a JPEG named with :data:`JPEG_MASK_NAMES` is a mask too."""
     suffix = suffix.lower()
     names = [name for name in MASK_NAMES if name] if suffix in LOSSLESS_MASK_SUFFIXES else []
+    names += list(JPEG_MASK_NAMES) if jpeg and suffix in JPEG_MASK_SUFFIXES else []
     names += list(DERIVED_MAP_NAMES) if suffix in (".tif", ".tiff") else []
     for name in names:
         owner = case_id[: len(case_id) - len(name)]
