@@ -63,3 +63,19 @@ def test_a_jpeg_mask_beside_its_photo_is_its_mask_but_a_second_photo_is_not(tmp_
         mask = load_case(case)[1]
         assert 2 * (mask & _mask(stem)).sum() / (mask.sum() + _mask(stem).sum()) > 0.999
     assert "mole.JPG" in listing.notes[0] and "mole_lesion.jpg" in listing.notes[0]
+
+
+def test_segment_recursive_on_a_clinic_archive_passes_over_the_masks_beside_the_photos(tmp_path, tiny_checkpoint, capsys):
+    clinic = tmp_path / "clinic"
+    _visit(clinic / "Patient 001" / "2024-01-30", STEMS[0])
+    _visit(clinic / "Patient 002" / "2024-01-30", STEMS[1])
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[2]}.jpg", clinic / "Patient 002" / "2024-01-30" / "IMG_0002.JPG")
+    Image.fromarray(_mask(STEMS[2]).astype(np.uint8)).save(clinic / "Patient 002" / "2024-01-30" / "IMG_0002_MASK.PNG")
+    out = tmp_path / "out"
+    code = main(["segment", str(clinic), "--recursive", "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--samples", "2", "--steps", "1"])
+    captured = capsys.readouterr()
+    assert code == 0 and "3 segmented, 0 skipped" in captured.out, captured.err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*_segmentation.png"))
+    assert written == ["Patient 001/2024-01-30/IMG_0001_segmentation.png", "Patient 002/2024-01-30/IMG_0001_segmentation.png",
+                       "Patient 002/2024-01-30/IMG_0002_segmentation.png"]
+    assert "3 files named as the mask of a photo beside them" in captured.err and captured.err.count("named as the mask") == 1

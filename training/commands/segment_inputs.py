@@ -7,7 +7,8 @@ relative folder under ``-o`` (``clinic/patient 1/IMG_0001.jpg`` to
 ``out/patient 1/IMG_0001_segmentation.png``), so photos of one name in two
 patients' folders do not clash. Without ``--recursive``, one line names the
 subfolders passed over. Files named like this command's outputs are passed
-over (so ``-o`` may be the input folder); image files of types not read
+over (so ``-o`` may be the input folder), and so are a folder's files named as the mask of a photo beside them
+(``IMG_0001_mask.png`` or ``IMG_0001_MASK.PNG`` beside ``IMG_0001.JPG``: a reference, not a photo); image files of types not read
 (.webp, .heic, ...) and links, FIFOs or devices with an image's suffix are
 named, one line each, and never opened.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
 from ..data.imageio import IMAGE_SUFFIXES
+from ..data.mask_files import derived_from
 from ..files.outputs import one_line
 from ..files.segment_case import is_output_name
 
@@ -46,6 +48,8 @@ class Inputs:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ignored: int = 0
+    masks: list[Path] = field(default_factory=list)
+    """Files passed over as named the mask of a photo beside them (said in one note per folder named)."""
 
 
 def collect_images(paths: list[Path], output: Path | None = None, recursive: bool = False) -> Inputs:
@@ -54,13 +58,17 @@ def collect_images(paths: list[Path], output: Path | None = None, recursive: boo
     found = Inputs()
     for path in paths:
         if path.is_dir():
-            before, ignored = len(found.images), found.ignored
+            before, ignored, masks = len(found.images), found.ignored, len(found.masks)
             folders = _walk(path, output, found.notes) if recursive else [path]
             for folder in folders:
                 images = _scan_folder(folder, found, output, name_subfolders=not recursive)
                 found.images.extend(images)
                 if folder != path:
                     found.subfolder.update((image, folder.relative_to(path)) for image in images)
+            passed = [one_line(p.relative_to(path)) for p in found.masks[masks:]]
+            if passed:  # a clinic's reference masks beside its photos: said, not segmented
+                found.notes.append(f"{one_line(path)}: {len(passed)} file{'s' if len(passed) > 1 else ''} named as the mask of a photo beside "
+                                   f"{'them' if len(passed) > 1 else 'it'} not segmented ({', '.join(passed[:3])}{', ...' if len(passed) > 3 else ''})")
             if len(found.images) == before:
                 outputs = " other than segment outputs" if found.ignored > ignored else ""
                 below = " or below it" if recursive else ""
@@ -129,6 +137,11 @@ def _scan_folder(folder: Path, found: Inputs, output: Path | None, name_subfolde
             images.append(path)
         elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
             found.problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
+    stems = {path.stem for path in images}
+    masks = [path for path in images if derived_from(path.stem, path.suffix, stems - {path.stem}, jpeg=True) is not None]
+    if masks:  # a clinic's reference masks beside its photos: said, not segmented
+        images = [path for path in images if path not in masks]
+        found.masks.extend(masks)
     if subfolders and name_subfolders:  # said, not an error: a folder of cases may hold anything else
         shown = ", ".join(one_line(name) for name in subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
         found.notes.append(f"{one_line(folder)}: {len(subfolders)} subfolder{'s' if len(subfolders) > 1 else ''} not read ({shown}); "
