@@ -79,3 +79,17 @@ def test_segment_recursive_on_a_clinic_archive_passes_over_the_masks_beside_the_
     assert written == ["Patient 001/2024-01-30/IMG_0001_segmentation.png", "Patient 002/2024-01-30/IMG_0001_segmentation.png",
                        "Patient 002/2024-01-30/IMG_0002_segmentation.png"]
     assert "3 files named as the mask of a photo beside them" in captured.err and captured.err.count("named as the mask") == 1
+
+
+def test_the_note_on_isic_s_download_counts_the_pairs_of_the_split_asked_for_as_such(tmp_path):
+    for folder, stems in (("Training", STEMS[:5]), ("Test", STEMS[5:])):
+        inputs, truth = tmp_path / f"ISIC2018_Task1-2_{folder}_Input", tmp_path / f"ISIC2018_Task1_{folder}_GroundTruth"
+        inputs.mkdir()
+        truth.mkdir()
+        for stem in stems:
+            shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", inputs)
+            shutil.copy(SMALL_DATA / "masks" / f"{stem}.png", truth / f"{stem}_segmentation.png")
+    listing = list_cases(tmp_path, "test")
+    assert len(listing.cases) == len(STEMS) - 5
+    assert f"{len(STEMS) - 5} image/mask pairs of split 'test' found by name below it" in listing.notes[0], listing.notes
+    assert f"{len(STEMS)} image/mask pairs found" in list_cases(tmp_path, "all").notes[0]

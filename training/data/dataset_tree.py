@@ -174,9 +174,11 @@ def _copies(paths: list[Path]) -> bool:
         return False
 
 
-def tree_note(root: Path, shown: str, pairs: int, unmatched: list[Path], found: TreeFiles) -> str:
-    """One line on what a search of a dataset tree found (``shown``: the root as messages show it)."""
-    line = f"{shown}: no images/ folder; {pairs} image/mask pairs found by name below it"
+def tree_note(root: Path, shown: str, pairs: int, unmatched: list[Path], found: TreeFiles, split: str | None = None) -> str:
+    """One line on what a search of a dataset tree found (``shown``: the root as messages show it; ``pairs``: those
+    of ``split``, when one is asked for)."""
+    of_split = f" of split {split!r}" if split not in (None, "all", "*") else ""
+    line = f"{shown}: no images/ folder; {pairs} image/mask pairs{of_split} found by name below it"
     if unmatched:
         line += f"; {len(unmatched)} image{'s' if len(unmatched) > 1 else ''} without a mask not taken as cases ({_first(unmatched, root)})"
     if found.outputs:

@@ -196,7 +196,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             problems.append(f"{display(mask_path)}: used as {case_id}'s mask; {', '.join(ignored[:3])} beside it ignored (one mask per case)")
         cases.append(Case(case_id, image_path, mask_path))
     if tree:
-        notes.append(tree_note(root, display(root), len(cases), unmatched, found))
+        notes.append(tree_note(root, display(root), len(cases), unmatched, found, split))
     if split_note is not None:
         notes.append(split_note)
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
