@@ -93,3 +93,11 @@ def test_the_note_on_isic_s_download_counts_the_pairs_of_the_split_asked_for_as_
     assert len(listing.cases) == len(STEMS) - 5
     assert f"{len(STEMS) - 5} image/mask pairs of split 'test' found by name below it" in listing.notes[0], listing.notes
     assert f"{len(STEMS)} image/mask pairs found" in list_cases(tmp_path, "all").notes[0]
+
+
+def test_a_camera_name_in_every_visit_folder_is_refused_saying_how_to_make_it_a_dataset(tmp_path):
+    for patient, stem in zip(("Patient 001", "Patient 002"), STEMS):
+        _visit(tmp_path / "clinic" / patient / "2024-01-30", stem)
+    (line,) = list_cases(tmp_path / "clinic", "all").skipped
+    assert "IMG_0001.JPG: skipped, its image name is found in 2 folders" in line
+    assert "give each photo a name of its own" in line

@@ -124,7 +124,8 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         paths, masks = found.images, found.masks
         for case_id, twins in image_twins(paths).items():  # test/0.jpg and train/0.jpg: whose is mask 0.png is not guessed
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
-                             f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed"))
+                             f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed, and a case id names one "
+                             "case: give each photo a name of its own (IMG_0001.JPG in every visit's folder: add the folders' names)"))
             paths = tuple(p for p in paths if p not in twins)
         first: dict[str, Path] = {}
         copies: dict[str, list[Path]] = {}  # every copy of a photo: its split is that of its most held-out folder
