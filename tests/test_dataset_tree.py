@@ -368,3 +368,9 @@ def test_a_photo_copied_into_train_and_test_folders_is_a_test_case_never_trained
     from training.data.splits import dataset_splits
 
     assert dataset_splits(root)[STEMS[0]] == "test"  # what finetune, calibrate and adapt leave out
+
+
+def test_a_split_asked_of_a_tree_that_names_none_says_neither_splits_csv_nor_folders_give_one(tmp_path):
+    root = _ph2(tmp_path / "ph2", STEMS[:2])
+    with pytest.raises(DatasetError, match="no splits.csv and no folder below it is named for a split .* ask for the split 'all'"):
+        list_cases(root, "test")
