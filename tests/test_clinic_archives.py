@@ -39,9 +39,17 @@ def _visit(folder, stem, name="IMG_0001"):
     Image.fromarray(_mask(stem).astype(np.uint8) * 255).save(folder / f"{name}_mask.png")
 
 
-def test_evaluate_with_every_case_left_out_says_why_naming_a_file(tmp_path, tiny_checkpoint, capsys):
+def _visits_with_shared_masks(clinic):
+    """IMG_0001.JPG in every visit's folder, the masks in one folder apart: whose IMG_0001 mask is which is unknown."""
     for patient, stem in zip(("Patient 001", "Patient 002"), STEMS):
-        _visit(tmp_path / "clinic" / patient / "2024-01-30", stem)
+        (clinic / patient / "2024-01-30").mkdir(parents=True)
+        shutil.copy(SMALL_DATA / "images" / f"{stem}.jpg", clinic / patient / "2024-01-30" / "IMG_0001.JPG")
+    (clinic / "masks").mkdir()
+    Image.fromarray(_mask(STEMS[0]).astype(np.uint8) * 255).save(clinic / "masks" / "IMG_0001.png")
+
+
+def test_evaluate_with_every_case_left_out_says_why_naming_a_file(tmp_path, tiny_checkpoint, capsys):
+    _visits_with_shared_masks(tmp_path / "clinic")
     for command in (["evaluate"], ["calibrate", "-o", str(tmp_path / "cal.mlffm")]):
         code = main([*command, str(tmp_path / "clinic"), "--split", "all", "--checkpoint", str(tiny_checkpoint)])
         err = capsys.readouterr().err
@@ -95,9 +103,15 @@ def test_the_note_on_isic_s_download_counts_the_pairs_of_the_split_asked_for_as_
     assert f"{len(STEMS)} image/mask pairs found" in list_cases(tmp_path, "all").notes[0]
 
 
-def test_a_camera_name_in_every_visit_folder_is_refused_saying_how_to_make_it_a_dataset(tmp_path):
+def test_a_camera_name_in_every_visit_folder_is_a_case_each_where_its_mask_lies_beside_it(tmp_path):
     for patient, stem in zip(("Patient 001", "Patient 002"), STEMS):
         _visit(tmp_path / "clinic" / patient / "2024-01-30", stem)
-    (line,) = list_cases(tmp_path / "clinic", "all").skipped
+    listing = list_cases(tmp_path / "clinic", "all")
+    assert [c.case_id for c in listing.cases] == ["Patient 001__2024-01-30__IMG_0001", "Patient 002__2024-01-30__IMG_0001"]
+    for case, stem in zip(listing.cases, STEMS):  # each photo with the mask of its own folder
+        assert case.mask_path.parent == case.image_path.parent
+        assert np.array_equal(load_case(case)[1], _mask(stem))
+    _visits_with_shared_masks(tmp_path / "shared")  # the masks apart: which IMG_0001 a mask belongs to is not guessed
+    (line,) = list_cases(tmp_path / "shared", "all").skipped
     assert "IMG_0001.JPG: skipped, its image name is found in 2 folders" in line
-    assert "give each photo a name of its own" in line
+    assert "give each photo a name of its own, or its mask beside it in its folder" in line

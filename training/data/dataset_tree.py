@@ -31,7 +31,10 @@ folders are left out; at most :data:`MAX_DEPTH` folders deep and
   one note says how many there are and names the first few (PH2's ROI
   drawings, photos a dataset ships without masks).
 
-A case whose masks lie in two folders (``x_lesion.bmp`` and a copied
+A photo name found in several folders, each photo with its mask beside it
+(``IMG_0001.JPG`` and ``IMG_0001_mask.png`` in every visit's folder of a
+clinic archive), is a case per folder, named by its folders
+(:func:`folder_case_id`). Otherwise a case whose masks lie in two folders (``x_lesion.bmp`` and a copied
 proposal ``x_segmentation.png``), or whose image name is found in two folders
 (``train/0.jpg`` and ``test/0.jpg``), is left out with one line naming both:
 which file is the reference, or whose mask it is, is not guessed. Folders not
@@ -49,7 +52,7 @@ from pathlib import Path
 
 from ..files.segment_case import read_sidecar
 from .imageio import IMAGE_SUFFIXES
-from .mask_files import DERIVED_MAP_NAMES, MASK_NAMES, MASK_SUFFIXES, _nfc, derived_from
+from .mask_files import DERIVED_MAP_NAMES, MASK_NAMES, MASK_SUFFIXES, _nfc, derived_from, find_mask
 
 MAX_DEPTH = 8
 """Folders below DATA that are looked into (PH2's own layout needs 3)."""
@@ -165,6 +168,21 @@ def image_twins(images: tuple[Path, ...]) -> dict[str, list[Path]]:
     for path in images:
         by_id.setdefault(_nfc(path.stem), []).append(path)
     return {case_id: paths for case_id, paths in by_id.items() if len({p.parent for p in paths}) > 1 and not _copies(paths)}
+
+
+def mask_beside(image: Path, masks: dict[str, list[Path]]) -> Path | None:
+    """The mask in ``image``'s own folder named for it (``IMG_0001_mask.png`` beside ``IMG_0001.JPG``), by
+    :func:`~training.data.mask_files.find_mask`'s names and order, or None."""
+    here = {key: [p for p in paths if p.parent == image.parent] for key, paths in masks.items()}
+    here = {key: paths for key, paths in here.items() if paths}
+    stem = _nfc(image.stem)
+    return find_mask(here, stem, frozenset({stem}), image.stem)
+
+
+def folder_case_id(root: Path, image: Path) -> str:
+    """The case id of a photo whose name other folders repeat: its folders below ``root`` and its name, joined by
+    ``__`` (``patient 1/visit 2/IMG_0001.JPG`` is case ``patient 1__visit 2__IMG_0001``)."""
+    return _nfc("__".join((*image.parent.relative_to(root).parts, image.stem)))
 
 
 def _copies(paths: list[Path]) -> bool:

@@ -35,7 +35,7 @@ from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
 from .splits import DatasetError, check_split_names, folder_splits, folder_splits_note, read_splits
-from .dataset_tree import TreeError, TreeFiles, image_twins, list_tree, tree_note, twin_masks
+from .dataset_tree import TreeError, TreeFiles, folder_case_id, image_twins, list_tree, mask_beside, tree_note, twin_masks
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
@@ -119,14 +119,20 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     by_id: dict[str, Path] = {}
     notes: list[str] = []
     tree = not images_dir.is_dir()
+    pinned: dict[str, tuple[Path, Path]] = {}  # a tree's cases named by their folders: (image, the mask beside it)
     if tree:  # another source's layout: images and masks paired by name anywhere below root
         found = _tree_files(root)
         paths, masks = found.images, found.masks
         for case_id, twins in image_twins(paths).items():  # test/0.jpg and train/0.jpg: whose is mask 0.png is not guessed
+            paths = tuple(p for p in paths if p not in twins)
+            beside = {p: mask_beside(p, masks) for p in twins}
+            if all(beside.values()):  # IMG_0001.JPG with its mask in every visit's folder: a case each, named by its folders
+                for path in twins:
+                    pinned[folder_case_id(root, path)] = (path, beside[path])
+                continue
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed, and a case id names one "
-                             "case: give each photo a name of its own (IMG_0001.JPG in every visit's folder: add the folders' names)"))
-            paths = tuple(p for p in paths if p not in twins)
+                             "case: give each photo a name of its own, or its mask beside it in its folder"))
         first: dict[str, Path] = {}
         copies: dict[str, list[Path]] = {}  # every copy of a photo: its split is that of its most held-out folder
         for path in paths:
@@ -141,6 +147,11 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
     for path in paths:
         _add_image(path, by_id, problems, left_out)
+    for case_id, (path, _) in sorted(pinned.items()):
+        if not safe_id(case_id) or case_id in by_id:
+            left_out.append((None, f"{display(path)}: skipped, its case id {case_id!r} (its folders and name) is unsafe or another image's"))
+        else:
+            by_id[case_id] = path
 
     image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
     splits, split_note, named_ids = read_splits(root), None, by_id
@@ -175,14 +186,14 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
 
     cases, unmatched = [], other_types if tree else []
     for case_id, image_path in by_id.items():
-        twins = twin_masks(masks, case_id, image_ids) if tree else []
+        twins = twin_masks(masks, case_id, image_ids) if tree and case_id not in pinned else []
         if twins:
             message = (f"{display(image_path)}: skipped, its masks are found in {len({p.parent for p in twins})} folders "
                        f"({', '.join(display(p) for p in twins[:3])}): keep one (the reference) under {root}")
             problems.append(message)
             skipped.append(message)
             continue
-        mask_path = find_mask(masks, case_id, image_ids, image_path.stem)
+        mask_path = pinned[case_id][1] if case_id in pinned else find_mask(masks, case_id, image_ids, image_path.stem)
         if mask_path is None and tree and case_id not in (splits or {}):
             unmatched.append(image_path)  # PH2's ROI drawings, photos shipped without a mask: not cases
             continue
