@@ -19,17 +19,25 @@ from .test_plugin import _dock, _propose, plugin_env  # noqa: E402, F401
 from .test_refine_desk import _desk, _idle, _slow_refines  # noqa: E402
 
 
-def test_stepping_away_while_a_refine_of_the_shown_case_runs_waits_and_keeps_the_click(
-    make_napari_viewer, qtbot, plugin_env, tmp_path, monkeypatch  # noqa: F811
-):
+def _clinic(make_napari_viewer, tmp_path, *docks):
+    """A folder of two images, IMG_0001.png and IMG_0002.png, opened in Cases with the first shown: the viewer, the
+    folder and the docks named (``Cases`` among them), in that order."""
     folder = tmp_path / "clinic"
     folder.mkdir()
     for k in (1, 2):
         Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
     viewer = make_napari_viewer()
-    propose, cases, refine = (_dock(viewer, n) for n in ("Propose masks", "Cases", "Refine with clicks"))
+    found = tuple(_dock(viewer, name) for name in docks)
+    cases = found[docks.index("Cases")]
     cases.open_folder(folder)
     cases.show_case(0)
+    return viewer, folder, found
+
+
+def test_stepping_away_while_a_refine_of_the_shown_case_runs_waits_and_keeps_the_click(
+    make_napari_viewer, qtbot, plugin_env, tmp_path, monkeypatch  # noqa: F811
+):
+    viewer, folder, (propose, cases, refine) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases", "Refine with clicks")
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
     release = _slow_refines(monkeypatch)
     refine.image.value = viewer.layers["IMG_0001"]
@@ -102,15 +110,8 @@ def test_a_mask_made_from_a_later_proposal_records_that_proposal(make_napari_vie
 def test_an_edited_mask_kept_through_a_later_proposal_keeps_its_provenance_through_stepping_away_and_back(
     make_napari_viewer, qtbot, plugin_env, tmp_path  # noqa: F811
 ):
-    folder = tmp_path / "clinic"
-    folder.mkdir()
-    for k in (1, 2):
-        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
-    viewer = make_napari_viewer()
-    propose, review, cases = (_dock(viewer, n) for n in ("Propose masks", "Review and export", "Cases"))
+    viewer, folder, (propose, review, cases) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Review and export", "Cases")
     review.confirm = lambda *_: True
-    cases.open_folder(folder)
-    cases.show_case(0)
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
     mask = viewer.layers["IMG_0001 mask"]
     data = np.asarray(mask.data).copy()
@@ -128,14 +129,7 @@ def test_an_edited_mask_kept_through_a_later_proposal_keeps_its_provenance_throu
 
 
 def test_reopening_a_folder_names_an_edited_case_whose_file_is_gone(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
-    folder = tmp_path / "clinic"
-    folder.mkdir()
-    for k in (1, 2):
-        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
-    viewer = make_napari_viewer()
-    propose, cases = (_dock(viewer, n) for n in ("Propose masks", "Cases"))
-    cases.open_folder(folder)
-    cases.show_case(0)
+    viewer, folder, (propose, cases) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases")
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
     mask = viewer.layers["IMG_0001 mask"]
     data = np.asarray(mask.data).copy()
@@ -150,15 +144,8 @@ def test_reopening_a_folder_names_an_edited_case_whose_file_is_gone(make_napari_
 
 
 def test_stepping_away_from_clicks_not_yet_refined_is_refused_in_one_line(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
-    folder = tmp_path / "clinic"
-    folder.mkdir()
-    for k in (1, 2):
-        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
-    viewer = make_napari_viewer()
-    propose, cases, refine = (_dock(viewer, n) for n in ("Propose masks", "Cases", "Refine with clicks"))
+    viewer, folder, (propose, cases, refine) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases", "Refine with clicks")
     refine.auto.value = False  # collect clicks first, then Refine
-    cases.open_folder(folder)
-    cases.show_case(0)
     _propose(qtbot, propose, viewer.layers["IMG_0001"])
     refine.image.value = viewer.layers["IMG_0001"]
     refine.prompts_layer().add([[10.37, 12.81]])  # where a mouse puts it; the record keeps 0.1 px
@@ -171,14 +158,7 @@ def test_stepping_away_from_clicks_not_yet_refined_is_refused_in_one_line(make_n
 
 
 def test_a_proposal_that_lands_after_its_case_was_put_away_is_kept_with_the_case(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
-    folder = tmp_path / "clinic"
-    folder.mkdir()
-    for k in (1, 2):
-        Image.fromarray(_rgb(k)).save(folder / f"IMG_000{k}.png")
-    viewer = make_napari_viewer()
-    propose, cases = (_dock(viewer, n) for n in ("Propose masks", "Cases"))
-    cases.open_folder(folder)
-    cases.show_case(0)
+    viewer, folder, (propose, cases) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases")
     propose.image.value = viewer.layers["IMG_0001"]
     assert propose.start() is not None
     cases.step(1)  # Shift-N before the run lands: the run goes on, its image layer is put away
