@@ -115,3 +115,13 @@ def test_a_camera_name_in_every_visit_folder_is_a_case_each_where_its_mask_lies_
     (line,) = list_cases(tmp_path / "shared", "all").skipped
     assert "IMG_0001.JPG: skipped, its image name is found in 2 folders" in line
     assert "give each photo a name of its own, or its mask beside it in its folder" in line
+
+def test_cases_named_by_their_folders_take_their_folder_s_split_and_a_test_one_is_never_trained_on(tmp_path):
+    from training.commands.run_data import without_test_cases
+
+    _visit(tmp_path / "train" / "Patient 001", STEMS[0])
+    _visit(tmp_path / "test" / "Patient 002", STEMS[1])
+    assert [c.case_id for c in list_cases(tmp_path, "train").cases] == ["train__Patient 001__IMG_0001"]
+    assert [c.case_id for c in list_cases(tmp_path, "test").cases] == ["test__Patient 002__IMG_0001"]
+    kept = without_test_cases(list_cases(tmp_path, None), tmp_path)  # adapt's, calibrate --split all's, finetune --replay's
+    assert [c.case_id for c in kept.cases] == ["train__Patient 001__IMG_0001"]

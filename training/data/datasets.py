@@ -157,7 +157,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     splits, split_note, named_ids = read_splits(root), None, by_id
     if splits is None and tree:  # ISIC's download ships Training, Validation and Test folders: its test split stays one
         # an image without a mask (ISIC 2017's <id>_superpixels.png beside each photo) is no case of its folder's split
-        named_ids = {k: p for k, p in by_id.items() if find_mask(masks, k, image_ids, p.stem) is not None}
+        named_ids = {k: p for k, p in by_id.items() if k in pinned or find_mask(masks, k, image_ids, p.stem) is not None}
         splits = folder_splits(root, {k: copies.get(k, [p]) for k, p in named_ids.items()}) or None
         split_note = folder_splits_note(root, splits, len(named_ids)) if splits is not None else None
     in_split = lambda case_id: True  # noqa: E731

@@ -17,7 +17,7 @@ import unicodedata
 from pathlib import Path
 
 from ..files.outputs import display
-from .dataset_tree import TreeError, list_tree
+from .dataset_tree import TreeError, folder_case_id, list_tree
 
 SPLIT_WORDS = {"train": "train", "training": "train", "trainset": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "testing": "test", "testset": "test"}
@@ -97,6 +97,9 @@ def dataset_splits(root: Path) -> dict[str, str] | None:
     images: dict[str, list[Path]] = {}
     for path in found.images:
         images.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
+    for paths in list(images.values()):  # a name in several folders: list_cases may name each by its folders (folder_case_id)
+        for path in paths if len({p.parent for p in paths}) > 1 else []:
+            images.setdefault(folder_case_id(root, path), [path])
     return folder_splits(root, images) or None
 
 
