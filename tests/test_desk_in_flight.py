@@ -167,3 +167,18 @@ def test_a_proposal_that_lands_after_its_case_was_put_away_is_kept_with_the_case
     assert cases.state(cases.model.cases["IMG_0001"]) == "proposed"
     cases.step(-1)
     assert "IMG_0001 proposals" in viewer.layers and "IMG_0001 mask" in viewer.layers
+
+
+def test_a_proposal_that_lands_after_another_folder_with_its_case_id_was_opened_is_dropped_in_one_line(
+    make_napari_viewer, qtbot, plugin_env, tmp_path  # noqa: F811
+):
+    viewer, folder, (propose, cases) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases")
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(_rgb(5)).save(other / "IMG_0001.png")  # another photo of the same name
+    propose.image.value = viewer.layers["IMG_0001"]
+    assert propose.start() is not None
+    cases.open_folder(other)  # the run goes on, its image layer is put away; IMG_0001 is now the other file's case
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert "dropped" in propose.status.value and "rename one" in propose.status.value  # it was a traceback
+    assert cases.model.cases["IMG_0001"].proposal is None  # the other photo's case never gets this one's masks

@@ -223,7 +223,11 @@ class ProposeWidget(common.RunCancel, Container):
         proposal is its case's, kept there for when it is shown again; a layer without a file had only its layer."""
         name = info.get("image_layer", "the image")
         if cases_model.is_file_source(info["source"]):
-            self.cases.set_proposal(info["source"], proposal, {**info, **extra})
+            try:
+                self.cases.set_proposal(info["source"], proposal, {**info, **extra})
+            except ValueError as err:  # its case id is now another listed file's (another folder opened meanwhile)
+                self._on_error(f"{name} was put away while its masks were proposed; results dropped: {common.one_line(err)}")
+                return
             line = f"{name} was put away while its masks were proposed: they are kept with its case and shown when it is opened again"
         else:
             line = f"image layer '{name}' was closed while its masks were proposed; results dropped"
