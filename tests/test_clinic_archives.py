@@ -125,3 +125,14 @@ def test_cases_named_by_their_folders_take_their_folder_s_split_and_a_test_one_i
     assert [c.case_id for c in list_cases(tmp_path, "test").cases] == ["test__Patient 002__IMG_0001"]
     kept = without_test_cases(list_cases(tmp_path, None), tmp_path)  # adapt's, calibrate --split all's, finetune --replay's
     assert [c.case_id for c in kept.cases] == ["train__Patient 001__IMG_0001"]
+
+
+def test_a_mask_named_in_another_letter_case_is_never_given_to_a_photo_of_another_folder_named_like_its_own(tmp_path):
+    _visit(tmp_path / "clinic" / "Patient 001", STEMS[0], "IMG_0001")
+    Image.fromarray(_mask(STEMS[0]).astype(np.uint8) * 255).save(tmp_path / "clinic" / "Patient 001" / "IMG_0001_MASK.PNG")
+    (tmp_path / "clinic" / "Patient 001" / "IMG_0001_mask.png").unlink()  # only the upper-case mask
+    (tmp_path / "clinic" / "Patient 002").mkdir()
+    shutil.copy(SMALL_DATA / "images" / f"{STEMS[1]}.jpg", tmp_path / "clinic" / "Patient 002" / "img_0001.jpg")  # another phone's
+    listing = list_cases(tmp_path / "clinic", "all")
+    assert {c.case_id: c.mask_path.name for c in listing.cases} == {"IMG_0001": "IMG_0001_MASK.PNG"}  # img_0001 was given it too
+    assert "img_0001.jpg" in listing.notes[0]  # an image without a mask, said

@@ -130,10 +130,11 @@ def unread_mask_files(masks: dict[str, list[Path]], case_id: str) -> str:
 
 
 def _names_another_image(file_name: str, suffix: str, case_id: str, image_ids: set[str] | frozenset[str]) -> bool:
-    """Whether ``file_name`` is, letter case and all, the mask name of an image other than ``case_id``."""
+    """Whether ``file_name`` is the mask name of an image other than ``case_id``: that image's id letter case and all,
+    the mask name in any letter case (``IMG_0001_MASK.PNG`` is image ``IMG_0001``'s, as :func:`derived_from` takes it)."""
     stem = file_name[: len(file_name) - len(suffix)]
     for name in MASK_NAMES:
-        owner = stem[: len(stem) - len(name)] if name and stem.endswith(name) else (stem if not name else None)
+        owner = stem[: len(stem) - len(name)] if name and stem.lower().endswith(name) else (stem if not name else None)
         if owner is not None and owner != case_id and owner in image_ids:
             return True
     return False
