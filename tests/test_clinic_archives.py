@@ -136,3 +136,17 @@ def test_a_mask_named_in_another_letter_case_is_never_given_to_a_photo_of_anothe
     listing = list_cases(tmp_path / "clinic", "all")
     assert {c.case_id: c.mask_path.name for c in listing.cases} == {"IMG_0001": "IMG_0001_MASK.PNG"}  # img_0001 was given it too
     assert "img_0001.jpg" in listing.notes[0]  # an image without a mask, said
+
+
+def test_a_visit_folder_holding_its_photo_in_two_types_keeps_one_and_says_so(tmp_path):
+    for patient, stem in zip(("Patient 001", "Patient 002"), STEMS):
+        _visit(tmp_path / "clinic" / patient, stem)
+        (tmp_path / "clinic" / patient / "IMG_0001.heic").write_bytes(b"not read")  # a phone's export beside the JPEG
+    listing = list_cases(tmp_path / "clinic", "all")
+    assert {c.case_id: c.image_path.name for c in listing.cases} == {"Patient 001__IMG_0001": "IMG_0001.JPG", "Patient 002__IMG_0001": "IMG_0001.JPG"}
+    assert all(".heic is not a supported image type" in line for line in listing.skipped) and len(listing.skipped) == 2
+    (tmp_path / "clinic" / "Patient 001" / "IMG_0001.heic").unlink()
+    Image.open(SMALL_DATA / "images" / f"{STEMS[0]}.jpg").save(tmp_path / "clinic" / "Patient 001" / "IMG_0001.png")
+    listing = list_cases(tmp_path / "clinic", "all")
+    assert listing.cases[0].image_path.name == "IMG_0001.JPG"
+    assert any("Patient 001/IMG_0001.png: skipped, duplicate id 'Patient 001__IMG_0001'" in line for line in listing.skipped), listing.skipped

@@ -120,6 +120,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     notes: list[str] = []
     tree = not images_dir.is_dir()
     pinned: dict[str, tuple[Path, Path]] = {}  # a tree's cases named by their folders: (image, the mask beside it)
+    by_folders: list[tuple[str, Path, Path]] = []  # (id, image, mask) of every photo named by its folders, one id's two types too
     if tree:  # another source's layout: images and masks paired by name anywhere below root
         found = _tree_files(root)
         paths, masks = found.images, found.masks
@@ -127,8 +128,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             paths = tuple(p for p in paths if p not in twins)
             beside = {p: mask_beside(p, masks) for p in twins}
             if all(beside.values()):  # IMG_0001.JPG with its mask in every visit's folder: a case each, named by its folders
-                for path in twins:
-                    pinned[folder_case_id(root, path)] = (path, beside[path])
+                by_folders += [(folder_case_id(root, path), path, beside[path]) for path in twins]
                 continue
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed, and a case id names one "
@@ -147,11 +147,10 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
     for path in paths:
         _add_image(path, by_id, problems, left_out)
-    for case_id, (path, _) in sorted(pinned.items()):
-        if not safe_id(case_id) or case_id in by_id:
-            left_out.append((None, f"{display(path)}: skipped, its case id {case_id!r} (its folders and name) is unsafe or another image's"))
-        else:
-            by_id[case_id] = path
+    for case_id, path, mask in sorted(by_folders):  # as any image: IMG_0001.png beside IMG_0001.JPG a duplicate, .heic not read
+        _add_image(path, by_id, problems, left_out, case_id)
+        if by_id.get(case_id) == path:
+            pinned[case_id] = (path, mask)
 
     image_ids = frozenset(by_id)  # every image's, before a split is chosen: a mask named for one is never another's
     splits, split_note, named_ids = read_splits(root), None, by_id
@@ -215,8 +214,9 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
     return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
 
 
-def _add_image(path: Path, by_id: dict[str, Path], problems: list[str], left_out: list[tuple[str | None, str]]) -> None:
-    """Take the file ``path`` as a case's image into ``by_id``, or say in one line why it is not one."""
+def _add_image(path: Path, by_id: dict[str, Path], problems: list[str], left_out: list[tuple[str | None, str]], case_id: str | None = None) -> None:
+    """Take the file ``path`` as a case's image into ``by_id``, or say in one line why it is not one (``case_id``: its
+    id where not its name's, :func:`~training.data.dataset_tree.folder_case_id`)."""
     if path.name.startswith("."):
         return
     if path.is_dir():
@@ -225,11 +225,12 @@ def _add_image(path: Path, by_id: dict[str, Path], problems: list[str], left_out
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:  # an image this program does not read: a case left out, said as one
             line = f"{display(path)}: skipped, {path.suffix.lower()} is not a supported image type (use {', '.join(IMAGE_SUFFIXES)})"
-            left_out.append((path.stem if safe_id(path.stem) else None, line))
+            named = path.stem if case_id is None else case_id
+            left_out.append((named if safe_id(named) else None, line))
         else:
             problems.append(f"{display(path)}: skipped, not an image file")
         return
-    case_id = path.stem
+    case_id = path.stem if case_id is None else case_id
     if not _is_utf8(case_id):
         left_out.append((None, f"{display(path)}: skipped, the file name is not valid UTF-8 (rename the file)"))
         return
