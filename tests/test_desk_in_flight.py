@@ -182,3 +182,14 @@ def test_a_proposal_that_lands_after_another_folder_with_its_case_id_was_opened_
     qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
     assert "dropped" in propose.status.value and "rename one" in propose.status.value  # it was a traceback
     assert cases.model.cases["IMG_0001"].proposal is None  # the other photo's case never gets this one's masks
+
+
+def test_a_proposal_that_lands_after_its_case_was_put_away_and_opened_again_lands_on_screen(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer, folder, (propose, cases) = _clinic(make_napari_viewer, tmp_path, "Propose masks", "Cases")
+    propose.image.value = viewer.layers["IMG_0001"]
+    assert propose.start() is not None
+    cases.step(1)
+    cases.step(-1)  # back before the run lands: a new layer of the same file's same pixels
+    qtbot.waitUntil(lambda: propose.worker is None, timeout=120_000)
+    assert "IMG_0001 proposals" in viewer.layers and "IMG_0001 mask" in viewer.layers  # they waited for another step away
+    assert cases.state(cases.model.cases["IMG_0001"]) == "proposed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.layers import Image
 from napari.qt.threading import create_worker
 
 from model import Segmenter
@@ -218,6 +219,20 @@ class ProposeWidget(common.RunCancel, Container):
         if not self._closed and not self._cancelling:
             bar.set(done, total, progress_text(done, total))
 
+    def _shown_again(self, info, extra):
+        """The image layer now showing the run's file with the pixels it was proposed for (its case put away and
+        opened again while the run went on), or None."""
+        if not cases_model.is_file_source(info["source"]) or not isinstance(extra.get("image_sha256"), str):
+            return None
+        for other in self.viewer.layers:
+            if isinstance(other, Image) and common.case_source(other) == info["source"]:
+                try:
+                    if image_sha256(results.image_data(other)) == extra["image_sha256"]:
+                        return other
+                except (TypeError, ValueError):
+                    continue
+        return None
+
     def _land_away(self, info, proposal, extra) -> None:
         """A run whose image layer was closed meanwhile (Cases stepped on, or the annotator closed it): a file's
         proposal is its case's, kept there for when it is shown again; a layer without a file had only its layer."""
@@ -242,8 +257,11 @@ class ProposeWidget(common.RunCancel, Container):
             self._on_error(extra["error"])
             return
         if layer not in self.viewer.layers:
-            self._land_away(info, proposal, extra)
-            return
+            again = self._shown_again(info, extra)
+            if again is None:
+                self._land_away(info, proposal, extra)
+                return
+            layer, started_with = again, None  # stepped away and back: the same file's same pixels, on screen again
         if started_with is not None and layer.data is not started_with:
             self._on_error(f"image '{layer.name}' was given other pixels while its masks were proposed; results dropped: run again")
             return
