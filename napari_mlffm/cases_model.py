@@ -102,6 +102,7 @@ class CaseModel:
         self.folder: Path | None = None  # the open folder, if any
         self.skipped: list[str] = []  # one line for each of its images left out of the list
         self._sources: dict[tuple[str, str], tuple[tuple, tuple]] = {}  # (store, id) -> (record's stat, (source, image hash))
+        self._away: dict[str, Case] = {}  # a file's case whose id another file of that name holds now, by the file's real path
 
     # ----- lookup ------------------------------------------------------
     @property
@@ -121,8 +122,22 @@ class CaseModel:
         """
         case_id = source_case_id(source)
         case = self._own_case(case_id, source)
-        if case is None:  # new, or another file of the same name outside the list: a new case
-            case = self.cases[case_id] = Case(case_id, str(source))
+        if case is None:  # new, or another file of the same name outside the list: its own case
+            case = self._take_id(case_id, source)
+        return case
+
+    def _take_id(self, case_id: str, source: str | Path) -> Case:
+        """Give ``case_id`` to ``source``'s case: the one it had before another file of that name took the id (a
+        folder opened again after another camera session's), else a new one. The case that held the id is set aside,
+        with its proposal and edits, for when its file comes back."""
+        old = self.cases.get(case_id)
+        if old is not None and is_file_source(old.source):
+            self._away[os.path.realpath(old.source)] = old
+        case = self._away.pop(os.path.realpath(source), None) if is_file_source(source) else None
+        if case is None:
+            case = Case(case_id, str(source))
+        case.source = str(source)
+        self.cases[case_id] = case
         return case
 
     def _own_case(self, case_id: str, source: str | Path) -> Case | None:
@@ -169,9 +184,8 @@ class CaseModel:
         for case_id, path in listing:  # nothing can fail from here on
             case = self.cases.get(case_id)
             if case is None or not same_source(case.source, path):  # another folder's file of this name is another case
-                self.cases[case_id] = Case(case_id, str(path))
-            else:
-                case.source, case.error = str(path), ""  # read again when shown: a file put back is readable again
+                case = self._take_id(case_id, path)
+            case.source, case.error = str(path), ""  # read again when shown: a file put back is readable again
         self.order = [case_id for case_id, _ in listing]
         self.folder, self.skipped = Path(folder), skipped
         self.changed.emit("")

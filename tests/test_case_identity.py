@@ -197,3 +197,26 @@ def test_the_folder_dot_lists_cases_by_their_files(make_napari_viewer, qtbot, pl
     qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
     assert [cases.state(c) for c in cases.cases] == ["proposed", "proposed"]  # were 'new': their ids became 'IMG_0001.png'
     assert sorted(cases.model.cases) == ["IMG_0001", "IMG_0002"]
+
+
+def test_going_back_to_a_folder_after_another_with_the_same_names_keeps_its_proposals_and_edits(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    cases = _dock(viewer, "Cases")
+    first, second = _session_folders(tmp_path)
+    cases.open_folder(first)
+    cases.propose_or_cancel()
+    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
+    cases.show_case(0)
+    mask = results.case_layers(viewer, "IMG_0001")["mask"]
+    painted = np.asarray(mask.data).copy()
+    painted[:6, :6] = 1 - painted[:6, :6]
+    mask.data = painted
+    assert cases.open_folder(second) == 2
+    cases.show_case(0)  # session B's IMG_0001 on screen: its own, new case
+    assert cases.state(cases.cases[0]) == "new" and results.case_layers(viewer, "IMG_0001")["mask"] is None
+    assert cases.open_folder(first) == 2
+    assert [cases.state(c) for c in cases.cases] == ["edited", "proposed"]  # they were ["new", "new"]: the edits and proposals gone
+    cases.show_case(0)
+    assert np.array_equal(np.asarray(results.case_layers(viewer, "IMG_0001")["mask"].data) > 0, painted > 0)
+    assert cases.open_folder(second) == 2
+    assert [cases.state(c) for c in cases.cases] == ["new", "new"]  # A's work never becomes B's
