@@ -20,8 +20,8 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
     is skipped until one is renamed. A file named as the mask or a map of an
     image beside it (``x_segmentation.png``, ``x_probability.tif`` by
     :func:`training.data.mask_files.derived_from`: what Export or ``mlffm
-    segment`` writes into the folder) is no case: it is skipped, named in
-    a line after the others. Subfolders are not read; one line names them.
+    segment`` writes into the folder, or a clinic's reference mask, ``x_mask.jpg``
+    in JPEG too) is no case: it is skipped, named in a line after the others. Subfolders are not read; one line names them.
     """
     folder = Path(folder)
     try:
@@ -51,9 +51,10 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
         except ValueError:
             skipped.append(f"{name}: skipped, no safe case id can be made from its name (too long, not UTF-8, or holding a control character); rename it")
             continue
-        owner = derived_from(case_id, path.suffix, ids)
+        owner = derived_from(case_id, path.suffix, ids, jpeg=True)  # x_mask.jpg too, as a dataset tree takes it
         if owner is not None:
-            derived.append(f"{name}: skipped, named as the mask or a map of {one_line(ids[owner].name)} beside it (an export's or mlffm segment's), not a case")
+            derived.append(f"{name}: skipped, named as the mask or a map of {one_line(ids[owner].name)} beside it "
+                           "(a reference mask, an export's or mlffm segment's), not a case")
             continue
         if case_id in owners:
             skipped.append(f"{name}: skipped, its case id '{case_id}' is also {one_line(owners[case_id].name)}'s; rename one")

@@ -131,3 +131,22 @@ def test_a_folder_of_per_patient_folders_names_its_subfolders_as_not_read(tmp_pa
     listing, skipped = list_folder(tmp_path)
     assert listing == []
     assert skipped == ["4 subfolders not read (patient 1, patient 2, patient 3, ...): open each as its own folder"]
+
+
+def test_a_clinic_s_reference_masks_saved_as_jpeg_beside_their_photos_are_not_cases(tmp_path):
+    from napari_mlffm.case_folder import list_folder
+
+    photo = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    for name in ("IMG_0001.JPG", "IMG_0002.jpg", "mole.jpg", "mole_lesion.jpg"):
+        Image.fromarray(photo).save(tmp_path / name)
+    for name in ("IMG_0001_MASK.JPG", "IMG_0002_segmentation.jpeg", "lone_mask.jpg"):
+        Image.fromarray(mask).save(tmp_path / name, format="JPEG")
+    listing, skipped = list_folder(tmp_path)
+    # as a dataset tree takes them (training/data/mask_files.py: JPEG_MASK_NAMES); they were listed as cases to segment
+    assert [case_id for case_id, _ in listing] == ["IMG_0001", "IMG_0002", "lone_mask", "mole", "mole_lesion"]
+    assert skipped == [
+        "IMG_0001_MASK.JPG: skipped, named as the mask or a map of IMG_0001.JPG beside it (a reference mask, an export's or mlffm segment's), not a case",
+        "IMG_0002_segmentation.jpeg: skipped, named as the mask or a map of IMG_0002.jpg beside it (a reference mask, an export's or mlffm segment's), not a case",
+    ]
