@@ -211,10 +211,24 @@ class CaseModel:
         if origin is None:
             return False
         other, accepted_pixels = origin
-        if not (other and is_file_source(other) and is_file_source(case.source)) or same_source(other, case.source):
-            return True
         pixels = case.extra.get("pixels")
+        if not (other and is_file_source(other) and is_file_source(case.source)):
+            return True
+        if same_source(other, case.source):  # unless another photo was saved over the file since (both hashes known)
+            return not self.file_changed_since_accepted(case)
         return accepted_pixels is not None and pixels == accepted_pixels
+
+    def file_changed_since_accepted(self, case: Case) -> bool:
+        """Whether the store's record of this case names its very file but other pixels than the file holds now
+        (known once the case is proposed or shown): another photo saved over it since it was accepted."""
+        try:
+            origin = self._stored_origin(self.store, case.case_id)
+        except (ValueError, OSError):
+            return False
+        if origin is None or not (origin[0] and is_file_source(origin[0]) and same_source(origin[0], case.source)):
+            return False
+        pixels = case.extra.get("pixels")
+        return isinstance(origin[1], str) and isinstance(pixels, str) and origin[1] != pixels
 
     def _stored_origin(self, store: CorrectionsStore, case_id: str) -> tuple[str | None, str | None] | None:
         """(source, image hash) of a stored case's record, read once per version of the record; None when the

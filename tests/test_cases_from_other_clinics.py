@@ -160,3 +160,26 @@ def test_a_store_written_before_under_decomposed_names_is_still_read_and_added_t
         store.accept("café", _rgb(0), _square().astype(bool), {"source": "/x/café.png"})
     store.accept("café", _rgb(3), _square().astype(bool), {"source": "/x/café.png"}, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "meta").iterdir()) == [f"{decomposed}.json"] and store.check().problems == ()
+
+
+def test_an_accepted_case_whose_file_holds_another_photo_now_is_not_shown_with_the_old_mask(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    from training.corrections.store import image_sha256
+    from training.data.imageio import read_image
+
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    photo = folder / "IMG_0001.png"
+    Image.fromarray(_rgb(1)).save(photo)
+    old = read_image(photo)  # accepted in an earlier session, from this very file
+    CorrectionsStore(plugin_env["store"]).accept(
+        "IMG_0001", old, _square().astype(bool), {"source": str(photo.absolute()), "image_sha256": image_sha256(old)})
+    Image.fromarray(_rgb(2)).save(photo)  # another photo saved over it since (a camera's numbering started again)
+    viewer = make_napari_viewer()
+    cases, review = _dock(viewer, "Cases"), _dock(viewer, "Review and export")
+    review.confirm = lambda *_: True
+    review.export_folder.value = str(tmp_path / "out")
+    cases.open_folder(folder)
+    cases.show_case(0)
+    assert "IMG_0001 mask" not in viewer.layers  # the old photo's mask was drawn on the new one, read "accepted"
+    assert cases.state(cases.cases[0]) == "new"
+    assert review.export() is None and not (tmp_path / "out").exists()  # it exported the old mask for the new photo

@@ -291,6 +291,8 @@ class CasesWidget(common.RunCancel, Container):
             return
         base = {**(entry.info or {}), "source": str(entry.path)}
         stored = self.model.stored(entry)
+        if stored is None and self.model.file_changed_since_accepted(entry):
+            common.notify(f"{entry.path.name} holds another image than when it was accepted: the store's mask is not drawn on it", warning=True)
         if stored is not None and stored[0].shape == image_shape(layer):
             mask, record = stored
             accepted_from, other = record.get("image_sha256"), record.get("source")
@@ -298,7 +300,7 @@ class CasesWidget(common.RunCancel, Container):
             if not same_file and isinstance(accepted_from, str) and accepted_from != entry.extra.get("pixels"):  # a moved folder: pixels decide
                 common.notify(f"the store's {entry.case_id} was accepted from another image: its mask is not drawn here", warning=True)
                 return
-            keep = {k: record.get(k) for k in ("checkpoint", "checkpoint_id", "seed", "steps", "samples", "device") if k in record}
+            keep = {k: record.get(k) for k in ("checkpoint", "checkpoint_id", "seed", "steps", "samples", "device", "image_sha256") if k in record}
             state = {**base, **keep, "start": "accepted", "start_mask": mask.copy(), "accepted": True, "record": record}
             results.show_mask(self.viewer, layer, mask, state)
 
