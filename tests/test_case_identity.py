@@ -220,3 +220,20 @@ def test_going_back_to_a_folder_after_another_with_the_same_names_keeps_its_prop
     assert np.array_equal(np.asarray(results.case_layers(viewer, "IMG_0001")["mask"].data) > 0, painted > 0)
     assert cases.open_folder(second) == 2
     assert [cases.state(c) for c in cases.cases] == ["new", "new"]  # A's work never becomes B's
+
+
+def test_accepting_a_file_named_like_one_accepted_before_says_that_one_leaves_the_store(make_napari_viewer, qtbot, plugin_env, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    propose, review = _dock(viewer, "Propose masks"), _dock(viewer, "Review and export")
+    asked = []
+    review.confirm = lambda title, question: asked.append(question) or False
+    path_a, path_b = _two_files_named_alike(tmp_path)
+    for path in (path_a, path_b):
+        layer = viewer.open(str(path), plugin=PLUGIN)[0]
+        _propose(qtbot, propose, layer)
+        review.image.value = layer
+        review.accept()
+    (question,) = asked  # the second accept asks, and the answer no keeps A's
+    assert "accepted before from another file" in question and "leaves the store and fine-tuning" in question
+    assert "images/IMG_0001.png" in question and "masks/IMG_0001.png" in question and "meta/IMG_0001.json" in question
+    assert "not accepted" in review.status.value

@@ -347,10 +347,11 @@ class ReviewWidget(Container):
             overwrite = False
             if store.has(case_id):
                 other = store.source_of(case_id)
-                whose = (f"{case_id} was accepted before from another file, {other}" if other and not cases_model.same_source(other, source)
-                         else f"{case_id} was accepted before")
-                question = (f"{whose}. Accept this mask in its place?\n"
-                            f"These files in {store.root} will be replaced:\n{file_list(store.paths(case_id))}")
+                another = bool(other) and not cases_model.same_source(other, source)
+                whose = (f"{case_id} was accepted before from another file, {other}: the store holds one case per name, so that "
+                         "file's correction leaves the store and fine-tuning" if another else f"{case_id} was accepted before")
+                shown = "\n".join(f"  {Path(p).relative_to(store.root)}" for p in store.paths(case_id))
+                question = f"{whose}. Accept this mask in its place?\nThese files in {store.root} will be replaced:\n{shown}"
                 if not self.confirm("Accept again", question):
                     self.status.value = "not accepted (kept the stored version)"
                     return None
