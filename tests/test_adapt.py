@@ -56,6 +56,17 @@ def test_too_few_cases_says_how_many_more_and_writes_nothing(tmp_path, tiny_chec
     assert list(out.parent.iterdir()) == []
 
 
+
+def test_split_test_is_refused_as_calibrate_refuses_it(tmp_path, tiny_checkpoint, capsys):
+    """Test cases are always left out, so `--split test` says that rather than "0 usable cases: correct 20 more"."""
+    data = make_store(tmp_path / "data", MIN_CASES, 0)
+    (data / "splits.csv").write_text("id,split\n" + "".join(f"case{k:02d},test\n" for k in range(MIN_CASES)), encoding="utf-8")
+    out = tmp_path / "adapted.mlffm"
+    code = main(["adapt", str(data), "-o", str(out), "--split", "Test", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a model is never adapted on its test split" in err and "usable cases" not in err
+    assert not out.exists()
+
 def _synthetic_stats(n: int, best_raw: float, rng) -> list[CaseStats]:
     """Cases whose Dice curve peaks at ``best_raw`` (plus noise) and whose pixels are calibrated at T = 1."""
     grid = np.arange(1001) / 1000

@@ -326,6 +326,8 @@ def _calibrated(segmenter: Segmenter, calibration: Calibration, samples: int, st
 
 
 def run_adapt(args: argparse.Namespace) -> int:
+    if args.split is not None and args.split.casefold() == "test":  # its cases are always left out: say so, not "0 usable cases"
+        raise ValueError(f"--split {args.split}: a model is never adapted on its test split (its scores would be optimistic); use val, train or all")
     card_path = args.output.with_suffix(".json")
     if card_path.name == args.output.name:
         raise ValueError(f"{args.output}: -o must not end in .json, the name of the card written beside the model; use .mlffm")
