@@ -165,6 +165,31 @@ def test_a_box_holds_skin_outside_it_the_newest_box_counts_and_accept_records_it
     assert refine._guard(refine.box_layer) is None and "is not a Shapes layer" in refine.status.value
 
 
+
+def test_closing_the_viewer_starts_no_refine(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
+    """napari's Viewer.close() removes every layer, the box and clicks layers first: that is no box or click undone.
+
+    It started a refine at close (python -m napari_mlffm --screenshot ended with "RuntimeWarning:
+    RuntimeError in aborted thread"); deleting the box or clicks layer alone still re-runs (above).
+    """
+    SETTINGS.update(active_model="", samples=2, steps=2)
+    viewer = make_napari_viewer()
+    propose, refine = (_dock(viewer, n) for n in ("Propose masks", "Refine with clicks"))
+    layer = viewer.open(str(sorted(SAMPLES.glob("*.jpg"))[0]), plugin=PLUGIN)[0]
+    _propose(qtbot, propose, layer)
+    rows, cols = np.nonzero(np.asarray(results.case_layers(viewer, layer.name)["mask"].data))
+    refine.image.value = layer
+    refine.auto.value = False  # the click and the box wait for one refine
+    refine.prompts_layer().add([rows.mean(), cols.mean()])
+    refine.box_layer().add_rectangles(np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]], float))
+    refine.refine()
+    _wait_refined(qtbot, refine, "in a box")
+    refine.auto.value = True
+    viewer.layers.clear()  # what Viewer.close() does before it closes the window
+    assert refine.worker is None
+    qtbot.wait(200)
+    assert refine.worker is None and "refining" not in refine.status.value
+
 def test_a_refine_dock_opened_again_takes_over_the_clicks_layer(make_napari_viewer, qtbot, plugin_env):  # noqa: F811
     SETTINGS.update(active_model="", samples=2, steps=2)
     viewer = make_napari_viewer()

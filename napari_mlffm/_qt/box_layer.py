@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Shapes
+from qtpy.QtCore import QTimer
 
 from model.inputs.box import Box
 
@@ -115,7 +116,16 @@ class BoxLayer:
                 continue
             del self._box_layers[image_name]
             if len(layer.data) and self._answers(layer) and self.auto.value and self._is_chosen(image_name):
-                self.refine()
+                self._refine_after_removal(image_name)
+
+    def _refine_after_removal(self, image_name: str) -> None:
+        """Refine the image once the removal is over, if it is still there: napari's ``Viewer.close()`` removes every
+        layer, box and clicks layers first, and that is the viewer closing, not a box or clicks undone."""
+        def later():
+            if not self._closed and image_name in self.viewer.layers:
+                self.refine(self.viewer.layers[image_name])
+
+        QTimer.singleShot(0, later)
 
     def box(self, image=None) -> Box | None:
         """The newest box of the image's (None: the chosen one's) box layer, in the image's pixels, or None;

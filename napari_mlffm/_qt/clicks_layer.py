@@ -140,7 +140,7 @@ class ClicksLayer:
                 continue
             del self._clicks_layers[image_name]
             if len(layer.data) and self._answers(layer) and self.auto.value and image_name in self.viewer.layers:
-                self.refine(self.viewer.layers[image_name])
+                self._refine_after_removal(image_name)
         super()._on_layer_removed(event)
 
     def undo_click(self) -> None:
