@@ -166,7 +166,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
                 splits = {}
             else:
                 folders = " and no folder below it is named for a split (train, val, test)" if tree else ""
-                raise DatasetError(f"{root}: no splits.csv{folders}, so split {split!r} cannot be selected (without one, ask for the split 'all': --split all)")
+                raise DatasetError(f"{root}: no splits.csv{folders}, so split {split!r} cannot be selected (without one, ask for the split 'all')")
         named = {case_id for case_id, _ in left_out if case_id is not None}
         for case_id, case_split in splits.items():
             if case_id not in by_id and case_id not in named:
