@@ -378,9 +378,12 @@ def test_a_val_split_that_is_the_training_split_is_said_and_a_missing_splits_csv
     (root / "splits.csv").unlink()
     args = ["train", str(root), "--split", "all", "-o", str(tmp_path / "m.mlffm"), *TINY, "--epochs", "1"]
     assert main(args) == 2
-    assert "(for --val-split val)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(for --val-split val" in err and "--val-split '' holds out 15% of the training cases" in err  # the way out, named
     assert main([*args, "--val-split", "all"]) == 0
     assert "shares cases with --split all" in capsys.readouterr().out + capsys.readouterr().err
+    assert main([*args, "--val-split", "", "--overwrite"]) == 0
+    assert "holding out 15% of the training cases" in capsys.readouterr().err
 
 
 def test_evaluate_warns_when_it_scores_cases_the_model_was_fine_tuned_on(data, tiny_segmenter, capsys):

@@ -39,7 +39,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="dataset folder (images/, masks/, optional splits.csv)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the best checkpoint (.mlffm)")
     parser.add_argument("--split", default="train", help="split to train on (default: train; 'all' for every case)")
-    parser.add_argument("--val-split", default="val", help="split for model selection (default: val)")
+    parser.add_argument("--val-split", default="val", help="split for model selection (default: val; '' holds out 15%% of the training cases instead)")
     parser.add_argument(
         "--size", type=bounded_int(4, MAX_WORKING_SIZE), default=None,
         help="working resolution in pixels (default: 128; with --init, the warm start's own size unless given)",
@@ -196,7 +196,8 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     try:
         val_listing = list_cases(args.data, args.val_split) if args.val_split else None
     except DatasetError as err:
-        raise DatasetError(f"{err} (for --val-split {args.val_split})") from None
+        raise DatasetError(f"{err} (for --val-split {args.val_split}; --val-split '' holds out 15% of the training cases "
+                           "to select the model on)") from None
     in_val = sorted(set(excluded) & {c.case_id for c in val_listing.cases}) if val_listing is not None else []
     if in_val:  # --exclude is about training data; a listed validation case is still scored, and that is worth a word
         reporter.message(f"warning: {len(in_val)} id(s) in {args.exclude} are --val-split {args.val_split} cases ({', '.join(in_val[:3])}): "
