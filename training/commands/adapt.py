@@ -75,7 +75,7 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="adapted model file to write (its card goes beside it as .json)")
     parser.add_argument("--checkpoint", type=Path, help="base model (default: the shipped weights)")
     parser.add_argument("--time-budget", type=minutes_arg, default=5.0, metavar="MINUTES", help="total time for the whole adaptation (default 5)")
-    parser.add_argument("--split", help="only this split of DATA's splits.csv (default: every case)")
+    parser.add_argument("--split", help="only this split of DATA (its splits.csv, or its folders' names); never test (default: every case but test)")
     parser.add_argument("--limit", type=limit_arg, help="use only the first N cases")
     parser.add_argument("--no-finetune", action="store_true", help="consider calibration alone")
     parser.add_argument("--samples", type=samples_arg, help="proposals per image (default: the model's); stored as the model's default")
