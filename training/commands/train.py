@@ -258,7 +258,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
         )
     cut = result.history[-1].get("batches_done") if result.history else None
     reporter.message(
-        f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epochs"
+        f"stopped by {_stop_reason(result, interrupted)} after {result.epochs_done} epoch{'' if result.epochs_done == 1 else 's'}"
         f"{f' and {cut} batches of the next' if cut else ''} in {result.seconds / 60:.1f} min; "
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} -> {args.output} "
         f"(resume state: {resume_path_for(args.output)})"

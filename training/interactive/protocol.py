@@ -285,7 +285,7 @@ def format_clicks(report: dict) -> str:
     shown = [k for k in (0, 1, 2, 3, 5, 10, 20) if k < len(report["dice_after"])]
     how = report["mode"] + (" + reach" if report.get("reach") else "") + (", a box first" if report.get("box") else "")
     per_refine = f", {report['refine_samples']} samples per refine" if "refine_samples" in report else ""
-    lines = [f"click protocol ({how}, up to {report['k']} clicks{per_refine}, {report['n_images']} images):"]
+    lines = [f"click protocol ({how}, up to {report['k']} click{'' if report['k'] == 1 else 's'}{per_refine}, {report['n_images']} images):"]
     if report.get("box"):
         lines.append(f"  Dice before the box {report['dice_before_box']:.4f}; Dice@0 is after it")
     lines.append("  " + "  ".join(f"Dice@{k:<2}" for k in shown))
