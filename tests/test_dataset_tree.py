@@ -365,9 +365,7 @@ def test_a_photo_copied_into_train_and_test_folders_is_a_test_case_never_trained
     shutil.copy(SMALL_DATA / "images" / f"{STEMS[0]}.jpg", root / "test")  # the same photo unpacked twice
     assert [c.case_id for c in list_cases(root, "test").cases] == [STEMS[0]]
     assert [c.case_id for c in list_cases(root, "train").cases] == STEMS[1:3]  # it was in train: Train/ sorts first
-    from training.data.splits import dataset_splits
-
-    assert dataset_splits(root)[STEMS[0]] == "test"  # what finetune, calibrate and adapt leave out
+    assert list_cases(root, "all").splits[STEMS[0]] == "test"  # what finetune, calibrate and adapt leave out
 
 
 def test_a_split_asked_of_a_tree_that_names_none_says_neither_splits_csv_nor_folders_give_one(tmp_path):

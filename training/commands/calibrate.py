@@ -71,7 +71,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         listing = without_test_cases(listing, args.data)  # splits.csv's test cases stay unseen, as in finetune
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
-        raise ValueError(no_cases_in_split(args.data, args.split, listing.skipped))
+        raise ValueError(no_cases_in_split(args.data, args.split, listing))
     base = Segmenter.load(args.checkpoint, args.device)
     trained = set(base.provenance.get("finetune_train_ids", []))
     if trained & {c.case_id for c in cases}:

@@ -90,7 +90,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     listing = list_cases(args.data, args.split)
     cases = listing.cases[: args.limit] if args.limit else listing.cases
     if not cases:
-        raise ValueError(no_cases_in_split(args.data, args.split, listing.skipped))
+        raise ValueError(no_cases_in_split(args.data, args.split, listing))
     segmenter = Segmenter.load(args.checkpoint, args.device)
     trained_on = set(segmenter.provenance.get("finetune_train_ids") or []) & {c.case_id for c in cases}
     if trained_on:  # scored all the same (the user asked for these cases), but the scores are optimistic

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import CachedDataset, DatasetListing, ids_hash
-from ..data.splits import dataset_splits
 from ..files.file_names import check_name_lengths, lock_names, probe_name, written_names
 from ..files.outputs import display
 from ..loop.trainer import resume_path_for
@@ -110,10 +109,10 @@ def check_run_names(output: Path, what: str) -> None:
 
 def without_test_cases(listing: DatasetListing, root: Path) -> DatasetListing:
     """``listing`` without the cases that the folder's ``splits.csv`` (or, for a dataset as its source ships it, its
-    folders' names: :func:`training.data.splits.dataset_splits`) puts in the ``test`` split (in any letter case:
-    ``Test`` too; a model is never trained or calibrated on test cases: their scores would be optimistic), with one
-    warning line saying how many were left out."""
-    splits = dataset_splits(Path(root)) or {}
+    folders' names: the listing's ``splits``) puts in the ``test`` split (in any letter case: ``Test`` too; a model is
+    never trained or calibrated on test cases: their scores would be optimistic), with one warning line saying how
+    many were left out."""
+    splits = listing.splits or {}
     test = {case_id for case_id, split in splits.items() if split.casefold() == "test"}
     kept = tuple(c for c in listing.cases if c.case_id not in test)
     if len(kept) < len(listing.cases):

@@ -186,7 +186,7 @@ def _run_train(args: argparse.Namespace, ctx: Distributed) -> int:
     train_listing = list_cases(args.data, args.split)
     report_problems(train_listing)
     if not train_listing.cases:
-        raise ValueError(no_cases_in_split(args.data, args.split, train_listing.skipped))
+        raise ValueError(no_cases_in_split(args.data, args.split, train_listing))
     excluded: tuple[str, ...] = ()
     if args.exclude is not None:
         excluded = read_id_list(args.exclude)

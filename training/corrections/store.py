@@ -33,7 +33,7 @@ import re
 import shutil
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -313,7 +313,7 @@ class CorrectionsStore:
         recorded = {unicodedata.normalize("NFC", i): i for i in report.ids}  # a record named in NFD by an older version: its NFC id
         # the files verified, whatever else the listing chose for an id (an images/<id>.jpg beside images/<id>.png)
         cases = tuple(Case(c.case_id, *self.paths(recorded[c.case_id])[:2]) for c in listing.cases if c.case_id in recorded)
-        return DatasetListing(listing.root, cases, (*listing.problems, *report.problems), (*listing.skipped, *report.problems))
+        return replace(listing, cases=cases, problems=(*listing.problems, *report.problems), skipped=(*listing.skipped, *report.problems))
 
 
 def is_store(root: str | Path) -> bool:

@@ -160,14 +160,24 @@ def twin_masks(masks: dict[str, list[Path]], case_id: str, image_ids: frozenset[
     return paths if len({path.parent for path in paths}) > 1 else []
 
 
+def photo_name(path: Path) -> str:
+    """The name a photo's case goes by: its file's stem in Unicode's composed form."""
+    return _nfc(path.stem)
+
+
+def by_name(images) -> dict[str, list[Path]]:
+    """``images`` grouped by :func:`photo_name`, each name's files in the order given."""
+    grouped: dict[str, list[Path]] = {}
+    for path in images:
+        grouped.setdefault(photo_name(path), []).append(path)
+    return grouped
+
+
 def image_twins(images: tuple[Path, ...]) -> dict[str, list[Path]]:
     """The image names (ids, in composed form) found in two or more folders, with their files: ``train/0.jpg`` and
     ``test/0.jpg`` are two photos, and which of them a mask ``0.png`` belongs to is not guessed. Copies of one file,
     byte for byte (one photo unpacked from two archives), are one photo."""
-    by_id: dict[str, list[Path]] = {}
-    for path in images:
-        by_id.setdefault(_nfc(path.stem), []).append(path)
-    return {case_id: paths for case_id, paths in by_id.items() if len({p.parent for p in paths}) > 1 and not _copies(paths)}
+    return {case_id: paths for case_id, paths in by_name(images).items() if len({p.parent for p in paths}) > 1 and not _copies(paths)}
 
 
 def mask_beside(image: Path, masks: dict[str, list[Path]]) -> Path | None:

@@ -35,7 +35,7 @@ from model.inputs.margins import find_margins
 from model.inputs.preprocess import resize_to_working, subsample, subsample_stride, to_float_rgb
 
 from .splits import DatasetError, check_split_names, folder_splits, folder_splits_note, read_splits
-from .dataset_tree import TreeError, TreeFiles, folder_case_id, image_twins, list_tree, mask_beside, tree_note, twin_masks
+from .dataset_tree import TreeError, TreeFiles, by_name, folder_case_id, image_twins, list_tree, mask_beside, photo_name, tree_note, twin_masks
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from .mask_orientation import warn_if_mask_drawn_unturned
 from .mask_files import MASK_SUFFIXES, find_mask, mask_files, other_masks, unread_mask_files
@@ -90,6 +90,7 @@ class DatasetListing:
     problems: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # one line per case of the split that was left out (a subset of problems)
     notes: tuple[str, ...] = ()  # what every command says once about the listing (how a tree without images/ was read)
+    splits: dict[str, str] | None = None  # {id: split} as read: splits.csv, or a tree's folders' names; None where neither
 
     def ids_hash(self) -> str:
         """:func:`ids_hash` of the listing's case ids: provenance for a checkpoint."""
@@ -133,15 +134,11 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
             left_out.append((case_id, f"{display(twins[0])}: skipped, its image name is found in {len(twins)} folders "
                              f"({', '.join(display(p) for p in twins[:3])}): which one its mask belongs to is not guessed, and a case id names one "
                              "case: give each photo a name of its own, or its mask beside it in its folder"))
-        first: dict[str, Path] = {}
-        copies: dict[str, list[Path]] = {}  # every copy of a photo: its split is that of its most held-out folder
-        for path in paths:
-            first.setdefault(unicodedata.normalize("NFC", path.stem), path)
-            copies.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
+        copies = by_name(paths)  # every copy of a photo: its split is that of its most held-out folder
         # what image_twins left in two folders are copies of one photo (HAM10000's two unpacked archives): the first is it
-        paths = tuple(p for p in paths if first[unicodedata.normalize("NFC", p.stem)].parent == p.parent)
-        ids = frozenset(unicodedata.normalize("NFC", p.stem) for p in paths)  # a photo of a type not read is a case only with a mask
-        other_types = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES and find_mask(masks, unicodedata.normalize("NFC", p.stem), ids) is None]
+        paths = tuple(p for p in paths if copies[photo_name(p)][0].parent == p.parent)
+        ids = frozenset(copies)  # a photo of a type not read is a case only with a mask
+        other_types = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES and find_mask(masks, photo_name(p), ids) is None]
         paths = tuple(p for p in paths if p not in other_types)
     else:
         paths, masks = sorted(images_dir.iterdir()), mask_files(root / "masks")
@@ -211,7 +208,7 @@ def list_cases(root: str | Path, split: str | None = None) -> DatasetListing:
         notes.append(tree_note(root, display(root), len(cases), unmatched, found, split))
     if split_note is not None:
         notes.append(split_note)
-    return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes))
+    return DatasetListing(root, tuple(cases), tuple(problems), tuple(skipped), tuple(notes), splits)
 
 
 def _add_image(path: Path, by_id: dict[str, Path], problems: list[str], left_out: list[tuple[str | None, str]], case_id: str | None = None) -> None:

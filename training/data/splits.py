@@ -15,9 +15,12 @@ import csv
 import re
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..files.outputs import display
-from .dataset_tree import TreeError, folder_case_id, list_tree
+
+if TYPE_CHECKING:  # datasets.py imports this module
+    from .datasets import DatasetListing
 
 SPLIT_WORDS = {"train": "train", "training": "train", "trainset": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "testing": "test", "testset": "test"}
@@ -71,36 +74,15 @@ def read_splits(root: Path) -> dict[str, str] | None:
         raise DatasetError(f"{shown}: cannot read ({err})") from None
 
 
-def no_cases_in_split(root: str | Path, split: str, left_out: tuple[str, ...] | list[str] = ()) -> str:
-    """One line for a split that selected nothing, naming the splits that ``splits.csv`` (or the folders' names) hold
-    and the first of the lines ``left_out`` (a listing's ``skipped``: its cases left out, each naming its file)."""
-    try:
-        names = sorted(set((dataset_splits(Path(root)) or {}).values()))
-    except DatasetError:
-        names = []
+def no_cases_in_split(root: str | Path, split: str, listing: DatasetListing) -> str:
+    """One line for a split of ``listing`` (of ``root``) that selected nothing, naming the splits that ``splits.csv``
+    (or the folders' names) hold and the first case it left out (its ``skipped``, each line naming its file)."""
+    names = sorted(set((listing.splits or {}).values()))
     source = "splits.csv has" if (Path(root) / "splits.csv").is_file() else "folders name"
     held = f" (its {source} {', '.join(repr(n) for n in names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+    left_out = listing.skipped
     why = f"; {len(left_out)} left out, first: {display(left_out[0])}" if left_out else ""
     return f"{root}: no cases in split {split!r}{held}{why}"
-
-
-def dataset_splits(root: Path) -> dict[str, str] | None:
-    """{id: split} as :func:`training.data.datasets.list_cases` reads them: ``splits.csv``, else, for a folder without
-    ``images/``, the folders' names (:func:`folder_splits`); None when neither gives any."""
-    splits = read_splits(root)
-    if splits is not None or (root / "images").is_dir() or not root.is_dir():
-        return splits
-    try:
-        found = list_tree(root)
-    except TreeError:
-        return None
-    images: dict[str, list[Path]] = {}
-    for path in found.images:
-        images.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
-    for paths in list(images.values()):  # a name in several folders: list_cases may name each by its folders (folder_case_id)
-        for path in paths if len({p.parent for p in paths}) > 1 else []:
-            images.setdefault(folder_case_id(root, path), [path])
-    return folder_splits(root, images) or None
 
 
 def folder_split(parts: tuple[str, ...]) -> str | None:
@@ -118,13 +100,13 @@ SPLIT_PRECEDENCE = ("test", "val", "train")
 """Where copies of one photo lie in folders of two splits, the first of these wins: a test photo is never trained on."""
 
 
-def folder_splits(root: Path, images: dict[str, Path | list[Path]]) -> dict[str, str]:
-    """{id: split} for the images (by id: its file, or every copy of it) whose folders name a split; {} when none does.
+def folder_splits(root: Path, images: dict[str, list[Path]]) -> dict[str, str]:
+    """{id: split} for the images (by id: every copy of its photo) whose folders name a split; {} when none does.
     Copies of one photo in folders of two splits (one archive unpacked into Train/ and Test/) take the split of
     :data:`SPLIT_PRECEDENCE` that comes first."""
     splits = {}
     for case_id, paths in images.items():
-        named = {folder_split(p.parent.relative_to(root).parts) for p in (paths if isinstance(paths, list) else [paths])} - {None}
+        named = {folder_split(p.parent.relative_to(root).parts) for p in paths} - {None}
         if named:
             splits[case_id] = next(s for s in SPLIT_PRECEDENCE if s in named)
     return splits
