@@ -2,7 +2,7 @@
 
 A folder's own images are read; its subfolders only with ``--recursive``
 (hidden ones and links to folders never, the run's own ``-o`` never, at most
-:data:`MAX_DEPTH` folders down), each image's outputs then going to the same
+:data:`training.data.dataset_tree.MAX_DEPTH` folders down), each image's outputs then going to the same
 relative folder under ``-o`` (``clinic/patient 1/IMG_0001.jpg`` to
 ``out/patient 1/IMG_0001_segmentation.png``), so photos of one name in two
 patients' folders do not clash. Without ``--recursive``, one line names the
@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.datasets import UNSUPPORTED_IMAGE_SUFFIXES
+from ..data.dataset_tree import prune_subfolders
 from ..data.imageio import IMAGE_SUFFIXES
 from ..data.mask_files import derived_from
 from ..files.outputs import one_line
 from ..files.segment_case import is_output_name
-
-MAX_DEPTH = 8
-"""Folders below a folder named on the command line that ``--recursive`` looks into."""
-
 
 @dataclass
 class Inputs:
@@ -87,21 +84,9 @@ def _walk(root: Path, output: Path | None, notes: list[str]) -> list[Path]:
     folders, passed = [], []
     unlisted = lambda err: folders.append(Path(err.filename))  # noqa: E731 - read again by _scan_folder, which names it
     for folder, subfolders, _ in os.walk(root, followlinks=False, onerror=unlisted):
-        here = Path(folder)
-        depth = len(here.relative_to(root).parts)
-        folders.append(here)
-        kept = []
-        for name in sorted(subfolders):
-            path = here / name
-            if name.startswith(".") or (output is not None and _same_folder(path, output)):
-                continue
-            if path.is_symlink():
-                passed.append(f"{one_line(path.relative_to(root))} (a link to a folder)")
-            elif depth >= MAX_DEPTH:
-                passed.append(f"{one_line(path.relative_to(root))} (deeper than {MAX_DEPTH} folders)")
-            else:
-                kept.append(name)
-        subfolders[:] = kept
+        folders.append(Path(folder))
+        prune_subfolders(root, Path(folder), subfolders, passed, lambda path: one_line(path.relative_to(root)),
+                         lambda path: output is not None and _same_folder(path, output))
     if passed:
         notes.append(f"{one_line(root)}: {len(passed)} folder{'s' if len(passed) > 1 else ''} not looked into: "
                      + ", ".join(passed[:3]) + (", ..." if len(passed) > 3 else ""))

@@ -47,6 +47,7 @@ from __future__ import annotations
 import filecmp
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,26 @@ class TreeFiles:
     """``folder (why)`` for each folder not looked into (too deep, a link to a folder, one that cannot be listed)."""
 
 
+def prune_subfolders(root: Path, here: Path, subfolders: list[str], not_read: list[str], show: Callable[[Path], str],
+                     skip: Callable[[Path], bool] = lambda path: False) -> None:
+    """Keep in ``subfolders`` (``os.walk``'s list for the folder ``here`` below ``root``; changed in place, sorted)
+    those a walk goes into: not hidden, not ``skip``-ped, not a link to a folder (never followed), at most
+    :data:`MAX_DEPTH` folders below ``root``. ``not_read`` gets ``<show(folder)> (why)`` for the links and the too deep."""
+    depth = len(here.relative_to(root).parts)
+    kept = []
+    for name in sorted(subfolders):
+        path = here / name
+        if name.startswith(".") or skip(path):
+            continue
+        if path.is_symlink():
+            not_read.append(f"{show(path)} (a link to a folder)")
+        elif depth >= MAX_DEPTH:
+            not_read.append(f"{show(path)} (deeper than {MAX_DEPTH} folders)")
+        else:
+            kept.append(name)
+    subfolders[:] = kept
+
+
 def folder_role(parts: tuple[str, ...]) -> str | None:
     """'masks', 'images' or None for a file under the folders ``parts`` (relative to DATA, outermost first)."""
     for part in reversed(parts):
@@ -120,15 +141,7 @@ def list_tree(root: Path, other_images: tuple[str, ...] = ()) -> TreeFiles:
         seen += len(subfolders) + len(files)
         if seen > MAX_ENTRIES:
             raise TreeError(f"{root}: more than {MAX_ENTRIES} files and folders below it; point at the dataset's own folder")
-        kept = []
-        for name in sorted(d for d in subfolders if not d.startswith(".")):
-            if (here / name).is_symlink():
-                not_read.append(f"{_shown(here / name, root)} (a link to a folder)")
-            elif len(parts) >= MAX_DEPTH:
-                not_read.append(f"{_shown(here / name, root)} (deeper than {MAX_DEPTH} folders)")
-            else:
-                kept.append(name)
-        subfolders[:] = kept
+        prune_subfolders(root, here, subfolders, not_read, lambda path: _shown(path, root))
         names[here] = set(files)
         pairs = _holds_pairs(files)
         for name in files:
