@@ -35,6 +35,7 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
     skipped: list[str] = []
     derived: list[str] = []
     ids = {case_id_or_none(path): path for path in reversed(entries) if path.suffix.lower() in IMAGE_SUFFIXES}  # the first file keeps an id
+    known = frozenset(ids)  # one set for every file's question (derived_from indexes it once)
     subfolders = [p.name for p in entries if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES and _is_real_folder(p)]
     for path in entries:
         name = one_line(path.name)
@@ -51,7 +52,7 @@ def list_folder(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
         except ValueError:
             skipped.append(f"{name}: skipped, no safe case id can be made from its name (too long, not UTF-8, or holding a control character); rename it")
             continue
-        owner = derived_from(case_id, path.suffix, ids, jpeg=True)  # x_mask.jpg too, as a dataset tree takes it
+        owner = derived_from(case_id, path.suffix, known, jpeg=True)  # x_mask.jpg too, as a dataset tree takes it
         if owner is not None:
             derived.append(f"{name}: skipped, named as the mask or a map of {one_line(ids[owner].name)} beside it "
                            "(a reference mask, an export's or mlffm segment's), not a case")

@@ -122,8 +122,8 @@ def _scan_folder(folder: Path, found: Inputs, output: Path | None, name_subfolde
             images.append(path)
         elif not path.is_dir():  # a folder named like an image is a folder: not read, as any subfolder
             found.problems.append(f"{one_line(path)}: not a regular file ({_why_not_a_file(path)}), skipped")
-    stems = {path.stem for path in images}
-    masks = [path for path in images if derived_from(path.stem, path.suffix, stems - {path.stem}, jpeg=True) is not None]
+    stems = frozenset(path.stem for path in images)  # a name is never its own owner: the owner is shorter
+    masks = [path for path in images if derived_from(path.stem, path.suffix, stems, jpeg=True) is not None]
     if masks:  # a clinic's reference masks beside its photos: said, not segmented
         images = [path for path in images if path not in masks]
         found.masks.extend(masks)

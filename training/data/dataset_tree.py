@@ -244,7 +244,7 @@ def _shown(path, root: Path) -> str:
 
 def _holds_pairs(files: list[str]) -> bool:
     """Whether a folder's files hold an image and a file named as its mask (``a.jpg`` and ``a_mask.png``)."""
-    stems = {_nfc(Path(n).stem) for n in files if Path(n).suffix.lower() in IMAGE_SUFFIXES}
+    stems = frozenset(_nfc(Path(n).stem) for n in files if Path(n).suffix.lower() in IMAGE_SUFFIXES)
     for name in files:
         stem, suffix = _nfc(Path(name).stem), Path(name).suffix.lower()
         owner = derived_from(stem, suffix, stems, jpeg=True) if suffix in MASK_SUFFIXES and not name.startswith(".") else None
