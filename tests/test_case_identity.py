@@ -12,6 +12,7 @@ napari = pytest.importorskip("napari")
 from napari_mlffm import cases_model, results  # noqa: E402
 from napari_mlffm.writer import write_labels  # noqa: E402
 
+from .test_cases_and_models import _edit_first_case  # noqa: E402
 from .test_plugin import PLUGIN, _dock, _propose, plugin_env  # noqa: E402, F401
 
 
@@ -203,14 +204,7 @@ def test_going_back_to_a_folder_after_another_with_the_same_names_keeps_its_prop
     viewer = make_napari_viewer()
     cases = _dock(viewer, "Cases")
     first, second = _session_folders(tmp_path)
-    cases.open_folder(first)
-    cases.propose_or_cancel()
-    qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
-    cases.show_case(0)
-    mask = results.case_layers(viewer, "IMG_0001")["mask"]
-    painted = np.asarray(mask.data).copy()
-    painted[:6, :6] = 1 - painted[:6, :6]
-    mask.data = painted
+    painted = _edit_first_case(viewer, qtbot, cases, first)
     assert cases.open_folder(second) == 2
     cases.show_case(0)  # session B's IMG_0001 on screen: its own, new case
     assert cases.state(cases.cases[0]) == "new" and results.case_layers(viewer, "IMG_0001")["mask"] is None

@@ -150,6 +150,13 @@ def test_the_launcher_refuses_hundreds_of_images_and_an_unmakeable_screenshot_fo
 
 def _edit_first_case_and_step_away(viewer, qtbot, cases, folder) -> np.ndarray:
     """Open ``folder`` in Cases, Propose all, paint on the first case's mask and step to the next; the painted mask."""
+    edited = _edit_first_case(viewer, qtbot, cases, folder)
+    cases.step(1)
+    return edited
+
+
+def _edit_first_case(viewer, qtbot, cases, folder) -> np.ndarray:
+    """Open ``folder`` in Cases, Propose all and paint on the first case's mask, left on screen; the painted mask."""
     cases.open_folder(folder)
     cases.propose_or_cancel()
     qtbot.waitUntil(lambda: cases.worker is None, timeout=120_000)
@@ -158,7 +165,6 @@ def _edit_first_case_and_step_away(viewer, qtbot, cases, folder) -> np.ndarray:
     edited = np.asarray(mask.data).copy()
     edited[:6, :6] = 1 - edited[:6, :6]
     mask.data = edited
-    cases.step(1)
     return edited
 
 
