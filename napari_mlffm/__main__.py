@@ -185,6 +185,8 @@ def _screenshots(folder: Path, window: tuple[int, int]) -> None:
     review.pixel_size.value = 0.02
     _raise(viewer, "Review and export")
     _settle()
+    review.native.ensureWidgetVisible(review.status.native)  # at 1366 x 768 the tab scrolls: show the read-out down to the status line
+    _settle(0.3)
     viewer.window.screenshot(str(folder / "review.png"), canvas_only=False)
     _refine_screenshot(viewer, docked["Refine with clicks"], propose.image.value, folder / "refine.png")
     _box_screenshot(viewer, docked["Refine with clicks"], propose.image.value, folder / "box.png")

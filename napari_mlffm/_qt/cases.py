@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import CheckBox, FileEdit, Label, PushButton
 from napari.layers import Shapes
 from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
@@ -24,6 +24,7 @@ from .. import cases_model, refining, results
 from ..case_folder import list_folder
 from ..settings import SETTINGS
 from . import common, dock_life
+from .dock_container import DockContainer
 from .progress import InlineProgress, progress_text
 from .prompt_layers import box_layer_name, is_clicks_layer, prompts_layer_name
 
@@ -65,7 +66,7 @@ def propose_all_job(
         yield ("case", index, proposal, {"source": str(path), **record, "image_sha256": image_sha256(image)})
 
 
-class CasesWidget(common.RunCancel, Container):
+class CasesWidget(common.RunCancel, DockContainer):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -83,11 +84,12 @@ class CasesWidget(common.RunCancel, Container):
         self.sort_button = PushButton(text="Sort: most doubtful first")
         self.status = Label(value="")
         self.extend([self.folder, self.open_button])
-        self.native.layout().addWidget(self.list)
+        self.body.layout().addWidget(self.list)
         self.extend([self.previous_button, self.next_button, self.propose_button, self.redo, self.sort_button, self.status])
         self._progress = InlineProgress()
         common.insert_native_after(self, self.status, self._progress)
         common.fit_width(self, self.status)
+        self.finish_rows()
         self._layer_name: str | None = None
         self.worker = None
         self.confirm = lambda title, question: common.confirm(self.native, title, question)

@@ -222,7 +222,7 @@ def path_tail(path, max_chars: int = 40) -> str:
 
 def insert_native_after(container, anchor, widget) -> None:
     """Put a plain Qt ``widget`` into a magicgui ``container``'s layout, right below the row holding ``anchor``."""
-    layout = container.native.layout()
+    layout = container.body.layout()
     for index in range(layout.count()):
         row = layout.itemAt(index).widget()
         if row is not None and (row is anchor.native or row.isAncestorOf(anchor.native)):

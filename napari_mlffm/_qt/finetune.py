@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
 
 from model.devices import DEVICE_CHOICES
@@ -34,6 +34,7 @@ from training.loop.trainer import resume_path_for
 from ..settings import SETTINGS
 from . import common, dock_life
 from .curves import TrainingCurves
+from .dock_container import DockContainer
 from .progress import InlineProgress
 
 HELD_OUT = re.compile(r"held out (\d+)")  # in the CLI's "fine-tuning on N cases (+R replay), held out K; ..." message
@@ -158,7 +159,7 @@ def finetune_job(command: list[str], handle: dict):
             process.wait(timeout=30)
 
 
-class FinetuneWidget(common.RunCancel, Container):
+class FinetuneWidget(common.RunCancel, DockContainer):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -182,6 +183,7 @@ class FinetuneWidget(common.RunCancel, Container):
         self._progress = InlineProgress()  # in the widget, not napari's activity bar: the child process keeps the CPU
         common.insert_native_after(self, self.status, self._progress)
         common.fit_width(self, self.status)
+        self.finish_rows()
         self.worker = None
         self.output: Path | None = None
         self._handle: dict = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 
@@ -15,6 +15,7 @@ from training.corrections.store import image_sha256
 from .. import cases_model, refining, results
 from ..settings import SAMPLES_RANGE, SETTINGS, STEPS_RANGE
 from . import common, dock_life
+from .dock_container import DockContainer
 from .progress import InlineProgress, progress_text
 
 
@@ -50,7 +51,7 @@ def _bounded(spin: SpinBox, value: int, what: str) -> int:
     return shown
 
 
-class ProposeWidget(common.RunCancel, Container):
+class ProposeWidget(common.RunCancel, DockContainer):
     """Inputs, a Run button that becomes Cancel, and a progress bar inside the widget."""
 
     def __init__(self, napari_viewer) -> None:
@@ -81,6 +82,7 @@ class ProposeWidget(common.RunCancel, Container):
         self._progress = InlineProgress()
         common.insert_native_after(self, self.status, self._progress)
         common.fit_width(self, self.status)
+        self.finish_rows()
         self.cases = cases_model.for_viewer(napari_viewer)
         self._select_active_model()
         self._show_model_defaults()

@@ -39,7 +39,7 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Label, PushButton
 from napari.layers import Points, Shapes
 from napari.qt.threading import create_worker
 
@@ -52,13 +52,14 @@ from .. import cases_model, refining, results
 from . import common, dock_life
 from .box_layer import BoxLayer
 from .clicks_layer import ClicksLayer
+from .dock_container import DockContainer
 from .refine_job import lesion_clicks_outside, refine_job
 from .prompt_layers import box_layer_name, is_answered_by, is_clicks_layer, prompts_layer_name
 
 PER_REFINE_CHOICES = ("fewer, faster", "as the proposal")  # the model's refine default (8 shipped), or the proposal's number
 
 
-class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
+class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, DockContainer):
     """Clicks in a Points layer, a polarity toggle, Refine / Undo, and the refine time in the status line."""
 
     _error_prefix = "refine failed: "
@@ -95,6 +96,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, Container):
         dock_life.bind_key(napari_viewer, "Shift-R", self, lambda: self.refine())
         dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
         common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
+        self.finish_rows()
         self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
         proposed = [c for c in choices if results.case_layers(napari_viewer, c.name)["mask"] is not None]

@@ -17,6 +17,7 @@ from training.files.outputs import one_line
 from .. import cases_model, refining, results
 from ..settings import SETTINGS
 from . import common, dock_life
+from .dock_container import DockContainer
 
 STARTS = ("shown proposal", "majority", "union", "intersection", "consensus")
 READOUT_DELAY_MS = 120  # paint strokes and erasures within this interval refresh the read-out once
@@ -39,7 +40,7 @@ def replace_question(stem: str, folder, replaced: list, removed: list) -> str:
     return "\n".join(lines)
 
 
-class ReviewWidget(Container):
+class ReviewWidget(DockContainer):
     """Works on the result layers of the chosen image (see :mod:`napari_mlffm.results`)."""
 
     def __init__(self, napari_viewer) -> None:
@@ -73,6 +74,7 @@ class ReviewWidget(Container):
         self.confirm = lambda title, question: common.confirm(self.native, title, question)
         self.cases = cases_model.for_viewer(napari_viewer)
         common.fit_width(self, self.status, self.readout)
+        self.finish_rows()
         from qtpy.QtCore import QTimer
 
         self._closed = False
