@@ -255,3 +255,20 @@ def fit_width(container, *status_labels) -> None:
         native.setWordWrap(True)
         native.setMinimumWidth(1)
         native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+
+def file_list(paths) -> str:
+    """A dialog's list of files, one per line, by name (the folder is said once, above)."""
+    return "\n".join(f"  {Path(p).name}" for p in paths)
+
+
+def replace_question(stem: str, folder, replaced: list, removed: list) -> str:
+    """The question before an export replaces files: every file it replaces and every one it removes, by name."""
+    count = len(replaced) + len(removed)
+    lines = [f"{count} file{'s' if count != 1 else ''} of {stem} {'are' if count != 1 else 'is'} already in {folder}. "
+             f"Replace {'them' if count != 1 else 'it'}?"]
+    if replaced:
+        lines += ["Replaced:", file_list(replaced)]
+    if removed:
+        lines += ["Removed (this export has no such map, and its sidecar would not describe it):", file_list(removed)]
+    return "\n".join(lines)

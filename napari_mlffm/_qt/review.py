@@ -23,23 +23,6 @@ STARTS = ("shown proposal", "majority", "union", "intersection", "consensus")
 READOUT_DELAY_MS = 120  # paint strokes and erasures within this interval refresh the read-out once
 
 
-def file_list(paths) -> str:
-    """A dialog's list of files, one per line, by name (the folder is said once, above)."""
-    return "\n".join(f"  {Path(p).name}" for p in paths)
-
-
-def replace_question(stem: str, folder, replaced: list, removed: list) -> str:
-    """The question before an export replaces files: every file it replaces and every one it removes, by name."""
-    count = len(replaced) + len(removed)
-    lines = [f"{count} file{'s' if count != 1 else ''} of {stem} {'are' if count != 1 else 'is'} already in {folder}. "
-             f"Replace {'them' if count != 1 else 'it'}?"]
-    if replaced:
-        lines += ["Replaced:", file_list(replaced)]
-    if removed:
-        lines += ["Removed (this export has no such map, and its sidecar would not describe it):", file_list(removed)]
-    return "\n".join(lines)
-
-
 class ReviewWidget(DockContainer):
     """Works on the result layers of the chosen image (see :mod:`napari_mlffm.results`)."""
 
@@ -386,7 +369,7 @@ class ReviewWidget(DockContainer):
             replaced, removed = existing_files(folder, stem, probability is not None, uncertainty is not None)
             overwrite = False
             if replaced or removed:
-                if not self.confirm("Replace exported files", replace_question(stem, folder, replaced, removed)):
+                if not self.confirm("Replace exported files", common.replace_question(stem, folder, replaced, removed)):
                     self.status.value = "export cancelled: the files already there were kept"
                     return None
                 overwrite = True
