@@ -73,3 +73,73 @@ def test_the_docked_widget_is_what_napari_finds_and_removes(desk):
     assert viewer.window.dock_widgets["Review and export (napari-mlffm)"] is review
     viewer.window.remove_dock_widget(review.native)  # what scripts and this project's tests call
     assert review._closed  # dock_life saw it leave its dock
+
+
+def _cut_off(widget) -> int:
+    """How many px of the rows' minimum width the scroll area's viewport cannot show (there is no horizontal bar)."""
+    return max(0, widget.body.minimumSizeHint().width() - widget.native.viewport().width())
+
+
+def test_a_dock_opened_alone_shown_again_or_dragged_narrow_cuts_no_row_off(tmp_path, monkeypatch, qtbot):
+    """The Plugins menu's way: one widget in a dock of its own. Its scroll area's own minimum (a few dozen
+    px) must not become the dock's: opened, hidden and shown (``.visible``), or dragged narrower, the dock
+    stays as wide as its rows need (as before the rows scrolled), since there is no horizontal scroll bar."""
+    from qtpy.QtCore import Qt
+
+    monkeypatch.setenv("NAPARI_MLFFM_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    SETTINGS._settings = None
+    viewer = napari.Viewer(show=True)
+    try:
+        main = viewer.window._qt_window
+        main.resize(1366, 768)
+        for name in ("Review and export", "Cases"):
+            dock, widget = viewer.window.add_plugin_dock_widget("napari-mlffm", name)
+            qtbot.wait(50)
+            assert _cut_off(widget) == 0, f"{name} opened alone"
+            widget.visible = False
+            qtbot.wait(20)
+            widget.visible = True
+            qtbot.wait(50)
+            assert _cut_off(widget) == 0, f"{name} hidden and shown again"
+            main.resizeDocks([dock], [120], Qt.Orientation.Horizontal)  # the splitter dragged to the right
+            qtbot.wait(50)
+            assert _cut_off(widget) == 0, f"{name} dragged narrower"
+    finally:
+        viewer.close()
+        SETTINGS._settings = None
+
+
+def test_the_tabbed_dock_is_no_wider_than_its_widest_rows(desk):
+    """The scroll area adds no width of its own (napari's 1 px padding on every QWidget would add 2 px)."""
+    viewer, docked = desk
+    for name in WIDGETS:
+        scroll = docked[name].native
+        assert scroll.viewport().geometry().left() == 0 and scroll.frameWidth() == 0, name
+    widest = max(docked[name].body.minimumSizeHint().width() for name in WIDGETS)
+    dock = docked["Propose masks"].native.parentWidget()
+    assert dock.width() <= max(widest, int(1366 * 0.23))  # the window's share, or the rows' minimum
+
+
+def test_a_click_on_the_docks_blank_space_leaves_the_arrow_keys_to_the_viewer(desk, qtbot):
+    """The scroll area takes no focus: a click below the rows does not make Up and Down scroll the dock
+    instead of reaching napari (nor add a tab stop)."""
+    from qtpy.QtCore import QPoint, Qt
+
+    viewer, docked = desk
+    pressed = []
+    viewer.bind_key("Up", lambda _viewer: pressed.append("Up"), overwrite=True)
+    _raise(viewer, "Propose masks")
+    widget = docked["Propose masks"]
+    body = widget.body
+    blank = QPoint(body.width() // 2, body.height() - 5)  # below the rows (the stretch)
+    assert body.childAt(blank) is None
+    main = viewer.window._qt_window
+    main.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is main)
+    viewer.window._qt_viewer.canvas.native.setFocus()
+    qtbot.mouseClick(body, Qt.MouseButton.LeftButton, pos=blank)
+    focused = QApplication.focusWidget()
+    assert focused is not widget.native
+    qtbot.keyClick(focused or viewer.window._qt_window, Qt.Key.Key_Up)
+    assert pressed == ["Up"]

@@ -13,10 +13,44 @@ holds the rows' layout.
 from __future__ import annotations
 
 from magicgui.widgets import Container
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 _GROWING = {QSizePolicy.Policy.Expanding, QSizePolicy.Policy.MinimumExpanding, QSizePolicy.Policy.Ignored}
+
+
+class _WidthFloor(QObject):
+    """Keeps the scroll area at least as wide as its rows' minimum (plus the vertical scroll bar while it shows).
+
+    Without it the scroll area's own minimum (a few dozen px) is the dock's:
+    a dock opened alone, shown again after ``.visible = False``, floated or
+    dragged narrower cuts its rows off on the right, with no scroll bar to
+    reach them. The rows' minimum is what the dock had before it scrolled.
+    """
+
+    def __init__(self, scroll: QScrollArea) -> None:
+        super().__init__(scroll)
+        self._scroll = scroll
+        scroll.widget().installEventFilter(self)
+        scroll.verticalScrollBar().rangeChanged.connect(self.update)
+        self.update()
+
+    def update(self, *_) -> None:
+        scroll = self._scroll
+        body = scroll.widget()
+        if body is None:
+            return
+        bar = scroll.verticalScrollBar()
+        width = body.minimumSizeHint().width() + 2 * scroll.frameWidth()
+        if bar.maximum() > 0:  # the bar shows (as needed) and takes its width from the rows
+            width += bar.sizeHint().width()
+        if scroll.minimumWidth() != width:
+            scroll.setMinimumWidth(width)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.LayoutRequest:
+            self.update()
+        return False
 
 
 class DockContainer(Container):
@@ -33,8 +67,11 @@ class DockContainer(Container):
         super().__init__(scrollable=True, **kwargs)
         scroll = self.root_native_widget
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setObjectName("mlffmDockScroll")
+        scroll.setStyleSheet("QScrollArea#mlffmDockScroll { padding: 0px; }")  # napari's QWidget padding (1 px) would widen the dock by 2 px
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # a click on the dock's blank space leaves the keys (arrows too) to the viewer; no extra tab stop
 
     @property
     def native(self) -> QScrollArea:  # what napari docks: the scroll area, not the rows inside it
@@ -46,9 +83,14 @@ class DockContainer(Container):
         return self.root_native_widget.widget()
 
     def finish_rows(self) -> None:
-        """Rows at the top (a stretch below, unless a row grows) and no minimum width from magicgui's scroll set-up."""
+        """Rows at the top (a stretch below, unless a row grows); the dock no narrower than the rows' minimum.
+
+        magicgui sets the scroll area's minimum to its rows' unwrapped width
+        + 20 px; the rows' real minimum (labels wrap) replaces it, and follows
+        the rows and the vertical scroll bar from then on.
+        """
         layout = self.body.layout()
         rows = [layout.itemAt(i).widget() for i in range(layout.count())]
         if not any(row is not None and row.sizePolicy().verticalPolicy() in _GROWING for row in rows):
             layout.addStretch(1)
-        self.root_native_widget.setMinimumWidth(0)  # magicgui sets its rows' unwrapped width + 20 px: the dock's width is the window's choice
+        self._width_floor = _WidthFloor(self.root_native_widget)
