@@ -143,3 +143,21 @@ def test_a_click_on_the_docks_blank_space_leaves_the_arrow_keys_to_the_viewer(de
     assert focused is not widget.native
     qtbot.keyClick(focused or viewer.window._qt_window, Qt.Key.Key_Up)
     assert pressed == ["Up"]
+
+
+@pytest.mark.parametrize("name", ["Cases", "Review and export"])
+def test_a_closed_widget_torn_down_by_the_garbage_collector_does_not_close_again(make_napari_viewer, qtbot, name, tmp_path, monkeypatch):
+    """napari keeps a closed dock's widget, parentless; Python's garbage collector may clear its attributes before Qt
+    destroys it, and ``destroyed`` then reached ``_on_destroyed`` a second time (AttributeError: no ``model``), which
+    PyQt turns into an abort of napari."""
+    monkeypatch.setenv("NAPARI_MLFFM_CONFIG_DIR", str(tmp_path / "config"))
+    SETTINGS._settings = None
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-mlffm", name)
+    viewer.window.remove_dock_widget(dock)  # what the dock's X does: closed once here
+    assert widget._closed
+    native = widget.native
+    with qtbot.waitSignal(native.destroyed, timeout=5000):
+        vars(widget).clear()  # what the collector's clearing of a reference cycle does
+        native.deleteLater()
+    SETTINGS._settings = None

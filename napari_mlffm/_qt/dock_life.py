@@ -54,11 +54,19 @@ def watch_closing(widget) -> None:
     ``widget`` is a magicgui widget (``.native``) with an ``_on_destroyed`` method
     and a ``_closed`` attribute, which is True from then on.
     """
+    done = []  # in the closure, not on the widget: Python's garbage collector may clear the widget's attributes
+    # before Qt destroys its native widget, and ``destroyed`` then comes a second time to a widget with none
+
     def closing(*_):
-        if not getattr(widget, "_closed_once", False):
-            widget._closed_once = True
+        if done:
+            return
+        done.append(True)
+        try:
             widget._on_destroyed()
-            widget._closed = True
+        except (AttributeError, RuntimeError):  # torn down already (attributes cleared, Qt objects deleted): nothing left to undo
+            if vars(widget):  # a real error of a whole widget is not hidden
+                raise
+        widget._closed = True
 
     widget.native.destroyed.connect(closing)
     widget._removal_watch = _RemovalWatch(widget.native, closing)
