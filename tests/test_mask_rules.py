@@ -168,3 +168,19 @@ def test_a_min_is_white_mask_from_fiji_or_tifffile_is_read_by_its_stored_values(
     tifffile.imwrite(tmp_path / "other8.tif", np.where(lesion, 0, 255).astype(np.uint8), photometric="miniswhite", software="scanner", metadata=None)
     for name in ("other.tif", "other8.tif"):
         assert np.array_equal(read_mask(tmp_path / name), lesion), name
+
+
+def test_a_small_grey_level_mask_whose_outline_runs_along_the_border_is_not_taken_for_a_photograph(tmp_path):
+    """A mask whose lesion fills the photo, its outline a few px in from the top (as in many ISIC masks), shrunk to
+    64 px: the outline becomes a row of grey at the border that does not cross the cut, so the pixels beside it looked
+    textured (roughness 0.4 to 0.7) and the mask, PNG or JPEG, was refused as a photograph. The image's border is now
+    left out of the texture, as the edge between the levels is."""
+    yy, xx = np.mgrid[:512, :512]
+    lesion = (xx <= 340 + yy * 0.35) & (yy >= 3)
+    big = Image.fromarray(np.where(lesion, 128, 0).astype(np.uint8))
+    truth = np.asarray(big.resize((64, 64), Image.NEAREST)) > 64
+    for resample in (Image.BOX, Image.LANCZOS):
+        small = big.resize((64, 64), resample)
+        for name, kw in (("mask.png", {}), ("mask.jpg", {"quality": 75})):
+            small.save(tmp_path / name, **kw)
+            assert (read_mask(tmp_path / name) == truth).mean() > 0.9  # read, not refused (JPEG drops some 128s to 127)

@@ -183,12 +183,15 @@ def _check_not_mid_grey(values: np.ndarray) -> None:
 
 def _roughness(scaled: np.ndarray, near_level: np.ndarray, cut: float) -> float:
     """Mean absolute difference, in 8-bit levels, between the (H, W) ``scaled`` values and their 5 x 5 mean, over the
-    ``near_level`` pixels more than 8 px from the edge at ``cut`` (JPEG blocks and resampling soften a mask there);
+    ``near_level`` pixels more than 8 px from the edge at ``cut`` and from the image's border (JPEG blocks and resampling
+    soften a mask there);
     0.0 when under a fifth of the pixels are such (too little flat area to judge)."""
     from scipy import ndimage
 
     high = scaled > cut
     inner = (ndimage.distance_transform_edt(high) > 8) | (ndimage.distance_transform_edt(~high) > 8)
+    inner[:8] = inner[-8:] = False  # nor within 8 px of the image's border: a mask's outline may run along it, a
+    inner[:, :8] = inner[:, -8:] = False  # pixel or two in, softened there to grey that does not cross the cut
     inner &= near_level
     if np.count_nonzero(inner) < 0.2 * scaled.size:
         return 0.0
