@@ -18,6 +18,12 @@
      mask) and a level at or above half the range (0/1/255: a 0/1 mask
      touched with 255; 0/255/65535: an 8-bit mask touched with 16-bit
      white): refused as ambiguous;
+   * an 8-bit mask of more than 16 values whose two commonest levels lie
+     at least :data:`TWO_LEVEL_GAP` apart and hold most of its pixels (a
+     mask of two levels saved as JPEG or resampled: 0 and 128 come back as
+     0..4 and 124..132): lesion = values at or above half-way between the
+     two levels (a lesion at 128 cut at 128 lost the half of its pixels
+     that came back as 127);
    * otherwise, values reaching half the range (128 for 8-bit values,
      32768 for 16-bit ones; for an anti-aliased mask of more than 16 values
      whose top is below 32768 and whose values pile up near that top, half
@@ -79,6 +85,9 @@ PHOTO_MID_SHARE = 0.25
 PHOTO_TWO_LEVEL_SHARE = 0.8
 """A mid-grey mask is a photograph when less than this share of its pixels lie near its two commonest levels."""
 
+TWO_LEVEL_GAP = 64
+"""Two commonest levels at least this far apart (8-bit) make a JPEG-saved or resampled mask two-level: cut between them."""
+
 PHOTO_ROUGHNESS = 0.32
 """A two-level mid-grey mask is a photograph when its pixels within 12 levels of their level and over 8 px from the edge
 between the two levels differ from their 5 x 5 neighbourhood's mean by more than this many 8-bit levels on average.
@@ -125,6 +134,9 @@ def binary_mask(values: np.ndarray) -> np.ndarray:
             "so which is the lesion is ambiguous (a 0/1 mask touched with 255, or a label map?); "
             "write the lesion as 255 or 1 and everything else as 0"
         )
+    cut = _lossy_two_level_cut(values, present)
+    if cut is not None:  # a lesion at 128 saved as JPEG comes back as 126..130: half-way to the background, not 128
+        return values >= cut
     if top >= half:
         return values >= half
     shown = ", ".join(str(v) for v in present[:6]) + (", ..." if len(present) > 6 else "")
@@ -162,11 +174,7 @@ def _check_not_mid_grey(values: np.ndarray) -> None:
     mid = float(np.count_nonzero((scaled > 25.6) & (scaled < 230.4))) / values.size
     if mid <= PHOTO_MID_SHARE:
         return
-    counts = np.convolve(np.bincount(np.clip(scaled, 0, 255).astype(np.int64).ravel(), minlength=256), np.ones(5), mode="same")
-    first = int(np.argmax(counts))
-    counts[max(first - 32, 0):first + 33] = 0
-    second = int(np.argmax(counts))
-    near_level = (np.abs(scaled - first) <= 12) | (np.abs(scaled - second) <= 12)
+    first, second, near_level = _two_levels(scaled)
     two = float(np.count_nonzero(near_level)) / values.size
     if two < PHOTO_TWO_LEVEL_SHARE:
         raise AmbiguousMaskError(
@@ -179,6 +187,29 @@ def _check_not_mid_grey(values: np.ndarray) -> None:
             f"mask is {mid:.0%} mid-grey and textured within its two levels (roughness {rough:.2f} grey levels; "
             "a mask's levels are flat): a photograph, not a mask; save the lesion as 255 and everything else as 0"
         )
+
+
+def _two_levels(scaled: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The two commonest levels of (H, W) values in 0..255 (histogram smoothed over 5 levels, the second at least 33
+    levels from the first) and the (H, W) bool map of the pixels within 12 levels of either."""
+    counts = np.convolve(np.bincount(np.clip(scaled, 0, 255).astype(np.int64).ravel(), minlength=256), np.ones(5), mode="same")
+    first = int(np.argmax(counts))
+    counts[max(first - 32, 0):first + 33] = 0
+    second = int(np.argmax(counts))
+    return first, second, (np.abs(scaled - first) <= 12) | (np.abs(scaled - second) <= 12)
+
+
+def _lossy_two_level_cut(values: np.ndarray, present: list[int]) -> int | None:
+    """The cut between the two levels of an 8-bit two-level mask that JPEG or resampling spread over more than
+    RAMP_VALUES values: half-way between its two commonest levels, when they lie at least TWO_LEVEL_GAP apart and
+    hold PHOTO_TWO_LEVEL_SHARE of its pixels; None otherwise (the half-range rule applies)."""
+    if len(present) <= RAMP_VALUES or present[-1] > 255:
+        return None
+    first, second, near_level = _two_levels(values.astype(np.float64))
+    low, high = sorted((first, second))
+    if high - low < TWO_LEVEL_GAP or np.count_nonzero(near_level) < PHOTO_TWO_LEVEL_SHARE * values.size:
+        return None
+    return (low + high + 1) // 2
 
 
 def _roughness(scaled: np.ndarray, near_level: np.ndarray, cut: float) -> float:
