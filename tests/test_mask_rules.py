@@ -125,6 +125,19 @@ def test_a_grey_lesion_saved_as_jpeg_is_cut_half_way_between_its_two_levels(tmp_
         assert (read_mask(tmp_path / f"m{level}.jpg") == lesion).mean() > 0.995, level
 
 
+def test_a_lesion_at_255_beside_a_larger_grey_region_saved_as_jpeg_is_not_cut_between_background_and_grey(tmp_path):
+    """0 background, a grey ruler / field of view at 100 larger than the lesion, the lesion at 255: its PNG reads the
+    lesion; its JPEG (or a resampled copy) had its two commonest levels 0 and 100 and was cut at 50, the grey region
+    read as lesion too (0.82 of pixels right on ISIC shapes)."""
+    yy, xx = np.mgrid[:128, :128]
+    lesion = (yy - 40) ** 2 / 18**2 + (xx - 60) ** 2 / 22**2 <= 1
+    values = np.where(lesion, 255, 0).astype(np.uint8)
+    values[80:, :] = 100  # a grey region of 38 % of the image, the lesion 10 %
+    Image.fromarray(values).save(tmp_path / "m.png")
+    Image.fromarray(values).save(tmp_path / "m.jpg", quality=75)
+    for name in ("m.png", "m.jpg"):
+        assert (read_mask(tmp_path / name) == lesion).mean() > 0.995, name
+
 def test_masks_resampled_or_saved_as_jpeg_in_one_colour_are_still_masks(tmp_path):
     yy, xx = np.mgrid[:200, :300]
     lesion = (yy - 90) ** 2 / 60**2 + (xx - 140) ** 2 / 90**2 <= 1
