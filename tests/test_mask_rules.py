@@ -138,6 +138,7 @@ def test_a_lesion_at_255_beside_a_larger_grey_region_saved_as_jpeg_is_not_cut_be
     for name in ("m.png", "m.jpg"):
         assert (read_mask(tmp_path / name) == lesion).mean() > 0.995, name
 
+
 def test_masks_resampled_or_saved_as_jpeg_in_one_colour_are_still_masks(tmp_path):
     yy, xx = np.mgrid[:200, :300]
     lesion = (yy - 90) ** 2 / 60**2 + (xx - 140) ** 2 / 90**2 <= 1
