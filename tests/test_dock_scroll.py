@@ -145,6 +145,20 @@ def test_a_click_on_the_docks_blank_space_leaves_the_arrow_keys_to_the_viewer(de
     assert pressed == ["Up"]
 
 
+def test_path_fields_keep_room_for_the_path_beside_their_choose_button(desk, qtbot):
+    """magicgui's "Choose directory" button took most of a 318 px dock's row, leaving the path itself about 40 px."""
+    from magicgui.widgets import FileEdit
+
+    viewer, docked = desk
+    for name in WIDGETS:
+        _raise(viewer, name)
+        qtbot.wait(50)
+        for row in docked[name]:
+            if isinstance(row, FileEdit) and row.visible:
+                assert row.line_edit.native.width() >= 100, (name, row.label, row.line_edit.native.width())
+
+
+# after the desk tests: a viewer of make_napari_viewer's before build_viewer's own registers the plugin twice
 @pytest.mark.parametrize("name", ["Cases", "Review and export"])
 def test_a_closed_widget_torn_down_by_the_garbage_collector_does_not_close_again(make_napari_viewer, qtbot, name, tmp_path, monkeypatch):
     """napari keeps a closed dock's widget, parentless; Python's garbage collector may clear its attributes before Qt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from magicgui.widgets import FileEdit
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -250,6 +251,10 @@ def fit_width(container, *status_labels) -> None:
     for combo in container.native.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(8)
+    for row in container:
+        if isinstance(row, FileEdit):  # magicgui's "Choose directory" took most of a narrow row: the path had ~40 px; "..." with a tooltip, as file pickers do
+            row.choose_btn.text = "..."
+            row.choose_btn.tooltip = f"choose the {'folder' if str(row.mode.value) == 'd' else 'file'} in a dialog"
     for label in status_labels:
         native = label.native
         native.setWordWrap(True)
