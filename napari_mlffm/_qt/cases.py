@@ -88,8 +88,7 @@ class CasesWidget(common.RunCancel, DockContainer):
         self.extend([self.previous_button, self.next_button, self.propose_button, self.redo, self.sort_button, self.status])
         self._progress = InlineProgress()
         common.insert_native_after(self, self.status, self._progress)
-        common.fit_width(self, self.status)
-        self.finish_rows()
+        self.finish_rows(self.status)
         self._layer_name: str | None = None
         self.worker = None
         self.confirm = lambda title, question: common.confirm(self.native, title, question)

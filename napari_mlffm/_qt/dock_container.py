@@ -16,6 +16,8 @@ from magicgui.widgets import Container
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
+from . import common
+
 _GROWING = {QSizePolicy.Policy.Expanding, QSizePolicy.Policy.MinimumExpanding, QSizePolicy.Policy.Ignored}
 
 
@@ -58,9 +60,7 @@ class DockContainer(Container):
 
     ``.native`` is the ``QScrollArea`` (docked by napari); ``.body`` is the
     ``QWidget`` inside it whose ``layout()`` holds the rows. Call
-    :meth:`finish_rows` once every row is in: it adds the stretch napari adds
-    below a docked widget's rows (so they sit at the top, not spread over
-    the dock), unless a row wants the height itself (a list).
+    :meth:`finish_rows` once every row is in.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -82,13 +82,16 @@ class DockContainer(Container):
         """The widget that holds the rows (its ``layout()`` is theirs)."""
         return self.root_native_widget.widget()
 
-    def finish_rows(self) -> None:
-        """Rows at the top (a stretch below, unless a row grows); the dock no narrower than the rows' minimum.
+    def finish_rows(self, *status_labels) -> None:
+        """Rows narrow (:func:`common.fit_width`, ``status_labels`` the Labels whose text changes), at the top (a
+        stretch below, as napari adds below a docked widget's rows, unless a row wants the height itself: a list),
+        and the dock no narrower than the rows' minimum.
 
         magicgui sets the scroll area's minimum to its rows' unwrapped width
         + 20 px; the rows' real minimum (labels wrap) replaces it, and follows
         the rows and the vertical scroll bar from then on.
         """
+        common.fit_width(self, *status_labels)
         layout = self.body.layout()
         rows = [layout.itemAt(i).widget() for i in range(layout.count())]
         if not any(row is not None and row.sizePolicy().verticalPolicy() in _GROWING for row in rows):

@@ -182,8 +182,7 @@ class FinetuneWidget(common.RunCancel, DockContainer):
         common.insert_native_after(self, self.status, self.curves)
         self._progress = InlineProgress()  # in the widget, not napari's activity bar: the child process keeps the CPU
         common.insert_native_after(self, self.status, self._progress)
-        common.fit_width(self, self.status)
-        self.finish_rows()
+        self.finish_rows(self.status)
         self.worker = None
         self.output: Path | None = None
         self._handle: dict = {}

@@ -81,8 +81,7 @@ class ProposeWidget(common.RunCancel, DockContainer):
         self.worker = None
         self._progress = InlineProgress()
         common.insert_native_after(self, self.status, self._progress)
-        common.fit_width(self, self.status)
-        self.finish_rows()
+        self.finish_rows(self.status)
         self.cases = cases_model.for_viewer(napari_viewer)
         self._select_active_model()
         self._show_model_defaults()

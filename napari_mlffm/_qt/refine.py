@@ -95,8 +95,7 @@ class RefineWidget(ClicksLayer, BoxLayer, common.RunCancel, DockContainer):
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         dock_life.bind_key(napari_viewer, "Shift-R", self, lambda: self.refine())
         dock_life.watch_closing(self)  # destroyed, or closed by its dock's X
-        common.fit_width(self, self.status)  # long status lines wrap instead of widening the tabbed dock
-        self.finish_rows()
+        self.finish_rows(self.status)
         self.image.changed.connect(self._take_over_layers)
         choices = [c for c in self.image.choices if c is not None]
         proposed = [c for c in choices if results.case_layers(napari_viewer, c.name)["mask"] is not None]

@@ -56,8 +56,7 @@ class ReviewWidget(DockContainer):
         ])
         self.confirm = lambda title, question: common.confirm(self.native, title, question)
         self.cases = cases_model.for_viewer(napari_viewer)
-        common.fit_width(self, self.status, self.readout)
-        self.finish_rows()
+        self.finish_rows(self.status, self.readout)
         from qtpy.QtCore import QTimer
 
         self._closed = False
