@@ -10,7 +10,7 @@ napari = pytest.importorskip("napari")
 
 from qtpy.QtWidgets import QApplication, QLabel, QScrollArea, QWidget  # noqa: E402
 
-from napari_mlffm.__main__ import WIDGETS, _raise, build_viewer  # noqa: E402
+from napari_mlffm.__main__ import DOCK_WIDTH_FRACTION, WIDGETS, _raise, build_viewer  # noqa: E402
 from napari_mlffm.settings import SETTINGS  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run)")
@@ -118,7 +118,7 @@ def test_the_tabbed_dock_is_no_wider_than_its_widest_rows(desk):
         assert scroll.viewport().geometry().left() == 0 and scroll.frameWidth() == 0, name
     widest = max(docked[name].body.minimumSizeHint().width() for name in WIDGETS)
     dock = docked["Propose masks"].native.parentWidget()
-    assert dock.width() <= max(widest, int(1366 * 0.23))  # the window's share, or the rows' minimum
+    assert dock.width() <= max(widest, int(1366 * DOCK_WIDTH_FRACTION))  # the window's share, or the rows' minimum
 
 
 def test_a_click_on_the_docks_blank_space_leaves_the_arrow_keys_to_the_viewer(desk, qtbot):
