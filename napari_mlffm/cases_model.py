@@ -215,7 +215,7 @@ class CaseModel:
         if not (other and is_file_source(other) and is_file_source(case.source)):
             return True
         if same_source(other, case.source):  # unless another photo was saved over the file since (both hashes known)
-            return not self.file_changed_since_accepted(case)
+            return not _other_pixels(accepted_pixels, pixels)
         return accepted_pixels is not None and pixels == accepted_pixels
 
     def file_changed_since_accepted(self, case: Case) -> bool:
@@ -227,8 +227,7 @@ class CaseModel:
             return False
         if origin is None or not (origin[0] and is_file_source(origin[0]) and same_source(origin[0], case.source)):
             return False
-        pixels = case.extra.get("pixels")
-        return isinstance(origin[1], str) and isinstance(pixels, str) and origin[1] != pixels
+        return _other_pixels(origin[1], case.extra.get("pixels"))
 
     def _stored_origin(self, store: CorrectionsStore, case_id: str) -> tuple[str | None, str | None] | None:
         """(source, image hash) of a stored case's record, read once per version of the record; None when the
@@ -340,6 +339,11 @@ class CaseModel:
     def set_current(self, case_id: str | None) -> None:
         self.current = case_id
         self.changed.emit("")
+
+
+def _other_pixels(accepted_pixels, pixels) -> bool:
+    """Whether two image hashes, both known, differ: the file holds another photo than the one accepted from it."""
+    return isinstance(accepted_pixels, str) and isinstance(pixels, str) and accepted_pixels != pixels
 
 
 def is_file_source(source: str | Path) -> bool:
